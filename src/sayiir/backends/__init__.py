@@ -1,0 +1,1 @@
+"""Storage backends: one small protocol, three implementations (memory, SQLite, PostgreSQL)."""

@@ -1,0 +1,141 @@
+"""The storage protocol every backend implements.
+
+Methods are domain operations, not SQL: an in-memory dict, SQLite and
+PostgreSQL implement them naturally. Each method is atomic: it either happens
+completely or not at all, so a crash never leaves a run half-written.
+
+The engine (``sayiir.engine``) depends only on this module and
+``sayiir.core.records``; it never imports a concrete backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from sayiir.core.codec import Codec
+from sayiir.core.records import (
+    AttemptRecord,
+    ControlRequest,
+    FinalState,
+    InstanceRecord,
+    RunState,
+    Status,
+    StepRecord,
+)
+
+__all__ = ["AsyncStorage", "Storage"]
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Synchronous storage operations (thread-safe: fork branches call them concurrently)."""
+
+    codec: Codec
+
+    def create_instance(self, record: InstanceRecord, *, replace: bool) -> InstanceRecord | None:
+        """Insert a new instance; return ``None`` when inserted.
+
+        If the id exists: with ``replace=False`` return the existing record and
+        change nothing; with ``replace=True`` atomically delete the old instance
+        (checkpoints, attempts, pending requests, but *not* buffered signals) and
+        insert the new one, returning ``None``.
+        """
+        ...
+
+    def load(self, instance_id: str) -> RunState | None:
+        """The instance record, all its checkpoints and attempt summaries, in one read."""
+        ...
+
+    def save_steps(
+        self, instance_id: str, steps: Sequence[StepRecord]
+    ) -> ControlRequest | None:
+        """Store checkpoints (and their task executions), mark the instance running.
+
+        Returns the pending cancel/pause request, if any, so the engine needs no
+        separate read to check for one before the next task.
+        """
+        ...
+
+    def record_attempt(self, instance_id: str, attempt: AttemptRecord) -> ControlRequest | None:
+        """Store a started (with deadline) or failed task attempt; return the pending request."""
+        ...
+
+    def consume_signal(self, instance_id: str, signal_name: str, key: str) -> bytes | None:
+        """Atomically pop the oldest buffered event and store it as checkpoint ``key``."""
+        ...
+
+    def finish(
+        self, instance_id: str, final: FinalState, steps: Sequence[StepRecord]
+    ) -> None:
+        """Store the final (terminal or parked) state, with the last checkpoints if any.
+
+        Clears the pending request when the final status applies it.
+        """
+        ...
+
+    def get_instance(self, instance_id: str) -> InstanceRecord | None: ...
+
+    def get_checkpoint(self, instance_id: str, key: str) -> bytes | None: ...
+
+    def request_control(self, instance_id: str, request: ControlRequest) -> Status | None:
+        """Cancel/pause: apply per ``control_decision``; return the status found (None: unknown).
+
+        ``"apply"`` sets the status now (cancelled/paused, with reason and by);
+        ``"request"`` stores the request for the executing engine; ``"noop"`` and
+        ``"reject"`` change nothing (the caller raises for ``"reject"``).
+        """
+        ...
+
+    def unpause(self, instance_id: str) -> Status | None:
+        """Turn a paused instance back into running (not executed). Return the status found."""
+        ...
+
+    def send_signal(self, instance_id: str, signal_name: str, payload: bytes) -> Status | None:
+        """Append an event to the FIFO of (instance, name); return the instance status found.
+
+        The instance need not exist yet (``None``: the event waits for it). An
+        event for a finished instance (completed, failed, cancelled) is not stored.
+        """
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class AsyncStorage(Protocol):
+    """The same operations for the asyncio driver (``CheckpointingRunner``)."""
+
+    codec: Codec
+
+    async def create_instance(
+        self, record: InstanceRecord, *, replace: bool
+    ) -> InstanceRecord | None: ...
+
+    async def load(self, instance_id: str) -> RunState | None: ...
+
+    async def save_steps(
+        self, instance_id: str, steps: Sequence[StepRecord]
+    ) -> ControlRequest | None: ...
+
+    async def record_attempt(
+        self, instance_id: str, attempt: AttemptRecord
+    ) -> ControlRequest | None: ...
+
+    async def consume_signal(self, instance_id: str, signal_name: str, key: str) -> bytes | None: ...
+
+    async def finish(
+        self, instance_id: str, final: FinalState, steps: Sequence[StepRecord]
+    ) -> None: ...
+
+    async def get_instance(self, instance_id: str) -> InstanceRecord | None: ...
+
+    async def get_checkpoint(self, instance_id: str, key: str) -> bytes | None: ...
+
+    async def request_control(self, instance_id: str, request: ControlRequest) -> Status | None: ...
+
+    async def unpause(self, instance_id: str) -> Status | None: ...
+
+    async def send_signal(self, instance_id: str, signal_name: str, payload: bytes) -> Status | None: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,1 @@
+"""Pure model of sayiir: no I/O, standard library only."""

@@ -1,0 +1,183 @@
+"""Plain records exchanged between the engine and the storage backends.
+
+Backends store and return these; they never interpret workflow structure. Times
+are Unix epoch seconds (floats); stored values are codec-encoded ``bytes``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+__all__ = [
+    "ACTIVE",
+    "TERMINAL",
+    "AttemptRecord",
+    "AttemptState",
+    "ControlRequest",
+    "FinalState",
+    "InstanceRecord",
+    "RunState",
+    "Status",
+    "StepRecord",
+    "applied_request",
+    "control_decision",
+    "fold_attempt",
+]
+
+
+class Status(StrEnum):
+    """Stored instance status (the lowercase words of the PostgreSQL contract)."""
+
+    RUNNING = "running"
+    WAITING = "waiting"
+    AWAITING_SIGNAL = "awaiting_signal"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+PARKED = frozenset({Status.WAITING, Status.AWAITING_SIGNAL})
+ACTIVE = frozenset({Status.RUNNING, Status.WAITING, Status.AWAITING_SIGNAL})
+
+
+@dataclass(frozen=True, slots=True)
+class ControlRequest:
+    """A cancel or pause asked for by a user; applied at the next step boundary."""
+
+    kind: str  # "cancel" | "pause"
+    reason: str | None = None
+    by: str | None = None
+
+
+def control_decision(status: Status, kind: str) -> str:
+    """What a cancel/pause request does to an instance in ``status``.
+
+    Returns ``"apply"`` (change the status now: nobody is executing it),
+    ``"request"`` (store it; the executing engine applies it at the next
+    boundary), ``"noop"`` or ``"reject"``. Every backend uses this one rule.
+    """
+    if status in (Status.COMPLETED, Status.FAILED):
+        return "reject"
+    if status is Status.CANCELLED:
+        return "noop" if kind == "cancel" else "reject"
+    if status is Status.PAUSED:
+        return "apply" if kind == "cancel" else "noop"
+    if status in PARKED:
+        return "apply"
+    return "request"
+
+
+@dataclass(slots=True)
+class InstanceRecord:
+    """One workflow run as stored (``sayiir_workflow_instances``)."""
+
+    instance_id: str
+    workflow_id: str
+    definition_hash: str
+    status: Status
+    input: bytes
+    output: bytes | None = None
+    error: str | None = None
+    reason: str | None = None
+    cancelled_by: str | None = None
+    paused_by: str | None = None
+    wake_at: float | None = None
+    park_node: str | None = None
+    signal_name: str | None = None
+    request: ControlRequest | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    completed_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """A checkpoint to store: the encoded output of a finished task (or an engine marker).
+
+    ``task_id`` is ``None`` for engine markers (delay timers, signal park times,
+    route keys), which are checkpoints but not task executions.
+    """
+
+    key: str
+    output: bytes
+    task_id: str | None = None
+    attempt: int = 1
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    worker_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """A task attempt that did not produce a checkpoint: started (with a deadline) or failed."""
+
+    key: str
+    task_id: str
+    attempt: int
+    status: str  # "running" | "failed"
+    started_at: float
+    finished_at: float | None = None
+    error: str | None = None
+    next_retry_at: float | None = None
+    deadline: float | None = None
+    worker_id: str | None = None
+
+
+@dataclass(slots=True)
+class AttemptState:
+    """What the engine needs to know about earlier attempts of a task with no checkpoint."""
+
+    failures: int = 0
+    last_error: str | None = None
+    next_retry_at: float | None = None
+    running_deadline: float | None = None  # deadline of a started attempt that never finished
+
+
+@dataclass(slots=True)
+class RunState:
+    """Everything needed to continue a run, loaded in one read."""
+
+    record: InstanceRecord
+    checkpoints: dict[str, bytes] = field(default_factory=dict)
+    attempts: dict[str, AttemptState] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FinalState:
+    """How an execution ended: a terminal status or a parked one."""
+
+    status: Status
+    output: bytes | None = None
+    error: str | None = None
+    reason: str | None = None
+    by: str | None = None
+    wake_at: float | None = None
+    park_node: str | None = None
+    signal_name: str | None = None
+
+
+def applied_request(record: InstanceRecord) -> ControlRequest | None:
+    """The request an engine must obey when it writes to an instance already stopped.
+
+    A cancel or pause applied directly (while the run was parked) wins over an
+    engine that resumed the run concurrently: its next write learns about it.
+    """
+    if record.status is Status.CANCELLED:
+        return ControlRequest("cancel", record.reason, record.cancelled_by)
+    if record.status is Status.PAUSED:
+        return ControlRequest("pause", record.reason, record.paused_by)
+    return None
+
+
+def fold_attempt(state: AttemptState, attempt: AttemptRecord) -> None:
+    """Apply one attempt row to the summary (shared by every backend's ``load``)."""
+    if attempt.status == "failed":
+        state.failures = max(state.failures, attempt.attempt)
+        state.last_error = attempt.error
+        state.next_retry_at = attempt.next_retry_at
+        state.running_deadline = None
+    elif attempt.status == "running" and attempt.attempt > state.failures:
+        state.running_deadline = attempt.deadline

@@ -1,0 +1,451 @@
+"""The workflow interpreter: walks the node tree, replays checkpoints, runs what is left.
+
+It performs no I/O itself. It is a generator that yields effects
+(``_effects``) to a driver; the sync driver performs them by blocking, the
+async driver with ``await``. The plain in-memory path uses the same code with
+``durable=False`` (no checkpoints, delays sleep, signals are refused).
+
+Checkpoint keys are node ids (unique within a workflow), prefixed by a scope
+for loop iterations (``"loop_0@2/body"``), so replay needs no position pointer:
+a node whose key has a checkpoint is skipped, and its stored output is used.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sayiir.core.codec import Codec
+from sayiir.core.context import TaskExecutionContext
+from sayiir.core.metadata import TaskMetadata
+from sayiir.core.nodes import (
+    Chain,
+    ChildNode,
+    DelayNode,
+    ForkNode,
+    LoopNode,
+    RouteNode,
+    SignalNode,
+    TaskNode,
+    WorkflowDefinition,
+    key_fn_id,
+)
+from sayiir.core.records import (
+    AttemptRecord,
+    AttemptState,
+    ControlRequest,
+    FinalState,
+    Status,
+    StepRecord,
+)
+from sayiir.engine._effects import Call, Parallel, Sleep, Store, Yielding
+from sayiir.engine._invoke import CallResult, TaskTimeout, call_sync
+
+__all__ = ["Execution", "Failure", "Lane"]
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+class Failure(Exception):
+    """The run failed; ``error`` is what the status shows, ``detail`` adds the traceback."""
+
+    def __init__(self, error: str, detail: str | None = None, *, decode: bool = False) -> None:
+        super().__init__(error)
+        self.error = error
+        self.detail = detail
+        self.decode = decode  # a value could not be decoded (DeserializationError in-memory)
+
+
+class _Parked(Exception):
+    """This path waits for a timer or a signal; the run parks when nothing else can move."""
+
+    def __init__(self, status: Status, wake_at: float | None, node: str, signal: str | None):
+        super().__init__(node)
+        self.status = status
+        self.wake_at = wake_at
+        self.node = node
+        self.signal = signal
+
+
+class _Stopped(Exception):
+    """A cancel or pause request was found at a step boundary."""
+
+    def __init__(self, request: ControlRequest) -> None:
+        super().__init__(request.kind)
+        self.request = request
+
+
+class Lane:
+    """Per path of execution: checkpoints not yet written, and whether calls run inline.
+
+    Checkpoints are written lazily, just before the next effect that matters
+    (the next task call, a signal read, the end of the run), so that the last
+    checkpoint and the final status share one write.
+    """
+
+    __slots__ = ("inline", "pending")
+
+    def __init__(self, inline: bool) -> None:
+        self.inline = inline
+        self.pending: list[StepRecord] = []
+
+
+def describe(exc: BaseException) -> str:
+    """``"<ExcType>: <message>"``, the error text of statuses and ``TaskError``."""
+    if isinstance(exc, TaskTimeout):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _loop_envelope(value: Any, loop_id: str) -> tuple[bool, Any]:
+    if isinstance(value, dict) and value.get("_loop") in ("again", "done") and "value" in value:
+        return value["_loop"] == "done", value["value"]
+    raise Failure(
+        f"Failed to decode output of loop '{loop_id}' (expected LoopEnvelope): "
+        "missing or invalid '_loop' tag in LoopResult JSON",
+        decode=True,
+    )
+
+
+class Execution:
+    """One execution (start or resume) of one instance; create a new one per call."""
+
+    def __init__(
+        self,
+        definition: WorkflowDefinition,
+        registry: Mapping[str, Callable[[Any], Any]],
+        codec: Codec,
+        instance_id: str,
+        *,
+        durable: bool,
+        checkpoints: dict[str, bytes] | None = None,
+        attempts: dict[str, AttemptState] | None = None,
+        worker_id: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.definition = definition
+        self.registry = registry
+        self.codec = codec
+        self.instance_id = instance_id
+        self.durable = durable
+        self.checkpoints = checkpoints if checkpoints is not None else {}
+        self.attempts = attempts if attempts is not None else {}
+        self.worker_id = worker_id
+        self.clock = clock
+        self._roundtrip: Callable[[Any], Any] = getattr(
+            codec, "roundtrip", lambda v: codec.decode(codec.encode(v))
+        )
+        meta_json = definition.metadata_json
+        self._workflow_metadata = json.loads(meta_json) if meta_json is not None else None
+        self._metas: dict[str, TaskMetadata] = {}
+
+    # -- entry point ---------------------------------------------------------------------
+
+    def run(self, value: Any, inline: bool) -> Yielding:
+        """Execute the whole workflow on ``value``; return the ``FinalState`` and output."""
+        lane = Lane(inline)
+        try:
+            output = yield from self.chain(self.definition.nodes, value, "", lane)
+        except Failure as f:
+            return FinalState(Status.FAILED, error=f.error), f, lane.pending
+        except _Parked as p:
+            final = FinalState(p.status, wake_at=p.wake_at, park_node=p.node, signal_name=p.signal)
+            return final, None, lane.pending
+        except _Stopped as s:
+            req = s.request
+            status = Status.CANCELLED if req.kind == "cancel" else Status.PAUSED
+            return FinalState(status, reason=req.reason, by=req.by), None, lane.pending
+        data = self.codec.encode(output) if self.durable else None
+        return FinalState(Status.COMPLETED, output=data), output, lane.pending
+
+    # -- structure -----------------------------------------------------------------------
+
+    def chain(self, nodes: Chain, value: Any, scope: str, lane: Lane) -> Yielding:
+        for node in nodes:
+            kind = type(node)
+            if kind is TaskNode:
+                value = yield from self.task(node, value, scope, lane)  # type: ignore[arg-type]
+            elif kind is ForkNode:
+                value = yield from self.fork(node, value, scope, lane)  # type: ignore[arg-type]
+            elif kind is RouteNode:
+                value = yield from self.route(node, value, scope, lane)  # type: ignore[arg-type]
+            elif kind is LoopNode:
+                value = yield from self.loop(node, value, scope, lane)  # type: ignore[arg-type]
+            elif kind is ChildNode:
+                value = yield from self.chain(node.body, value, scope, lane)  # type: ignore[union-attr]
+            elif kind is DelayNode:
+                value = yield from self.delay(node, value, scope, lane)  # type: ignore[arg-type]
+            else:
+                value = yield from self.signal(node, scope, lane)  # type: ignore[arg-type]
+        return value
+
+    def fork(self, node: ForkNode, value: Any, scope: str, lane: Lane) -> Yielding:
+        yield from self.flush(lane)
+        results = yield Parallel([self._branch(b, value, scope) for b in node.branches])
+        parked: list[_Parked] = []
+        for result in results:
+            if isinstance(result, Failure | _Stopped):
+                raise result
+            if isinstance(result, _Parked):
+                parked.append(result)
+            elif isinstance(result, BaseException):
+                raise result
+        if parked:
+            raise _merge_parked(parked)
+        joined = dict(zip(node.branch_keys, results, strict=True))
+        return (yield from self.task(node.join, joined, scope, lane))
+
+    def _branch(self, chain: Chain, value: Any, scope: str) -> Yielding:
+        lane = Lane(inline=False)
+        try:
+            out = yield from self.chain(chain, value, scope, lane)
+        except (Failure, _Parked, _Stopped):
+            # A parked or failed branch still keeps what it finished.
+            yield from self.flush(lane, check=False)
+            raise
+        yield from self.flush(lane)
+        return out
+
+    def route(self, node: RouteNode, value: Any, scope: str, lane: Lane) -> Yielding:
+        fn_id = key_fn_id(node.id)
+        ckey = scope + fn_id
+        stored = self.checkpoints.get(ckey)
+        if stored is not None:
+            key = self._decode(stored, ckey)
+        else:
+            fn = self._lookup(fn_id)
+            result = yield from self._call(fn, value, fn_id, None, lane)
+            if not result.ok:
+                assert result.error is not None
+                raise _task_failure(result.error)
+            key = result.value
+            if not isinstance(key, str):
+                raise Failure(
+                    f"Failed to decode input for task '{fn_id}' (expected String (branch key)): "
+                    f"got {type(key).__name__}",
+                    decode=True,
+                )
+            if self.durable:
+                now = self.clock()
+                lane.pending.append(
+                    StepRecord(ckey, self.codec.encode(key), fn_id, 1, now, now, self.worker_id)
+                )
+        chosen = dict(node.branches).get(key, node.default)
+        if chosen is None:
+            raise Failure(f"Branch node '{node.id}': no branch matches key '{key}'")
+        result_value = yield from self.chain(chosen, value, scope, lane)
+        return {"branch": key, "result": result_value}
+
+    def loop(self, node: LoopNode, value: Any, scope: str, lane: Lane) -> Yielding:
+        for i in range(node.max_iterations):
+            out = yield from self.chain(node.body, value, f"{scope}{node.id}@{i}/", lane)
+            done, value = _loop_envelope(out, node.id)
+            if done:
+                return value
+        if node.on_max == "fail":
+            raise Failure(f"Loop '{node.id}' exceeded max iterations ({node.max_iterations})")
+        return value
+
+    def delay(self, node: DelayNode, value: Any, scope: str, lane: Lane) -> Yielding:
+        if not self.durable:
+            if node.seconds > 0:
+                yield Sleep(node.seconds)
+            return value
+        key = scope + node.id
+        wake_at = self._timer(key, node.seconds, lane)
+        if self.clock() < wake_at:
+            raise _Parked(Status.WAITING, wake_at, node.id, None)
+        return value
+
+    def signal(self, node: SignalNode, scope: str, lane: Lane) -> Yielding:
+        if not self.durable:
+            raise Failure(
+                f"Cannot resume workflow: AwaitSignal '{node.id}' not supported in sync executor"
+            )
+        key = scope + node.id
+        stored = self.checkpoints.get(key)
+        if stored is None:
+            yield from self.flush(lane)
+            stored = yield Store("consume_signal", self.instance_id, node.signal_name, key)
+        if stored is not None:
+            return self._decode(stored, key)
+        wake_at = None
+        if node.timeout_secs is not None:
+            wake_at = self._timer(key + "~timeout", node.timeout_secs, lane)
+            if self.clock() >= wake_at:
+                raise Failure(f"Signal '{node.signal_name}' timed out")
+        raise _Parked(Status.AWAITING_SIGNAL, wake_at, node.id, node.signal_name)
+
+    # -- tasks ---------------------------------------------------------------------------
+
+    def task(self, node: TaskNode, value: Any, scope: str, lane: Lane) -> Yielding:
+        key = scope + node.id
+        stored = self.checkpoints.get(key)
+        if stored is not None:
+            return self._decode(stored, key)
+        fn = self._lookup(node.id)
+        meta = node.metadata
+        policy = meta.retries if meta is not None else None
+        max_retries = policy.max_retries if policy is not None else 0
+        timeout = meta.timeout_secs if meta is not None else None
+        failures = 0
+        state = self.attempts.get(key)
+        if state is not None:
+            failures = state.failures
+            if state.running_deadline is not None and self.clock() >= state.running_deadline:
+                # The process died while this attempt ran, after its deadline had passed.
+                failures += 1
+                error = str(TaskTimeout(node.id, timeout or 0.0))
+                if failures > max_retries:
+                    raise Failure(error)
+                assert policy is not None
+                yield from self._record_failure(lane, key, node.id, failures, error, policy)
+            elif state.next_retry_at is not None:
+                wait = state.next_retry_at - self.clock()
+                if wait > 0:
+                    yield Sleep(wait)
+        while True:
+            attempt = failures + 1
+            started = self.clock()
+            if self.durable and timeout is not None:
+                yield from self.flush(lane)
+                yield from self._store_checked(
+                    "record_attempt",
+                    AttemptRecord(
+                        key, node.id, attempt, "running", started,
+                        deadline=started + timeout, worker_id=self.worker_id,
+                    ),
+                )
+            result = yield from self._call(fn, value, node.id, timeout, lane)
+            if result.ok:
+                out = result.value
+                try:
+                    if self.durable:
+                        data = self.codec.encode(out)
+                        nxt = out if type(out) in _SCALARS else self.codec.decode(data)
+                        lane.pending.append(
+                            StepRecord(
+                                key, data, node.id, attempt, started, self.clock(), self.worker_id
+                            )
+                        )
+                    else:
+                        nxt = self._roundtrip(out)
+                    return nxt
+                except (TypeError, ValueError) as exc:
+                    result = CallResult(False, error=_encode_error(exc, node.id))
+            assert result.error is not None
+            failures += 1
+            if failures > max_retries:
+                raise _task_failure(result.error)
+            assert policy is not None
+            yield from self._record_failure(
+                lane, key, node.id, failures, describe(result.error), policy
+            )
+
+    def _record_failure(
+        self, lane: Lane, key: str, task_id: str, failures: int, error: str, policy: Any
+    ) -> Yielding:
+        delay = policy.delay_for(failures)
+        if self.durable:
+            yield from self.flush(lane)
+            now = self.clock()
+            yield from self._store_checked(
+                "record_attempt",
+                AttemptRecord(
+                    key, task_id, failures, "failed", now, now, error, now + delay,
+                    worker_id=self.worker_id,
+                ),
+            )
+        if delay > 0:
+            yield Sleep(delay)
+
+    def _call(
+        self, fn: Callable[[Any], Any], value: Any, task_id: str, timeout: float | None, lane: Lane
+    ) -> Yielding:
+        if lane.pending:
+            yield from self.flush(lane)
+        ctx = TaskExecutionContext(
+            self.definition.workflow_id,
+            self.instance_id,
+            task_id,
+            self._meta(task_id, fn),
+            self._workflow_metadata,
+        )
+        if lane.inline:
+            return call_sync(fn, value, ctx, timeout)
+        return (yield Call(fn, value, ctx, timeout))
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def flush(self, lane: Lane, *, check: bool = True) -> Yielding:
+        """Write the lane's pending checkpoints; stop if a cancel/pause is waiting."""
+        if not lane.pending:
+            return
+        steps, lane.pending = lane.pending, []
+        request = yield Store("save_steps", self.instance_id, steps)
+        if request is not None and check:
+            raise _Stopped(request)
+
+    def _store_checked(self, op: str, *args: Any) -> Yielding:
+        request = yield Store(op, self.instance_id, *args)
+        if request is not None:
+            raise _Stopped(request)
+
+    def _timer(self, key: str, seconds: float, lane: Lane) -> float:
+        stored = self.checkpoints.get(key)
+        if stored is not None:
+            return float(self._decode(stored, key))
+        wake_at = self.clock() + seconds
+        data = self.codec.encode(wake_at)
+        self.checkpoints[key] = data
+        lane.pending.append(StepRecord(key, data, None, 1, wake_at - seconds, wake_at - seconds))
+        return wake_at
+
+    def _decode(self, data: bytes, key: str) -> Any:
+        try:
+            return self.codec.decode(data)
+        except Exception as exc:
+            raise Failure(
+                f"DeserializationError: checkpoint '{key}' of instance '{self.instance_id}' "
+                f"cannot be decoded with codec '{self.codec.name}': {exc}",
+                decode=True,
+            ) from None
+
+    def _lookup(self, task_id: str) -> Callable[[Any], Any]:
+        fn = self.registry.get(task_id)
+        if fn is None:
+            raise Failure(f"KeyError: \"Task '{task_id}' not found\"")
+        return fn
+
+    def _meta(self, task_id: str, fn: Callable[[Any], Any]) -> TaskMetadata:
+        meta = self._metas.get(task_id)
+        if meta is None:
+            declared = getattr(fn, "_metadata", None)
+            meta = declared.copy() if isinstance(declared, TaskMetadata) else TaskMetadata()
+            if meta.tags is None:
+                meta.tags = []
+            if meta.display_name is None:
+                meta.display_name = task_id
+            self._metas[task_id] = meta
+        return meta
+
+
+def _task_failure(exc: BaseException) -> Failure:
+    detail = "".join(traceback.format_exception(exc))
+    return Failure(describe(exc), detail)
+
+
+def _encode_error(exc: Exception, task_id: str) -> Exception:
+    """Name the task in an output-encoding error, keeping the reference's message first."""
+    return type(exc)(f"{exc} (output of task '{task_id}')")
+
+
+def _merge_parked(parked: list[_Parked]) -> _Parked:
+    """A fork parks on its earliest wake-up; a delay wins over a signal for the status."""
+    delays = [p for p in parked if p.status is Status.WAITING]
+    pool = delays or parked
+    timed = [p for p in pool if p.wake_at is not None]
+    return min(timed, key=lambda p: p.wake_at or 0.0) if timed else pool[0]

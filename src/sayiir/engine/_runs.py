@@ -1,0 +1,280 @@
+"""Starting, resuming and controlling runs: the engine's operations, written once.
+
+Each operation is a generator of effects (see ``_effects``), executed by the
+sync driver (``_drive.drive``) or the async one (``_drive.adrive``). Nothing
+here touches a backend directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sayiir.core.codec import Codec
+from sayiir.core.nodes import WorkflowDefinition
+from sayiir.core.records import (
+    TERMINAL,
+    ControlRequest,
+    FinalState,
+    InstanceRecord,
+    Status,
+    control_decision,
+)
+from sayiir.core.status import WorkflowStatus, format_wake_at
+from sayiir.engine._effects import Store, Yielding
+from sayiir.engine._interpreter import Execution, Failure
+from sayiir.errors import (
+    BackendError,
+    DefinitionMismatchError,
+    DeserializationError,
+    InstanceAlreadyExistsError,
+    InstanceNotFoundError,
+    TaskError,
+    WorkflowError,
+)
+
+__all__ = [
+    "CONFLICT_POLICIES",
+    "cancel_run",
+    "check_policy",
+    "pause_run",
+    "plain_run",
+    "resume_run",
+    "send_signal_op",
+    "start_run",
+    "status_from_record",
+    "unpause_run",
+]
+
+Registry = Mapping[str, Callable[[Any], Any]]
+CONFLICT_POLICIES = ("fail", "use_existing", "terminate_existing")
+_SCALARS = (str, int, float, bool, type(None))
+MAX_INSTANCE_ID_BYTES = 256
+
+
+def check_policy(policy: str | None) -> str:
+    """Validate a conflict policy (``None`` means ``"fail"``)."""
+    if policy is None:
+        return "fail"
+    if policy not in CONFLICT_POLICIES:
+        raise ValueError(
+            f'invalid conflict_policy: "{policy}" '
+            '(expected "fail", "use_existing", or "terminate_existing")'
+        )
+    return policy
+
+
+def check_instance_id(instance_id: str) -> None:
+    if not isinstance(instance_id, str):
+        raise TypeError(f"instance_id must be a str, not {type(instance_id).__name__}")
+    if not instance_id:
+        raise WorkflowError("instance_id must not be empty")
+    size = len(instance_id.encode())
+    if size > MAX_INSTANCE_ID_BYTES:
+        raise WorkflowError(
+            f"instance_id length {size} exceeds maximum {MAX_INSTANCE_ID_BYTES} bytes"
+        )
+
+
+def status_from_record(record: InstanceRecord, codec: Codec) -> WorkflowStatus:
+    """The public status of a stored instance (``running`` shows as ``in_progress``)."""
+    st = record.status
+    output = None
+    if st is Status.COMPLETED and record.output is not None:
+        try:
+            output = codec.decode(record.output)
+        except Exception as exc:
+            raise DeserializationError(
+                f"stored output of instance '{record.instance_id}' cannot be decoded with "
+                f"codec '{codec.name}': {exc}"
+            ) from None
+    return WorkflowStatus(
+        "in_progress" if st is Status.RUNNING else st.value,
+        output=output,
+        error=record.error,
+        reason=record.reason,
+        cancelled_by=record.cancelled_by,
+        paused_by=record.paused_by,
+        wake_at=format_wake_at(record.wake_at) if st in (Status.WAITING, Status.AWAITING_SIGNAL)
+        else None,
+        delay_id=record.park_node if st is Status.WAITING else None,
+        signal_id=record.park_node if st is Status.AWAITING_SIGNAL else None,
+        signal_name=record.signal_name if st is Status.AWAITING_SIGNAL else None,
+    )
+
+
+def _status_from_final(final: FinalState, output: Any) -> WorkflowStatus:
+    st = final.status
+    return WorkflowStatus(
+        st.value,
+        output=output if st is Status.COMPLETED else None,
+        error=final.error,
+        reason=final.reason,
+        cancelled_by=final.by if st is Status.CANCELLED else None,
+        paused_by=final.by if st is Status.PAUSED else None,
+        wake_at=format_wake_at(final.wake_at),
+        delay_id=final.park_node if st is Status.WAITING else None,
+        signal_id=final.park_node if st is Status.AWAITING_SIGNAL else None,
+        signal_name=final.signal_name,
+    )
+
+
+def _check_hash(definition: WorkflowDefinition, record: InstanceRecord) -> None:
+    if record.definition_hash != definition.definition_hash:
+        raise DefinitionMismatchError(definition.definition_hash, record.definition_hash)
+
+
+def _execute(
+    execution: Execution, instance_id: str, value: Any, inline: bool
+) -> Yielding:
+    final, output, pending = yield from execution.run(value, inline)
+    yield Store("finish", instance_id, final, pending)
+    return _status_from_final(final, output)
+
+
+def plain_run(
+    definition: WorkflowDefinition, registry: Registry, codec: Codec, value: Any
+) -> Yielding:
+    """The in-memory path: no storage; returns the output or raises ``TaskError``."""
+    roundtrip = getattr(codec, "roundtrip", None)
+    value = roundtrip(value) if roundtrip else codec.decode(codec.encode(value))
+    execution = Execution(definition, registry, codec, definition.workflow_id, durable=False)
+    final, output, _ = yield from execution.run(value, True)
+    if final.status is Status.COMPLETED:
+        return output
+    assert isinstance(output, Failure)
+    if output.decode:
+        raise DeserializationError(output.error)
+    message = output.error if output.detail is None else f"{output.error}\n\n{output.detail}"
+    raise TaskError(message)
+
+
+def start_run(
+    definition: WorkflowDefinition,
+    registry: Registry,
+    codec: Codec,
+    instance_id: str,
+    value: Any,
+    policy: str,
+    *,
+    inline: bool,
+    clock: Callable[[], float] = time.time,
+) -> Yielding:
+    """Create the instance (per the conflict policy) and run it as far as it goes."""
+    check_instance_id(instance_id)
+    data = codec.encode(value)
+    value = value if type(value) in _SCALARS else codec.decode(data)
+    now = clock()
+    record = InstanceRecord(
+        instance_id,
+        definition.workflow_id,
+        definition.definition_hash,
+        Status.RUNNING,
+        data,
+        created_at=now,
+        updated_at=now,
+    )
+    existing = yield Store("create_instance", record, replace=policy == "terminate_existing")
+    if existing is not None:
+        _check_hash(definition, existing)
+        if policy == "use_existing":
+            return status_from_record(existing, codec)
+        raise InstanceAlreadyExistsError(instance_id)
+    execution = Execution(definition, registry, codec, instance_id, durable=True, clock=clock)
+    return (yield from _execute(execution, instance_id, value, inline))
+
+
+def resume_run(
+    definition: WorkflowDefinition,
+    registry: Registry,
+    codec: Codec,
+    instance_id: str,
+    *,
+    inline: bool,
+    clock: Callable[[], float] = time.time,
+) -> Yielding:
+    """Continue an instance from its checkpoints; finished steps are never re-run."""
+    state = yield Store("load", instance_id)
+    if state is None:
+        raise InstanceNotFoundError(instance_id)
+    record: InstanceRecord = state.record
+    _check_hash(definition, record)
+    if record.status in TERMINAL or record.status is Status.PAUSED:
+        return status_from_record(record, codec)
+    request = record.request
+    if request is not None:
+        status = Status.CANCELLED if request.kind == "cancel" else Status.PAUSED
+        final = FinalState(status, reason=request.reason, by=request.by)
+        yield Store("finish", instance_id, final, [])
+        return _status_from_final(final, None)
+    if (
+        record.status is Status.WAITING
+        and record.wake_at is not None
+        and clock() < record.wake_at
+    ):
+        return status_from_record(record, codec)
+    try:
+        value = codec.decode(record.input)
+    except Exception as exc:
+        final = FinalState(
+            Status.FAILED,
+            error=f"DeserializationError: input of instance '{instance_id}' cannot be decoded "
+            f"with codec '{codec.name}': {exc}",
+        )
+        yield Store("finish", instance_id, final, [])
+        return _status_from_final(final, None)
+    execution = Execution(
+        definition,
+        registry,
+        codec,
+        instance_id,
+        durable=True,
+        checkpoints=state.checkpoints,
+        attempts=state.attempts,
+        clock=clock,
+    )
+    return (yield from _execute(execution, instance_id, value, inline))
+
+
+def _control(instance_id: str, kind: str, reason: str | None, by: str | None) -> Yielding:
+    found = yield Store("request_control", instance_id, ControlRequest(kind, reason, by))
+    if found is None:
+        raise InstanceNotFoundError(instance_id)
+    if control_decision(found, kind) == "reject":
+        raise BackendError(
+            f"Cannot {kind} workflow in state: {found.value.replace('_', ' ').title()}"
+        )
+
+
+def cancel_run(instance_id: str, reason: str | None, by: str | None) -> Yielding:
+    """Cancel now if nobody executes the run, else at its next step boundary."""
+    return (yield from _control(instance_id, "cancel", reason, by))
+
+
+def pause_run(instance_id: str, reason: str | None, by: str | None) -> Yielding:
+    """Pause now if nobody executes the run, else at its next step boundary."""
+    return (yield from _control(instance_id, "pause", reason, by))
+
+
+def unpause_run(instance_id: str) -> Yielding:
+    """Make a paused run runnable again (it does not run it)."""
+    found = yield Store("unpause", instance_id)
+    if found is None:
+        raise InstanceNotFoundError(instance_id)
+    if found is not Status.PAUSED:
+        raise BackendError(
+            f"Cannot unpause workflow '{instance_id}': it is not paused "
+            f"(state: {found.value.replace('_', ' ').title()})"
+        )
+
+
+def send_signal_op(codec: Codec, instance_id: str, name: str, payload: Any) -> Yielding:
+    """Buffer a signal event; refuse one for a finished run."""
+    data = codec.encode(payload)
+    found = yield Store("send_signal", instance_id, name, data)
+    if found in TERMINAL:
+        raise BackendError(
+            f"Cannot send signal '{name}' to workflow '{instance_id}': it has already "
+            f"finished (state: {found.value.title()})"
+        )

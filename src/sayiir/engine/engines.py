@@ -1,0 +1,201 @@
+"""The engine classes users hold: ``WorkflowEngine``, ``DurableEngine``, ``CheckpointingRunner``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from sayiir.backends.protocol import AsyncStorage, Storage
+from sayiir.core.codec import JsonCodec
+from sayiir.core.nodes import WorkflowDefinition
+from sayiir.core.status import WorkflowStatus
+from sayiir.engine import _runs
+from sayiir.engine._drive import adrive, drive
+
+__all__ = ["CheckpointingRunner", "DurableEngine", "WorkflowEngine", "resolve"]
+
+Registry = Mapping[str, Callable[[Any], Any]]
+_JSON = JsonCodec()
+
+
+class _HasInner(Protocol):
+    _inner: WorkflowDefinition
+    _task_registry: dict[str, Callable[[Any], Any]]
+
+
+def resolve(
+    workflow: WorkflowDefinition | _HasInner | Any, registry: Registry | None
+) -> tuple[WorkflowDefinition, Registry]:
+    """Accept a ``Workflow`` or its compiled ``_inner`` (with an explicit registry)."""
+    definition = getattr(workflow, "_inner", workflow)
+    if not isinstance(definition, WorkflowDefinition):
+        raise TypeError(
+            f"expected a Workflow built with Flow(...).build(), not {type(workflow).__name__}"
+        )
+    if registry is None:
+        registry = getattr(workflow, "_task_registry", None)
+        if registry is None:
+            raise TypeError("a compiled workflow needs its task_registry")
+    return definition, registry
+
+
+_STORAGE_TYPES: set[type[Any]] = set()
+
+
+def _storage(backend: Any) -> Storage:
+    kind = type(backend)
+    if kind in _STORAGE_TYPES:
+        return backend  # type: ignore[no-any-return]
+    if isinstance(backend, Storage):
+        _STORAGE_TYPES.add(kind)
+        return backend
+    raise TypeError(
+        "backend must be InMemoryBackend, SqliteBackend or PostgresBackend, "
+        f"not {type(backend).__name__}"
+    )
+
+
+class WorkflowEngine:
+    """Runs a workflow in memory, without checkpoints; returns the output.
+
+    >>> WorkflowEngine().run(wf._inner, 21, wf._task_registry)  # doctest: +SKIP
+    42
+    """
+
+    def run(self, workflow: Any, input: Any, task_registry: Registry | None = None) -> Any:
+        definition, registry = resolve(workflow, task_registry)
+        return drive(_runs.plain_run(definition, registry, _JSON, input), None)
+
+    def __repr__(self) -> str:
+        return "WorkflowEngine()"
+
+
+class DurableEngine:
+    """Runs workflows with a checkpoint after every task, in the given backend.
+
+    >>> engine = DurableEngine(InMemoryBackend())  # doctest: +SKIP
+    >>> engine.run(wf._inner, "inst-1", 21, wf._task_registry).output  # doctest: +SKIP
+    42
+    """
+
+    def __init__(self, backend: Any, conflict_policy: str | None = None) -> None:
+        self._storage = _storage(backend)
+        self._policy = _runs.check_policy(conflict_policy)
+
+    @property
+    def backend(self) -> Storage:
+        return self._storage
+
+    def run(
+        self,
+        workflow: Any,
+        instance_id: str,
+        input: Any,
+        task_registry: Registry | None = None,
+    ) -> WorkflowStatus:
+        definition, registry = resolve(workflow, task_registry)
+        s = self._storage
+        op = _runs.start_run(
+            definition, registry, s.codec, instance_id, input, self._policy, inline=True
+        )
+        result: WorkflowStatus = drive(op, s)
+        return result
+
+    def resume(
+        self, workflow: Any, instance_id: str, task_registry: Registry | None = None
+    ) -> WorkflowStatus:
+        definition, registry = resolve(workflow, task_registry)
+        s = self._storage
+        result: WorkflowStatus = drive(
+            _runs.resume_run(definition, registry, s.codec, instance_id, inline=True), s
+        )
+        return result
+
+    def cancel(
+        self, instance_id: str, reason: str | None = None, cancelled_by: str | None = None
+    ) -> None:
+        drive(_runs.cancel_run(instance_id, reason, cancelled_by), self._storage)
+
+    def pause(
+        self, instance_id: str, reason: str | None = None, paused_by: str | None = None
+    ) -> None:
+        drive(_runs.pause_run(instance_id, reason, paused_by), self._storage)
+
+    def unpause(self, instance_id: str) -> None:
+        drive(_runs.unpause_run(instance_id), self._storage)
+
+    def send_signal(self, instance_id: str, signal_name: str, payload: Any) -> None:
+        s = self._storage
+        drive(_runs.send_signal_op(s.codec, instance_id, signal_name, payload), s)
+
+    def __repr__(self) -> str:
+        return f"DurableEngine(backend={self._storage!r}, conflict_policy={self._policy!r})"
+
+
+def _async_storage(backend: Any) -> AsyncStorage:
+    factory = getattr(backend, "async_storage", None)
+    if factory is None:
+        if isinstance(backend, AsyncStorage):
+            return backend
+        raise TypeError(
+            f"backend must be InMemoryBackend, SqliteBackend or PostgresBackend, "
+            f"not {type(backend).__name__}"
+        )
+    storage: AsyncStorage = factory()
+    return storage
+
+
+class CheckpointingRunner:
+    """The asyncio form of ``DurableEngine``: async tasks run on your event loop.
+
+    >>> backend = await PostgresBackend.connect("postgresql://localhost/sayiir")  # doctest: +SKIP
+    >>> status = await CheckpointingRunner(backend).run(wf, "order-123", 42)  # doctest: +SKIP
+    """
+
+    def __init__(self, backend: Any, conflict_policy: str | None = None) -> None:
+        self._storage = _async_storage(backend)
+        self._policy = _runs.check_policy(conflict_policy)
+
+    async def run(
+        self,
+        workflow: Any,
+        instance_id: str,
+        input: Any,
+        task_registry: Registry | None = None,
+    ) -> WorkflowStatus:
+        definition, registry = resolve(workflow, task_registry)
+        s = self._storage
+        op = _runs.start_run(
+            definition, registry, s.codec, instance_id, input, self._policy, inline=False
+        )
+        result: WorkflowStatus = await adrive(op, s)
+        return result
+
+    async def resume(
+        self, workflow: Any, instance_id: str, task_registry: Registry | None = None
+    ) -> WorkflowStatus:
+        definition, registry = resolve(workflow, task_registry)
+        s = self._storage
+        op = _runs.resume_run(definition, registry, s.codec, instance_id, inline=False)
+        result: WorkflowStatus = await adrive(op, s)
+        return result
+
+    async def cancel(
+        self, instance_id: str, reason: str | None = None, cancelled_by: str | None = None
+    ) -> None:
+        await adrive(_runs.cancel_run(instance_id, reason, cancelled_by), self._storage)
+
+    async def pause(
+        self, instance_id: str, reason: str | None = None, paused_by: str | None = None
+    ) -> None:
+        await adrive(_runs.pause_run(instance_id, reason, paused_by), self._storage)
+
+    async def unpause(self, instance_id: str) -> None:
+        await adrive(_runs.unpause_run(instance_id), self._storage)
+
+    async def send_signal(self, instance_id: str, signal_name: str, payload: Any) -> None:
+        s = self._storage
+        await adrive(_runs.send_signal_op(s.codec, instance_id, signal_name, payload), s)
+
+    def __repr__(self) -> str:
+        return f"CheckpointingRunner(conflict_policy={self._policy!r})"
