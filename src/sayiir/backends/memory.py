@@ -64,7 +64,8 @@ class InMemoryBackend:
             existing = self._instances.get(record.instance_id)
             if existing is not None and not replace:
                 return _copy(existing.record)
-            self._instances[record.instance_id] = _Instance(_copy(record))
+            # The engine hands the record over and never touches it again: no copy needed.
+            self._instances[record.instance_id] = _Instance(record)
             return None
 
     def load(self, instance_id: str) -> RunState | None:

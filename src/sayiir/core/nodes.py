@@ -176,7 +176,7 @@ def _walk(chain: Chain, pred: str | None, out: list[NodeInfo]) -> None:
             for branch in node.branches:
                 _walk(branch, node.id, out)
             out.append(_info(node.join, node.id))
-            pred = node.id
+            pred = node.join.id  # reference: the step after a fork follows its join
             continue
         if isinstance(node, RouteNode):
             for _, branch in node.branches:
@@ -236,7 +236,7 @@ class WorkflowDefinition:
     instance is never resumed by a definition it was not started with.
     """
 
-    __slots__ = ("_hash", "metadata_json", "nodes", "workflow_id")
+    __slots__ = ("_hash", "metadata_json", "nodes", "runtime_cache", "workflow_id")
 
     def __init__(self, workflow_id: str, nodes: Chain, metadata_json: str | None = None) -> None:
         self.workflow_id = workflow_id
@@ -244,6 +244,8 @@ class WorkflowDefinition:
         self.metadata_json = metadata_json
         text = json.dumps(_shape(nodes), separators=(",", ":"), sort_keys=True)
         self._hash = hashlib.sha256(text.encode()).hexdigest()
+        # Per-callable data the engine derives once (runtime metadata), not per run.
+        self.runtime_cache: dict[Any, Any] = {}
 
     @property
     def definition_hash(self) -> str:

@@ -140,7 +140,7 @@ class Execution:
         )
         meta_json = definition.metadata_json
         self._workflow_metadata = json.loads(meta_json) if meta_json is not None else None
-        self._metas: dict[str, TaskMetadata] = {}
+        self._metas: dict[Any, Any] = definition.runtime_cache
 
     # -- entry point ---------------------------------------------------------------------
 
@@ -421,7 +421,9 @@ class Execution:
         return fn
 
     def _meta(self, task_id: str, fn: Callable[[Any], Any]) -> TaskMetadata:
-        meta = self._metas.get(task_id)
+        """The metadata a task sees at runtime, derived once per (task id, callable)."""
+        cache_key = (task_id, fn)
+        meta: TaskMetadata | None = self._metas.get(cache_key)
         if meta is None:
             declared = getattr(fn, "_metadata", None)
             meta = declared.copy() if isinstance(declared, TaskMetadata) else TaskMetadata()
@@ -429,7 +431,7 @@ class Execution:
                 meta.tags = []
             if meta.display_name is None:
                 meta.display_name = task_id
-            self._metas[task_id] = meta
+            self._metas[cache_key] = meta
         return meta
 
 

@@ -14,6 +14,9 @@ from typing import Any
 
 from sayiir.core.context import TaskExecutionContext, current_context
 
+# Results that are certainly not awaitable: skip the (slow) ABC check for them.
+_PLAIN = frozenset({str, int, float, bool, type(None), dict, list, tuple})
+
 __all__ = ["CallResult", "TaskTimeout", "await_with_timeout", "call_async", "call_sync"]
 
 
@@ -115,7 +118,7 @@ def call_sync(
         if timeout is not None and not inspect.iscoroutinefunction(fn):
             return CallResult(True, _run_with_deadline(fn, arg, ctx))
         value = fn(arg)
-        if inspect.isawaitable(value):
+        if type(value) not in _PLAIN and inspect.isawaitable(value):
             value = _run_coroutine(value, ctx.task_id, timeout)
         return CallResult(True, value)
     except Exception as exc:
