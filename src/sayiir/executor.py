@@ -86,7 +86,7 @@ def cancel_workflow(
 ) -> None:
     """Cancel a run: at once if parked, else when its running task finishes.
 
-    >>> cancel_workflow("order-123", backend, reason="duplicate", cancelled_by="ops")  # doctest: +SKIP
+    >>> cancel_workflow("order-1", backend, reason="dup", cancelled_by="ops")  # doctest: +SKIP
     """
     DurableEngine(backend).cancel(instance_id, reason, cancelled_by)
 

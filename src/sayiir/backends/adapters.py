@@ -9,8 +9,8 @@ thread so a blocking backend (SQLite) never stalls the event loop.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from sayiir.core.records import (
     AttemptRecord,
@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from sayiir.backends.protocol import Storage
 
 __all__ = ["DirectAsyncStorage", "ThreadedAsyncStorage"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 class DirectAsyncStorage:
@@ -73,18 +76,20 @@ class DirectAsyncStorage:
     async def unpause(self, instance_id: str) -> Status | None:
         return await self._call(self._s.unpause, instance_id)
 
-    async def send_signal(self, instance_id: str, signal_name: str, payload: bytes) -> Status | None:
+    async def send_signal(
+        self, instance_id: str, signal_name: str, payload: bytes
+    ) -> Status | None:
         return await self._call(self._s.send_signal, instance_id, signal_name, payload)
 
     async def aclose(self) -> None:
         await self._call(self._s.close)
 
-    async def _call(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+    async def _call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         return fn(*args, **kwargs)
 
 
 class ThreadedAsyncStorage(DirectAsyncStorage):
     """Await-able facade that runs each blocking call in a worker thread."""
 
-    async def _call(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def]
+    async def _call(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         return await asyncio.to_thread(fn, *args, **kwargs)

@@ -79,9 +79,7 @@ class InMemoryBackend:
                     fold_attempt(attempts.setdefault(attempt.key, AttemptState()), attempt)
             return RunState(_copy(inst.record), dict(inst.checkpoints), attempts)
 
-    def save_steps(
-        self, instance_id: str, steps: Sequence[StepRecord]
-    ) -> ControlRequest | None:
+    def save_steps(self, instance_id: str, steps: Sequence[StepRecord]) -> ControlRequest | None:
         with self._lock:
             inst = self._get(instance_id)
             for step in steps:
@@ -105,9 +103,7 @@ class InMemoryBackend:
             self._touch(inst)
             return payload
 
-    def finish(
-        self, instance_id: str, final: FinalState, steps: Sequence[StepRecord]
-    ) -> None:
+    def finish(self, instance_id: str, final: FinalState, steps: Sequence[StepRecord]) -> None:
         with self._lock:
             inst = self._get(instance_id)
             for step in steps:

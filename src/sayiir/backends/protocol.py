@@ -47,9 +47,7 @@ class Storage(Protocol):
         """The instance record, all its checkpoints and attempt summaries, in one read."""
         ...
 
-    def save_steps(
-        self, instance_id: str, steps: Sequence[StepRecord]
-    ) -> ControlRequest | None:
+    def save_steps(self, instance_id: str, steps: Sequence[StepRecord]) -> ControlRequest | None:
         """Store checkpoints (and their task executions), mark the instance running.
 
         Returns the pending cancel/pause request, if any, so the engine needs no
@@ -65,9 +63,7 @@ class Storage(Protocol):
         """Atomically pop the oldest buffered event and store it as checkpoint ``key``."""
         ...
 
-    def finish(
-        self, instance_id: str, final: FinalState, steps: Sequence[StepRecord]
-    ) -> None:
+    def finish(self, instance_id: str, final: FinalState, steps: Sequence[StepRecord]) -> None:
         """Store the final (terminal or parked) state, with the last checkpoints if any.
 
         Clears the pending request when the final status applies it.
@@ -122,7 +118,9 @@ class AsyncStorage(Protocol):
         self, instance_id: str, attempt: AttemptRecord
     ) -> ControlRequest | None: ...
 
-    async def consume_signal(self, instance_id: str, signal_name: str, key: str) -> bytes | None: ...
+    async def consume_signal(
+        self, instance_id: str, signal_name: str, key: str
+    ) -> bytes | None: ...
 
     async def finish(
         self, instance_id: str, final: FinalState, steps: Sequence[StepRecord]
@@ -136,6 +134,8 @@ class AsyncStorage(Protocol):
 
     async def unpause(self, instance_id: str) -> Status | None: ...
 
-    async def send_signal(self, instance_id: str, signal_name: str, payload: bytes) -> Status | None: ...
+    async def send_signal(
+        self, instance_id: str, signal_name: str, payload: bytes
+    ) -> Status | None: ...
 
     async def aclose(self) -> None: ...

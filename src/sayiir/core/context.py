@@ -21,6 +21,12 @@ class TaskExecutionContext:
 
     __slots__ = ("instance_id", "metadata", "task_id", "workflow_id", "workflow_metadata")
 
+    workflow_id: str
+    instance_id: str
+    task_id: str
+    metadata: TaskMetadata
+    workflow_metadata: dict[str, Any] | None
+
     def __init__(
         self,
         workflow_id: str,

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from sayiir.backends.protocol import AsyncStorage, Storage
-from sayiir.engine._effects import Call, Effect, Parallel, Sleep, Store, Yielding
+from sayiir.engine._effects import Call, Effect, Sleep, Store, Yielding
 from sayiir.engine._invoke import call_async, call_sync
 
 __all__ = ["adrive", "drive"]

@@ -292,21 +292,8 @@ class Execution:
         max_retries = policy.max_retries if policy is not None else 0
         timeout = meta.timeout_secs if meta is not None else None
         failures = 0
-        state = self.attempts.get(key)
-        if state is not None:
-            failures = state.failures
-            if state.running_deadline is not None and self.clock() >= state.running_deadline:
-                # The process died while this attempt ran, after its deadline had passed.
-                failures += 1
-                error = str(TaskTimeout(node.id, timeout or 0.0))
-                if failures > max_retries:
-                    raise Failure(error)
-                assert policy is not None
-                yield from self._record_failure(lane, key, node.id, failures, error, policy)
-            elif state.next_retry_at is not None:
-                wait = state.next_retry_at - self.clock()
-                if wait > 0:
-                    yield Sleep(wait)
+        if key in self.attempts:
+            failures = yield from self._restore_attempts(lane, key, node, max_retries)
         while True:
             attempt = failures + 1
             started = self.clock()
@@ -315,8 +302,13 @@ class Execution:
                 yield from self._store_checked(
                     "record_attempt",
                     AttemptRecord(
-                        key, node.id, attempt, "running", started,
-                        deadline=started + timeout, worker_id=self.worker_id,
+                        key,
+                        node.id,
+                        attempt,
+                        "running",
+                        started,
+                        deadline=started + timeout,
+                        worker_id=self.worker_id,
                     ),
                 )
             result = yield from self._call(fn, value, node.id, timeout, lane)
@@ -345,6 +337,26 @@ class Execution:
                 lane, key, node.id, failures, describe(result.error), policy
             )
 
+    def _restore_attempts(self, lane: Lane, key: str, node: TaskNode, max_retries: int) -> Yielding:
+        """Continue the retry schedule of earlier executions; return the failures so far."""
+        state = self.attempts[key]
+        failures = state.failures
+        meta = node.metadata
+        if state.running_deadline is not None and self.clock() >= state.running_deadline:
+            # The process died while this attempt ran, after its deadline had passed.
+            failures += 1
+            timeout = meta.timeout_secs if meta is not None else None
+            error = str(TaskTimeout(node.id, timeout or 0.0))
+            if failures > max_retries:
+                raise Failure(error)
+            assert meta is not None and meta.retries is not None
+            yield from self._record_failure(lane, key, node.id, failures, error, meta.retries)
+        elif state.next_retry_at is not None:
+            wait = state.next_retry_at - self.clock()
+            if wait > 0:
+                yield Sleep(wait)
+        return failures
+
     def _record_failure(
         self, lane: Lane, key: str, task_id: str, failures: int, error: str, policy: Any
     ) -> Yielding:
@@ -355,7 +367,14 @@ class Execution:
             yield from self._store_checked(
                 "record_attempt",
                 AttemptRecord(
-                    key, task_id, failures, "failed", now, now, error, now + delay,
+                    key,
+                    task_id,
+                    failures,
+                    "failed",
+                    now,
+                    now,
+                    error,
+                    now + delay,
                     worker_id=self.worker_id,
                 ),
             )

@@ -96,7 +96,8 @@ def status_from_record(record: InstanceRecord, codec: Codec) -> WorkflowStatus:
         reason=record.reason,
         cancelled_by=record.cancelled_by,
         paused_by=record.paused_by,
-        wake_at=format_wake_at(record.wake_at) if st in (Status.WAITING, Status.AWAITING_SIGNAL)
+        wake_at=format_wake_at(record.wake_at)
+        if st in (Status.WAITING, Status.AWAITING_SIGNAL)
         else None,
         delay_id=record.park_node if st is Status.WAITING else None,
         signal_id=record.park_node if st is Status.AWAITING_SIGNAL else None,
@@ -125,9 +126,7 @@ def _check_hash(definition: WorkflowDefinition, record: InstanceRecord) -> None:
         raise DefinitionMismatchError(definition.definition_hash, record.definition_hash)
 
 
-def _execute(
-    execution: Execution, instance_id: str, value: Any, inline: bool
-) -> Yielding:
+def _execute(execution: Execution, instance_id: str, value: Any, inline: bool) -> Yielding:
     final, output, pending = yield from execution.run(value, inline)
     yield Store("finish", instance_id, final, pending)
     return _status_from_final(final, output)
@@ -208,11 +207,7 @@ def resume_run(
         final = FinalState(status, reason=request.reason, by=request.by)
         yield Store("finish", instance_id, final, [])
         return _status_from_final(final, None)
-    if (
-        record.status is Status.WAITING
-        and record.wake_at is not None
-        and clock() < record.wake_at
-    ):
+    if record.status is Status.WAITING and record.wake_at is not None and clock() < record.wake_at:
         return status_from_record(record, codec)
     try:
         value = codec.decode(record.input)

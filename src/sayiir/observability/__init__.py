@@ -1,0 +1,1 @@
+"""Logging and optional OpenTelemetry tracing."""
