@@ -38,12 +38,15 @@ __all__ = [
     "CONFLICT_POLICIES",
     "cancel_run",
     "check_policy",
+    "instance_status",
     "pause_run",
     "plain_run",
     "resume_run",
     "send_signal_op",
     "start_run",
     "status_from_record",
+    "submit_run",
+    "task_result",
     "unpause_run",
 ]
 
@@ -182,6 +185,71 @@ def start_run(
         raise InstanceAlreadyExistsError(instance_id)
     execution = Execution(definition, registry, codec, instance_id, durable=True, clock=clock)
     return (yield from _execute(execution, instance_id, value, inline))
+
+
+def submit_run(
+    definition: WorkflowDefinition,
+    codec: Codec,
+    instance_id: str,
+    value: Any,
+    policy: str,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> Yielding:
+    """Store a new instance for a worker to run; execute nothing."""
+    check_instance_id(instance_id)
+    data = codec.encode(value)
+    now = clock()
+    record = InstanceRecord(
+        instance_id,
+        definition.workflow_id,
+        definition.definition_hash,
+        Status.RUNNING,
+        data,
+        created_at=now,
+        updated_at=now,
+    )
+    existing = yield Store("create_instance", record, replace=policy == "terminate_existing")
+    if existing is not None:
+        _check_hash(definition, existing)
+        if policy == "use_existing":
+            return status_from_record(existing, codec)
+        raise InstanceAlreadyExistsError(instance_id)
+    return WorkflowStatus("in_progress")
+
+
+def task_result(codec: Codec, instance_id: str, task_id: str) -> Yielding:
+    """The decoded output of a task of an instance (its last loop iteration), else ``None``."""
+    data = yield Store("get_checkpoint", instance_id, task_id)
+    if data is None:
+        state = yield Store("load", instance_id)
+        if state is None:
+            raise InstanceNotFoundError(instance_id)
+        suffix = "/" + task_id
+        scoped = [k for k in state.checkpoints if k.endswith(suffix)]
+        if not scoped:
+            return None
+        data = state.checkpoints[max(scoped, key=_iteration_order)]
+    try:
+        return codec.decode(data)
+    except Exception as exc:
+        raise DeserializationError(
+            f"stored output of task '{task_id}' of instance '{instance_id}' cannot be decoded "
+            f"with codec '{codec.name}': {exc}"
+        ) from None
+
+
+def _iteration_order(key: str) -> list[int]:
+    """Sort ``loop_0@2/loop_1@10/x`` by its iteration numbers, not as text."""
+    return [int(part.split("@")[1]) for part in key.split("/")[:-1] if "@" in part]
+
+
+def instance_status(codec: Codec, instance_id: str) -> Yielding:
+    """The stored status of an instance."""
+    record = yield Store("get_instance", instance_id)
+    if record is None:
+        raise InstanceNotFoundError(instance_id)
+    return status_from_record(record, codec)
 
 
 def resume_run(

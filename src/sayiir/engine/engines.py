@@ -12,7 +12,7 @@ from sayiir.core.status import WorkflowStatus
 from sayiir.engine import _runs
 from sayiir.engine._drive import adrive, drive
 
-__all__ = ["CheckpointingRunner", "DurableEngine", "WorkflowEngine", "resolve"]
+__all__ = ["CheckpointingRunner", "DurableEngine", "WorkflowEngine", "backend_storage", "resolve"]
 
 Registry = Mapping[str, Callable[[Any], Any]]
 _JSON = JsonCodec()
@@ -42,7 +42,7 @@ def resolve(
 _STORAGE_TYPES: set[type[Any]] = set()
 
 
-def _storage(backend: Any) -> Storage:
+def backend_storage(backend: Any) -> Storage:
     kind = type(backend)
     if kind in _STORAGE_TYPES:
         return backend  # type: ignore[no-any-return]
@@ -79,7 +79,7 @@ class DurableEngine:
     """
 
     def __init__(self, backend: Any, conflict_policy: str | None = None) -> None:
-        self._storage = _storage(backend)
+        self._storage = backend_storage(backend)
         self._policy = _runs.check_policy(conflict_policy)
 
     @property

@@ -1,0 +1,1 @@
+"""Running workflows across processes: the client that submits and the workers that execute."""

@@ -1,0 +1,64 @@
+"""``WorkflowClient``: submit and control runs from any process; it never executes tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sayiir.core.status import WorkflowStatus
+from sayiir.engine import _runs
+from sayiir.engine._drive import drive
+from sayiir.engine.engines import backend_storage, resolve
+
+__all__ = ["WorkflowClient"]
+
+
+class WorkflowClient:
+    """Submit runs for workers, read their status, cancel, pause, signal.
+
+    >>> client = WorkflowClient(PostgresBackend("postgresql://localhost/sayiir"))  # doctest: +SKIP
+    >>> client.submit(workflow, "order-42", {"amount": 10}).status  # doctest: +SKIP
+    'in_progress'
+    >>> client.send_signal("order-42", "approved", {"by": "alice"})  # doctest: +SKIP
+    """
+
+    def __init__(self, backend: Any, *, conflict_policy: str | None = None) -> None:
+        self._storage = backend_storage(backend)
+        self._policy = _runs.check_policy(conflict_policy)
+
+    def submit(self, workflow: Any, instance_id: str, input: Any) -> WorkflowStatus:
+        """Store a new run (per the conflict policy) for a worker to pick up."""
+        definition, _ = resolve(workflow, {})
+        s = self._storage
+        op = _runs.submit_run(definition, s.codec, instance_id, input, self._policy)
+        result: WorkflowStatus = drive(op, s)
+        return result
+
+    def status(self, instance_id: str) -> WorkflowStatus:
+        result: WorkflowStatus = drive(
+            _runs.instance_status(self._storage.codec, instance_id), self._storage
+        )
+        return result
+
+    def get_task_result(self, instance_id: str, task_id: str) -> Any | None:
+        """The output of one task of the run, or ``None`` if it has not run."""
+        return drive(_runs.task_result(self._storage.codec, instance_id, task_id), self._storage)
+
+    def cancel(
+        self, instance_id: str, *, reason: str | None = None, cancelled_by: str | None = None
+    ) -> None:
+        drive(_runs.cancel_run(instance_id, reason, cancelled_by), self._storage)
+
+    def pause(
+        self, instance_id: str, *, reason: str | None = None, paused_by: str | None = None
+    ) -> None:
+        drive(_runs.pause_run(instance_id, reason, paused_by), self._storage)
+
+    def unpause(self, instance_id: str) -> None:
+        drive(_runs.unpause_run(instance_id), self._storage)
+
+    def send_signal(self, instance_id: str, signal_name: str, payload: Any) -> None:
+        s = self._storage
+        drive(_runs.send_signal_op(s.codec, instance_id, signal_name, payload), s)
+
+    def __repr__(self) -> str:
+        return f"WorkflowClient(backend={self._storage!r})"
