@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, NamedTuple
 
 from sayiir.core.metadata import TaskMetadata
 
 __all__ = ["TaskExecutionContext", "current_context", "get_task_context"]
 
 
-class TaskExecutionContext:
-    """Where the running task is: workflow, instance, task id and options.
+class TaskExecutionContext(NamedTuple):
+    """Where the running task is: workflow, instance, task id and options (read-only).
 
     >>> @task
     ... def charge(order):
@@ -19,30 +19,11 @@ class TaskExecutionContext:
     ...     return f"{ctx.instance_id}/{ctx.task_id}"
     """
 
-    __slots__ = ("instance_id", "metadata", "task_id", "workflow_id", "workflow_metadata")
-
     workflow_id: str
     instance_id: str
     task_id: str
     metadata: TaskMetadata
-    workflow_metadata: dict[str, Any] | None
-
-    def __init__(
-        self,
-        workflow_id: str,
-        instance_id: str,
-        task_id: str,
-        metadata: TaskMetadata,
-        workflow_metadata: dict[str, Any] | None = None,
-    ) -> None:
-        object.__setattr__(self, "workflow_id", workflow_id)
-        object.__setattr__(self, "instance_id", instance_id)
-        object.__setattr__(self, "task_id", task_id)
-        object.__setattr__(self, "metadata", metadata)
-        object.__setattr__(self, "workflow_metadata", workflow_metadata)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError("TaskExecutionContext is read-only")
+    workflow_metadata: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return (

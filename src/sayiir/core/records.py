@@ -93,7 +93,7 @@ class InstanceRecord:
     completed_at: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StepRecord:
     """A checkpoint to store: the encoded output of a finished task (or an engine marker).
 
@@ -110,7 +110,7 @@ class StepRecord:
     worker_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AttemptRecord:
     """A task attempt that did not produce a checkpoint: started (with a deadline) or failed."""
 
@@ -145,7 +145,7 @@ class RunState:
     attempts: dict[str, AttemptState] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class FinalState:
     """How an execution ended: a terminal status or a parked one."""
 

@@ -47,6 +47,7 @@ from sayiir.engine._invoke import CallResult, TaskTimeout, call_sync
 __all__ = ["Execution", "Failure", "Lane"]
 
 _SCALARS = (str, int, float, bool, type(None))
+_NO_VALUE = object()
 
 
 class Failure(Exception):
@@ -141,6 +142,8 @@ class Execution:
         meta_json = definition.metadata_json
         self._workflow_metadata = json.loads(meta_json) if meta_json is not None else None
         self._metas: dict[Any, Any] = definition.runtime_cache
+        # The last task output and its encoding: the final output is usually that value.
+        self._last_encoded: tuple[Any, bytes | None] = (_NO_VALUE, None)
 
     # -- entry point ---------------------------------------------------------------------
 
@@ -158,7 +161,10 @@ class Execution:
             req = s.request
             status = Status.CANCELLED if req.kind == "cancel" else Status.PAUSED
             return FinalState(status, reason=req.reason, by=req.by), None, lane.pending
-        data = self.codec.encode(output) if self.durable else None
+        data = None
+        if self.durable:
+            last_value, last_data = self._last_encoded
+            data = last_data if output is last_value else self.codec.encode(output)
         return FinalState(Status.COMPLETED, output=data), output, lane.pending
 
     # -- structure -----------------------------------------------------------------------
@@ -318,6 +324,7 @@ class Execution:
                     if self.durable:
                         data = self.codec.encode(out)
                         nxt = out if type(out) in _SCALARS else self.codec.decode(data)
+                        self._last_encoded = (nxt, data)
                         lane.pending.append(
                             StepRecord(
                                 key, data, node.id, attempt, started, self.clock(), self.worker_id
