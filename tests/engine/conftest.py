@@ -1,0 +1,196 @@
+"""Fixtures of the engine conformance suite: the same tests run on every backend.
+
+``backend``
+    A durable backend, parametrized over ``memory`` (``InMemoryBackend``), ``sqlite``
+    (``SqliteBackend(tmp_path / "s.db")``) and ``postgres`` (``PostgresBackend`` on the
+    module's fresh database, see ``tests/conftest.py``; skipped without
+    ``SAYIIR_TEST_POSTGRES_DSN``). Closed after the test.
+``path``
+    The in-memory path (``"plain"``: ``run_workflow`` without an instance id) plus every
+    durable backend, behind one ``Runner`` so one test checks a construct everywhere.
+``iid``
+    A fresh instance id (the PostgreSQL database is shared by the tests of a module).
+``ledger``
+    A thread-safe side-effect log: tasks append their name, tests assert exactly which
+    tasks ran (and how often).
+
+Run locally with PostgreSQL::
+
+    SAYIIR_TEST_POSTGRES_DSN=postgresql://postgres@127.0.0.1:5432/postgres \
+        .venv/bin/pytest tests/engine
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sayiir import InMemoryBackend, TaskError, WorkflowStatus, run_durable_workflow, run_workflow
+from sayiir.errors import DeserializationError
+
+BACKENDS = [
+    "memory",
+    "sqlite",
+    pytest.param("postgres", marks=pytest.mark.postgres),
+]
+PATHS = ["plain", *BACKENDS]
+
+
+def make_backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """A new backend of ``kind``; skips when its package is not there (yet)."""
+    if kind == "memory":
+        return InMemoryBackend()
+    if kind == "sqlite":
+        sqlite_mod = pytest.importorskip("sayiir.backends.sqlite")
+        if not hasattr(sqlite_mod, "SqliteBackend"):
+            pytest.skip("sayiir.backends.sqlite has no SqliteBackend yet")
+        return sqlite_mod.SqliteBackend(tmp_path / "s.db")
+    if kind == "postgres":
+        dsn = request.getfixturevalue("pg_dsn")
+        pg_mod = pytest.importorskip("sayiir.backends.postgres")
+        if not hasattr(pg_mod, "PostgresBackend"):
+            pytest.skip("sayiir.backends.postgres has no PostgresBackend yet")
+        return pg_mod.PostgresBackend(dsn)
+    raise AssertionError(kind)
+
+
+def close_backend(backend: Any) -> None:
+    close = getattr(backend, "close", None)
+    if close is not None:
+        close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    b = make_backend(request.param, request, tmp_path)
+    try:
+        yield b
+    finally:
+        close_backend(b)
+
+
+@pytest.fixture
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    """``"memory"``, ``"sqlite"`` or ``"postgres"`` for a test using ``backend``."""
+    kind: str = request.node.callspec.params["backend"]
+    return kind
+
+
+@pytest.fixture
+def iid() -> str:
+    """A unique instance id for this test."""
+    return f"inst-{secrets.token_hex(6)}"
+
+
+class Ledger:
+    """Which tasks ran, in order (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.entries: list[str] = []
+
+    def add(self, name: str) -> None:
+        with self._lock:
+            self.entries.append(name)
+
+    def count(self, name: str) -> int:
+        with self._lock:
+            return self.entries.count(name)
+
+    def clear(self) -> None:
+        with self._lock:
+            self.entries.clear()
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.entries!r})"
+
+
+@pytest.fixture
+def ledger() -> Ledger:
+    return Ledger()
+
+
+class Crash(BaseException):
+    """Raised by a task to stop the whole process-like execution without a checkpoint.
+
+    A ``BaseException`` is not a task failure: it escapes the engine the way a dying
+    process would leave the stored state (the instance stays ``running`` at its last
+    checkpoint), so a later resume must continue from there.
+    """
+
+
+@pytest.fixture
+def crash_cls() -> type[Crash]:
+    return Crash
+
+
+def wake_at_timestamp(text: str) -> float:
+    """A status ``wake_at`` (RFC 3339 UTC with nanoseconds) as a Unix timestamp.
+
+    Checks the exact format too: ``2026-11-25T08:04:39.684865690+00:00``.
+    """
+    head, _, frac_tz = text.partition(".")
+    assert frac_tz.endswith("+00:00"), text
+    frac = frac_tz[: -len("+00:00")]
+    assert frac.isdigit() and len(frac) == 9, text
+    base = datetime.strptime(head, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    return base.timestamp() + int(frac) / 1e9
+
+
+@pytest.fixture
+def parse_wake_at() -> Callable[[str], float]:
+    return wake_at_timestamp
+
+
+@dataclass
+class Outcome:
+    """What a run ended with, on either path: ``ok`` and ``value``, or ``error`` text."""
+
+    ok: bool
+    value: Any = None
+    error: str | None = None
+    status: WorkflowStatus | None = None
+    exception: BaseException | None = None
+
+
+class Runner:
+    """Run a workflow on one path (``plain`` or a durable backend) and normalise the result."""
+
+    def __init__(self, kind: str, backend: Any) -> None:
+        self.kind = kind
+        self.backend = backend
+        self.durable = backend is not None
+
+    def run(self, wf: Any, value: Any, instance_id: str | None = None) -> Outcome:
+        if not self.durable:
+            try:
+                return Outcome(True, run_workflow(wf, value))
+            except (TaskError, DeserializationError) as exc:
+                return Outcome(False, error=str(exc).split("\n\n", 1)[0], exception=exc)
+        iid = instance_id or f"inst-{secrets.token_hex(6)}"
+        status = run_durable_workflow(wf, iid, value, backend=self.backend)
+        if status.status == "completed":
+            return Outcome(True, status.output, status=status)
+        assert status.status == "failed", f"unexpected status {status!r}"
+        return Outcome(False, error=status.error, status=status)
+
+    def __repr__(self) -> str:
+        return f"Runner({self.kind})"
+
+
+@pytest.fixture(params=PATHS)
+def path(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Runner]:
+    kind = request.param
+    b = None if kind == "plain" else make_backend(kind, request, tmp_path)
+    try:
+        yield Runner(kind, b)
+    finally:
+        if b is not None:
+            close_backend(b)

@@ -1,0 +1,149 @@
+"""Delays (spec §6.2, §9.2, §11): in-memory sleeps, durable runs park and resume."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+
+from sayiir import Flow, WorkflowClient, resume_workflow, run_durable_workflow, run_workflow
+
+
+def test_in_memory_delay_sleeps_and_passes_input_through(ledger):
+    def before(x):
+        ledger.add("before")
+        return x + 1
+
+    def after(x):
+        ledger.add("after")
+        return x * 2
+
+    wf = Flow("d").then(before).delay("pause", 0.2).then(after).build()
+    t0 = time.perf_counter()
+    assert run_workflow(wf, 1) == 4
+    assert time.perf_counter() - t0 >= 0.19
+    assert ledger.entries == ["before", "after"]
+
+
+@pytest.mark.parametrize("duration", ["150ms", 0.15, timedelta(milliseconds=150)])
+def test_in_memory_delay_duration_forms(duration):
+    wf = Flow("d").delay("pause", duration).build()
+    t0 = time.perf_counter()
+    assert run_workflow(wf, "x") == "x"
+    assert time.perf_counter() - t0 >= 0.14
+
+
+def test_zero_delay_is_allowed_in_memory():
+    wf = Flow("z").then(lambda x: x + 1).delay("now", 0).then(lambda x: x * 3).build()
+    assert run_workflow(wf, 1) == 6
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf")])
+def test_bad_durations_rejected_at_build(bad):
+    with pytest.raises(ValueError, match="delay duration must be a finite non-negative number"):
+        Flow("bad").delay("d", bad)
+
+
+def test_durable_delay_parks_with_status_fields(backend, iid, ledger, parse_wake_at):
+    def before(x):
+        ledger.add("before")
+        return x + 1
+
+    def after(x):
+        ledger.add("after")
+        return x * 2
+
+    wf = Flow("d").then(before).delay("wait_a_bit", 0.25).then(after).build()
+    t0 = time.time()
+    status = run_durable_workflow(wf, iid, 1, backend=backend)
+    assert time.time() - t0 < 0.2, "a durable delay must not block the caller"
+    assert status.status == "waiting" and status.is_waiting()
+    assert status.delay_id == "wait_a_bit"
+    assert status.wake_at is not None
+    wake = parse_wake_at(status.wake_at)
+    assert t0 + 0.2 <= wake <= time.time() + 0.3
+    assert status.output is None and status.error is None
+    assert status.signal_id is None and status.signal_name is None
+    assert ledger.entries == ["before"]
+
+
+def test_durable_delay_resume_early_stays_waiting_then_continues(backend, iid, ledger):
+    def before(x):
+        ledger.add("before")
+        return x + 1
+
+    def after(x):
+        ledger.add("after")
+        return x * 2
+
+    wf = Flow("d").then(before).delay("nap", 0.3).then(after).build()
+    first = run_durable_workflow(wf, iid, 1, backend=backend)
+    assert first.status == "waiting"
+    early = resume_workflow(wf, iid, backend)
+    assert early.status == "waiting"
+    assert early.wake_at == first.wake_at
+    assert early.delay_id == "nap"
+    assert ledger.entries == ["before"]
+    time.sleep(0.35)
+    done = resume_workflow(wf, iid, backend)
+    assert done.status == "completed", done
+    assert done.output == 4
+    assert ledger.entries == ["before", "after"]
+
+
+def test_trailing_delay_returns_the_real_output(backend, iid):
+    wf = Flow("trail").then(lambda x: {"v": x}).delay("end", 0.1).build()
+    assert run_durable_workflow(wf, iid, 7, backend=backend).status == "waiting"
+    time.sleep(0.15)
+    status = resume_workflow(wf, iid, backend)
+    assert status.status == "completed"
+    assert status.output == {"v": 7}
+    assert WorkflowClient(backend).status(iid).output == {"v": 7}
+
+
+def test_zero_delay_durable_completes_at_the_latest_on_resume(backend, iid):
+    wf = Flow("z").then(lambda x: x + 1).delay("now", 0).then(lambda x: x * 3).build()
+    status = run_durable_workflow(wf, iid, 1, backend=backend)
+    # The reference parks even for 0 s; ours may continue at once. Either way one resume ends it.
+    if status.status == "waiting":
+        assert status.delay_id == "now"
+        status = resume_workflow(wf, iid, backend)
+    assert status.status == "completed" and status.output == 6
+
+
+def test_two_delays_park_twice(backend, iid, ledger):
+    def mid(x):
+        ledger.add("mid")
+        return x + 1
+
+    wf = Flow("dd").delay("d1", 0.1).then(mid).delay("d2", 0.1).then(lambda x: x * 2).build()
+    s1 = run_durable_workflow(wf, iid, 1, backend=backend)
+    assert s1.status == "waiting" and s1.delay_id == "d1"
+    time.sleep(0.12)
+    s2 = resume_workflow(wf, iid, backend)
+    assert s2.status == "waiting" and s2.delay_id == "d2"
+    assert ledger.entries == ["mid"]
+    time.sleep(0.12)
+    s3 = resume_workflow(wf, iid, backend)
+    assert s3.status == "completed" and s3.output == 4
+    assert ledger.entries == ["mid"]
+
+
+def test_client_status_of_parked_delay(backend, iid):
+    wf = Flow("d").delay("nap", 10).build()
+    engine_status = run_durable_workflow(wf, iid, 1, backend=backend)
+    st = WorkflowClient(backend).status(iid)
+    # Spec §11: "in_progress" (reference) or the precise parked status (allowed).
+    assert st.status in ("waiting", "in_progress")
+    if st.status == "waiting":
+        assert st.delay_id == "nap"
+        assert st.wake_at == engine_status.wake_at
+
+
+def test_resume_of_far_delay_does_not_block(backend, iid):
+    wf = Flow("d").delay("nap", 3600).then(lambda x: x).build()
+    run_durable_workflow(wf, iid, 1, backend=backend)
+    t0 = time.perf_counter()
+    assert resume_workflow(wf, iid, backend).status == "waiting"
+    assert time.perf_counter() - t0 < 1.0
