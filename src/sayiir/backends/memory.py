@@ -9,18 +9,21 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from sayiir.backends.adapters import DirectAsyncStorage
 from sayiir.core.codec import Codec, JsonCodec
 from sayiir.core.records import (
+    ACTIVE,
     TERMINAL,
     AttemptRecord,
     AttemptState,
+    Claim,
     ControlRequest,
     FinalState,
     InstanceRecord,
+    QueueItem,
     RunState,
     Status,
     StepRecord,
@@ -28,17 +31,33 @@ from sayiir.core.records import (
     control_decision,
     fold_attempt,
 )
+from sayiir.errors import InstanceNotFoundError, LeaseLostError
 
 __all__ = ["InMemoryBackend"]
 
 
 class _Instance:
-    __slots__ = ("attempts", "checkpoints", "record")
+    __slots__ = ("attempts", "checkpoints", "queue", "record")
 
     def __init__(self, record: InstanceRecord) -> None:
         self.record = record
         self.checkpoints: dict[str, bytes] = {}
         self.attempts: list[AttemptRecord] = []
+        self.queue: dict[str, _Entry] = {}
+
+
+class _Entry:
+    """A queue entry of a worker-run instance (see ``QueueStorage``)."""
+
+    __slots__ = ("attempt", "available_at", "item", "lease_expires_at", "seq", "worker_id")
+
+    def __init__(self, item: QueueItem, available_at: float, seq: int) -> None:
+        self.item = item
+        self.available_at = available_at
+        self.seq = seq
+        self.attempt = 0
+        self.worker_id: str | None = None
+        self.lease_expires_at: float | None = None
 
 
 class InMemoryBackend:
@@ -53,6 +72,8 @@ class InMemoryBackend:
         self._lock = threading.Lock()
         self._instances: dict[str, _Instance] = {}
         self._signals: dict[tuple[str, str], deque[bytes]] = {}
+        self._seq = 0
+        self._listeners: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         return "InMemoryBackend()"
@@ -65,7 +86,9 @@ class InMemoryBackend:
             if existing is not None and not replace:
                 return _copy(existing.record)
             # The engine hands the record over and never touches it again: no copy needed.
-            self._instances[record.instance_id] = _Instance(record)
+            inst = self._instances[record.instance_id] = _Instance(record)
+            if record.distributed:
+                self._enqueue(inst, [QueueItem("")])
             return None
 
     def load(self, instance_id: str) -> RunState | None:
@@ -105,26 +128,30 @@ class InMemoryBackend:
 
     def finish(self, instance_id: str, final: FinalState, steps: Sequence[StepRecord]) -> None:
         with self._lock:
-            inst = self._get(instance_id)
-            for step in steps:
-                inst.checkpoints[step.key] = step.output
-            rec = inst.record
-            now = time.time()
-            rec.status = final.status
-            rec.output = final.output
-            rec.error = final.error
-            rec.wake_at = final.wake_at
-            rec.park_node = final.park_node
-            rec.signal_name = final.signal_name
-            rec.updated_at = now
-            if final.status is Status.CANCELLED:
-                rec.reason, rec.cancelled_by = final.reason, final.by
-            elif final.status is Status.PAUSED:
-                rec.reason, rec.paused_by = final.reason, final.by
-            if final.status in TERMINAL:
-                rec.completed_at = now
-            if final.status in (Status.CANCELLED, Status.PAUSED) or final.status in TERMINAL:
-                rec.request = None
+            self._finish(self._get(instance_id), final, steps)
+
+    @staticmethod
+    def _finish(inst: _Instance, final: FinalState, steps: Sequence[StepRecord]) -> None:
+        for step in steps:
+            inst.checkpoints[step.key] = step.output
+        rec = inst.record
+        now = time.time()
+        rec.status = final.status
+        rec.output = final.output
+        rec.error = final.error
+        rec.wake_at = final.wake_at
+        rec.park_node = final.park_node
+        rec.signal_name = final.signal_name
+        rec.updated_at = now
+        if final.status is Status.CANCELLED:
+            rec.reason, rec.cancelled_by = final.reason, final.by
+        elif final.status is Status.PAUSED:
+            rec.reason, rec.paused_by = final.reason, final.by
+        if final.status in TERMINAL:
+            rec.completed_at = now
+            inst.queue.clear()
+        if final.status in (Status.CANCELLED, Status.PAUSED) or final.status in TERMINAL:
+            rec.request = None
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -150,6 +177,8 @@ class InMemoryBackend:
             decision = control_decision(found, request.kind)
             if decision == "apply":
                 _apply(rec, request)
+                if request.kind == "cancel":
+                    inst.queue.clear()
             elif decision == "request" and not (
                 rec.request is not None and rec.request.kind == "cancel"
             ):
@@ -167,6 +196,8 @@ class InMemoryBackend:
                 rec.status = Status.RUNNING
                 rec.reason = rec.paused_by = None
                 rec.updated_at = time.time()
+                if rec.distributed:
+                    self._enqueue(inst, [QueueItem("")])
             elif rec.request is not None and rec.request.kind == "pause":
                 rec.request = None
                 return Status.PAUSED
@@ -178,7 +209,134 @@ class InMemoryBackend:
             found = None if inst is None else inst.record.status
             if found not in TERMINAL:
                 self._signals.setdefault((instance_id, signal_name), deque()).append(payload)
+            if inst is not None and inst.record.distributed and found in ACTIVE:
+                self._enqueue(inst, [QueueItem("")])  # wake a worker to consume it
             return found
+
+    # -- worker queue --------------------------------------------------------------------
+
+    def enqueue(self, instance_id: str, items: Sequence[QueueItem]) -> None:
+        with self._lock:
+            inst = self._instances.get(instance_id)
+            if inst is not None:
+                self._enqueue(inst, items)
+
+    def claim(
+        self,
+        worker_id: str,
+        definition_hashes: Sequence[str],
+        tags: Sequence[str],
+        limit: int,
+        lease_secs: float,
+    ) -> list[Claim]:
+        now = time.time()
+        hashes, served = set(definition_hashes), set(tags)
+        with self._lock:
+            ready: list[tuple[int, float, int, _Instance, _Entry]] = []
+            for inst in self._instances.values():
+                rec = inst.record
+                if rec.status not in ACTIVE or rec.definition_hash not in hashes:
+                    continue
+                for entry in inst.queue.values():
+                    free = entry.worker_id is None and entry.available_at <= now
+                    expired = entry.lease_expires_at is not None and entry.lease_expires_at < now
+                    if (free or expired) and served.issuperset(entry.item.tags):
+                        item = entry.item
+                        ready.append((item.priority, entry.available_at, entry.seq, inst, entry))
+            ready.sort(key=lambda r: r[:3])
+            claims = []
+            for _, _, _, inst, entry in ready[:limit]:
+                entry.attempt += 1
+                entry.worker_id = worker_id
+                entry.lease_expires_at = now + lease_secs
+                claims.append(_claim_of(inst, entry))
+            return claims
+
+    def heartbeat(self, claims: Sequence[Claim], lease_secs: float) -> list[Claim]:
+        now = time.time()
+        lost = []
+        with self._lock:
+            for claim in claims:
+                entry = self._held(claim)
+                if entry is None:
+                    lost.append(claim)
+                else:
+                    entry.lease_expires_at = now + lease_secs
+            return lost
+
+    def advance(
+        self,
+        claim: Claim,
+        steps: Sequence[StepRecord],
+        *,
+        final: FinalState | None = None,
+        enqueue: Sequence[QueueItem] = (),
+        next_item: QueueItem | None = None,
+        release: bool = False,
+        lease_secs: float = 300.0,
+    ) -> tuple[ControlRequest | None, Claim | None]:
+        with self._lock:
+            entry = self._held(claim)
+            if entry is None:
+                raise LeaseLostError(
+                    f"worker '{claim.worker_id}' lost its claim on task '{claim.key}' of "
+                    f"instance '{claim.instance_id}' (attempt {claim.attempt}); "
+                    "its result was not written"
+                )
+            inst = self._instances[claim.instance_id]
+            for step in steps:
+                inst.checkpoints[step.key] = step.output
+            self._enqueue(inst, enqueue)
+            if final is not None:
+                inst.queue.pop(claim.key, None)
+                self._finish(inst, final, ())
+                return None, None
+            request = self._touch(inst)
+            if next_item is None and not release:
+                return request, claim
+            inst.queue.pop(claim.key, None)
+            if next_item is None:
+                return request, None
+            now = time.time()
+            self._seq += 1
+            nxt = inst.queue[next_item.key] = _Entry(next_item, now, self._seq)
+            nxt.attempt, nxt.worker_id, nxt.lease_expires_at = 1, claim.worker_id, now + lease_secs
+            return request, _claim_of(inst, nxt)
+
+    def _held(self, claim: Claim) -> _Entry | None:
+        inst = self._instances.get(claim.instance_id)
+        entry = None if inst is None else inst.queue.get(claim.key)
+        if entry is None or entry.attempt != claim.attempt or entry.worker_id != claim.worker_id:
+            return None
+        return entry
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` when work may be ready (the in-process twin of LISTEN/NOTIFY)."""
+        with self._lock:
+            self._listeners.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._listeners:
+                    self._listeners.remove(callback)
+
+        return unsubscribe
+
+    def _enqueue(self, inst: _Instance, items: Sequence[QueueItem]) -> None:
+        now = time.time()
+        if items:
+            for listener in self._listeners:
+                listener()  # must not block: workers only set an event
+        for item in items:
+            if item.key in inst.checkpoints:
+                continue
+            due = item.available_at if item.available_at is not None else now
+            entry = inst.queue.get(item.key)
+            if entry is None:
+                self._seq += 1
+                inst.queue[item.key] = _Entry(item, due, self._seq)
+            elif entry.worker_id is None:
+                entry.available_at = min(entry.available_at, due)
 
     def async_storage(self) -> DirectAsyncStorage:
         return DirectAsyncStorage(self)
@@ -191,8 +349,6 @@ class InMemoryBackend:
     def _get(self, instance_id: str) -> _Instance:
         inst = self._instances.get(instance_id)
         if inst is None:
-            from sayiir.errors import InstanceNotFoundError
-
             raise InstanceNotFoundError(instance_id)
         return inst
 
@@ -205,6 +361,14 @@ class InMemoryBackend:
             return applied
         rec.status = Status.RUNNING
         return rec.request
+
+
+def _claim_of(inst: _Instance, entry: _Entry) -> Claim:
+    assert entry.worker_id is not None
+    rec = inst.record
+    return Claim(
+        rec.instance_id, entry.item.key, entry.attempt, entry.worker_id, rec.definition_hash
+    )
 
 
 def _copy(record: InstanceRecord) -> InstanceRecord:

@@ -16,15 +16,17 @@ from typing import Protocol, runtime_checkable
 from sayiir.core.codec import Codec
 from sayiir.core.records import (
     AttemptRecord,
+    Claim,
     ControlRequest,
     FinalState,
     InstanceRecord,
+    QueueItem,
     RunState,
     Status,
     StepRecord,
 )
 
-__all__ = ["AsyncStorage", "Storage"]
+__all__ = ["AsyncStorage", "QueueStorage", "Storage"]
 
 
 @runtime_checkable
@@ -139,3 +141,60 @@ class AsyncStorage(Protocol):
     ) -> Status | None: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class QueueStorage(Storage, Protocol):
+    """What distributed workers need on top of ``Storage``: a fenced queue of runnable points.
+
+    Every runnable point of a worker-run instance (a ready task, a resumable
+    timer or signal wait) is a queue entry. Workers claim entries with a lease;
+    every write a worker makes for an entry carries its ``Claim`` and is refused
+    (``LeaseLostError``, nothing written) when the claim is no longer current.
+    """
+
+    def enqueue(self, instance_id: str, items: Sequence[QueueItem]) -> None:
+        """Add entries, skipping keys already queued or already checkpointed."""
+        ...
+
+    def claim(
+        self,
+        worker_id: str,
+        definition_hashes: Sequence[str],
+        tags: Sequence[str],
+        limit: int,
+        lease_secs: float,
+    ) -> list[Claim]:
+        """Claim up to ``limit`` available entries (highest priority first, then oldest).
+
+        Entries whose lease expired are available again (with ``attempt + 1``).
+        Only entries of the given definitions, whose tags are all in ``tags``,
+        of instances that are neither paused nor finished, are claimed.
+        """
+        ...
+
+    def heartbeat(self, claims: Sequence[Claim], lease_secs: float) -> list[Claim]:
+        """Extend the leases; return the claims that were lost (to be abandoned)."""
+        ...
+
+    def advance(
+        self,
+        claim: Claim,
+        steps: Sequence[StepRecord],
+        *,
+        final: FinalState | None = None,
+        enqueue: Sequence[QueueItem] = (),
+        next_item: QueueItem | None = None,
+        release: bool = False,
+        lease_secs: float = 300.0,
+    ) -> tuple[ControlRequest | None, Claim | None]:
+        """One fenced write: checkpoints and new queue entries, under ``claim``.
+
+        The claim is kept (a checkpoint mid-path), unless: ``next_item`` is given
+        (the claim moves to it: the same worker runs it next), ``final`` is given
+        (the instance gets its final state; a finished instance loses every queue
+        entry) or ``release`` is set. Returns the pending cancel/pause request and
+        the claim now held. Raises ``LeaseLostError`` (writing nothing) when
+        ``claim`` is no longer the current claim of its entry.
+        """
+        ...

@@ -14,9 +14,11 @@ __all__ = [
     "TERMINAL",
     "AttemptRecord",
     "AttemptState",
+    "Claim",
     "ControlRequest",
     "FinalState",
     "InstanceRecord",
+    "QueueItem",
     "RunState",
     "Status",
     "StepRecord",
@@ -91,6 +93,8 @@ class InstanceRecord:
     created_at: float = 0.0
     updated_at: float = 0.0
     completed_at: float | None = None
+    # Submitted for workers (``WorkflowClient.submit``): signals then enqueue a wake-up.
+    distributed: bool = False
 
 
 @dataclass(slots=True)
@@ -157,6 +161,32 @@ class FinalState:
     wake_at: float | None = None
     park_node: str | None = None
     signal_name: str | None = None
+
+
+@dataclass(slots=True)
+class QueueItem:
+    """A runnable point of an instance, for workers: a task to run, or "continue" (``key=""``).
+
+    ``key`` is the checkpoint key of the task (scope included). ``available_at``
+    delays it (a durable timer, a retry); ``None`` means now.
+    """
+
+    key: str
+    task_id: str | None = None
+    priority: int = 3
+    tags: tuple[str, ...] = ()
+    available_at: float | None = None
+
+
+@dataclass(slots=True)
+class Claim:
+    """A queue entry held by a worker; ``attempt`` is the fencing token of every write."""
+
+    instance_id: str
+    key: str
+    attempt: int
+    worker_id: str
+    definition_hash: str = ""
 
 
 def applied_request(record: InstanceRecord) -> ControlRequest | None:

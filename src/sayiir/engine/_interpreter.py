@@ -36,15 +36,17 @@ from sayiir.core.nodes import (
 from sayiir.core.records import (
     AttemptRecord,
     AttemptState,
+    Claim,
     ControlRequest,
     FinalState,
+    QueueItem,
     Status,
     StepRecord,
 )
 from sayiir.engine._effects import Call, Parallel, Sleep, Store, Yielding
 from sayiir.engine._invoke import CallResult, TaskTimeout, call_sync
 
-__all__ = ["Execution", "Failure", "Lane"]
+__all__ = ["Execution", "Failure", "Lane", "WorkerMode"]
 
 _SCALARS = (str, int, float, bool, type(None))
 _NO_VALUE = object()
@@ -79,19 +81,48 @@ class _Stopped(Exception):
         self.request = request
 
 
+class _Suspended(Exception):
+    """Worker mode: this path needs a task that another worker runs or will claim."""
+
+
 class Lane:
     """Per path of execution: checkpoints not yet written, and whether calls run inline.
 
     Checkpoints are written lazily, just before the next effect that matters
     (the next task call, a signal read, the end of the run), so that the last
-    checkpoint and the final status share one write.
+    checkpoint and the final status share one write. On a worker, a lane is
+    ``owned`` once it ran a task under this worker's claim: its next task is
+    claimed by the same write that checkpoints the previous one.
     """
 
-    __slots__ = ("inline", "pending")
+    __slots__ = ("inline", "owned", "pending")
 
-    def __init__(self, inline: bool) -> None:
+    def __init__(self, inline: bool, owned: bool = False) -> None:
         self.inline = inline
+        self.owned = owned
         self.pending: list[StepRecord] = []
+
+
+class WorkerMode:
+    """An execution on a distributed worker: its current claim and what it leaves queued.
+
+    Only tasks this worker holds a claim for run here; every other ready task
+    becomes a queue entry for any worker (fork branches spread this way).
+    """
+
+    __slots__ = ("claim", "enqueued", "lease_secs", "stopping")
+
+    def __init__(
+        self, claim: Claim | None, lease_secs: float, stopping: Callable[[], bool]
+    ) -> None:
+        self.claim = claim
+        self.lease_secs = lease_secs
+        self.stopping = stopping
+        self.enqueued: list[QueueItem] = []
+
+    def drain(self) -> list[QueueItem]:
+        items, self.enqueued = self.enqueued, []
+        return items
 
 
 def describe(exc: BaseException) -> str:
@@ -125,6 +156,7 @@ class Execution:
         checkpoints: dict[str, bytes] | None = None,
         attempts: dict[str, AttemptState] | None = None,
         worker_id: str | None = None,
+        worker: WorkerMode | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.definition = definition
@@ -135,6 +167,7 @@ class Execution:
         self.checkpoints = checkpoints if checkpoints is not None else {}
         self.attempts = attempts if attempts is not None else {}
         self.worker_id = worker_id
+        self.worker = worker
         self.clock = clock
         self._roundtrip: Callable[[Any], Any] = getattr(
             codec, "roundtrip", lambda v: codec.decode(codec.encode(v))
@@ -149,14 +182,18 @@ class Execution:
 
     def run(self, value: Any, inline: bool) -> Yielding:
         """Execute the whole workflow on ``value``; return the ``FinalState`` and output."""
-        lane = Lane(inline)
+        worker = self.worker
+        lane = Lane(inline, owned=worker is not None and _holds(worker, ""))
         try:
             output = yield from self.chain(self.definition.nodes, value, "", lane)
         except Failure as f:
             return FinalState(Status.FAILED, error=f.error), f, lane.pending
         except _Parked as p:
+            self._resume_later(p)
             final = FinalState(p.status, wake_at=p.wake_at, park_node=p.node, signal_name=p.signal)
             return final, None, lane.pending
+        except _Suspended:
+            return None, None, lane.pending
         except _Stopped as s:
             req = s.request
             status = Status.CANCELLED if req.kind == "cancel" else Status.PAUSED
@@ -189,26 +226,54 @@ class Execution:
         return value
 
     def fork(self, node: ForkNode, value: Any, scope: str, lane: Lane) -> Yielding:
-        yield from self.flush(lane)
-        results = yield Parallel([self._branch(b, value, scope) for b in node.branches])
+        if self.worker is None:
+            yield from self.flush(lane)
+            branches = [self._branch(b, value, scope, Lane(False)) for b in node.branches]
+            results = yield Parallel(branches)
+        else:
+            results = yield from self._spread(node, value, scope, lane)
         parked: list[_Parked] = []
+        suspended = False
         for result in results:
             if isinstance(result, Failure | _Stopped):
                 raise result
             if isinstance(result, _Parked):
                 parked.append(result)
+            elif isinstance(result, _Suspended):
+                suspended = True
             elif isinstance(result, BaseException):
                 raise result
+        if suspended:
+            for p in parked:  # their wake-ups must not wait for the other branches
+                self._resume_later(p)
+            raise _Suspended
         if parked:
             raise _merge_parked(parked)
         joined = dict(zip(node.branch_keys, results, strict=True))
         return (yield from self.task(node.join, joined, scope, lane))
 
-    def _branch(self, chain: Chain, value: Any, scope: str) -> Yielding:
-        lane = Lane(inline=False)
+    def _spread(self, node: ForkNode, value: Any, scope: str, lane: Lane) -> Yielding:
+        """Worker mode: queue the branches for other workers, run the first one here.
+
+        The branches this worker does not own only reach their first task (and
+        queue it), so they are walked first; the owned branch runs last.
+        """
+        count = len(node.branches)
+        results: list[Any] = [None] * count
+        lanes = [Lane(lane.inline, owned=lane.owned and i == 0) for i in range(count)]
+        for i in [*range(1, count), 0]:
+            try:
+                results[i] = yield from self._branch(node.branches[i], value, scope, lanes[i])
+            except (Failure, _Parked, _Stopped, _Suspended) as exc:
+                results[i] = exc
+        if any(branch.owned for branch in lanes):
+            lane.owned = True  # the join may run here once every branch is done
+        return results
+
+    def _branch(self, chain: Chain, value: Any, scope: str, lane: Lane) -> Yielding:
         try:
             out = yield from self.chain(chain, value, scope, lane)
-        except (Failure, _Parked, _Stopped):
+        except (Failure, _Parked, _Stopped, _Suspended):
             # A parked or failed branch still keeps what it finished.
             yield from self.flush(lane, check=False)
             raise
@@ -223,7 +288,7 @@ class Execution:
             key = self._decode(stored, ckey)
         else:
             fn = self._lookup(fn_id)
-            result = yield from self._call(fn, value, fn_id, None, lane)
+            result = yield from self._call(fn, value, fn_id, ckey, None, lane)
             if not result.ok:
                 assert result.error is not None
                 raise _task_failure(result.error)
@@ -317,7 +382,7 @@ class Execution:
                         worker_id=self.worker_id,
                     ),
                 )
-            result = yield from self._call(fn, value, node.id, timeout, lane)
+            result = yield from self._call(fn, value, node.id, key, timeout, lane)
             if result.ok:
                 out = result.value
                 try:
@@ -389,9 +454,17 @@ class Execution:
             yield Sleep(delay)
 
     def _call(
-        self, fn: Callable[[Any], Any], value: Any, task_id: str, timeout: float | None, lane: Lane
+        self,
+        fn: Callable[[Any], Any],
+        value: Any,
+        task_id: str,
+        key: str,
+        timeout: float | None,
+        lane: Lane,
     ) -> Yielding:
-        if lane.pending:
+        if self.worker is not None:
+            yield from self._take(key, task_id, fn, lane)
+        elif lane.pending:
             yield from self.flush(lane)
         ctx = TaskExecutionContext(
             self.definition.workflow_id,
@@ -404,6 +477,38 @@ class Execution:
             return call_sync(fn, value, ctx, timeout)
         return (yield Call(fn, value, ctx, timeout))
 
+    # -- worker mode -----------------------------------------------------------------------
+
+    def _take(self, key: str, task_id: str, fn: Callable[[Any], Any], lane: Lane) -> Yielding:
+        """Decide whether this worker runs the task at ``key`` now, or leaves it queued."""
+        worker = self.worker
+        assert worker is not None
+        if _holds(worker, key):
+            lane.owned = True
+            return
+        meta = self._meta(task_id, fn)
+        item = QueueItem(key, task_id, meta.priority or 3, tuple(meta.tags or ()))
+        if not (lane.owned and worker.claim is not None) or worker.stopping():
+            worker.enqueued.append(item)
+            raise _Suspended
+        # Continue this lane here: checkpoint the last task and claim this one in one write.
+        steps, lane.pending = lane.pending, []
+        request, worker.claim = yield Store(
+            "advance",
+            worker.claim,
+            steps,
+            enqueue=worker.drain(),
+            next_item=item,
+            lease_secs=worker.lease_secs,
+        )
+        if request is not None:
+            raise _Stopped(request)
+
+    def _resume_later(self, parked: _Parked) -> None:
+        """Worker mode: a timer (or a signal timeout) becomes a queue entry due at ``wake_at``."""
+        if self.worker is not None and parked.wake_at is not None:
+            self.worker.enqueued.append(QueueItem("", available_at=parked.wake_at))
+
     # -- helpers -------------------------------------------------------------------------
 
     def flush(self, lane: Lane, *, check: bool = True) -> Yielding:
@@ -411,7 +516,17 @@ class Execution:
         if not lane.pending:
             return
         steps, lane.pending = lane.pending, []
-        request = yield Store("save_steps", self.instance_id, steps)
+        worker = self.worker
+        if worker is not None and worker.claim is not None:
+            request, _ = yield Store(
+                "advance",
+                worker.claim,
+                steps,
+                enqueue=worker.drain(),
+                lease_secs=worker.lease_secs,
+            )
+        else:
+            request = yield Store("save_steps", self.instance_id, steps)
         if request is not None and check:
             raise _Stopped(request)
 
@@ -459,6 +574,10 @@ class Execution:
                 meta.display_name = task_id
             self._metas[cache_key] = meta
         return meta
+
+
+def _holds(worker: WorkerMode, key: str) -> bool:
+    return worker.claim is not None and worker.claim.key == key
 
 
 def _task_failure(exc: BaseException) -> Failure:

@@ -14,16 +14,19 @@ from typing import Any
 from sayiir.core.codec import Codec
 from sayiir.core.nodes import WorkflowDefinition
 from sayiir.core.records import (
+    ACTIVE,
     TERMINAL,
+    Claim,
     ControlRequest,
     FinalState,
     InstanceRecord,
     Status,
+    StepRecord,
     control_decision,
 )
 from sayiir.core.status import WorkflowStatus, format_wake_at
 from sayiir.engine._effects import Store, Yielding
-from sayiir.engine._interpreter import Execution, Failure
+from sayiir.engine._interpreter import Execution, Failure, WorkerMode
 from sayiir.errors import (
     BackendError,
     DefinitionMismatchError,
@@ -48,6 +51,7 @@ __all__ = [
     "submit_run",
     "task_result",
     "unpause_run",
+    "work_claim",
 ]
 
 Registry = Mapping[str, Callable[[Any], Any]]
@@ -121,6 +125,14 @@ def _status_from_final(final: FinalState, output: Any) -> WorkflowStatus:
         delay_id=final.park_node if st is Status.WAITING else None,
         signal_id=final.park_node if st is Status.AWAITING_SIGNAL else None,
         signal_name=final.signal_name,
+    )
+
+
+def _undecodable_input(instance_id: str, codec: Codec, exc: Exception) -> FinalState:
+    return FinalState(
+        Status.FAILED,
+        error=f"DeserializationError: input of instance '{instance_id}' cannot be decoded "
+        f"with codec '{codec.name}': {exc}",
     )
 
 
@@ -208,6 +220,7 @@ def submit_run(
         data,
         created_at=now,
         updated_at=now,
+        distributed=True,
     )
     existing = yield Store("create_instance", record, replace=policy == "terminate_existing")
     if existing is not None:
@@ -280,11 +293,7 @@ def resume_run(
     try:
         value = codec.decode(record.input)
     except Exception as exc:
-        final = FinalState(
-            Status.FAILED,
-            error=f"DeserializationError: input of instance '{instance_id}' cannot be decoded "
-            f"with codec '{codec.name}': {exc}",
-        )
+        final = _undecodable_input(instance_id, codec, exc)
         yield Store("finish", instance_id, final, [])
         return _status_from_final(final, None)
     execution = Execution(
@@ -298,6 +307,98 @@ def resume_run(
         clock=clock,
     )
     return (yield from _execute(execution, instance_id, value, inline))
+
+
+def work_claim(
+    definition: WorkflowDefinition,
+    registry: Registry,
+    codec: Codec,
+    worker: WorkerMode,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> Yielding:
+    """A worker's turn on one claimed queue entry; returns the run's final status or None.
+
+    The claimed task runs here, and so does the rest of its path as long as no
+    other worker is needed (the next task is claimed in the same write that
+    checkpoints the previous one). Tasks of other paths become queue entries.
+    When this path must wait for another worker's task, the run is re-read once
+    more: if that task finished meanwhile, the next step is queued from here, so
+    a join is never forgotten by two workers finishing branches at once.
+    """
+    claim = worker.claim
+    assert claim is not None, "a worker turn starts with a claim"
+    instance_id = claim.instance_id
+    lease_secs = worker.lease_secs
+    current: Claim | None = claim
+    state = yield Store("load", instance_id)
+    while True:
+        record: InstanceRecord | None = None if state is None else state.record
+        if record is None or record.status not in ACTIVE or record.request is not None:
+            if record is not None and record.request is not None and current is not None:
+                req = record.request
+                status = Status.CANCELLED if req.kind == "cancel" else Status.PAUSED
+                stop = FinalState(status, reason=req.reason, by=req.by)
+                yield Store("advance", current, [], final=stop, lease_secs=lease_secs)
+                return _status_from_final(stop, None)
+            if current is not None:
+                yield Store("advance", current, [], release=True, lease_secs=lease_secs)
+            return None
+        _check_hash(definition, record)
+        known = set(state.checkpoints)
+        worker.claim = current
+        execution = Execution(
+            definition,
+            registry,
+            codec,
+            instance_id,
+            durable=True,
+            checkpoints=state.checkpoints,
+            attempts=state.attempts,
+            worker_id=claim.worker_id,
+            worker=worker,
+            clock=clock,
+        )
+        final: FinalState | None
+        pending: list[StepRecord]
+        try:
+            value = codec.decode(record.input)
+        except Exception as exc:
+            final, output, pending = _undecodable_input(instance_id, codec, exc), None, []
+        else:
+            final, output, pending = yield from execution.run(value, True)
+        held = worker.claim
+        if final is not None:
+            if held is not None:
+                yield Store(
+                    "advance",
+                    held,
+                    pending,
+                    final=final,
+                    enqueue=worker.drain(),
+                    lease_secs=lease_secs,
+                )
+            else:
+                yield Store("finish", instance_id, final, pending)
+                yield Store("enqueue", instance_id, worker.drain())
+            return _status_from_final(final, output)
+        if held is not None:
+            yield Store(
+                "advance",
+                held,
+                pending,
+                enqueue=worker.drain(),
+                release=True,
+                lease_secs=lease_secs,
+            )
+        else:
+            if pending:
+                yield Store("save_steps", instance_id, pending)
+            yield Store("enqueue", instance_id, worker.drain())
+        current = None
+        state = yield Store("load", instance_id)
+        if state is None or set(state.checkpoints) <= known:
+            return None
 
 
 def _control(instance_id: str, kind: str, reason: str | None, by: str | None) -> Yielding:

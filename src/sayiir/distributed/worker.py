@@ -1,0 +1,274 @@
+"""``Worker``: executes queued tasks of submitted runs, many processes sharing one database.
+
+Every runnable point of a submitted run is a queue entry. A worker claims one
+with a lease, runs the task, and writes the checkpoint fenced by the claim's
+attempt number; while it runs, a heartbeat extends the lease. A worker that
+dies stops renewing, its entries become claimable again when the lease ends,
+and a worker that wakes up late finds its writes refused (``LeaseLostError``).
+Wake-ups come from the backend (LISTEN/NOTIFY on PostgreSQL); polling every
+``poll_interval`` stays as the safety net.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sayiir.backends.protocol import QueueStorage
+from sayiir.core.nodes import WorkflowDefinition
+from sayiir.core.records import Claim
+from sayiir.engine import _runs
+from sayiir.engine._drive import drive
+from sayiir.engine._interpreter import WorkerMode
+from sayiir.engine.engines import resolve
+from sayiir.errors import BackendError, LeaseLostError
+
+__all__ = ["Worker", "WorkerHandle"]
+
+log = logging.getLogger("sayiir.worker")
+
+Registry = dict[str, Callable[[Any], Any]]
+
+
+class WorkerHandle:
+    """Controls a started worker.
+
+    >>> handle = Worker("w1", backend).start([workflow])  # doctest: +SKIP
+    >>> handle.shutdown(); handle.join()  # doctest: +SKIP
+    """
+
+    def __init__(self, worker: _Running) -> None:
+        self._worker = worker
+
+    def shutdown(self) -> None:
+        """Stop claiming; running tasks finish and are checkpointed. Non-blocking, idempotent."""
+        self._worker.stop()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Block until the worker has stopped (after ``shutdown()``)."""
+        self._worker.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._worker.alive()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"WorkerHandle(worker_id={self._worker.worker_id!r}, {state})"
+
+
+class Worker:
+    """A process's share of the work: claims queued tasks and runs them.
+
+    >>> worker = Worker("worker-1", PostgresBackend(url), poll_interval=1.0)  # doctest: +SKIP
+    >>> handle = worker.start([order_workflow])  # doctest: +SKIP
+
+    ``claim_ttl`` is the lease: a task whose worker stops heart-beating for that
+    long is run again elsewhere. ``max_concurrent_tasks`` threads run tasks
+    (default 1). ``tags``: the task tags this worker serves; a task with tags
+    only runs on a worker that serves all of them, untagged tasks run anywhere.
+    """
+
+    def __init__(
+        self,
+        worker_id: str,
+        backend: Any,
+        *,
+        poll_interval: float = 5.0,
+        claim_ttl: float = 300.0,
+        max_concurrent_tasks: int | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> None:
+        if not worker_id:
+            raise ValueError("worker_id must not be empty")
+        if not isinstance(backend, QueueStorage):
+            raise TypeError(
+                f"{type(backend).__name__} cannot serve workers: use PostgresBackend "
+                "(or InMemoryBackend for workers in one process)"
+            )
+        if poll_interval <= 0 or claim_ttl <= 0:
+            raise ValueError("poll_interval and claim_ttl must be positive")
+        if max_concurrent_tasks is not None and max_concurrent_tasks < 1:
+            raise ValueError("max_concurrent_tasks must be at least 1")
+        self.worker_id = worker_id
+        self.backend: QueueStorage = backend
+        self.poll_interval = poll_interval
+        self.claim_ttl = claim_ttl
+        self.max_concurrent_tasks = max_concurrent_tasks or 1
+        self.tags = tuple(tags or ())
+
+    def start(self, workflows: Sequence[Any]) -> WorkerHandle:
+        """Start serving ``workflows`` in background threads; returns at once."""
+        running = _Running(self, _workflow_table(workflows))
+        running.start()
+        return WorkerHandle(running)
+
+    def run(self, workflows: Sequence[Any]) -> None:
+        """Serve until SIGTERM or SIGINT (or KeyboardInterrupt), then stop gracefully."""
+        handle = self.start(workflows)
+        stop = threading.Event()
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, lambda *_: stop.set())
+        try:
+            while not stop.wait(0.2) and handle.running:
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            log.info("worker %s stopping: running tasks finish first", self.worker_id)
+            handle.shutdown()
+            handle.join()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def __repr__(self) -> str:
+        return (
+            f"Worker(worker_id={self.worker_id!r}, poll_interval={self.poll_interval}, "
+            f"claim_ttl={self.claim_ttl}, max_concurrent_tasks={self.max_concurrent_tasks})"
+        )
+
+
+def _workflow_table(workflows: Sequence[Any]) -> dict[str, tuple[WorkflowDefinition, Registry]]:
+    table: dict[str, tuple[WorkflowDefinition, Registry]] = {}
+    for wf in workflows:
+        definition, registry = resolve(wf, None)
+        table[definition.definition_hash] = (definition, dict(registry))
+    if not table:
+        raise ValueError("a worker needs at least one workflow to serve")
+    return table
+
+
+class _Running:
+    """The threads of one started worker: task runners, a heartbeat, a wake-up listener."""
+
+    def __init__(
+        self, worker: Worker, table: dict[str, tuple[WorkflowDefinition, Registry]]
+    ) -> None:
+        self.worker = worker
+        self.worker_id = worker.worker_id
+        self.table = table
+        self.hashes = list(table)
+        self.storage = worker.backend
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._active: dict[int, WorkerMode] = {}
+        self._active_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def start(self) -> None:
+        subscribe = getattr(self.storage, "subscribe", None)
+        if subscribe is not None:
+            self._unsubscribe = subscribe(self._wake.set)
+        for i in range(self.worker.max_concurrent_tasks):
+            self._spawn(self._run_tasks, f"sayiir-worker-{self.worker_id}-{i}")
+        self._spawn(self._heartbeat, f"sayiir-heartbeat-{self.worker_id}")
+        log.info("worker %s started (%d workflows)", self.worker_id, len(self.table))
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    def alive(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def join(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(left)
+        if not self.alive() and self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    # -- task runners --------------------------------------------------------------------
+
+    def _run_tasks(self) -> None:
+        backoff = 0.0
+        while not self._stopping.is_set():
+            try:
+                claims = self.storage.claim(
+                    self.worker_id, self.hashes, self.worker.tags, 1, self.worker.claim_ttl
+                )
+                backoff = 0.0
+            except BackendError as exc:
+                backoff = min(max(backoff * 2, 0.5), 30.0)
+                log.error(
+                    "worker %s cannot claim work (%s); retrying in %.1fs",
+                    self.worker_id,
+                    exc,
+                    backoff,
+                )
+                self._stopping.wait(backoff)
+                continue
+            if not claims:
+                self._wake.wait(self.worker.poll_interval)
+                self._wake.clear()
+                continue
+            for claim in claims:
+                self._work(claim)
+
+    def _work(self, claim: Claim) -> None:
+        definition, registry = self.table[claim.definition_hash]
+        mode = WorkerMode(claim, self.worker.claim_ttl, self._stopping.is_set)
+        key = threading.get_ident()
+        with self._active_lock:
+            self._active[key] = mode
+        try:
+            op = _runs.work_claim(definition, registry, self.storage.codec, mode)
+            drive(op, self.storage)
+        except LeaseLostError as exc:
+            log.warning("worker %s: %s", self.worker_id, exc)
+        except BackendError as exc:
+            log.error(
+                "worker %s: task %r of %r not finished: %s",
+                self.worker_id,
+                claim.key,
+                claim.instance_id,
+                exc,
+            )
+        except Exception:
+            log.exception(
+                "worker %s: unexpected error on %r of %r",
+                self.worker_id,
+                claim.key,
+                claim.instance_id,
+            )
+        finally:
+            with self._active_lock:
+                self._active.pop(key, None)
+
+    # -- heartbeat -----------------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        interval = max(self.worker.claim_ttl / 3.0, 0.05)
+        while True:
+            stopping = self._stopping.wait(interval)
+            with self._active_lock:
+                claims = [m.claim for m in self._active.values() if m.claim is not None]
+            if claims:
+                try:
+                    for lost in self.storage.heartbeat(claims, self.worker.claim_ttl):
+                        log.warning(
+                            "worker %s lost its lease on %r of %r",
+                            self.worker_id,
+                            lost.key,
+                            lost.instance_id,
+                        )
+                except BackendError as exc:
+                    log.error("worker %s heartbeat failed: %s", self.worker_id, exc)
+            if stopping and not any(
+                t.is_alive() for t in self._threads if t is not threading.current_thread()
+            ):
+                return
