@@ -126,6 +126,9 @@ class Codec(Protocol):
     def decode(self, data: bytes) -> Any: ...
 
 
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
+
 class JsonCodec:
     """The default codec: ``json.dumps`` text, UTF-8 encoded, plus tagged extra types.
 
@@ -140,6 +143,11 @@ class JsonCodec:
     name = "json"
 
     def encode(self, value: Any) -> bytes:
+        kind = type(value)
+        if kind is int:  # the common step output: skip the encoder machinery
+            return int.__repr__(value).encode()
+        if kind is str:
+            return _encode_str(value).encode()
         return _dumps(value).encode()
 
     def decode(self, data: bytes | bytearray | memoryview | str) -> Any:
