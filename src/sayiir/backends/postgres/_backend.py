@@ -1,0 +1,718 @@
+"""``PostgresBackend``: the storage protocol on PostgreSQL (psycopg 3 + psycopg_pool).
+
+The operations themselves live in ``_ops`` (sans-IO generators); this module owns the
+lifecycle around them: lazy pools (a sync ``ConnectionPool`` for ``Storage``, an
+``AsyncConnectionPool`` for ``AsyncStorage``, each opened on first use), migrations on
+first use, and the retry loop that turns a database outage into a bounded wait.
+
+psycopg is imported inside methods only, so ``import sayiir`` never loads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import uuid4
+
+from sayiir.backends.postgres import _migrations, _ops
+from sayiir.backends.postgres._conninfo import Target, parse_target
+from sayiir.backends.postgres._names import check_names
+from sayiir.core.codec import Codec, JsonCodec
+from sayiir.core.records import (
+    AttemptRecord,
+    ControlRequest,
+    FinalState,
+    InstanceRecord,
+    RunState,
+    Status,
+    StepRecord,
+)
+from sayiir.errors import BackendError
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+    from sayiir.backends.postgres._io import Retry
+    from sayiir.backends.postgres._sql import Compiled
+
+__all__ = ["PostgresBackend"]
+
+T = TypeVar("T")
+Make = Callable[[bool], "_ops.Op[T]"]
+
+_DEFAULT_CONNECT_TIMEOUT = 10
+
+
+class _Options:
+    """Pool and session settings (spec/postgres.md §1.7), validated once."""
+
+    __slots__ = (
+        "acquire_timeout",
+        "idle_in_transaction_timeout",
+        "max_idle",
+        "max_lifetime",
+        "max_size",
+        "min_size",
+        "statement_timeout",
+    )
+
+    def __init__(
+        self,
+        max_connections: int | None,
+        min_connections: int | None,
+        acquire_timeout_secs: float | None,
+        idle_timeout_secs: float | None,
+        max_lifetime_secs: float | None,
+        statement_timeout_secs: float | None,
+        idle_in_transaction_session_timeout_secs: float | None,
+    ) -> None:
+        self.max_size = _positive("max_connections", max_connections, 10)
+        self.min_size = _positive("min_connections", min_connections, 1, zero=True)
+        if self.min_size > self.max_size:
+            if min_connections is None:
+                self.min_size = self.max_size
+            else:
+                raise ValueError(
+                    f"min_connections={self.min_size} is larger than "
+                    f"max_connections={self.max_size}"
+                )
+        self.acquire_timeout = _positive("acquire_timeout_secs", acquire_timeout_secs, 30.0)
+        self.max_idle = _positive("idle_timeout_secs", idle_timeout_secs, 600.0)
+        self.max_lifetime = _positive("max_lifetime_secs", max_lifetime_secs, 3600.0)
+        self.statement_timeout = _positive_or_none("statement_timeout_secs", statement_timeout_secs)
+        self.idle_in_transaction_timeout = _positive_or_none(
+            "idle_in_transaction_session_timeout_secs", idle_in_transaction_session_timeout_secs
+        )
+
+
+def _positive(name: str, value: float | None, default: float, *, zero: bool = False) -> Any:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    if value < 0 or (value == 0 and not zero):
+        raise ValueError(f"{name} must be {'>= 0' if zero else '> 0'}, not {value!r}")
+    return type(default)(value)
+
+
+def _positive_or_none(name: str, value: float | None) -> float | None:
+    return None if value is None else float(_positive(name, value, 0.0))
+
+
+class PostgresBackend:
+    """Durable storage in PostgreSQL 13+.
+
+    The constructor is cheap (it only validates its arguments): the backend connects, and
+    creates or upgrades its tables, on first use.
+
+    >>> backend = PostgresBackend("postgresql://localhost/sayiir")
+    >>> status = run_durable_workflow(workflow, "order-123", 42, backend=backend)  # doctest: +SKIP
+
+    With asyncio (the pool is open and the schema migrated when ``connect`` returns)::
+
+        backend = await PostgresBackend.connect("postgresql://localhost/sayiir")
+        status = await CheckpointingRunner(backend).run(workflow, "order-123", 42)
+        await backend.aclose()
+
+    Several applications can share a database with ``schema=`` and ``table_prefix=``; a
+    least-privilege user on PostgreSQL 15+ needs ``schema="sayiir"`` (see docs/postgres.md).
+    Database outages are retried with backoff for up to ``retry_timeout_secs`` seconds, then
+    raise ``BackendError``; no error message, log line or repr contains the password.
+    """
+
+    codec: Codec
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_connections: int | None = None,
+        min_connections: int | None = None,
+        acquire_timeout_secs: float | None = None,
+        idle_timeout_secs: float | None = None,
+        max_lifetime_secs: float | None = None,
+        statement_timeout_secs: float | None = None,
+        idle_in_transaction_session_timeout_secs: float | None = None,
+        schema: str = "public",
+        table_prefix: str = "sayiir_",
+        codec: Codec | None = None,
+        auto_migrate: bool = True,
+        retry_timeout_secs: float = 30.0,
+    ) -> None:
+        options = _Options(
+            max_connections,
+            min_connections,
+            acquire_timeout_secs,
+            idle_timeout_secs,
+            max_lifetime_secs,
+            statement_timeout_secs,
+            idle_in_transaction_session_timeout_secs,
+        )
+        self._setup(parse_target(url), options, schema, table_prefix, codec, auto_migrate,
+                    retry_timeout_secs)  # fmt: skip
+
+    def _setup(
+        self,
+        target: Target,
+        options: _Options,
+        schema: str,
+        table_prefix: str,
+        codec: Codec | None,
+        auto_migrate: bool,
+        retry_timeout_secs: float,
+    ) -> None:
+        check_names(schema, table_prefix)
+        self.codec = codec if codec is not None else JsonCodec()
+        self._target = target
+        self._options = options
+        self._schema = schema
+        self._prefix = table_prefix
+        self._auto_migrate = bool(auto_migrate)
+        self._retry_timeout = float(_positive("retry_timeout_secs", retry_timeout_secs, 30.0,
+                                              zero=True))  # fmt: skip
+        self._pool: ConnectionPool[Any] | None = None
+        self._owns_pool = True
+        self._apool: AsyncConnectionPool[Any] | None = None
+        self._owns_apool = True
+        self._aloop: asyncio.AbstractEventLoop | None = None
+        self._alock: asyncio.Lock | None = None
+        self._lock = threading.Lock()
+        self._ready = False
+        self._closed = False
+        self._sql: Compiled | None = None
+        self._foreign_kwargs: dict[str, Any] = {}
+
+    # -- construction ----------------------------------------------------------------------
+
+    @classmethod
+    async def connect(cls, url: str, **options: Any) -> PostgresBackend:
+        """Open the async pool and migrate; errors (bad URL, host, password) surface here.
+
+        >>> url = "postgresql://localhost/sayiir"
+        >>> backend = await PostgresBackend.connect(url)  # doctest: +SKIP
+        """
+        backend = cls(url, **options)
+        try:
+            await backend._arun("connect", lambda retry: _ops.ping())
+        except BaseException:
+            await backend.aclose()
+            raise
+        return backend
+
+    @classmethod
+    async def connect_with_codec(cls, url: str, codec: Codec, **options: Any) -> PostgresBackend:
+        """``connect`` with an explicit codec for stored values.
+
+        >>> backend = await PostgresBackend.connect_with_codec(url, JsonCodec())  # doctest: +SKIP
+        """
+        return await cls.connect(url, codec=codec, **options)
+
+    @classmethod
+    def from_pool(
+        cls,
+        pool: ConnectionPool[Any] | AsyncConnectionPool[Any],
+        *,
+        schema: str = "public",
+        table_prefix: str = "sayiir_",
+        codec: Codec | None = None,
+        auto_migrate: bool = True,
+        retry_timeout_secs: float = 30.0,
+    ) -> PostgresBackend:
+        """Use a ``psycopg_pool`` pool you own (sync or async); we never close it.
+
+        The pool must be open before the first call. Connections are switched to autocommit
+        while we hold them and switched back before they return to your pool. If you use
+        the other API (sync with an async pool or the reverse), a pool of the other kind is
+        opened from the same conninfo and closed by ``close()``/``aclose()``.
+
+        >>> pool = AsyncConnectionPool(url, open=False)  # doctest: +SKIP
+        >>> await pool.open()  # doctest: +SKIP
+        >>> backend = PostgresBackend.from_pool(pool)  # doctest: +SKIP
+        """
+        from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+        if not isinstance(pool, (ConnectionPool, AsyncConnectionPool)):
+            raise TypeError(
+                "from_pool() takes a psycopg_pool.ConnectionPool or AsyncConnectionPool, "
+                f"not {type(pool).__name__}"
+            )
+        kwargs = pool.kwargs if isinstance(pool.kwargs, dict) else {}
+        if isinstance(pool.conninfo, str):
+            target = parse_target(pool.conninfo)
+        else:  # a conninfo callable: only this pool knows how to connect
+            target = Target("", f"<pool {pool.name!r}>", f"pool {pool.name!r}", {}, ())
+        if kwargs.get("password"):
+            target = Target(target.conninfo, target.display, target.where, target.params,
+                            (*target.secrets, str(kwargs["password"])))  # fmt: skip
+        backend = cls.__new__(cls)
+        backend._setup(target, _Options(None, None, pool.timeout, None, None, None, None),
+                       schema, table_prefix, codec, auto_migrate, retry_timeout_secs)  # fmt: skip
+        backend._foreign_kwargs = {
+            k: v for k, v in kwargs.items() if k not in ("autocommit", "row_factory")
+        }
+        if isinstance(pool, ConnectionPool):
+            backend._pool, backend._owns_pool = pool, False
+        else:
+            backend._apool, backend._owns_apool = pool, False
+        return backend
+
+    def __repr__(self) -> str:
+        return (
+            f"PostgresBackend({self._target.display!r}, schema={self._schema!r}, "
+            f"table_prefix={self._prefix!r})"
+        )
+
+    # -- migrations ------------------------------------------------------------------------
+
+    def migrate(self) -> list[str]:
+        """Apply pending migrations now (also done automatically on first use).
+
+        Returns the names (``"0001_initial"``) of the migrations this call applied.
+        """
+        from sayiir.backends.postgres._sql import migrations
+
+        done = self._run_direct(
+            "migrate",
+            lambda retry: _migrations.migrate(
+                self._schema, self._prefix, migrations(), self._target.where
+            ),
+        )
+        self._ready = True
+        return [f"{m.version:04d}_{m.name}" for m in done]
+
+    def pending_migrations(self) -> list[tuple[str, str]]:
+        """``(name, sql)`` of each migration not yet applied, with names filled in."""
+        from sayiir.backends.postgres._sql import migrations
+
+        plan = self._run_direct(
+            "inspect",
+            lambda retry: _migrations.inspect(
+                self._schema, self._prefix, migrations(), self._target.where
+            ),
+        )
+        scripts = self._compiled().scripts
+        return [(f"{m.version:04d}_{m.name}", scripts[m.version].decode()) for m in plan.pending]
+
+    def _setup_op(self) -> _ops.Op[Any]:
+        from sayiir.backends.postgres._sql import migrations
+
+        step = _migrations.migrate if self._auto_migrate else _migrations.verify
+        return step(self._schema, self._prefix, migrations(), self._target.where)
+
+    def _compiled(self) -> Compiled:
+        if self._sql is None:
+            from sayiir.backends.postgres._sql import compile_sql
+
+            self._sql = compile_sql(self._schema, self._prefix)
+        return self._sql
+
+    # -- sync plumbing ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendError(f"{self!r} is closed")
+
+    def _pool_kwargs(self) -> dict[str, Any]:
+        params = self._target.params
+        kwargs: dict[str, Any] = {**self._foreign_kwargs, "autocommit": True}
+        if "connect_timeout" not in params:
+            kwargs["connect_timeout"] = _DEFAULT_CONNECT_TIMEOUT
+        if "application_name" not in params:
+            kwargs["application_name"] = "sayiir"
+        settings = [params.get("options", "")]
+        opts = self._options
+        if opts.statement_timeout is not None:
+            settings.append(f"-c statement_timeout={round(opts.statement_timeout * 1000)}")
+        if opts.idle_in_transaction_timeout is not None:
+            ms = round(opts.idle_in_transaction_timeout * 1000)
+            settings.append(f"-c idle_in_transaction_session_timeout={ms}")
+        if any(settings[1:]):
+            kwargs["options"] = " ".join(s for s in settings if s)
+        return kwargs
+
+    def _pool_args(self) -> dict[str, Any]:
+        opts = self._options
+        return {
+            "kwargs": self._pool_kwargs(),
+            "min_size": opts.min_size,
+            "max_size": opts.max_size,
+            "timeout": opts.acquire_timeout,
+            "max_idle": opts.max_idle,
+            "max_lifetime": opts.max_lifetime,
+            "name": f"sayiir@{self._target.where}",
+            "open": False,
+        }
+
+    def _sync_pool(self) -> ConnectionPool[Any]:
+        pool = self._pool
+        if pool is not None and self._ready:
+            return pool
+        self._check_open()
+        self._ensure_ready()
+        with self._lock:
+            self._check_open()
+            if self._pool is None:
+                from psycopg_pool import ConnectionPool
+
+                self._pool = ConnectionPool(self._target.conninfo, **self._pool_args())
+                self._pool.open(wait=False)
+            return self._pool
+
+    def _ensure_ready(self) -> None:
+        if self._ready:
+            return
+        with self._lock:
+            if not self._ready:
+                self._run_direct("migrate", lambda retry: self._setup_op())
+                self._ready = True
+
+    def _run_direct(self, doing: str, make: Make[T]) -> T:
+        """Run on a connection of its own (or of a caller's pool): first contact, migrations."""
+        import psycopg
+
+        from sayiir.backends.postgres._io import execute
+
+        self._check_open()
+
+        def once(retry: Retry) -> T:
+            pool = self._pool
+            if pool is not None and not self._owns_pool:
+                with pool.connection(timeout=retry.acquire_timeout(pool.timeout)) as conn:
+                    return execute(conn, self._compiled(), make(retry.attempts > 0))
+            extra = self._direct_kwargs(retry)
+            with psycopg.connect(self._target.conninfo, **extra) as conn:
+                return execute(conn, self._compiled(), make(retry.attempts > 0))
+
+        return self._retrying(doing, once)
+
+    def _direct_kwargs(self, retry: Retry) -> dict[str, Any]:
+        """Connection arguments for first contact: no session settings, bounded wait."""
+        kwargs: dict[str, Any] = {**self._foreign_kwargs, "autocommit": True}
+        if "connect_timeout" not in self._target.params:
+            left = max(1, round(retry.remaining()))
+            kwargs.setdefault("connect_timeout", min(_DEFAULT_CONNECT_TIMEOUT, left))
+        return kwargs
+
+    def _run(self, doing: str, make: Make[T]) -> T:
+        from sayiir.backends.postgres._io import execute
+
+        def once(retry: Retry) -> T:
+            pool = self._sync_pool()
+            with pool.connection(timeout=retry.acquire_timeout(pool.timeout)) as conn:
+                return execute(conn, self._compiled(), make(retry.attempts > 0))
+
+        return self._retrying(doing, once)
+
+    def _retrying(self, doing: str, once: Callable[[Retry], T]) -> T:
+        import psycopg
+
+        from sayiir.backends.postgres._io import Retry
+
+        retry = Retry(self._target, self._retry_timeout, doing)
+        while True:
+            failure: BaseException | None = None
+            try:
+                return once(retry)
+            except psycopg.Error as exc:
+                failure = exc
+            # Decided and raised outside the except block: the psycopg error (which may
+            # carry the conninfo) is neither __cause__ nor __context__ of what we raise.
+            outcome = retry.after(failure)
+            failure = None
+            if isinstance(outcome, BackendError):
+                raise outcome
+            if retry.attempts == 1 and self._pool is not None and self._owns_pool:
+                self._check_pool()
+            time.sleep(outcome)
+
+    def _check_pool(self) -> None:
+        """Drop the pool's dead connections (after the server restarted, for instance)."""
+        import psycopg
+
+        pool = self._pool
+        if pool is not None:
+            with contextlib.suppress(psycopg.Error):
+                pool.check()
+
+    # -- async plumbing --------------------------------------------------------------------
+
+    async def _async_pool(self) -> AsyncConnectionPool[Any]:
+        pool = self._apool
+        if pool is not None and self._ready and (not self._owns_apool or self._aloop_ok()):
+            return pool
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        if self._alock is None or self._aloop is not loop:
+            # An owned pool belongs to the loop that opened it; a new loop gets a new pool.
+            self._alock, self._aloop = asyncio.Lock(), loop
+            if self._owns_apool and self._apool is not None:
+                _drop_idle_connections(self._apool)
+                self._apool = None
+        async with self._alock:
+            self._check_open()
+            if not self._ready:
+                await self._arun_direct("migrate", lambda retry: self._setup_op())
+                self._ready = True
+            if self._apool is None:
+                from psycopg_pool import AsyncConnectionPool
+
+                apool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+                    self._target.conninfo, **self._pool_args()
+                )
+                await apool.open(wait=False)
+                self._apool = apool
+            return self._apool
+
+    def _aloop_ok(self) -> bool:
+        try:
+            return asyncio.get_running_loop() is self._aloop
+        except RuntimeError:  # pragma: no cover - only called from coroutines
+            return False
+
+    async def _arun_direct(self, doing: str, make: Make[T]) -> T:
+        import psycopg
+
+        from sayiir.backends.postgres._io import aexecute
+
+        async def once(retry: Retry) -> T:
+            pool = self._apool
+            if pool is not None and not self._owns_apool:
+                async with pool.connection(timeout=retry.acquire_timeout(pool.timeout)) as conn:
+                    return await aexecute(conn, self._compiled(), make(retry.attempts > 0))
+            extra = self._direct_kwargs(retry)
+            conn = await psycopg.AsyncConnection.connect(self._target.conninfo, **extra)
+            async with conn:
+                return await aexecute(conn, self._compiled(), make(retry.attempts > 0))
+
+        return await self._aretrying(doing, once)
+
+    async def _arun(self, doing: str, make: Make[T]) -> T:
+        from sayiir.backends.postgres._io import aexecute
+
+        async def once(retry: Retry) -> T:
+            pool = await self._async_pool()
+            async with pool.connection(timeout=retry.acquire_timeout(pool.timeout)) as conn:
+                return await aexecute(conn, self._compiled(), make(retry.attempts > 0))
+
+        return await self._aretrying(doing, once)
+
+    async def _aretrying(self, doing: str, once: Callable[[Retry], Awaitable[T]]) -> T:
+        import psycopg
+
+        from sayiir.backends.postgres._io import Retry
+
+        retry = Retry(self._target, self._retry_timeout, doing)
+        while True:
+            failure: BaseException | None = None
+            try:
+                return await once(retry)
+            except psycopg.Error as exc:
+                failure = exc
+            outcome = retry.after(failure)  # outside the except block, as in _retrying
+            failure = None
+            if isinstance(outcome, BackendError):
+                raise outcome
+            if retry.attempts == 1 and self._apool is not None and self._owns_apool:
+                with contextlib.suppress(psycopg.Error):
+                    await self._apool.check()
+            await asyncio.sleep(outcome)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the pools this backend opened (never a pool given to ``from_pool``)."""
+        self._closed = True
+        pool, self._pool = self._pool, None
+        if pool is not None and self._owns_pool:
+            pool.close()
+        apool, self._apool = self._apool, None
+        if apool is not None and self._owns_apool:
+            loop = self._aloop
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not None and running is loop:
+                # Called from async code: finish closing in the background on the same loop.
+                running.create_task(apool.close())
+            elif loop is not None and not loop.is_closed() and not loop.is_running():
+                loop.run_until_complete(apool.close())
+            else:
+                _drop_idle_connections(apool)
+
+    async def aclose(self) -> None:
+        """Close the pools this backend opened; use this one from async code."""
+        self._closed = True
+        apool, self._apool = self._apool, None
+        if apool is not None and self._owns_apool and self._aloop_ok():
+            await apool.close()
+        pool, self._pool = self._pool, None
+        if pool is not None and self._owns_pool:
+            await asyncio.to_thread(pool.close)
+
+    def __enter__(self) -> PostgresBackend:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> PostgresBackend:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def async_storage(self) -> AsyncPostgresStorage:
+        """The ``AsyncStorage`` form, used by ``CheckpointingRunner``."""
+        return AsyncPostgresStorage(self)
+
+    # -- Storage ---------------------------------------------------------------------------
+
+    def create_instance(self, record: InstanceRecord, *, replace: bool) -> InstanceRecord | None:
+        token = uuid4()
+        return self._run(
+            "create_instance",
+            lambda retry: _ops.create_instance(record, replace=replace, token=token, retry=retry),
+        )
+
+    def load(self, instance_id: str) -> RunState | None:
+        return self._run("load", lambda retry: _ops.load(instance_id))
+
+    def save_steps(self, instance_id: str, steps: Sequence[StepRecord]) -> ControlRequest | None:
+        return self._run("save_steps", lambda retry: _ops.save_steps(instance_id, steps))
+
+    def record_attempt(self, instance_id: str, attempt: AttemptRecord) -> ControlRequest | None:
+        return self._run("record_attempt", lambda retry: _ops.record_attempt(instance_id, attempt))
+
+    def consume_signal(self, instance_id: str, signal_name: str, key: str) -> bytes | None:
+        return self._run(
+            "consume_signal",
+            lambda retry: _ops.consume_signal(instance_id, signal_name, key, retry=retry),
+        )
+
+    def finish(self, instance_id: str, final: FinalState, steps: Sequence[StepRecord]) -> None:
+        self._run("finish", lambda retry: _ops.finish(instance_id, final, steps))
+
+    def get_instance(self, instance_id: str) -> InstanceRecord | None:
+        return self._run("get_instance", lambda retry: _ops.get_instance(instance_id))
+
+    def get_checkpoint(self, instance_id: str, key: str) -> bytes | None:
+        return self._run("get_checkpoint", lambda retry: _ops.get_checkpoint(instance_id, key))
+
+    def request_control(self, instance_id: str, request: ControlRequest) -> Status | None:
+        return self._run(
+            "request_control", lambda retry: _ops.request_control(instance_id, request)
+        )
+
+    def unpause(self, instance_id: str) -> Status | None:
+        return self._run("unpause", lambda retry: _ops.unpause(instance_id))
+
+    def send_signal(self, instance_id: str, signal_name: str, payload: bytes) -> Status | None:
+        send_id = uuid4()
+        return self._run(
+            "send_signal",
+            lambda retry: _ops.send_signal(instance_id, signal_name, payload, send_id=send_id),
+        )
+
+
+def _drop_idle_connections(pool: AsyncConnectionPool[Any]) -> None:
+    """Close the idle connections of an async pool whose event loop has ended.
+
+    ``asyncio.run`` closes its loop when it returns; a pool opened there can no longer be
+    closed with ``await pool.close()``. Its idle connections are closed at the socket level
+    instead (psycopg_pool keeps them in ``_pool``; if that ever changes, they are closed by
+    garbage collection, as before).
+    """
+    for conn in list(getattr(pool, "_pool", ())):
+        with contextlib.suppress(Exception):
+            conn.pgconn.finish()
+
+
+class AsyncPostgresStorage:
+    """``AsyncStorage`` over a ``PostgresBackend``: the same operations on the async pool."""
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self._b = backend
+        self.codec = backend.codec
+
+    def __repr__(self) -> str:
+        return f"AsyncPostgresStorage({self._b!r})"
+
+    async def create_instance(
+        self, record: InstanceRecord, *, replace: bool
+    ) -> InstanceRecord | None:
+        token = uuid4()
+        return await self._b._arun(
+            "create_instance",
+            lambda retry: _ops.create_instance(record, replace=replace, token=token, retry=retry),
+        )
+
+    async def load(self, instance_id: str) -> RunState | None:
+        return await self._b._arun("load", lambda retry: _ops.load(instance_id))
+
+    async def save_steps(
+        self, instance_id: str, steps: Sequence[StepRecord]
+    ) -> ControlRequest | None:
+        return await self._b._arun("save_steps", lambda retry: _ops.save_steps(instance_id, steps))
+
+    async def record_attempt(
+        self, instance_id: str, attempt: AttemptRecord
+    ) -> ControlRequest | None:
+        return await self._b._arun(
+            "record_attempt", lambda retry: _ops.record_attempt(instance_id, attempt)
+        )
+
+    async def consume_signal(self, instance_id: str, signal_name: str, key: str) -> bytes | None:
+        return await self._b._arun(
+            "consume_signal",
+            lambda retry: _ops.consume_signal(instance_id, signal_name, key, retry=retry),
+        )
+
+    async def finish(
+        self, instance_id: str, final: FinalState, steps: Sequence[StepRecord]
+    ) -> None:
+        await self._b._arun("finish", lambda retry: _ops.finish(instance_id, final, steps))
+
+    async def get_instance(self, instance_id: str) -> InstanceRecord | None:
+        return await self._b._arun("get_instance", lambda retry: _ops.get_instance(instance_id))
+
+    async def get_checkpoint(self, instance_id: str, key: str) -> bytes | None:
+        return await self._b._arun(
+            "get_checkpoint", lambda retry: _ops.get_checkpoint(instance_id, key)
+        )
+
+    async def request_control(self, instance_id: str, request: ControlRequest) -> Status | None:
+        return await self._b._arun(
+            "request_control", lambda retry: _ops.request_control(instance_id, request)
+        )
+
+    async def unpause(self, instance_id: str) -> Status | None:
+        return await self._b._arun("unpause", lambda retry: _ops.unpause(instance_id))
+
+    async def send_signal(
+        self, instance_id: str, signal_name: str, payload: bytes
+    ) -> Status | None:
+        send_id = uuid4()
+        return await self._b._arun(
+            "send_signal",
+            lambda retry: _ops.send_signal(instance_id, signal_name, payload, send_id=send_id),
+        )
+
+    async def aclose(self) -> None:
+        await self._b.aclose()

@@ -1,0 +1,160 @@
+"""The two executors of ``_ops`` generators, and the retry policy around them.
+
+``execute`` runs an operation on a ``psycopg.Connection``, ``aexecute`` on a
+``psycopg.AsyncConnection``; they differ only by ``await``. ``Retry`` decides, after a
+failure, whether to wait and try again (the database went away) or to give up with a
+``BackendError`` that names the server and never the password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import time
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg.pq import TransactionStatus
+
+from sayiir.backends.postgres._conninfo import Target
+from sayiir.backends.postgres._errors import describe, is_transient, translate
+from sayiir.backends.postgres._ops import Op, Q, Request, Rows
+from sayiir.backends.postgres._sql import Compiled
+from sayiir.errors import BackendError
+
+__all__ = ["Retry", "aexecute", "execute"]
+
+T = TypeVar("T")
+logger = logging.getLogger("sayiir.backends.postgres")
+
+# Raised by concurrent migrators of different prefixes creating the same schema: the
+# loser re-runs and finds the object there.
+_MIGRATION_CLASH = frozenset({"23505", "42P06", "42P07", "42710"})
+_IN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
+
+
+def _statement(compiled: Compiled, req: Request) -> tuple[bytes, dict[str, Any] | None, bool]:
+    if isinstance(req, Q):
+        return compiled.queries[req.name], req.params, req.prepare
+    return compiled.scripts[req.version], None, False
+
+
+def execute(conn: psycopg.Connection[Any], compiled: Compiled, op: Op[T]) -> T:
+    """Run ``op`` on ``conn`` (switched to autocommit for the duration)."""
+    restore = not conn.autocommit
+    if restore:
+        conn.autocommit = True
+    rows: Rows | None = None
+    try:
+        while True:
+            try:
+                req = op.send(rows)  # type: ignore[arg-type]
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            query, params, prepare = _statement(compiled, req)
+            cur = conn.execute(query, params, prepare=prepare, binary=prepare)
+            rows = cur.fetchall() if cur.description is not None else []
+    except BaseException:
+        if conn.info.transaction_status in _IN_TRANSACTION:
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
+        raise
+    finally:
+        op.close()
+        if restore and not conn.closed:
+            conn.autocommit = False
+
+
+async def aexecute(conn: psycopg.AsyncConnection[Any], compiled: Compiled, op: Op[T]) -> T:
+    """``execute`` for asyncio."""
+    restore = not conn.autocommit
+    if restore:
+        await conn.set_autocommit(True)
+    rows: Rows | None = None
+    try:
+        while True:
+            try:
+                req = op.send(rows)  # type: ignore[arg-type]
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+            query, params, prepare = _statement(compiled, req)
+            cur = await conn.execute(query, params, prepare=prepare, binary=prepare)
+            rows = await cur.fetchall() if cur.description is not None else []
+    except BaseException:
+        if conn.info.transaction_status in _IN_TRANSACTION:
+            with contextlib.suppress(psycopg.Error):
+                await conn.rollback()
+        raise
+    finally:
+        op.close()
+        if restore and not conn.closed:
+            await conn.set_autocommit(False)
+
+
+class Retry:
+    """Exponential backoff on connection-class errors, bounded by ``timeout`` seconds.
+
+    One object per call::
+
+        retry = Retry(target, timeout, "save_steps")
+        while True:
+            try: return do()
+            except Exception as exc: failure = exc
+            outcome = retry.after(failure)   # outside the except block
+            if isinstance(outcome, BackendError): raise outcome
+            sleep(outcome)
+    """
+
+    __slots__ = ("_doing", "_started", "_target", "_timeout", "attempts")
+
+    first_delay = 0.05
+    max_delay = 2.0
+
+    def __init__(self, target: Target, timeout: float, doing: str) -> None:
+        self._target = target
+        self._timeout = timeout
+        self._doing = doing
+        self._started = time.monotonic()
+        self.attempts = 0
+
+    def acquire_timeout(self, configured: float) -> float:
+        """How long the next pool checkout may wait: never past the retry budget."""
+        return min(configured, max(0.05, self.remaining()))
+
+    def remaining(self) -> float:
+        return self._started + self._timeout - time.monotonic()
+
+    def after(self, exc: BaseException) -> float | BackendError:
+        """Seconds to wait before the next attempt, or the error to raise instead."""
+        transient = is_transient(exc) or (
+            self._doing == "migrate" and getattr(exc, "sqlstate", None) in _MIGRATION_CLASH
+        )
+        if not transient:
+            return translate(exc, self._target, self._doing)
+        self.attempts += 1
+        elapsed = time.monotonic() - self._started
+        left = self._timeout - elapsed
+        if left <= 0:
+            return BackendError(
+                f"PostgreSQL at {self._target.where} is unreachable: {self._doing} kept "
+                f"failing for {elapsed:.1f}s ({self.attempts} attempts, "
+                f"retry_timeout_secs={self._timeout:g}); last error: "
+                f"{describe(exc, self._target)}"
+            )
+        if self.attempts == 1:
+            delay = 0.0  # a dead pooled connection: the next one is probably fine
+        else:
+            delay = min(self.max_delay, self.first_delay * 2 ** (self.attempts - 2))
+            delay *= random.uniform(0.8, 1.2)
+        delay = min(delay, left)
+        logger.warning(
+            "PostgreSQL at %s: %s failed (attempt %d), retrying in %.2fs for up to %.1fs more: %s",
+            self._target.where,
+            self._doing,
+            self.attempts,
+            delay,
+            left,
+            describe(exc, self._target),
+        )
+        return delay

@@ -1,0 +1,98 @@
+"""Table and index names, and the validation of the user's ``schema`` / ``table_prefix``.
+
+Names reach SQL only through ``psycopg.sql.Identifier`` (see ``_sql``). They are still
+validated up front, for two reasons: a clear error at construction beats a confusing one at
+first use, and PostgreSQL silently truncates identifiers longer than 63 bytes, which would
+make two long prefixes share tables.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "BARE_NAMES",
+    "MAX_IDENTIFIER",
+    "MAX_PREFIX",
+    "TABLES",
+    "check_names",
+    "migration_lock_key",
+]
+
+MAX_IDENTIFIER = 63  # NAMEDATALEN - 1
+
+# Placeholder -> table name without prefix ({t_*} placeholders are schema-qualified).
+TABLES: dict[str, str] = {
+    "t_instances": "workflow_instances",
+    "t_task_executions": "task_executions",
+    "t_checkpoints": "checkpoints",
+    "t_signals": "workflow_signals",
+    "t_migrations": "schema_migrations",
+}
+
+# Placeholder -> index/constraint name without prefix ({n_*} placeholders are bare names).
+BARE_NAMES: dict[str, str] = {
+    "n_instances_pkey": "workflow_instances_pkey",
+    "n_instances_status_check": "workflow_instances_status_check",
+    "n_instances_request_check": "workflow_instances_request_check",
+    "n_instances_workflow_idx": "workflow_instances_workflow_idx",
+    "n_instances_status_idx": "workflow_instances_status_idx",
+    "n_instances_created_idx": "workflow_instances_created_idx",
+    "n_instances_completed_idx": "workflow_instances_completed_idx",
+    "n_instances_wake_idx": "workflow_instances_wake_idx",
+    "n_task_executions_pkey": "task_executions_pkey",
+    "n_task_executions_attempt_key": "task_executions_attempt_key",
+    "n_task_executions_instance_fkey": "task_executions_instance_fkey",
+    "n_task_executions_status_check": "task_executions_status_check",
+    "n_task_executions_task_idx": "task_executions_task_idx",
+    "n_task_executions_finished_idx": "task_executions_finished_idx",
+    "n_checkpoints_pkey": "checkpoints_pkey",
+    "n_checkpoints_instance_fkey": "checkpoints_instance_fkey",
+    "n_signals_pkey": "workflow_signals_pkey",
+    "n_signals_send_key": "workflow_signals_send_key",
+    "n_signals_pending_idx": "workflow_signals_pending_idx",
+    "n_signals_instance_idx": "workflow_signals_instance_idx",
+    "n_migrations_pkey": "schema_migrations_pkey",
+}
+
+# Names PostgreSQL derives itself (bigserial sequences) must fit too.
+_IMPLICIT = ("task_executions_id_seq", "workflow_signals_id_seq")
+
+_LONGEST = max(len(n) for n in (*TABLES.values(), *BARE_NAMES.values(), *_IMPLICIT))
+MAX_PREFIX = MAX_IDENTIFIER - _LONGEST
+
+_IDENT = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def check_names(schema: str, table_prefix: str) -> None:
+    """Raise ``ValueError`` unless both names are plain lowercase identifiers that fit.
+
+    >>> check_names("sayiir", "wf_")
+    >>> check_names('x"; DROP TABLE canary; --', "wf_")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    ValueError: schema='x"; DROP TABLE canary; --' is not allowed: ...
+    """
+    for what, value, limit in (
+        ("schema", schema, MAX_IDENTIFIER),
+        ("table_prefix", table_prefix, MAX_PREFIX),
+    ):
+        if not isinstance(value, str):
+            raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+        if not _IDENT.fullmatch(value):
+            raise ValueError(
+                f"{what}={value!r} is not allowed: use lowercase letters, digits and _ "
+                "(matching [a-z_][a-z0-9_]*), e.g. "
+                + ('schema="sayiir"' if what == "schema" else 'table_prefix="sayiir_"')
+            )
+        if len(value) > limit:
+            raise ValueError(
+                f"{what}={value!r} is too long: at most {limit} characters, so that every "
+                f"table and index name fits PostgreSQL's {MAX_IDENTIFIER}-byte identifier limit"
+            )
+    if schema.startswith("pg_"):
+        raise ValueError(f"schema={schema!r} is not allowed: names starting with pg_ are reserved")
+
+
+def migration_lock_key(schema: str, table_prefix: str) -> str:
+    """The advisory-lock key text: migrators of other schemas/prefixes never wait on us."""
+    return f"sayiir:migrate:{schema}:{table_prefix}"

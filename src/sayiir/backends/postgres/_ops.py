@@ -1,0 +1,342 @@
+"""The storage operations, written once, without I/O.
+
+Each operation is a generator: it yields ``Q`` requests (a named query of ``queries.sql``
+with its parameters) and receives the rows; its return value is the operation's result.
+``_io`` runs these generators on a ``psycopg.Connection`` or ``psycopg.AsyncConnection``,
+so the sync ``Storage`` and the ``AsyncStorage`` share every line of logic, as the engine's
+interpreter shares its logic between ``drive`` and ``adrive``.
+
+Every write is a single statement, so a call re-sent after a lost connection is either a
+repeat of a committed write or the first one; the ``retry`` flags and tokens below let
+the repeat recognise its own earlier commit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from functools import cache
+from typing import Any, TypeVar
+from uuid import UUID
+
+from sayiir.core.records import (
+    TERMINAL,
+    AttemptRecord,
+    AttemptState,
+    ControlRequest,
+    FinalState,
+    InstanceRecord,
+    RunState,
+    Status,
+    StepRecord,
+    applied_request,
+    control_decision,
+    fold_attempt,
+)
+from sayiir.errors import InstanceNotFoundError
+
+__all__ = [
+    "Op",
+    "Q",
+    "Rows",
+    "Script",
+    "consume_signal",
+    "create_instance",
+    "finish",
+    "get_checkpoint",
+    "get_instance",
+    "load",
+    "ping",
+    "record_attempt",
+    "request_control",
+    "save_steps",
+    "send_signal",
+    "unpause",
+]
+
+T = TypeVar("T")
+Rows = list[tuple[Any, ...]]
+
+
+class Q:
+    """Run query ``name`` of ``queries.sql``.
+
+    ``prepare``: a hot query, sent as a server-side prepared statement with binary results.
+    Others (migrations, transaction control) run unprepared, in the simple protocol when
+    they have no parameters.
+    """
+
+    __slots__ = ("name", "params", "prepare")
+
+    def __init__(
+        self, name: str, params: dict[str, Any] | None = None, *, prepare: bool = True
+    ) -> None:
+        self.name = name
+        self.params = params
+        self.prepare = prepare
+
+    def __repr__(self) -> str:
+        return f"Q({self.name!r})"
+
+
+class Script:
+    """Run the body of migration ``version`` (several statements, no parameters)."""
+
+    __slots__ = ("version",)
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+
+    def __repr__(self) -> str:
+        return f"Script({self.version})"
+
+
+Request = Q | Script
+Op = Generator[Request, Rows, T]
+
+_STOPPED = (Status.CANCELLED, Status.PAUSED)
+_N_COLUMNS = 21  # the columns of _instance_columns in queries.sql
+
+
+# -- rows <-> records ----------------------------------------------------------------------
+
+
+def _record(row: tuple[Any, ...], at: int = 0) -> InstanceRecord:
+    """An ``InstanceRecord`` from the ``_instance_columns`` of ``row`` starting at ``at``."""
+    r = row[at : at + _N_COLUMNS]
+    kind = r[13]
+    return InstanceRecord(
+        r[0], r[1], r[2], Status(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12],
+        None if kind is None else ControlRequest(kind, r[14], r[15]),
+        r[16], r[17], r[18], r[19],
+    )  # fmt: skip
+
+
+def _instance_params(record: InstanceRecord, token: UUID | None) -> dict[str, Any]:
+    req = record.request
+    return {
+        "id": record.instance_id,
+        "workflow_id": record.workflow_id,
+        "definition_hash": record.definition_hash,
+        "status": record.status.value,
+        "input": record.input,
+        "output": record.output,
+        "error": record.error,
+        "reason": record.reason,
+        "cancelled_by": record.cancelled_by,
+        "paused_by": record.paused_by,
+        "wake_at": record.wake_at,
+        "park_node": record.park_node,
+        "signal_name": record.signal_name,
+        "request_kind": None if req is None else req.kind,
+        "request_reason": None if req is None else req.reason,
+        "request_by": None if req is None else req.by,
+        "distributed": record.distributed,
+        "start_token": token,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "completed_at": record.completed_at,
+    }
+
+
+def _obeyed(instance_id: str, row: tuple[Any, ...]) -> ControlRequest | None:
+    """What the engine must obey after a write: the columns RETURNING by the _touch CTE."""
+    status, reason, c_by, p_by, r_kind, r_reason, r_by = row
+    record = InstanceRecord(
+        instance_id, "", "", Status(status), b"", reason=reason, cancelled_by=c_by, paused_by=p_by
+    )
+    applied = applied_request(record)
+    if applied is not None:
+        return applied
+    return None if r_kind is None else ControlRequest(r_kind, r_reason, r_by)
+
+
+def _step_params(params: dict[str, Any], steps: Sequence[StepRecord]) -> dict[str, Any]:
+    if len(steps) > 1:
+        # One statement cannot upsert a row twice: the last write of a key wins, as in memory.
+        steps = list({s.key: s for s in steps}.values())
+    params["keys"] = [s.key for s in steps]
+    params["task_ids"] = [s.task_id for s in steps]
+    params["outputs"] = [s.output for s in steps]
+    params["attempts"] = [s.attempt for s in steps]
+    params["started"] = [s.started_at for s in steps]
+    params["finished"] = [s.finished_at for s in steps]
+    params["workers"] = [s.worker_id for s in steps]
+    return params
+
+
+# -- operations ----------------------------------------------------------------------------
+
+
+def ping() -> Op[int]:
+    """A round trip that proves the pool hands out working connections."""
+    rows = yield Q("server_info", prepare=False)
+    return int(rows[0][0])
+
+
+def create_instance(
+    record: InstanceRecord, *, replace: bool, token: UUID, retry: bool
+) -> Op[InstanceRecord | None]:
+    params = _instance_params(record, token)
+    if replace:
+        # Two statements: the row lock makes the second one's snapshot include every
+        # checkpoint a concurrent writer of the old run committed, so none survives.
+        yield Q("begin", prepare=False)
+        yield Q("lock_instance", {"id": record.instance_id})
+        yield Q("replace_instance", params)
+        yield Q("commit", prepare=False)
+        return None
+    while True:
+        row = (yield Q("create_instance", params))[0]
+        if row[0]:
+            return None
+        if row[1] is not None:
+            if retry and row[_N_COLUMNS] == token:
+                return None  # our first attempt committed before the connection broke
+            return _record(row, 1)
+        # A concurrent insert committed after this statement's snapshot: read again.
+
+
+def load(instance_id: str) -> Op[RunState | None]:
+    rows = yield Q("load", {"id": instance_id})
+    if not rows:
+        return None
+    row = rows[0]
+    at = _N_COLUMNS
+    keys, outputs = row[at], row[at + 1]
+    state = RunState(_record(row), dict(zip(keys, outputs, strict=True)) if keys else {})
+    if row[at + 2]:
+        for key, task_id, n, status, started, finished, error, retry_at, deadline, worker in zip(
+            *row[at + 2 : at + 12], strict=True
+        ):
+            fold_attempt(
+                state.attempts.setdefault(key, AttemptState()),
+                AttemptRecord(
+                    key, task_id, n, status, started, finished, error, retry_at, deadline, worker
+                ),
+            )
+    return state
+
+
+def save_steps(instance_id: str, steps: Sequence[StepRecord]) -> Op[ControlRequest | None]:
+    rows = yield Q("save_steps", _step_params({"id": instance_id}, steps))
+    if not rows:
+        raise InstanceNotFoundError(instance_id)
+    return _obeyed(instance_id, rows[0])
+
+
+def record_attempt(instance_id: str, attempt: AttemptRecord) -> Op[ControlRequest | None]:
+    finished = attempt.finished_at
+    rows = yield Q(
+        "record_attempt",
+        {
+            "id": instance_id,
+            "key": attempt.key,
+            "task_id": attempt.task_id,
+            "attempt": attempt.attempt,
+            "status": attempt.status,
+            "worker_id": attempt.worker_id,
+            "started": attempt.started_at,
+            "finished": finished,
+            "error": attempt.error,
+            "next_retry_at": attempt.next_retry_at,
+            "deadline": attempt.deadline,
+        },
+    )
+    if not rows:
+        raise InstanceNotFoundError(instance_id)
+    return _obeyed(instance_id, rows[0])
+
+
+def consume_signal(
+    instance_id: str, signal_name: str, key: str, *, retry: bool
+) -> Op[bytes | None]:
+    rows = yield Q(
+        "consume_signal", {"id": instance_id, "name": signal_name, "key": key, "retry": retry}
+    )
+    exists, payload, previous = rows[0]
+    if not exists:
+        raise InstanceNotFoundError(instance_id)
+    found: bytes | None = previous if previous is not None else payload
+    return found
+
+
+def finish(instance_id: str, final: FinalState, steps: Sequence[StepRecord]) -> Op[None]:
+    status = final.status
+    stopped = status in _STOPPED
+    terminal = status in TERMINAL
+    params = {
+        "id": instance_id,
+        "status": status.value,
+        "output": final.output,
+        "error": final.error,
+        "wake_at": final.wake_at,
+        "park_node": final.park_node,
+        "signal_name": final.signal_name,
+        "reason": final.reason,
+        "by": final.by,
+        "set_reason": stopped,
+        "set_cancelled_by": status is Status.CANCELLED,
+        "set_paused_by": status is Status.PAUSED,
+        "terminal": terminal,
+        "clear_request": stopped or terminal,
+    }
+    rows = yield Q("finish", _step_params(params, steps))
+    if not rows[0][0]:
+        raise InstanceNotFoundError(instance_id)
+
+
+def get_instance(instance_id: str) -> Op[InstanceRecord | None]:
+    rows = yield Q("get_instance", {"id": instance_id})
+    return _record(rows[0]) if rows else None
+
+
+def get_checkpoint(instance_id: str, key: str) -> Op[bytes | None]:
+    rows = yield Q("get_checkpoint", {"id": instance_id, "key": key})
+    return rows[0][0] if rows else None
+
+
+@cache
+def _decisions(kind: str) -> tuple[list[str], list[str]]:
+    """The statuses where a ``kind`` request applies now, and where it is stored."""
+    apply = [s.value for s in Status if control_decision(s, kind) == "apply"]
+    store = [s.value for s in Status if control_decision(s, kind) == "request"]
+    return apply, store
+
+
+def request_control(instance_id: str, request: ControlRequest) -> Op[Status | None]:
+    apply, store = _decisions(request.kind)
+    applied = Status.CANCELLED if request.kind == "cancel" else Status.PAUSED
+    rows = yield Q(
+        "request_control",
+        {
+            "id": instance_id,
+            "kind": request.kind,
+            "reason": request.reason,
+            "by": request.by,
+            "applied_status": applied.value,
+            "apply": apply,
+            "request": store,
+        },
+    )
+    return Status(rows[0][0]) if rows else None
+
+
+def unpause(instance_id: str) -> Op[Status | None]:
+    rows = yield Q("unpause", {"id": instance_id})
+    if not rows:
+        return None
+    status, request_kind = rows[0]
+    if status == Status.PAUSED or request_kind == "pause":
+        return Status.PAUSED
+    return Status(status)
+
+
+def send_signal(
+    instance_id: str, signal_name: str, payload: bytes, *, send_id: UUID
+) -> Op[Status | None]:
+    rows = yield Q(
+        "send_signal",
+        {"id": instance_id, "name": signal_name, "payload": payload, "send_id": send_id},
+    )
+    found = rows[0][0]
+    return None if found is None else Status(found)

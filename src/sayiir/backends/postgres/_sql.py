@@ -1,0 +1,80 @@
+"""The package's ``.sql`` files, compiled for one schema and table prefix.
+
+Placeholders are filled only through ``psycopg.sql`` (``Identifier`` for names, ``SQL``
+for the fragments of ``queries.sql``); the result is rendered once to bytes, which is
+what the executors send (and what psycopg keys its prepared statements on).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from psycopg import sql
+
+from sayiir.backends._sqlfiles import Migration, load_migrations, load_queries
+from sayiir.backends.postgres._names import BARE_NAMES, TABLES
+
+__all__ = ["PACKAGE", "Compiled", "compile_sql", "identifiers", "migrations", "render"]
+
+PACKAGE = "sayiir.backends.postgres"
+MIGRATIONS_PACKAGE = "sayiir.backends.postgres.migrations"
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """Everything a backend executes, with its names filled in."""
+
+    queries: dict[str, bytes]
+    scripts: dict[int, bytes]  # migration version -> its body
+
+
+def identifiers(schema: str, table_prefix: str) -> dict[str, sql.Composable]:
+    """Placeholder -> identifier for ``schema`` and ``table_prefix``."""
+    out: dict[str, sql.Composable] = {"schema": sql.Identifier(schema)}
+    for key, name in TABLES.items():
+        out[key] = sql.Identifier(schema, table_prefix + name)
+    for key, name in BARE_NAMES.items():
+        out[key] = sql.Identifier(table_prefix + name)
+    return out
+
+
+def render(text: str, names: dict[str, sql.Composable]) -> bytes:
+    """Fill the placeholders of ``text``; braces are never used for anything else."""
+    return sql.SQL(text).format(**names).as_bytes(None)
+
+
+def _strip_trailing_comments(body: str) -> str:
+    """Drop the comment lines that introduce the *next* block of the file."""
+    lines = body.rstrip().splitlines()
+    while lines and (not lines[-1].strip() or lines[-1].lstrip().startswith("--")):
+        lines.pop()
+    return "\n".join(lines)
+
+
+@cache
+def _sources() -> tuple[dict[str, str], list[Migration]]:
+    queries = {k: _strip_trailing_comments(v) for k, v in load_queries(PACKAGE).items()}
+    return queries, load_migrations(MIGRATIONS_PACKAGE)
+
+
+def migrations() -> list[Migration]:
+    """The numbered migrations shipped with this version, in order."""
+    return _sources()[1]
+
+
+@cache
+def compile_sql(schema: str, table_prefix: str) -> Compiled:
+    """Render every query and migration for one schema + prefix (cached per pair)."""
+    sources, migs = _sources()
+    names = identifiers(schema, table_prefix)
+    fragments: dict[str, sql.Composable] = {
+        name: sql.SQL(render(text, names).decode())
+        for name, text in sources.items()
+        if name.startswith("_")
+    }
+    every = {**names, **fragments}
+    queries = {
+        name: render(text, every) for name, text in sources.items() if not name.startswith("_")
+    }
+    return Compiled(queries, {m.version: render(m.sql, names) for m in migs})
