@@ -1,0 +1,85 @@
+"""Child process of ``test_crash_sqlite.py``: runs or resumes a 4-step durable workflow on SQLite.
+
+Usage: ``python crash_worker.py DB LEDGER INSTANCE_ID MODE`` where MODE is
+
+* ``exit``   start the run; task 3 calls ``os._exit(137)`` (the process dies mid-task);
+* ``sleep``  start the run; task 3 prints ``IN_TASK_3`` and sleeps until it is killed;
+* ``resume`` resume the instance and print its status as JSON.
+
+Every task execution appends ``<task> <pid>`` to LEDGER (flushed and fsynced) before its work,
+so the parent can prove which tasks ran in which process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from sayiir import Flow, Workflow, resume_workflow, run_durable_workflow
+from sayiir.backends.sqlite import SqliteBackend
+
+LEDGER = ""
+MODE = ""
+
+
+def record(name: str) -> None:
+    with open(LEDGER, "a", encoding="utf-8") as f:
+        f.write(f"{name} {os.getpid()}\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def task_1(x: int) -> int:
+    record("task_1")
+    return x + 1
+
+
+def task_2(x: int) -> int:
+    record("task_2")
+    return x * 2
+
+
+def task_3(x: int) -> int:
+    record("task_3")
+    if MODE == "exit":
+        os._exit(137)
+    if MODE == "sleep":
+        print("IN_TASK_3", flush=True)
+        time.sleep(60)
+    return x + 10
+
+
+def task_4(x: int) -> int:
+    record("task_4")
+    return x * 3
+
+
+def build() -> Workflow:
+    return Flow("crash-demo").then(task_1).then(task_2).then(task_3).then(task_4).build()
+
+
+def status_json(status: Any) -> str:
+    return json.dumps({"status": status.status, "output": status.output, "error": status.error})
+
+
+def main(argv: list[str]) -> int:
+    global LEDGER, MODE
+    db, LEDGER, instance_id, MODE = argv
+    backend = SqliteBackend(db)
+    try:
+        wf = build()
+        if MODE == "resume":
+            status = resume_workflow(wf, instance_id, backend)
+        else:
+            status = run_durable_workflow(wf, instance_id, 1, backend=backend)
+        print(status_json(status), flush=True)
+    finally:
+        backend.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,142 @@
+"""Real process crashes on the SQLite backend (reliability plan §5, R2): a child process dies in
+the middle of task 3 (``os._exit(137)``, or SIGKILL from the parent while task 3 sleeps); a
+resume in another process must not re-run tasks 1-2, must re-run task 3 and finish correctly.
+
+A ledger file (one fsynced line per task execution, with the pid) proves what ran where.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sayiir import WorkflowClient, resume_workflow
+
+sqlite_backend = pytest.importorskip("sayiir.backends.sqlite")
+SqliteBackend = sqlite_backend.SqliteBackend
+
+WORKER = Path(__file__).with_name("crash_worker.py")
+EXPECTED = ((1 + 1) * 2 + 10) * 3  # task_1: +1, task_2: *2, task_3: +10, task_4: *3
+
+
+def worker(db: Path, ledger: Path, iid: str, mode: str, **kwargs: Any) -> Any:
+    args = [sys.executable, str(WORKER), str(db), str(ledger), iid, mode]
+    return subprocess.run(args, capture_output=True, text=True, timeout=60, check=False, **kwargs)
+
+
+def ledger_lines(ledger: Path) -> list[tuple[str, int]]:
+    lines = ledger.read_text(encoding="utf-8").splitlines()
+    return [(name, int(pid)) for name, pid in (line.split() for line in lines)]
+
+
+def assert_crashed_state(db: Path, ledger: Path, iid: str) -> int:
+    """After the crash: tasks 1-3 ran once in one process; 1-2 are checkpointed, 3 is not."""
+    entries = ledger_lines(ledger)
+    assert [name for name, _ in entries] == ["task_1", "task_2", "task_3"]
+    pids = {pid for _, pid in entries}
+    assert len(pids) == 1
+    backend = SqliteBackend(db)
+    try:
+        client = WorkflowClient(backend)
+        assert client.status(iid).status == "in_progress"
+        assert client.get_task_result(iid, "task_1") == 2
+        assert client.get_task_result(iid, "task_2") == 4
+        assert client.get_task_result(iid, "task_3") is None
+    finally:
+        backend.close()
+    return pids.pop()
+
+
+def assert_resumed(ledger: Path, crashed_pid: int, resumed_pid: int | None) -> None:
+    entries = ledger_lines(ledger)
+    names = [name for name, _ in entries]
+    assert names == ["task_1", "task_2", "task_3", "task_3", "task_4"]
+    assert names.count("task_1") == 1 and names.count("task_2") == 1
+    after = entries[3:]
+    assert all(pid != crashed_pid for _, pid in after)
+    if resumed_pid is not None:
+        assert all(pid == resumed_pid for _, pid in after)
+
+
+def test_os_exit_in_task_3_then_resume_in_another_process(tmp_path):
+    db, ledger, iid = tmp_path / "crash.db", tmp_path / "ledger.txt", "crash-exit"
+    crashed = worker(db, ledger, iid, "exit")
+    assert crashed.returncode == 137, crashed.stderr
+    assert crashed.stdout == "", "the run must not have reported a status"
+    crashed_pid = assert_crashed_state(db, ledger, iid)
+
+    resumed = worker(db, ledger, iid, "resume")
+    assert resumed.returncode == 0, resumed.stderr
+    status = json.loads(resumed.stdout)
+    assert status == {"status": "completed", "output": EXPECTED, "error": None}
+    resumed_pid = ledger_lines(ledger)[-1][1]
+    assert resumed_pid not in (crashed_pid, os.getpid())
+    assert_resumed(ledger, crashed_pid, resumed_pid)
+
+    backend = SqliteBackend(db)
+    try:
+        final = WorkflowClient(backend).status(iid)
+        assert final.status == "completed" and final.output == EXPECTED
+    finally:
+        backend.close()
+
+
+def test_sigkill_while_task_3_sleeps_then_resume_in_process(tmp_path):
+    db, ledger, iid = tmp_path / "kill.db", tmp_path / "ledger.txt", "crash-kill"
+    args = [sys.executable, str(WORKER), str(db), str(ledger), iid, "sleep"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "IN_TASK_3", proc.stderr.read() if proc.stderr else line
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    assert proc.returncode == -signal.SIGKILL
+    crashed_pid = assert_crashed_state(db, ledger, iid)
+
+    # Resume in this process, with the worker's workflow definition and task code.
+    module = load_worker()
+    module.LEDGER, module.MODE = str(ledger), "resume"
+    backend = SqliteBackend(db)
+    try:
+        status = resume_workflow(module.build(), iid, backend)
+        assert status.status == "completed", status
+        assert status.output == EXPECTED
+    finally:
+        backend.close()
+    assert_resumed(ledger, crashed_pid, os.getpid())
+
+
+def test_resume_twice_after_crash_runs_nothing_more(tmp_path):
+    db, ledger, iid = tmp_path / "twice.db", tmp_path / "ledger.txt", "crash-twice"
+    assert worker(db, ledger, iid, "exit").returncode == 137
+    first = worker(db, ledger, iid, "resume")
+    assert first.returncode == 0, first.stderr
+    second = worker(db, ledger, iid, "resume")
+    assert second.returncode == 0, second.stderr
+    assert json.loads(first.stdout)["output"] == EXPECTED
+    assert json.loads(second.stdout) == json.loads(first.stdout)
+    assert [name for name, _ in ledger_lines(ledger)].count("task_4") == 1
+
+
+def load_worker() -> Any:
+    spec = importlib.util.spec_from_file_location("sayiir_crash_worker", WORKER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
