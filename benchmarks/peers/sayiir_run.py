@@ -1,0 +1,198 @@
+"""One process runs every run of one case, serially: plain, durable-memory, sqlite, postgres.
+
+Runs under this repo's package and under the reference ``sayiir==1.0.0``::
+
+    python -m benchmarks.peers.sayiir_run --workload linear --size 4 --runs 1000 \
+        --mode postgres --url postgresql://postgres@127.0.0.1:5432/bench_x
+
+* linear, fanout: ``run_durable_workflow`` per run (``run_workflow`` in plain mode).
+* signal: start every run (each parks at the wait), another process sends the signals
+  (the same process for in-memory backends, which cannot be shared), then resume each run.
+* sleep: start every run (each parks at the delay), resume each one once its delay is over.
+
+Prints one JSON line: ``status`` ("ok" or "n/a" with a ``reason``), ``seconds``, ``runs``,
+``tasks`` and the end-to-end latency of a run (``p50_ms``, ``p99_ms``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import sayiir
+from benchmarks.shapes import SIGNAL_NAME, SLEEP_SECONDS, expected, latency_summary, tasks_per_run
+from benchmarks.workloads import build
+from sayiir import InMemoryBackend, resume_workflow, run_durable_workflow, run_workflow, send_signal
+
+MODES = ("plain", "durable-memory", "sqlite", "postgres")
+WARMUP_RUNS = 20
+
+
+class NotAvailable(Exception):
+    """This engine cannot run this case; the message says why."""
+
+
+def make_backend(mode: str, url: str, path: str) -> Any:
+    if mode == "sqlite":
+        try:
+            from sayiir import SqliteBackend  # type: ignore[attr-defined,unused-ignore]
+        except (ImportError, AttributeError) as exc:
+            raise NotAvailable(f"no SqliteBackend in this sayiir ({exc})") from exc
+        return SqliteBackend(path)
+    if mode == "postgres":
+        try:
+            from sayiir import PostgresBackend
+        except (ImportError, AttributeError) as exc:
+            raise NotAvailable(f"PostgresBackend does not import ({exc})") from exc
+        return PostgresBackend(url)
+    return InMemoryBackend()
+
+
+def check(status: Any, want: int) -> None:
+    if status.status != "completed" or status.output != want:
+        raise RuntimeError(f"unexpected result {status!r} (output {status.output!r}, want {want})")
+
+
+def run_plain(wf: Any, workload: str, size: int, runs: int) -> list[float]:
+    if workload in ("signal", "sleep"):
+        why = "signals need a durable run" if workload == "signal" else "a delay sleeps inline"
+        raise NotAvailable(f"plain run_workflow: {why}")
+    spans = []
+    for i in range(runs):
+        t0 = time.perf_counter()
+        out = run_workflow(wf, i)
+        spans.append(time.perf_counter() - t0)
+        if out != expected(workload, size, i):
+            raise RuntimeError(f"run {i}: output {out!r}")
+    return spans
+
+
+def run_serial(wf: Any, backend: Any, workload: str, size: int, runs: int, tag: str) -> list[float]:
+    spans = []
+    for i in range(runs):
+        t0 = time.perf_counter()
+        status = run_durable_workflow(wf, f"{tag}-{i}", i, backend=backend)
+        spans.append(time.perf_counter() - t0)
+        check(status, expected(workload, size, i))
+    return spans
+
+
+def start_parked(wf: Any, backend: Any, runs: int, tag: str, parked: str) -> list[float]:
+    starts = []
+    for i in range(runs):
+        starts.append(time.perf_counter())
+        status = run_durable_workflow(wf, f"{tag}-{i}", i, backend=backend)
+        if status.status != parked:
+            raise RuntimeError(f"run {i}: expected {parked!r}, got {status!r}")
+    return starts
+
+
+def run_signal(wf: Any, backend: Any, args: argparse.Namespace, tag: str) -> list[float]:
+    signaller = None
+    if args.mode in ("sqlite", "postgres"):
+        cmd = [sys.executable, "-m", "benchmarks.peers.sayiir_signal", "--mode", args.mode]
+        cmd += ["--url", args.url, "--path", args.path, "--prefix", tag, "--runs", str(args.runs)]
+        signaller = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert signaller.stdout is not None and signaller.stdin is not None
+        if signaller.stdout.readline().strip() != "ready":
+            raise RuntimeError("signaller did not start")
+    starts = start_parked(wf, backend, args.runs, tag, "awaiting_signal")
+    if signaller is not None:
+        assert signaller.stdout is not None and signaller.stdin is not None
+        signaller.stdin.write("go\n")
+        signaller.stdin.flush()
+        if signaller.stdout.readline().strip() != "done":
+            raise RuntimeError("signaller failed")
+        signaller.wait()
+    else:
+        for i in range(args.runs):
+            send_signal(f"{tag}-{i}", SIGNAL_NAME, i, backend)
+    spans = []
+    for i in range(args.runs):
+        status = resume_workflow(wf, f"{tag}-{i}", backend)
+        spans.append(time.perf_counter() - starts[i])
+        check(status, expected("signal", args.size, i))
+    return spans
+
+
+def run_sleep(wf: Any, backend: Any, args: argparse.Namespace, tag: str) -> list[float]:
+    starts = start_parked(wf, backend, args.runs, tag, "waiting")
+    spans = []
+    for i in range(args.runs):
+        due = starts[i] + SLEEP_SECONDS
+        while True:
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            status = resume_workflow(wf, f"{tag}-{i}", backend)
+            if status.status != "waiting":
+                break
+            due = time.perf_counter() + 0.001
+        spans.append(time.perf_counter() - starts[i])
+        check(status, expected("sleep", args.size, i))
+    return spans
+
+
+def warm_up(wf: Any, backend: Any, workload: str, tag: str) -> None:
+    """A few untimed runs (imports, connections, schema, caches); linear/fanout only."""
+    if workload not in ("linear", "fanout"):
+        return
+    for i in range(WARMUP_RUNS):
+        if backend is None:
+            run_workflow(wf, i)
+        else:
+            run_durable_workflow(wf, f"{tag}-warm-{i}", i, backend=backend)
+
+
+def execute(args: argparse.Namespace) -> dict[str, Any]:
+    wf = build(args.workload, args.size)
+    tag = f"{args.prefix}-{os.getpid()}-{time.time_ns()}"
+    backend = None if args.mode == "plain" else make_backend(args.mode, args.url, args.path)
+    warm_up(wf, backend, args.workload, tag)
+    t0 = time.perf_counter()
+    if backend is None:
+        spans = run_plain(wf, args.workload, args.size, args.runs)
+    elif args.workload == "signal":
+        spans = run_signal(wf, backend, args, tag)
+    elif args.workload == "sleep":
+        spans = run_sleep(wf, backend, args, tag)
+    else:
+        spans = run_serial(wf, backend, args.workload, args.size, args.runs, tag)
+    elapsed = time.perf_counter() - t0
+    close = getattr(backend, "close", None)
+    if close is not None:
+        close()
+    return {
+        "status": "ok",
+        "engine_version": getattr(sayiir, "__version__", "?"),
+        "runs": args.runs,
+        "tasks": args.runs * tasks_per_run(args.workload, args.size),
+        "seconds": round(elapsed, 6),
+        "latency": latency_summary(spans),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--workload", required=True)
+    parser.add_argument("--size", type=int, required=True)
+    parser.add_argument("--runs", type=int, required=True)
+    parser.add_argument("--mode", choices=MODES, required=True)
+    parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--path", default="/tmp/sayiir-bench.db")
+    parser.add_argument("--prefix", default="b")
+    args = parser.parse_args(argv)
+    try:
+        result = execute(args)
+    except NotAvailable as exc:
+        result = {"status": "n/a", "reason": str(exc)}
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

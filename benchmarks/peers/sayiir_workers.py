@@ -1,0 +1,218 @@
+"""Worker mode: N worker processes drain runs submitted through ``WorkflowClient``.
+
+Runs under this repo's package and under the reference ``sayiir==1.0.0``::
+
+    python -m benchmarks.peers.sayiir_workers drive --workload linear --size 4 --runs 2000 \
+        --workers 2 --url postgresql://... --workdir /tmp/w
+
+``drive`` starts the ``serve`` processes (each a ``Worker`` on its own ``PostgresBackend``)
+and waits until every one is connected, then submits the runs, one after the other, and
+waits until every run's last task has run. Every task appends ``instance task start end``
+to its worker's ``timings-<n>.txt``; the driver writes ``submits.txt`` (``instance
+submitted_at``, taken when ``submit`` returned) and, for the signal workload, the
+signalling process writes ``signals.txt``. The orchestrator computes pickup and end-to-end
+latencies from these files. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import sayiir
+from benchmarks.peers.sayiir_run import NotAvailable, make_backend
+from benchmarks.shapes import Recorder, final_task, tasks_per_run
+from benchmarks.workloads import build
+
+
+def _instance_id() -> str:
+    ctx = sayiir.get_task_context()
+    return "?" if ctx is None else str(ctx.instance_id)
+
+
+def serve(args: argparse.Namespace) -> None:
+    from sayiir.worker import Worker
+
+    recorder = Recorder(args.timings, _instance_id)
+    wf = build(args.workload, args.size, recorder.wrap)
+    backend = make_backend("postgres", args.url, "")
+    options: dict[str, Any] = {"poll_interval": args.poll, "claim_ttl": args.ttl}
+    if "max_concurrent_tasks" in inspect.signature(Worker).parameters:
+        options["max_concurrent_tasks"] = 1
+    handle = Worker(f"bench-{args.id}", backend, **options).start([wf])
+    print("ready", flush=True)
+    sys.stdin.readline()  # "stop" or EOF
+    handle.shutdown()
+    handle.join()
+    recorder.close()
+    print("stopped", flush=True)
+
+
+class Progress:
+    """Reads the worker timing files as they grow; counts runs whose last task ran."""
+
+    def __init__(self, files: list[Path], final: str) -> None:
+        self.files = files
+        self.offsets = [0] * len(files)
+        self.final = final
+        self.done: set[str] = set()
+        self.started: set[str] = set()
+
+    def poll(self) -> None:
+        for n, path in enumerate(self.files):
+            if not path.exists():
+                continue
+            with path.open() as f:
+                f.seek(self.offsets[n])
+                chunk = f.read()
+            complete = chunk[: chunk.rfind("\n") + 1]
+            self.offsets[n] += len(complete)
+            for line in complete.splitlines():
+                instance, task, _, _ = line.split()
+                if task == self.final:
+                    self.done.add(instance)
+                elif task == "first":
+                    self.started.add(instance)
+
+    def wait(self, count: int, which: str, deadline: float) -> bool:
+        while time.monotonic() < deadline:
+            self.poll()
+            if len(getattr(self, which)) >= count:
+                return True
+            time.sleep(0.01)
+        return False
+
+
+def _spawn(cmd: list[str]) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return proc
+
+
+def _expect(proc: subprocess.Popen[str], word: str) -> None:
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if line != word:
+        raise RuntimeError(f"{proc.args!r}: expected {word!r}, got {line!r}")
+
+
+def _tell(proc: subprocess.Popen[str], word: str) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(word + "\n")
+    proc.stdin.flush()
+
+
+def drive(args: argparse.Namespace) -> dict[str, Any]:
+    from sayiir import WorkflowClient
+    from sayiir.worker import Worker  # noqa: F401 -- n/a when the worker does not import
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    backend = make_backend("postgres", args.url, "")
+    client = WorkflowClient(backend)
+    wf = build(args.workload, args.size)
+    base = [sys.executable, "-m", "benchmarks.peers.sayiir_workers"]
+    common = ["--workload", args.workload, "--size", str(args.size), "--url", args.url]
+    files = [workdir / f"timings-{n}.txt" for n in range(args.workers)]
+    workers = []
+    for n in range(args.workers):
+        opts = ["--id", str(n), "--timings", str(files[n]), "--poll", str(args.poll)]
+        workers.append(_spawn([*base, "serve", *common, *opts, "--ttl", str(args.ttl)]))
+    tag = f"{args.prefix}-{os.getpid()}-{time.time_ns()}"
+    signaller = None
+    if args.workload == "signal":
+        sig = [sys.executable, "-m", "benchmarks.peers.sayiir_signal", "--mode", "postgres"]
+        sig += ["--url", args.url, "--prefix", tag, "--runs", str(args.runs)]
+        signaller = _spawn([*sig, "--times", str(workdir / "signals.txt")])
+    try:
+        for proc in [*workers, *([signaller] if signaller else [])]:
+            _expect(proc, "ready")
+        return _submit_and_wait(args, client, wf, tag, files, signaller, workdir)
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                _tell(proc, "stop")
+        for proc in [*workers, *([signaller] if signaller else [])]:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _submit_and_wait(
+    args: argparse.Namespace,
+    client: Any,
+    wf: Any,
+    tag: str,
+    files: list[Path],
+    signaller: subprocess.Popen[str] | None,
+    workdir: Path,
+) -> dict[str, Any]:
+    progress = Progress(files, final_task(args.workload, args.size))
+    deadline = time.monotonic() + args.timeout
+    lines = []
+    t_go = time.time()
+    for i in range(args.runs):
+        instance = f"{tag}-{i}"
+        client.submit(wf, instance, i)
+        lines.append(f"{instance} {time.time():.6f}\n")
+    t_submitted = time.time()
+    (workdir / "submits.txt").write_text("".join(lines))
+    ok = True
+    if signaller is not None:
+        ok = progress.wait(args.runs, "started", deadline)
+        _tell(signaller, "go")
+        _expect(signaller, "done")
+    ok = ok and progress.wait(args.runs, "done", deadline)
+    result: dict[str, Any] = {
+        "status": "ok" if ok else "error",
+        "engine_version": getattr(sayiir, "__version__", "?"),
+        "runs": args.runs,
+        "tasks": args.runs * tasks_per_run(args.workload, args.size),
+        "workers": args.workers,
+        "t_go": t_go,
+        "submit_seconds": round(t_submitted - t_go, 6),
+        "workdir": str(workdir),
+    }
+    if not ok:
+        result["reason"] = f"timed out: {len(progress.done)} of {args.runs} runs finished"
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("command", choices=["drive", "serve"])
+    parser.add_argument("--workload", required=True)
+    parser.add_argument("--size", type=int, required=True)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workdir", default="/tmp/sayiir-bench-workers")
+    parser.add_argument("--poll", type=float, default=0.1, help="worker poll_interval (s)")
+    parser.add_argument("--ttl", type=float, default=30.0, help="worker claim_ttl (s)")
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--prefix", default="w")
+    parser.add_argument("--id", default="0")
+    parser.add_argument("--timings", default="")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        serve(args)
+        return
+    try:
+        result = drive(args)
+    except NotAvailable as exc:
+        result = {"status": "n/a", "reason": str(exc)}
+    except ImportError as exc:
+        result = {"status": "n/a", "reason": f"worker does not import ({exc})"}
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
