@@ -1,0 +1,444 @@
+"""``SqliteBackend``: durable storage in one SQLite file, for one machine.
+
+It behaves exactly like the reference ``InMemoryBackend`` (the shared contract suite in
+tests/contract checks it method by method); what it adds is that state survives the process,
+a power cut (``synchronous=FULL``) and a ``kill -9``, and that several processes can share the
+file. Every write method is one ``BEGIN IMMEDIATE`` transaction, so it is atomic across
+processes; ``load`` is one read transaction, so it sees one consistent snapshot.
+
+Consumed signals are kept (``consumed_at`` set) rather than deleted, as the PostgreSQL contract's
+"consumed marker" has it: the row records when the run took the event, and the pending-signal
+index only covers unconsumed rows, so lookups stay as fast as with deletion. They stay until
+deleted (there is no retention command yet).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from sayiir.backends._sqlfiles import load_migrations, load_queries
+from sayiir.backends.adapters import ThreadedAsyncStorage
+from sayiir.backends.sqlite._connection import MIN_SQLITE_VERSION, Database
+from sayiir.backends.sqlite._migrate import migrate
+from sayiir.core.codec import Codec, JsonCodec
+from sayiir.core.records import (
+    TERMINAL,
+    AttemptRecord,
+    AttemptState,
+    ControlRequest,
+    FinalState,
+    InstanceRecord,
+    RunState,
+    Status,
+    StepRecord,
+    applied_request,
+    control_decision,
+    fold_attempt,
+)
+from sayiir.errors import BackendError, InstanceNotFoundError
+
+__all__ = ["SqliteBackend"]
+
+_PACKAGE = "sayiir.backends.sqlite"
+_Q = load_queries(_PACKAGE)
+_MIGRATIONS = load_migrations(f"{_PACKAGE}.migrations")
+_SYNCHRONOUS = ("full", "normal")
+
+# Hot queries, bound once (a missing name fails at import, not at the first call).
+_SELECT_INSTANCE = _Q["select_instance"]
+_INSERT_INSTANCE = _Q["insert_instance"]
+_SELECT_CONTROL = _Q["select_control"]
+_TOUCH = _Q["touch_instance"]
+_FINISH = _Q["finish_instance"]
+_UPSERT_CHECKPOINT = _Q["upsert_checkpoint"]
+_UPSERT_COMPLETED = _Q["upsert_completed_execution"]
+_UPSERT_ATTEMPT = _Q["upsert_attempt"]
+_SELECT_CHECKPOINTS = _Q["select_checkpoints"]
+_SELECT_CHECKPOINT = _Q["select_checkpoint"]
+_SELECT_OPEN_ATTEMPTS = _Q["select_open_attempts"]
+_BEGIN_READ = _Q["begin_deferred"]
+
+_Row = tuple[Any, ...]
+
+
+class SqliteBackend:
+    """Durable storage in one SQLite file (stdlib ``sqlite3``, WAL), safe for several processes.
+
+    >>> with SqliteBackend("runs.db") as backend:  # doctest: +SKIP
+    ...     status = run_durable_workflow(wf, "order-1", 42, backend=backend)
+
+    ``synchronous="full"`` (the default) syncs the WAL on every commit, so a committed
+    checkpoint survives a power cut; ``"normal"`` is faster and survives a crash or ``kill -9``
+    of the process, but the last commits may be lost on power loss or an OS crash. Another process
+    holding the write lock is waited for up to ``busy_timeout_secs``, then ``BackendError``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        codec: Codec | None = None,
+        synchronous: str = "full",
+        busy_timeout_secs: float = 30.0,
+    ) -> None:
+        self.codec: Codec = codec if codec is not None else JsonCodec()
+        self._path = os.fsdecode(path)
+        if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
+            raise BackendError(
+                f"SqliteBackend needs SQLite {'.'.join(map(str, MIN_SQLITE_VERSION))} or later; "
+                f"this Python links SQLite {sqlite3.sqlite_version}"
+            )
+        sync = synchronous.lower()
+        if sync not in _SYNCHRONOUS:
+            raise ValueError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
+        if not busy_timeout_secs >= 0:
+            raise ValueError(f"busy_timeout_secs must be >= 0, not {busy_timeout_secs!r}")
+        self._db = Database(self._path, _Q, synchronous=sync, busy_timeout=busy_timeout_secs)
+        try:
+            migrate(self._db, _Q, _MIGRATIONS)
+        except BaseException:
+            self._db.close()
+            raise
+
+    @property
+    def path(self) -> str:
+        """The database file, as given."""
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"SqliteBackend({self._path!r})"
+
+    def __enter__(self) -> SqliteBackend:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def async_storage(self) -> ThreadedAsyncStorage:
+        """The asyncio form: each call runs in a worker thread, never on the event loop."""
+        return ThreadedAsyncStorage(self)
+
+    def close(self) -> None:
+        """Close the connection; calls made afterwards raise ``BackendError``."""
+        self._db.close()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def create_instance(self, record: InstanceRecord, *, replace: bool) -> InstanceRecord | None:
+        iid = record.instance_id
+        params = _instance_params(record)
+
+        def tx(cur: sqlite3.Cursor) -> InstanceRecord | None:
+            if cur.execute(_INSERT_INSTANCE, params).rowcount:
+                return None
+            ids = {"instance_id": iid}
+            if not replace:
+                return self._record(cur.execute(_SELECT_INSTANCE, ids).fetchone())
+            # Buffered signals stay: they may have been sent for the new run.
+            cur.execute(_Q["delete_instance_checkpoints"], ids)
+            cur.execute(_Q["delete_instance_executions"], ids)
+            cur.execute(_Q["delete_instance"], ids)
+            cur.execute(_INSERT_INSTANCE, params)
+            return None
+
+        return self._db.write(f"create_instance({iid!r})", tx)
+
+    def load(self, instance_id: str) -> RunState | None:
+        ids = {"instance_id": instance_id}
+
+        def tx(cur: sqlite3.Cursor) -> RunState | None:
+            row = cur.execute(_SELECT_INSTANCE, ids).fetchone()
+            if row is None:
+                return None
+            checkpoints: dict[str, bytes] = dict(cur.execute(_SELECT_CHECKPOINTS, ids).fetchall())
+            attempts: dict[str, AttemptState] = {}
+            for a in cur.execute(_SELECT_OPEN_ATTEMPTS, ids).fetchall():
+                fold_attempt(attempts.setdefault(a[0], AttemptState()), AttemptRecord(*a))
+            return RunState(self._record(row), checkpoints, attempts)
+
+        return self._db.run(f"load({instance_id!r})", tx, _BEGIN_READ)
+
+    def save_steps(self, instance_id: str, steps: Sequence[StepRecord]) -> ControlRequest | None:
+        def tx(cur: sqlite3.Cursor) -> ControlRequest | None:
+            now = time.time()
+            pending = self._touch(cur, instance_id, now)
+            _store_steps(cur, instance_id, steps, now)
+            return pending
+
+        return self._db.write(f"save_steps({instance_id!r})", tx)
+
+    def record_attempt(self, instance_id: str, attempt: AttemptRecord) -> ControlRequest | None:
+        a = attempt
+        params = {
+            "instance_id": instance_id,
+            "key": a.key,
+            "task_id": a.task_id,
+            "attempt": a.attempt,
+            "status": a.status,
+            "worker_id": a.worker_id,
+            "started_at": a.started_at,
+            "finished_at": a.finished_at,
+            "duration_ms": _duration_ms(a.started_at, a.finished_at),
+            "error": a.error,
+            "next_retry_at": a.next_retry_at,
+            "deadline": a.deadline,
+        }
+
+        def tx(cur: sqlite3.Cursor) -> ControlRequest | None:
+            pending = self._touch(cur, instance_id, time.time())
+            cur.execute(_UPSERT_ATTEMPT, params)
+            return pending
+
+        return self._db.write(f"record_attempt({instance_id!r})", tx)
+
+    def consume_signal(self, instance_id: str, signal_name: str, key: str) -> bytes | None:
+        ids = {"instance_id": instance_id, "signal_name": signal_name}
+
+        def tx(cur: sqlite3.Cursor) -> bytes | None:
+            if cur.execute(_SELECT_CONTROL, ids).fetchone() is None:
+                raise InstanceNotFoundError(instance_id)
+            row = cur.execute(_Q["next_signal"], ids).fetchone()
+            if row is None:
+                return None
+            signal_id, payload = row
+            now = time.time()
+            cur.execute(_Q["mark_signal_consumed"], {"id": signal_id, "now": now})
+            cur.execute(_UPSERT_CHECKPOINT, _checkpoint_params(instance_id, key, payload, now))
+            self._touch(cur, instance_id, now)
+            return payload  # type: ignore[no-any-return]
+
+        return self._db.write(f"consume_signal({instance_id!r}, {signal_name!r})", tx)
+
+    def finish(self, instance_id: str, final: FinalState, steps: Sequence[StepRecord]) -> None:
+        status = Status(final.status)
+        stopped = status is Status.CANCELLED or status is Status.PAUSED
+
+        def tx(cur: sqlite3.Cursor) -> None:
+            now = time.time()
+            params = {
+                "instance_id": instance_id,
+                "status": status.value,
+                "output": final.output,
+                "error": final.error,
+                "wake_at": final.wake_at,
+                "park_node": final.park_node,
+                "signal_name": final.signal_name,
+                "now": now,
+                "reason": final.reason,
+                "by": final.by,
+                "stopped": stopped,
+                "cancelled": status is Status.CANCELLED,
+                "paused": status is Status.PAUSED,
+                "terminal": status in TERMINAL,
+                "clear_request": stopped or status in TERMINAL,
+            }
+            if not cur.execute(_FINISH, params).rowcount:
+                raise InstanceNotFoundError(instance_id)
+            _store_steps(cur, instance_id, steps, now)
+
+        self._db.write(f"finish({instance_id!r})", tx)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def get_instance(self, instance_id: str) -> InstanceRecord | None:
+        def tx(cur: sqlite3.Cursor) -> InstanceRecord | None:
+            row = cur.execute(_SELECT_INSTANCE, {"instance_id": instance_id}).fetchone()
+            return None if row is None else self._record(row)
+
+        return self._db.run(f"get_instance({instance_id!r})", tx, None)
+
+    def get_checkpoint(self, instance_id: str, key: str) -> bytes | None:
+        def tx(cur: sqlite3.Cursor) -> bytes | None:
+            row = cur.execute(_SELECT_CHECKPOINT, {"instance_id": instance_id, "key": key})
+            found = row.fetchone()
+            return None if found is None else found[0]
+
+        return self._db.run(f"get_checkpoint({instance_id!r}, {key!r})", tx, None)
+
+    # -- control -------------------------------------------------------------------------
+
+    def request_control(self, instance_id: str, request: ControlRequest) -> Status | None:
+        params = {
+            "instance_id": instance_id,
+            "kind": request.kind,
+            "reason": request.reason,
+            "by": request.by,
+        }
+
+        def tx(cur: sqlite3.Cursor) -> Status | None:
+            row = cur.execute(_SELECT_CONTROL, params).fetchone()
+            if row is None:
+                return None
+            found = self._status(row[0], instance_id)
+            decision = control_decision(found, request.kind)
+            if decision == "apply":
+                query = _Q["apply_cancel"] if request.kind == "cancel" else _Q["apply_pause"]
+                cur.execute(query, {**params, "now": time.time()})
+            elif decision == "request":
+                cur.execute(_Q["store_request"], params)  # never downgrades a pending cancel
+            return found
+
+        return self._db.write(f"request_control({instance_id!r})", tx)
+
+    def unpause(self, instance_id: str) -> Status | None:
+        ids = {"instance_id": instance_id}
+
+        def tx(cur: sqlite3.Cursor) -> Status | None:
+            row = cur.execute(_SELECT_CONTROL, ids).fetchone()
+            if row is None:
+                return None
+            found = self._status(row[0], instance_id)
+            if found is Status.PAUSED:
+                cur.execute(_Q["unpause_instance"], {**ids, "now": time.time()})
+            elif row[4] == "pause":
+                cur.execute(_Q["clear_request"], ids)
+                return Status.PAUSED
+            return found
+
+        return self._db.write(f"unpause({instance_id!r})", tx)
+
+    def send_signal(self, instance_id: str, signal_name: str, payload: bytes) -> Status | None:
+        def tx(cur: sqlite3.Cursor) -> Status | None:
+            row = cur.execute(_SELECT_CONTROL, {"instance_id": instance_id}).fetchone()
+            found = None if row is None else self._status(row[0], instance_id)
+            if found not in TERMINAL:
+                params = {
+                    "instance_id": instance_id,
+                    "signal_name": signal_name,
+                    "payload": payload,
+                    "now": time.time(),
+                }
+                cur.execute(_Q["insert_signal"], params)
+            return found
+
+        return self._db.write(f"send_signal({instance_id!r}, {signal_name!r})", tx)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _touch(self, cur: sqlite3.Cursor, instance_id: str, now: float) -> ControlRequest | None:
+        """A write by the executing engine (``InMemoryBackend._touch``): mark the run running
+        unless a cancel/pause was applied meanwhile; return what the engine must obey."""
+        ids = {"instance_id": instance_id, "now": now}
+        if not cur.execute(_TOUCH, ids).rowcount:
+            raise InstanceNotFoundError(instance_id)
+        status, reason, cancelled_by, paused_by, kind, req_reason, req_by = cur.execute(
+            _SELECT_CONTROL, ids
+        ).fetchone()
+        if status == "cancelled" or status == "paused":
+            stopped = InstanceRecord(
+                instance_id, "", "", Status(status), b"", reason=reason,
+                cancelled_by=cancelled_by, paused_by=paused_by,
+            )  # fmt: skip
+            return applied_request(stopped)
+        return None if kind is None else ControlRequest(kind, req_reason, req_by)
+
+    def _status(self, value: str, instance_id: str) -> Status:
+        try:
+            return Status(value)
+        except ValueError:
+            raise BackendError(
+                f"SQLite database {self._path!r}: instance {instance_id!r} has an unknown "
+                f"status {value!r} (a corrupt row, or written by a newer sayiir)"
+            ) from None
+
+    def _record(self, row: _Row) -> InstanceRecord:
+        return InstanceRecord(
+            instance_id=row[0],
+            workflow_id=row[1],
+            definition_hash=row[2],
+            status=self._status(row[3], row[0]),
+            input=b"" if row[4] is None else row[4],  # a corrupt NULL fails decoding, not here
+            output=row[5],
+            error=row[6],
+            reason=row[7],
+            cancelled_by=row[8],
+            paused_by=row[9],
+            wake_at=row[10],
+            park_node=row[11],
+            signal_name=row[12],
+            request=None if row[13] is None else ControlRequest(row[13], row[14], row[15]),
+            created_at=row[16],
+            updated_at=row[17],
+            completed_at=row[18],
+            distributed=bool(row[19]),
+        )
+
+
+def _instance_params(r: InstanceRecord) -> dict[str, Any]:
+    req = r.request
+    return {
+        "instance_id": r.instance_id,
+        "workflow_id": r.workflow_id,
+        "definition_hash": r.definition_hash,
+        "status": Status(r.status).value,
+        "input": r.input,
+        "output": r.output,
+        "error": r.error,
+        "reason": r.reason,
+        "cancelled_by": r.cancelled_by,
+        "paused_by": r.paused_by,
+        "wake_at": r.wake_at,
+        "park_node": r.park_node,
+        "signal_name": r.signal_name,
+        "request_kind": None if req is None else req.kind,
+        "request_reason": None if req is None else req.reason,
+        "request_by": None if req is None else req.by,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+        "completed_at": r.completed_at,
+        "distributed": r.distributed,
+    }
+
+
+def _checkpoint_params(instance_id: str, key: str, output: bytes, now: float) -> dict[str, Any]:
+    return {
+        "instance_id": instance_id,
+        "key": key,
+        "output": output,
+        "size": len(output),
+        "now": now,
+    }
+
+
+def _store_steps(
+    cur: sqlite3.Cursor, instance_id: str, steps: Sequence[StepRecord], now: float
+) -> None:
+    """Checkpoints for every step; a 'completed' execution row for each real task (markers,
+    with ``task_id`` None, are checkpoints only)."""
+    if not steps:
+        return
+    cur.executemany(
+        _UPSERT_CHECKPOINT, [_checkpoint_params(instance_id, s.key, s.output, now) for s in steps]
+    )
+    executions = [
+        {
+            "instance_id": instance_id,
+            "key": s.key,
+            "task_id": s.task_id,
+            "attempt": s.attempt,
+            "worker_id": s.worker_id,
+            "started_at": s.started_at,
+            "finished_at": s.finished_at,
+            "duration_ms": _duration_ms(s.started_at, s.finished_at),
+        }
+        for s in steps
+        if s.task_id is not None
+    ]
+    if executions:
+        cur.executemany(_UPSERT_COMPLETED, executions)
+
+
+def _duration_ms(started_at: float, finished_at: float | None) -> float | None:
+    if finished_at is None or not started_at or not finished_at:
+        return None
+    return (finished_at - started_at) * 1000.0

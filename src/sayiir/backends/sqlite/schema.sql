@@ -1,0 +1,96 @@
+-- The full current schema of the SQLite backend, for reading and for review.
+--
+-- The backend never runs this file: it applies migrations/NNNN_*.sql in order. A test
+-- (tests/backends/test_sqlite_backend.py) checks that applying every migration gives exactly
+-- this schema, so update this file in the same commit as a new migration.
+
+-- Applied migrations, one row each, written in the same transaction as the migration.
+CREATE TABLE IF NOT EXISTS sayiir_schema_migrations (
+    version    INTEGER PRIMARY KEY NOT NULL,
+    name       TEXT NOT NULL,
+    checksum   TEXT NOT NULL,
+    applied_at REAL NOT NULL
+);
+
+-- One row per workflow run. BLOB payloads are codec-encoded bytes; times are Unix seconds.
+-- request_* hold a cancel/pause asked for while an engine executes the run; distributed (0/1)
+-- marks a run submitted for workers.
+CREATE TABLE sayiir_workflow_instances (
+    instance_id     TEXT PRIMARY KEY NOT NULL,
+    workflow_id     TEXT NOT NULL,
+    definition_hash TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    input           BLOB NOT NULL,
+    output          BLOB,
+    error           TEXT,
+    reason          TEXT,
+    cancelled_by    TEXT,
+    paused_by       TEXT,
+    wake_at         REAL,
+    park_node       TEXT,
+    signal_name     TEXT,
+    request_kind    TEXT,
+    request_reason  TEXT,
+    request_by      TEXT,
+    distributed     INTEGER NOT NULL DEFAULT 0,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    completed_at    REAL
+);
+
+CREATE INDEX sayiir_workflow_instances_status_idx
+    ON sayiir_workflow_instances (status, created_at);
+
+CREATE INDEX sayiir_workflow_instances_created_at_idx
+    ON sayiir_workflow_instances (created_at);
+
+CREATE INDEX sayiir_workflow_instances_workflow_id_idx
+    ON sayiir_workflow_instances (workflow_id, created_at);
+
+-- Task outputs (and engine markers) that let a run continue where it stopped.
+CREATE TABLE sayiir_checkpoints (
+    instance_id TEXT NOT NULL
+        REFERENCES sayiir_workflow_instances (instance_id) ON DELETE CASCADE,
+    key         TEXT NOT NULL,
+    output      BLOB NOT NULL,
+    size        INTEGER NOT NULL,
+    created_at  REAL NOT NULL,
+    PRIMARY KEY (instance_id, key)
+);
+
+-- One row per task attempt: 'running' (started, with a deadline), 'failed' or 'completed'.
+-- The unique index also serves every lookup by (instance_id, key).
+CREATE TABLE sayiir_task_executions (
+    id            INTEGER PRIMARY KEY,
+    instance_id   TEXT NOT NULL
+        REFERENCES sayiir_workflow_instances (instance_id) ON DELETE CASCADE,
+    key           TEXT NOT NULL,
+    task_id       TEXT NOT NULL,
+    attempt       INTEGER NOT NULL,
+    status        TEXT NOT NULL,
+    worker_id     TEXT,
+    started_at    REAL NOT NULL,
+    finished_at   REAL,
+    duration_ms   REAL,
+    error         TEXT,
+    next_retry_at REAL,
+    deadline      REAL
+);
+
+CREATE UNIQUE INDEX sayiir_task_executions_attempt_idx
+    ON sayiir_task_executions (instance_id, key, attempt);
+
+-- Signals buffered for a run, FIFO per (instance_id, signal_name) by id. No foreign key: a
+-- signal may arrive before its instance exists. Consumed rows are kept (consumed_at set).
+CREATE TABLE sayiir_workflow_signals (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    instance_id TEXT NOT NULL,
+    signal_name TEXT NOT NULL,
+    payload     BLOB NOT NULL,
+    created_at  REAL NOT NULL,
+    consumed_at REAL
+);
+
+CREATE INDEX sayiir_workflow_signals_pending_idx
+    ON sayiir_workflow_signals (instance_id, signal_name, id)
+    WHERE consumed_at IS NULL;
