@@ -4,7 +4,11 @@ Usage: ``python crash_worker.py DB LEDGER INSTANCE_ID MODE`` where MODE is
 
 * ``exit``   start the run; task 3 calls ``os._exit(137)`` (the process dies mid-task);
 * ``sleep``  start the run; task 3 prints ``IN_TASK_3`` and sleeps until it is killed;
-* ``resume`` resume the instance and print its status as JSON.
+* ``backoff`` start the run; task 3's first attempt fails, prints ``FAILED_ONCE`` and the
+  process idles in the 1.5 s retry backoff (the parent kills it there);
+* ``resume`` resume the instance and print its status as JSON;
+* ``resume-failing`` resume, with task 3 failing on every attempt;
+* ``many``   run 15 small workflows (ids ``<INSTANCE_ID>-<n>``) and print how many completed.
 
 Every task execution appends ``<task> <pid>`` to LEDGER (flushed and fsynced) before its work,
 so the parent can prove which tasks ran in which process.
@@ -18,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-from sayiir import Flow, Workflow, resume_workflow, run_durable_workflow
+from sayiir import Flow, RetryPolicy, Workflow, resume_workflow, run_durable_workflow, task
 from sayiir.backends.sqlite import SqliteBackend
 
 LEDGER = ""
@@ -42,6 +46,12 @@ def task_2(x: int) -> int:
     return x * 2
 
 
+def executions(name: str) -> int:
+    with open(LEDGER, encoding="utf-8") as f:
+        return sum(1 for line in f if line.split()[0] == name)
+
+
+@task(retries=RetryPolicy(max_retries=1, initial_delay_secs=1.5, backoff_multiplier=1.0))
 def task_3(x: int) -> int:
     record("task_3")
     if MODE == "exit":
@@ -49,6 +59,11 @@ def task_3(x: int) -> int:
     if MODE == "sleep":
         print("IN_TASK_3", flush=True)
         time.sleep(60)
+    if MODE == "backoff" and executions("task_3") == 1:
+        print("FAILED_ONCE", flush=True)
+        raise ValueError("first attempt of task_3")
+    if MODE == "resume-failing":
+        raise ValueError(f"task_3 attempt {executions('task_3')}")
     return x + 10
 
 
@@ -61,6 +76,20 @@ def build() -> Workflow:
     return Flow("crash-demo").then(task_1).then(task_2).then(task_3).then(task_4).build()
 
 
+def many_flow() -> Workflow:
+    def one(x: int) -> int:
+        record("one")
+        return x + 1
+
+    def two(x: int) -> int:
+        return x * 2
+
+    def three(x: int) -> int:
+        return x - 1
+
+    return Flow("many").then(one).then(two).then(three).build()
+
+
 def status_json(status: Any) -> str:
     return json.dumps({"status": status.status, "output": status.output, "error": status.error})
 
@@ -71,7 +100,15 @@ def main(argv: list[str]) -> int:
     backend = SqliteBackend(db)
     try:
         wf = build()
-        if MODE == "resume":
+        if MODE == "many":
+            flow = many_flow()
+            done = 0
+            for n in range(15):
+                st = run_durable_workflow(flow, f"{instance_id}-{n}", n, backend=backend)
+                done += st.status == "completed" and st.output == (n + 1) * 2 - 1
+            print(done, flush=True)
+            return 0
+        if MODE in ("resume", "resume-failing"):
             status = resume_workflow(wf, instance_id, backend)
         else:
             status = run_durable_workflow(wf, instance_id, 1, backend=backend)

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +141,77 @@ def load_worker() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_sigkill_during_retry_backoff_keeps_the_attempt_counter(tmp_path):
+    db, ledger, iid = tmp_path / "backoff.db", tmp_path / "ledger.txt", "crash-backoff"
+    args = [sys.executable, str(WORKER), str(db), str(ledger), iid, "backoff"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "FAILED_ONCE", proc.stderr.read() if proc.stderr else line
+        time.sleep(0.5)  # the failed attempt is recorded; the process sleeps in its backoff
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert [name for name, _ in ledger_lines(ledger)] == ["task_1", "task_2", "task_3"]
+    # The resumed run may retry once more (max_retries=1): attempt 2 fails, so the run fails.
+    resumed = worker(db, ledger, iid, "resume-failing")
+    assert resumed.returncode == 0, resumed.stderr
+    status = json.loads(resumed.stdout)
+    assert status["status"] == "failed"
+    assert status["error"] == "ValueError: task_3 attempt 2"
+    names = [name for name, _ in ledger_lines(ledger)]
+    assert names == ["task_1", "task_2", "task_3", "task_3"], "retries must not be reset"
+
+
+def test_integrity_after_sigkill(tmp_path):
+    import sqlite3
+
+    db, ledger, iid = tmp_path / "integrity.db", tmp_path / "ledger.txt", "crash-integrity"
+    args = [sys.executable, str(WORKER), str(db), str(ledger), iid, "sleep"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "IN_TASK_3"
+    proc.kill()
+    proc.wait(timeout=30)
+    proc.stdout.close()
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        conn.close()
+
+
+def test_several_processes_share_one_sqlite_file(tmp_path):
+    db, ledger = tmp_path / "shared.db", tmp_path / "ledger.txt"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), str(db), str(ledger), f"proc{n}", "many"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(4)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err
+        assert out.strip() == "15", err
+    assert len(ledger_lines(ledger)) == 60
+    backend = SqliteBackend(db)
+    try:
+        client = WorkflowClient(backend)
+        assert {client.status(f"proc{p}-{n}").status for p in range(4) for n in range(15)} == {
+            "completed"
+        }
+    finally:
+        backend.close()

@@ -433,3 +433,56 @@ def test_status_attributes_are_read_only_or_independent(backend, iid, ledger):
     with contextlib.suppress(AttributeError):
         first.output = "changed"
     assert resume_workflow(wf, iid, backend).output == 20
+
+
+def _variant(kind: str) -> Any:
+    from sayiir import RetryPolicy, task
+
+    retries = RetryPolicy(max_retries=2 if kind == "retries" else 1, initial_delay_secs=0.1)
+    timeout = "2s" if kind == "timeout" else "1s"
+
+    @task("step", retries=retries, timeout=timeout)
+    def step(x):
+        return x
+
+    flow = Flow("v").then(step)
+    flow = flow.delay("nap", 60 if kind == "delay" else 30)
+    flow = flow.wait_for_signal("other" if kind == "signal" else "go")
+    if kind == "extra":
+        flow = flow.then(lambda x: x, name="extra")
+    return flow.build()
+
+
+@pytest.mark.parametrize("kind", ["retries", "timeout", "delay", "signal", "extra"])
+def test_structural_change_blocks_resume(backend, iid, kind):
+    original = _variant("base")
+    assert run_durable_workflow(original, iid, 1, backend=backend).status == "waiting"
+    changed = _variant(kind)
+    assert changed.definition_hash != original.definition_hash
+    with pytest.raises(WorkflowError, match="Workflow definition mismatch"):
+        resume_workflow(changed, iid, backend)
+    assert resume_workflow(_variant("base"), iid, backend).status == "waiting"
+
+
+def test_changed_task_code_resumes_with_new_code(backend, iid, crash_cls):
+    crashes = [crash_cls()]
+
+    def step(x):
+        if crashes:
+            raise crashes.pop()
+        return "old"
+
+    old = Flow("code").then(echo_task).then(step).build()
+    with pytest.raises(crash_cls):
+        run_durable_workflow(old, iid, 1, backend=backend)
+
+    def step2(x):
+        return "new"
+
+    new = Flow("code").then(echo_task).then(step2, name="step").build()
+    assert new.definition_hash == old.definition_hash
+    assert resume_workflow(new, iid, backend).output == "new"
+
+
+def echo_task(x: Any) -> Any:
+    return x

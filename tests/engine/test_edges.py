@@ -1,0 +1,366 @@
+"""Edge cases across constructs and backends: storage fidelity, iteration counters across
+crashes, parked forks, control requests during retry backoff, other backend objects."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from sayiir import (
+    Flow,
+    LoopResult,
+    RetryPolicy,
+    WorkflowClient,
+    cancel_workflow,
+    pause_workflow,
+    resume_workflow,
+    run_durable_workflow,
+    send_signal,
+    task,
+    unpause_workflow,
+)
+from sayiir.core.records import InstanceRecord, Status
+
+
+def echo(x: Any) -> Any:
+    return x
+
+
+# -- storage fidelity -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "nul \x00 inside",
+        "emoji 🎉 and accents éà and \u2028 separators",
+        2**70,
+        -(2**63),
+        1e-300,
+        0.1 + 0.2,
+        {"z": 1, "a": 2, "m": {"y": [], "b": None}},
+        [[], {}, "", 0, False, None],
+        "x" * 1_000_000,
+    ],
+    ids=["nul", "unicode", "bigint", "minint", "tiny", "float", "key-order", "empties", "1MB"],
+)
+def test_values_survive_storage_and_resume(backend, iid, value, crash_cls):
+    crashes = [crash_cls()]
+
+    def produce(x):
+        return value
+
+    def after(x):
+        if crashes:
+            raise crashes.pop()
+        return x
+
+    wf = Flow("fidelity").then(produce).then(after).build()
+    with pytest.raises(crash_cls):
+        run_durable_workflow(wf, iid, None, backend=backend)
+    status = resume_workflow(wf, iid, backend)  # "after" gets the value read back from storage
+    assert status.status == "completed", status
+    assert status.output == value
+    assert type(status.output) is type(value)
+    if isinstance(value, dict):
+        assert list(status.output) == list(value), "key order must survive storage"
+        assert list(status.output["m"]) == ["y", "b"]
+    stored = WorkflowClient(backend).status(iid)
+    assert stored.output == value
+
+
+def test_signal_payload_none_and_falsy(backend, iid):
+    wf = (
+        Flow("falsy")
+        .wait_for_signal("a", name="wa")
+        .then(lambda p: [p], name="ta")
+        .wait_for_signal("b", name="wb")
+        .then(lambda p: p, name="tb")
+        .build()
+    )
+    send_signal(iid, "a", None, backend)
+    send_signal(iid, "b", 0, backend)
+    status = run_durable_workflow(wf, iid, None, backend=backend)
+    assert status.status == "completed", status
+    assert status.output == 0
+    assert WorkflowClient(backend).get_task_result(iid, "ta") == [None]
+
+
+def test_many_buffered_signals_stay_fifo(backend, iid, ledger):
+    def collect(p):
+        ledger.add(str(p))
+        return LoopResult.done(p) if p == 19 else LoopResult.again(p)
+
+    body = Flow("body").wait_for_signal("ev").then(collect).build()
+    wf = Flow("fifo-loop").loop(body, max_iterations=25).build()
+    for n in range(20):
+        send_signal(iid, "ev", n, backend)
+    status = run_durable_workflow(wf, iid, None, backend=backend)
+    assert status.status == "completed", status
+    assert ledger.entries == [str(n) for n in range(20)]
+
+
+def test_signals_in_loop_park_each_iteration(backend, iid, ledger):
+    def collect(p):
+        ledger.add(str(p))
+        return LoopResult.done(p) if p == "last" else LoopResult.again(p)
+
+    body = Flow("body").wait_for_signal("ev").then(collect).build()
+    wf = Flow("sig-loop").loop(body).build()
+    assert run_durable_workflow(wf, iid, None, backend=backend).status == "awaiting_signal"
+    for payload in ("one", "two", "last"):
+        send_signal(iid, "ev", payload, backend)
+        status = resume_workflow(wf, iid, backend)
+    assert status.status == "completed" and status.output == "last"
+    assert ledger.entries == ["one", "two", "last"]
+
+
+# -- counters across crashes ------------------------------------------------------------------
+
+
+def test_loop_iteration_count_is_not_reset_by_a_crash(backend, iid, ledger, crash_cls):
+    crashes = [crash_cls()]
+
+    def forever(x):
+        ledger.add(f"it{x}")
+        if x == 1 and crashes:
+            raise crashes.pop()
+        return LoopResult.again(x + 1)
+
+    wf = Flow("max-crash").loop(forever, max_iterations=3).build()
+    with pytest.raises(crash_cls):
+        run_durable_workflow(wf, iid, 0, backend=backend)
+    status = resume_workflow(wf, iid, backend)
+    assert status.status == "failed"
+    assert status.error == "Loop 'loop_0' exceeded max iterations (3)"
+    assert ledger.entries == ["it0", "it1", "it1", "it2"]
+
+
+def test_exit_with_last_durable_after_crash(backend, iid, ledger, crash_cls):
+    crashes = [crash_cls()]
+
+    def inc(x):
+        ledger.add(f"it{x}")
+        if x == 2 and crashes:
+            raise crashes.pop()
+        return LoopResult.again(x + 1)
+
+    wf = Flow("ewl").loop(inc, max_iterations=3, on_max="exit_with_last").build()
+    with pytest.raises(crash_cls):
+        run_durable_workflow(wf, iid, 0, backend=backend)
+    status = resume_workflow(wf, iid, backend)
+    assert status.status == "completed" and status.output == 3
+    assert ledger.entries == ["it0", "it1", "it2", "it2"]
+
+
+# -- parked forks -----------------------------------------------------------------------------
+
+
+def test_fork_with_two_delays_reports_earliest_then_latest(backend, iid, ledger):
+    short = Flow("s").delay("short", 0.1).then(lambda x: "s", name="after_short").build()
+    long = Flow("l").delay("long", 0.5).then(lambda x: "l", name="after_long").build()
+    wf = Flow("two-delays").fork().branch(short, name="s").branch(long, name="l").join(dict)
+    first = run_durable_workflow(wf.build(), iid, 0, backend=backend)
+    assert first.status == "waiting" and first.delay_id == "short"
+    time.sleep(0.15)
+    second = resume_workflow(wf.build(), iid, backend)
+    assert second.status == "waiting" and second.delay_id == "long"
+    assert second.wake_at is not None and first.wake_at is not None
+    assert second.wake_at > first.wake_at
+    assert WorkflowClient(backend).get_task_result(iid, "after_short") == "s"
+    time.sleep(0.4)
+    done = resume_workflow(wf.build(), iid, backend)
+    assert done.status == "completed" and done.output == {"s": "s", "l": "l"}
+
+
+def test_signal_timeout_inside_fork_branch_fails_run(backend, iid, ledger):
+    def join(d):
+        ledger.add("join")
+        return d
+
+    waiter = Flow("w").wait_for_signal("go", timeout=0.1).then(echo).build()
+    wf = Flow("sig-to-fork").fork().branch(waiter, name="w").branch(echo, name="e").join(join)
+    status = run_durable_workflow(wf.build(), iid, 1, backend=backend)
+    assert status.status == "awaiting_signal" and status.wake_at is not None
+    time.sleep(0.15)
+    failed = resume_workflow(wf.build(), iid, backend)
+    assert failed.status == "failed" and failed.error == "Signal 'go' timed out"
+    assert ledger.entries == []
+
+
+def test_trailing_signal_timeout_fails(backend, iid):
+    wf = Flow("trail-to").then(echo).wait_for_signal("late", timeout=0.05).build()
+    run_durable_workflow(wf, iid, 1, backend=backend)
+    time.sleep(0.1)
+    status = resume_workflow(wf, iid, backend)
+    assert status.status == "failed" and status.error == "Signal 'late' timed out"
+
+
+def test_signal_timeout_in_child_names_the_signal(backend, iid):
+    child = Flow("c").wait_for_signal("approve", name="ask", timeout=0.05).build()
+    wf = Flow("p").then(echo).then_flow(child).then(echo, name="tail").build()
+    status = run_durable_workflow(wf, iid, 1, backend=backend)
+    assert status.signal_id == "ask" and status.signal_name == "approve"
+    time.sleep(0.1)
+    assert resume_workflow(wf, iid, backend).error == "Signal 'approve' timed out"
+
+
+def test_delay_in_route_branch(backend, iid, ledger):
+    def after(x):
+        ledger.add("after")
+        return x + 1
+
+    delayed = Flow("d").delay("rnap", 0.1).then(after).build()
+    wf = (
+        Flow("route-delay")
+        .route(lambda x: "slow", keys=["slow"])
+        .branch("slow", delayed, name="slow_chain")
+        .done()
+        .build()
+    )
+    assert run_durable_workflow(wf, iid, 1, backend=backend).delay_id == "rnap"
+    time.sleep(0.15)
+    status = resume_workflow(wf, iid, backend)
+    assert status.output == {"branch": "slow", "result": 2}
+    assert ledger.entries == ["after"]
+
+
+# -- control during retries and from other backend objects ------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a cancel/pause requested during a retry backoff does not stop the next attempt",
+)
+@pytest.mark.parametrize("op", ["cancel", "pause"])
+def test_request_during_retry_backoff_stops_before_next_attempt(backend, iid, ledger, op):
+    @task(retries=RetryPolicy(max_retries=3, initial_delay_secs=0.4, backoff_multiplier=1.0))
+    def flaky(x):
+        ledger.add("attempt")
+        raise ValueError("still failing")
+
+    failed_once = threading.Event()
+
+    def watch() -> None:
+        while ledger.count("attempt") < 1:
+            time.sleep(0.01)
+        time.sleep(0.1)  # inside the 0.4 s backoff
+        if op == "cancel":
+            cancel_workflow(iid, backend, reason="stop retrying")
+        else:
+            pause_workflow(iid, backend, reason="hold retries")
+        failed_once.set()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    status = run_durable_workflow(Flow("backoff").then(flaky).build(), iid, 0, backend=backend)
+    watcher.join(5)
+    assert failed_once.is_set()
+    assert status.status == ("cancelled" if op == "cancel" else "paused")
+    assert ledger.count("attempt") == 1, "the retry after the request must not run"
+
+
+def test_pause_during_retries_then_resume_keeps_counter(backend, iid, ledger):
+    @task(retries=RetryPolicy(max_retries=2, initial_delay_secs=0.02, backoff_multiplier=1.0))
+    def flaky(x):
+        ledger.add("attempt")
+        if ledger.count("attempt") == 1:
+            pause_workflow(iid, backend, reason="mid-retry")
+        raise ValueError(f"fail {ledger.count('attempt')}")
+
+    wf = Flow("pretry").then(flaky).build()
+    status = run_durable_workflow(wf, iid, 0, backend=backend)
+    assert status.status == "paused"
+    paused_at = ledger.count("attempt")
+    unpause_workflow(iid, backend)
+    done = resume_workflow(wf, iid, backend)
+    assert done.status == "failed"
+    assert ledger.count("attempt") == 3, (paused_at, ledger)
+    assert done.error == "ValueError: fail 3"
+
+
+def test_cancel_through_a_second_backend_object(backend, backend_kind, iid, ledger, request):
+    if backend_kind == "memory":
+        other = backend  # in-memory state lives in the object itself
+    elif backend_kind == "sqlite":
+        from sayiir.backends.sqlite import SqliteBackend
+
+        other = SqliteBackend(request.getfixturevalue("tmp_path") / "s.db")
+    else:
+        from sayiir.backends.postgres import PostgresBackend
+
+        other = PostgresBackend(request.getfixturevalue("pg_dsn"))
+    gate, started = threading.Event(), threading.Event()
+
+    def first(x):
+        ledger.add("first")
+        started.set()
+        gate.wait(5)
+        return x
+
+    def second(x):
+        ledger.add("second")
+        return x
+
+    wf = Flow("cross").then(first).then(second).build()
+    box: list[Any] = []
+    t = threading.Thread(target=lambda: box.append(run_durable_workflow(wf, iid, 1, backend)))
+    t.start()
+    try:
+        assert started.wait(5)
+        cancel_workflow(iid, other, reason="from elsewhere", cancelled_by="other")
+        assert WorkflowClient(other).status(iid).status == "in_progress"
+        gate.set()
+        t.join(5)
+        assert box[0].status == "cancelled" and box[0].cancelled_by == "other"
+        assert ledger.entries == ["first"]
+        assert WorkflowClient(other).status(iid).status == "cancelled"
+    finally:
+        gate.set()
+        if other is not backend:
+            other.close()
+
+
+def test_corrupt_instance_input_fails_on_resume(backend, iid, ledger):
+    def first(x):
+        ledger.add("first")
+        return x
+
+    wf = Flow("bad-input").then(first).build()
+    submitted = WorkflowClient(backend).submit(wf, iid, 1)
+    assert submitted.status == "in_progress"
+    now = time.time()
+    record = InstanceRecord(
+        iid,
+        wf.workflow_id,
+        wf.definition_hash,
+        Status.RUNNING,
+        b"\xff\xfe garbage",
+        created_at=now,
+        updated_at=now,
+    )
+    backend.create_instance(record, replace=True)
+    status = resume_workflow(wf, iid, backend)
+    assert status.status == "failed"
+    assert status.error is not None and "input" in status.error and iid in status.error
+    assert ledger.entries == []
+    assert resume_workflow(wf, iid, backend).error == status.error
+
+
+def test_flow_built_twice_runs_the_same(backend, iid):
+    flow = Flow("twice").then(lambda x: x + 1, name="inc")
+    a, b = flow.build(), flow.build()
+    assert a.definition_hash == b.definition_hash
+    run_durable_workflow(a, iid, 1, backend=backend)
+    assert resume_workflow(b, iid, backend).output == 2
+
+
+def test_workflow_name_does_not_change_hash_but_structure_does():
+    a = Flow("a").then(echo).build()
+    b = Flow("b").then(echo).build()
+    c = Flow("a").then(echo).then(echo, name="again").build()
+    assert a.definition_hash == b.definition_hash != c.definition_hash
+    assert len(a.definition_hash) == 64 and a.definition_hash == a.definition_hash.lower()
