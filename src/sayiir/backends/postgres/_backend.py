@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
     from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-    from sayiir.backends.postgres._io import Retry
+    from sayiir.backends.postgres._io import Driver, Retry
     from sayiir.backends.postgres._sql import Compiled
 
 __all__ = ["PostgresBackend"]
@@ -287,8 +287,14 @@ class PostgresBackend:
         return [f"{m.version:04d}_{m.name}" for m in done]
 
     def pending_migrations(self) -> list[tuple[str, str]]:
-        """``(name, sql)`` of each migration not yet applied, with names filled in."""
-        from sayiir.backends.postgres._sql import migrations
+        """``(name, sql)`` for each migration not applied yet; applies nothing.
+
+        Each ``sql`` is the complete script the migrator would run for that migration
+        (transaction, advisory lock, body, version row), with names filled in: what
+        ``sayiir migrate URL --dry-run`` prints.
+        """
+        from sayiir.backends.postgres._names import migration_lock_key
+        from sayiir.backends.postgres._sql import migration_script, migrations
 
         plan = self._run_direct(
             "inspect",
@@ -296,8 +302,15 @@ class PostgresBackend:
                 self._schema, self._prefix, migrations(), self._target.where
             ),
         )
-        scripts = self._compiled().scripts
-        return [(f"{m.version:04d}_{m.name}", scripts[m.version].decode()) for m in plan.pending]
+        key = migration_lock_key(self._schema, self._prefix)
+        compiled = self._compiled()
+        return [
+            (
+                f"{m.version:04d}_{m.name}",
+                migration_script(compiled, m, key, create_schema=self._schema != "public"),
+            )
+            for m in plan.pending
+        ]
 
     def _setup_op(self) -> _ops.Op[Any]:
         from sayiir.backends.postgres._sql import migrations
@@ -374,10 +387,8 @@ class PostgresBackend:
 
     def _run_direct(self, doing: str, make: Make[T]) -> T:
         """Run on a connection of its own (or of a caller's pool): first contact, migrations."""
-        import psycopg
-
-        from sayiir.backends.postgres._io import execute
-
+        io = _io_module()
+        execute = io.execute
         self._check_open()
 
         def once(retry: Retry) -> T:
@@ -386,7 +397,7 @@ class PostgresBackend:
                 with pool.connection(timeout=retry.acquire_timeout(pool.timeout)) as conn:
                     return execute(conn, self._compiled(), make(retry.attempts > 0))
             extra = self._direct_kwargs(retry)
-            with psycopg.connect(self._target.conninfo, **extra) as conn:
+            with io.connect(self._target.conninfo, **extra) as conn:
                 return execute(conn, self._compiled(), make(retry.attempts > 0))
 
         return self._retrying(doing, once)
@@ -400,27 +411,41 @@ class PostgresBackend:
         return kwargs
 
     def _run(self, doing: str, make: Make[T]) -> T:
-        from sayiir.backends.postgres._io import execute
+        io = _io_module()
+        pool = self._pool
+        failure: BaseException | None = None
+        started = 0.0
+        if pool is not None and self._ready:
+            # The hot path: no retry bookkeeping unless this first attempt fails.
+            started = time.monotonic()
+            try:
+                with pool.connection(timeout=self._options.acquire_timeout) as conn:
+                    return io.execute(conn, self._compiled(), make(False))
+            except io.Error as exc:
+                failure = exc
 
         def once(retry: Retry) -> T:
             pool = self._sync_pool()
             with pool.connection(timeout=retry.acquire_timeout(pool.timeout)) as conn:
-                return execute(conn, self._compiled(), make(retry.attempts > 0))
+                return io.execute(conn, self._compiled(), make(retry.attempts > 0))
 
-        return self._retrying(doing, once)
+        return self._retrying(doing, once, failure, started)
 
-    def _retrying(self, doing: str, once: Callable[[Retry], T]) -> T:
-        import psycopg
-
-        from sayiir.backends.postgres._io import Retry
-
-        retry = Retry(self._target, self._retry_timeout, doing)
+    def _retrying(
+        self,
+        doing: str,
+        once: Callable[[Retry], T],
+        failure: BaseException | None = None,
+        started: float | None = None,
+    ) -> T:
+        io = _io_module()
+        retry = io.Retry(self._target, self._retry_timeout, doing, started)
         while True:
-            failure: BaseException | None = None
-            try:
-                return once(retry)
-            except psycopg.Error as exc:
-                failure = exc
+            if failure is None:
+                try:
+                    return once(retry)
+                except io.Error as exc:
+                    failure = exc
             # Decided and raised outside the except block: the psycopg error (which may
             # carry the conninfo) is neither __cause__ nor __context__ of what we raise.
             outcome = retry.after(failure)
@@ -433,11 +458,9 @@ class PostgresBackend:
 
     def _check_pool(self) -> None:
         """Drop the pool's dead connections (after the server restarted, for instance)."""
-        import psycopg
-
         pool = self._pool
         if pool is not None:
-            with contextlib.suppress(psycopg.Error):
+            with contextlib.suppress(_io_module().Error):
                 pool.check()
 
     # -- async plumbing --------------------------------------------------------------------
@@ -476,9 +499,8 @@ class PostgresBackend:
             return False
 
     async def _arun_direct(self, doing: str, make: Make[T]) -> T:
-        import psycopg
-
-        from sayiir.backends.postgres._io import aexecute
+        io = _io_module()
+        aexecute = io.aexecute
 
         async def once(retry: Retry) -> T:
             pool = self._apool
@@ -486,40 +508,53 @@ class PostgresBackend:
                 async with pool.connection(timeout=retry.acquire_timeout(pool.timeout)) as conn:
                     return await aexecute(conn, self._compiled(), make(retry.attempts > 0))
             extra = self._direct_kwargs(retry)
-            conn = await psycopg.AsyncConnection.connect(self._target.conninfo, **extra)
+            conn = await io.aconnect(self._target.conninfo, **extra)
             async with conn:
                 return await aexecute(conn, self._compiled(), make(retry.attempts > 0))
 
         return await self._aretrying(doing, once)
 
     async def _arun(self, doing: str, make: Make[T]) -> T:
-        from sayiir.backends.postgres._io import aexecute
+        io = _io_module()
+        pool = self._apool
+        failure: BaseException | None = None
+        started = 0.0
+        if pool is not None and self._ready and (not self._owns_apool or self._aloop_ok()):
+            started = time.monotonic()
+            try:
+                async with pool.connection(timeout=self._options.acquire_timeout) as conn:
+                    return await io.aexecute(conn, self._compiled(), make(False))
+            except io.Error as exc:
+                failure = exc
 
         async def once(retry: Retry) -> T:
             pool = await self._async_pool()
             async with pool.connection(timeout=retry.acquire_timeout(pool.timeout)) as conn:
-                return await aexecute(conn, self._compiled(), make(retry.attempts > 0))
+                return await io.aexecute(conn, self._compiled(), make(retry.attempts > 0))
 
-        return await self._aretrying(doing, once)
+        return await self._aretrying(doing, once, failure, started)
 
-    async def _aretrying(self, doing: str, once: Callable[[Retry], Awaitable[T]]) -> T:
-        import psycopg
-
-        from sayiir.backends.postgres._io import Retry
-
-        retry = Retry(self._target, self._retry_timeout, doing)
+    async def _aretrying(
+        self,
+        doing: str,
+        once: Callable[[Retry], Awaitable[T]],
+        failure: BaseException | None = None,
+        started: float | None = None,
+    ) -> T:
+        io = _io_module()
+        retry = io.Retry(self._target, self._retry_timeout, doing, started)
         while True:
-            failure: BaseException | None = None
-            try:
-                return await once(retry)
-            except psycopg.Error as exc:
-                failure = exc
+            if failure is None:
+                try:
+                    return await once(retry)
+                except io.Error as exc:
+                    failure = exc
             outcome = retry.after(failure)  # outside the except block, as in _retrying
             failure = None
             if isinstance(outcome, BackendError):
                 raise outcome
             if retry.attempts == 1 and self._apool is not None and self._owns_apool:
-                with contextlib.suppress(psycopg.Error):
+                with contextlib.suppress(io.Error):
                     await self._apool.check()
             await asyncio.sleep(outcome)
 
@@ -629,6 +664,22 @@ class PostgresBackend:
             "send_signal",
             lambda retry: _ops.send_signal(instance_id, signal_name, payload, send_id=send_id),
         )
+
+
+_LOADED: list[Driver] = []
+
+
+def _io_module() -> Driver:
+    """The psycopg side (``_io.DRIVER``), imported on first use."""
+    if not _LOADED:
+        try:
+            from sayiir.backends.postgres._io import DRIVER
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError(
+                "PostgresBackend needs psycopg 3 and psycopg_pool: pip install 'sayiir[postgres]'"
+            ) from exc
+        _LOADED.append(DRIVER)
+    return _LOADED[0]
 
 
 def _drop_idle_connections(pool: AsyncConnectionPool[Any]) -> None:

@@ -113,8 +113,9 @@ def parse_target(url: str) -> Target:
         if secrets or "password" in url:
             problem = _QUOTED.sub('"***"', problem)
         problem = redact(problem, tuple(secrets))
-        shown = display if secrets or "password" not in url else "<hidden>"
-        raise BackendError(f"invalid PostgreSQL connection string {shown!r}: {problem}")
+        # A key=value string libpq cannot parse may split a password anywhere: not shown.
+        shown = repr(display) if match else "(not shown)"
+        raise BackendError(f"invalid PostgreSQL connection string {shown}: {problem}")
     params = {k: str(v) for k, v in raw.items() if v is not None and k != "password"}
     if raw.get("password"):
         secrets.append(str(raw["password"]))

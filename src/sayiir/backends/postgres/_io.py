@@ -15,7 +15,7 @@ import time
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg.pq import TransactionStatus
+from psycopg.pq import ExecStatus, TransactionStatus
 
 from sayiir.backends.postgres._conninfo import Target
 from sayiir.backends.postgres._errors import describe, is_transient, translate
@@ -23,7 +23,7 @@ from sayiir.backends.postgres._ops import Op, Q, Request, Rows
 from sayiir.backends.postgres._sql import Compiled
 from sayiir.errors import BackendError
 
-__all__ = ["Retry", "aexecute", "execute"]
+__all__ = ["DRIVER", "Driver", "Retry", "aexecute", "execute"]
 
 T = TypeVar("T")
 logger = logging.getLogger("sayiir.backends.postgres")
@@ -32,6 +32,7 @@ logger = logging.getLogger("sayiir.backends.postgres")
 # loser re-runs and finds the object there.
 _MIGRATION_CLASH = frozenset({"23505", "42P06", "42P07", "42710"})
 _IN_TRANSACTION = (TransactionStatus.INTRANS, TransactionStatus.INERROR)
+_TUPLES_OK = ExecStatus.TUPLES_OK
 
 
 def _statement(compiled: Compiled, req: Request) -> tuple[bytes, dict[str, Any] | None, bool]:
@@ -54,7 +55,9 @@ def execute(conn: psycopg.Connection[Any], compiled: Compiled, op: Op[T]) -> T:
                 return stop.value  # type: ignore[no-any-return]
             query, params, prepare = _statement(compiled, req)
             cur = conn.execute(query, params, prepare=prepare, binary=prepare)
-            rows = cur.fetchall() if cur.description is not None else []
+            # Not cur.description: it builds a Column object per column on every call.
+            res = cur.pgresult
+            rows = cur.fetchall() if res is not None and res.status == _TUPLES_OK else []
     except BaseException:
         if conn.info.transaction_status in _IN_TRANSACTION:
             with contextlib.suppress(psycopg.Error):
@@ -80,7 +83,8 @@ async def aexecute(conn: psycopg.AsyncConnection[Any], compiled: Compiled, op: O
                 return stop.value  # type: ignore[no-any-return]
             query, params, prepare = _statement(compiled, req)
             cur = await conn.execute(query, params, prepare=prepare, binary=prepare)
-            rows = await cur.fetchall() if cur.description is not None else []
+            res = cur.pgresult
+            rows = await cur.fetchall() if res is not None and res.status == _TUPLES_OK else []
     except BaseException:
         if conn.info.transaction_status in _IN_TRANSACTION:
             with contextlib.suppress(psycopg.Error):
@@ -111,11 +115,13 @@ class Retry:
     first_delay = 0.05
     max_delay = 2.0
 
-    def __init__(self, target: Target, timeout: float, doing: str) -> None:
+    def __init__(
+        self, target: Target, timeout: float, doing: str, started: float | None = None
+    ) -> None:
         self._target = target
         self._timeout = timeout
         self._doing = doing
-        self._started = time.monotonic()
+        self._started = time.monotonic() if started is None else started
         self.attempts = 0
 
     def acquire_timeout(self, configured: float) -> float:
@@ -158,3 +164,33 @@ class Retry:
             describe(exc, self._target),
         )
         return delay
+
+
+class Driver:
+    """The psycopg-facing half of the backend, handed to ``_backend`` on first use.
+
+    ``_backend`` must not import psycopg at import time (``import sayiir`` stays free of
+    it); it loads this module once and keeps this object.
+    """
+
+    Error: type[psycopg.Error] = psycopg.Error
+    Retry = Retry
+
+    @staticmethod
+    def execute(conn: psycopg.Connection[Any], compiled: Compiled, op: Op[T]) -> T:
+        return execute(conn, compiled, op)
+
+    @staticmethod
+    async def aexecute(conn: psycopg.AsyncConnection[Any], compiled: Compiled, op: Op[T]) -> T:
+        return await aexecute(conn, compiled, op)
+
+    @staticmethod
+    def connect(conninfo: str, **kwargs: Any) -> psycopg.Connection[Any]:
+        return psycopg.Connection.connect(conninfo, **kwargs)
+
+    @staticmethod
+    async def aconnect(conninfo: str, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(conninfo, **kwargs)
+
+
+DRIVER = Driver()

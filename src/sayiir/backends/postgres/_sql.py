@@ -15,7 +15,15 @@ from psycopg import sql
 from sayiir.backends._sqlfiles import Migration, load_migrations, load_queries
 from sayiir.backends.postgres._names import BARE_NAMES, TABLES
 
-__all__ = ["PACKAGE", "Compiled", "compile_sql", "identifiers", "migrations", "render"]
+__all__ = [
+    "PACKAGE",
+    "Compiled",
+    "compile_sql",
+    "identifiers",
+    "migration_script",
+    "migrations",
+    "render",
+]
 
 PACKAGE = "sayiir.backends.postgres"
 MIGRATIONS_PACKAGE = "sayiir.backends.postgres.migrations"
@@ -78,3 +86,31 @@ def compile_sql(schema: str, table_prefix: str) -> Compiled:
         name: render(text, every) for name, text in sources.items() if not name.startswith("_")
     }
     return Compiled(queries, {m.version: render(m.sql, names) for m in migs})
+
+
+def migration_script(
+    compiled: Compiled, migration: Migration, lock_key: str, *, create_schema: bool
+) -> str:
+    """What the migrator runs for ``migration``, as one script a DBA can review or apply.
+
+    The statements are the ones of ``queries.sql`` and the migration file; the few values
+    (lock key, version row) are quoted with ``psycopg.sql.Literal``.
+    """
+    q = compiled.queries
+
+    def literal(value: object) -> str:
+        return sql.Literal(value).as_string(None)
+
+    parts = [q["begin"].decode(), q["migration_lock"].decode() % {"key": literal(lock_key)}]
+    if create_schema:
+        parts.append(q["create_schema"].decode())
+    parts.append(q["create_migrations_table"].decode())
+    parts.append(compiled.scripts[migration.version].decode().strip().rstrip(";"))
+    record = {
+        "version": literal(migration.version),
+        "name": literal(migration.name),
+        "checksum": literal(migration.checksum),
+    }
+    parts.append(q["record_migration"].decode() % record)
+    parts.append(q["commit"].decode())
+    return ";\n\n".join(parts) + ";\n"

@@ -1,0 +1,287 @@
+"""PostgreSQL backend pieces that need no server: names, URLs, SQL files, sans-IO ops, retries.
+
+The operations are generators (``_ops``, ``_migrations``), so their logic is checked here by
+feeding them rows, the way the executors in ``_io`` do.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from sayiir.backends.postgres import PostgresBackend, _migrations, _ops
+from sayiir.backends.postgres._conninfo import parse_target, redact
+from sayiir.backends.postgres._names import BARE_NAMES, MAX_PREFIX, TABLES, check_names
+from sayiir.core.records import ControlRequest, Status, StepRecord, control_decision
+from sayiir.errors import BackendError, InstanceNotFoundError
+
+SECRET = "S3cretPw"
+
+
+def drive(op: _ops.Op[Any], *replies: _ops.Rows) -> tuple[list[Any], Any]:
+    """Run ``op`` with canned replies; return (requests, result)."""
+    requests: list[Any] = []
+    it = iter(replies)
+    reply: Any = None
+    while True:
+        try:
+            req = op.send(reply)
+        except StopIteration as stop:
+            return requests, stop.value
+        requests.append(req)
+        reply = next(it)
+
+
+# -- names -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "schema, prefix",
+    [
+        ('we"ird%1', "sayiir_"),
+        ('x"; DROP TABLE canary; --', "sayiir_"),
+        ("public", 'we"ird%1'),
+        ("public", 'x"; DROP TABLE canary; --'),
+        ("a b", "sayiir_"),
+        ("Public", "sayiir_"),
+        ("public", "Sayiir_"),
+        ("public", ""),
+        ("", "sayiir_"),
+        ("1abc", "sayiir_"),
+        ("sch\u00e9ma", "sayiir_"),
+        ("public", "pr\u00e9fixe_"),
+        ("public", "x" * (MAX_PREFIX + 1)),
+        ("s" * 64, "sayiir_"),
+        ("pg_catalog", "sayiir_"),
+    ],
+)
+def test_bad_schema_or_prefix_is_rejected_up_front(schema: str, prefix: str) -> None:
+    with pytest.raises(ValueError, match=r"schema|table_prefix"):
+        check_names(schema, prefix)
+    with pytest.raises(ValueError):  # before any parsing or network
+        PostgresBackend("postgresql://nohost.invalid/x", schema=schema, table_prefix=prefix)
+
+
+def test_longest_allowed_prefix_fits_every_identifier() -> None:
+    check_names("s" * 63, "p" * MAX_PREFIX)
+    for name in (*TABLES.values(), *BARE_NAMES.values()):
+        assert len("p" * MAX_PREFIX + name) <= 63
+
+
+def test_constructor_does_not_touch_the_network() -> None:
+    backend = PostgresBackend("postgresql://app:pw@nohost.invalid:5432/sayiir")
+    assert "nohost.invalid" in repr(backend)
+    backend.close()
+
+
+# -- URLs and redaction ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url, display",
+    [
+        (
+            f"postgresql://app:{SECRET}@db.example.com:5432/sayiir",
+            "postgresql://app:***@db.example.com:5432/sayiir",
+        ),
+        (f"postgres://app:{SECRET}@db/sayiir", "postgres://app:***@db/sayiir"),
+        (
+            f"postgresql://app@db/sayiir?password={SECRET}&sslmode=require",
+            "postgresql://app@db/sayiir?password=***&sslmode=require",
+        ),
+        ("postgresql://localhost/sayiir", "postgresql://localhost/sayiir"),
+        (f"host=db user=app password={SECRET} dbname=x", "host=db user=app password=*** dbname=x"),
+    ],
+)
+def test_display_hides_the_password(url: str, display: str) -> None:
+    target = parse_target(url)
+    assert target.display == display
+    assert SECRET not in repr(target)
+    backend = PostgresBackend(url)
+    assert SECRET not in repr(backend)
+    assert "***" in repr(backend) or ("password" not in url and ":" + SECRET not in url)
+
+
+def test_where_names_host_port_and_database() -> None:
+    assert parse_target("postgresql://u:p@db.example.com:6543/wf").where == "db.example.com:6543/wf"
+    assert parse_target("postgresql://localhost/sayiir").where == "localhost:5432/sayiir"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql://u:{SECRET}%zz@127.0.0.1/db",  # libpq echoes the token
+        f"postgresql://u:{SECRET}@x@127.0.0.1/db",  # '@' in the password
+        f"postgresql://u:{SECRET}@127.0.0.1/db?nosuch=1",
+        f"host=127.0.0.1 password='{SECRET}",  # unterminated quote
+        f"host=127.0.0.1 password={SECRET[:4]} {SECRET[4:]} dbname=a",  # unquoted space
+    ],
+)
+def test_unparsable_url_error_never_shows_the_password(url: str) -> None:
+    with pytest.raises(BackendError) as info:
+        PostgresBackend(url)
+    exc = info.value
+    for text in (str(exc), repr(exc)):
+        assert SECRET not in text
+        assert SECRET[4:] not in text
+    assert exc.__cause__ is None and exc.__context__ is None
+
+
+def test_redact_scrubs_urls_and_keywords() -> None:
+    text = f"postgresql://a:{SECRET}@h/d password={SECRET} and {SECRET}"
+    out = redact(text, (SECRET,))
+    assert SECRET not in out
+    assert out.count("***") == 3
+
+
+# -- SQL files ---------------------------------------------------------------------------------
+
+
+def test_queries_and_migrations_compile_for_odd_but_valid_names() -> None:
+    from sayiir.backends.postgres._sql import compile_sql
+
+    compiled = compile_sql("s_1", "x9_")
+    assert b'"s_1"."x9_workflow_instances"' in compiled.queries["save_steps"]
+    assert set(compiled.scripts) == {m.version for m in _migrations_list()}
+    for text in (*compiled.queries.values(), *compiled.scripts.values()):
+        assert b"{" not in text, "an unfilled placeholder"
+
+
+def _migrations_list() -> list[Any]:
+    from sayiir.backends.postgres._sql import migrations
+
+    return migrations()
+
+
+def test_status_check_constraint_matches_the_enum() -> None:
+    from importlib import resources
+
+    package = resources.files("sayiir.backends.postgres")
+    for name in ("schema.sql", "migrations/0001_initial.sql"):
+        text = package.joinpath(name).read_text()
+        match = re.search(r"status_check\} CHECK \(status IN \(([^)]*)\)", text)
+        assert match, name
+        assert set(re.findall(r"'([a-z_]+)'", match.group(1))) == {s.value for s in Status}
+
+
+# -- sans-IO operations ------------------------------------------------------------------------
+
+
+def test_save_steps_is_one_request_with_parallel_arrays() -> None:
+    steps = [StepRecord("a", b"1", "t", 1, 1.0, 2.0, "w"), StepRecord("a", b"2", "t", 2, 3.0, 4.0)]
+    touched = ("running", None, None, None, "pause", "r", "u")
+    requests, result = drive(_ops.save_steps("i", steps), [touched])
+    assert [r.name for r in requests] == ["save_steps"]
+    params = requests[0].params
+    assert params["keys"] == ["a"] and params["outputs"] == [b"2"]  # the last write of a key wins
+    assert result == ControlRequest("pause", "r", "u")
+
+
+def test_touch_result_obeys_an_applied_cancel_first() -> None:
+    row = ("cancelled", "stop", "ops", None, "pause", "r", "u")
+    _, result = drive(_ops.save_steps("i", []), [row])
+    assert result == ControlRequest("cancel", "stop", "ops")
+
+
+def test_writes_to_a_missing_instance_raise() -> None:
+    with pytest.raises(InstanceNotFoundError):
+        drive(_ops.save_steps("gone", []), [])
+
+
+@pytest.mark.parametrize("kind", ["cancel", "pause"])
+def test_request_control_passes_control_decision_for_every_status(kind: str) -> None:
+    requests, found = drive(_ops.request_control("i", ControlRequest(kind)), [("waiting",)])
+    params = requests[0].params
+    for status in Status:
+        decision = control_decision(status, kind)
+        assert (status.value in params["apply"]) == (decision == "apply")
+        assert (status.value in params["request"]) == (decision == "request")
+    assert found is Status.WAITING
+
+
+def test_create_instance_recognises_its_own_commit_on_retry() -> None:
+    from uuid import uuid4
+
+    from sayiir.core.records import InstanceRecord
+
+    token = uuid4()
+    rec = InstanceRecord("i", "wf", "h", Status.RUNNING, b"1")
+    existing = (False, "i", "wf", "h", "running", b"1", *([None] * 11), 0.0, 0.0, None, False)
+    _, result = drive(
+        _ops.create_instance(rec, replace=False, token=token, retry=True), [(*existing, token)]
+    )
+    assert result is None
+    _, result = drive(
+        _ops.create_instance(rec, replace=False, token=token, retry=False), [(*existing, token)]
+    )
+    assert result is not None and result.instance_id == "i"
+
+
+def test_create_instance_reads_again_when_a_concurrent_insert_is_invisible() -> None:
+    from uuid import uuid4
+
+    from sayiir.core.records import InstanceRecord
+
+    rec = InstanceRecord("i", "wf", "h", Status.RUNNING, b"1")
+    invisible = (False, *([None] * 21))
+    existing = (False, "i", "wf", "h", "running", b"1", *([None] * 11), 0.0, 0.0, None, False, None)
+    requests, result = drive(
+        _ops.create_instance(rec, replace=False, token=uuid4(), retry=False),
+        [invisible],
+        [existing],
+    )
+    assert len(requests) == 2
+    assert result is not None
+
+
+def test_old_server_is_refused_with_both_versions() -> None:
+    op = _migrations.inspect("public", "sayiir_", _migrations_list(), "db:5432/x")
+    with pytest.raises(BackendError, match=r"13 or later.*runs 12\.5"):
+        drive(op, [(120005, "u", "x")])
+
+
+def test_server_version_texts() -> None:
+    assert _migrations._server_version_text(90624) == "9.6.24"
+    assert _migrations._server_version_text(150020) == "15.20"
+
+
+# -- retry classification ----------------------------------------------------------------------
+
+
+def test_transient_and_permanent_errors() -> None:
+    import psycopg
+    import psycopg_pool
+
+    from sayiir.backends.postgres._errors import is_transient
+
+    assert is_transient(psycopg_pool.PoolTimeout("timeout"))
+    assert not is_transient(psycopg_pool.PoolClosed("closed"))
+    assert is_transient(psycopg.OperationalError("consuming input failed: server closed"))
+    assert is_transient(psycopg.errors.AdminShutdown("terminating connection"))
+    assert is_transient(psycopg.errors.CannotConnectNow("starting up"))
+    assert is_transient(psycopg.errors.SerializationFailure("retry"))
+    assert not is_transient(
+        psycopg.OperationalError('FATAL:  password authentication failed for user "x"')
+    )
+    assert not is_transient(
+        psycopg.OperationalError("server does not support SSL, but SSL was required")
+    )
+    assert not is_transient(psycopg.errors.UndefinedTable("no table"))
+    assert not is_transient(ValueError("not a database error"))
+
+
+# -- import hygiene ----------------------------------------------------------------------------
+
+
+def test_importing_sayiir_and_the_package_does_not_import_psycopg() -> None:
+    code = (
+        "import sys, sayiir, sayiir.backends.postgres\n"
+        "from sayiir import PostgresBackend\n"
+        "assert 'psycopg' not in sys.modules, 'psycopg imported'\n"
+        "assert 'psycopg_pool' not in sys.modules, 'psycopg_pool imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
