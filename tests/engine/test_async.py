@@ -368,3 +368,53 @@ def test_runner_cancel_from_another_task_while_running(backend, iid, ledger):
     assert status.status == "cancelled" and status.reason == "enough"
     assert ledger.entries == ["first"]
     assert WorkflowClient(backend).get_task_result(iid, "first") == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: get_task_context() is None inside an async task when run_workflow() is called "
+    "from a running event loop (the coroutine runs on a new thread without the context)",
+)
+@pytest.mark.parametrize("durable", [False, True])
+def test_context_in_async_task_called_from_a_running_loop(durable):
+    async def where(x):
+        ctx = get_task_context()
+        return None if ctx is None else ctx.task_id
+
+    wf = Flow("ctx-loop").then(where).build()
+
+    async def main() -> Any:
+        if durable:
+            return run_durable_workflow(wf, "ctx-loop-1", 0).output
+        return run_workflow(wf, 0)
+
+    assert asyncio.run(main()) == "where"
+
+
+@pytest.mark.postgres
+def test_runner_with_async_postgres_connect(pg_dsn, iid):
+    from sayiir import JsonCodec
+    from sayiir.backends.postgres import PostgresBackend
+
+    wf = Flow("pg-async").then(a_double).delay("nap", 0.05).then(s_inc).build()
+
+    async def main() -> Any:
+        backend = await PostgresBackend.connect(pg_dsn)
+        try:
+            runner = CheckpointingRunner(backend)
+            first = await runner.run(wf, iid, 4)
+            await asyncio.sleep(0.1)
+            done = await runner.resume(wf, iid)
+        finally:
+            await backend.aclose()
+        other = await PostgresBackend.connect_with_codec(pg_dsn, JsonCodec())
+        try:
+            again = await CheckpointingRunner(other).resume(wf, iid)
+        finally:
+            await other.aclose()
+        return first, done, again
+
+    first, done, again = asyncio.run(main())
+    assert first.status == "waiting"
+    assert done.status == "completed" and done.output == 9
+    assert again.output == 9

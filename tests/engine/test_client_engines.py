@@ -329,3 +329,20 @@ def test_control_calls_while_another_thread_runs(backend, iid, ledger):
     gate.set()
     t.join(5)
     assert box[0].status == "completed" and box[0].output == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: get_task_result() raises a raw ValueError for a loop body whose id contains "
+    "'/' and '@' (checkpoint scope keys are parsed from the id)",
+)
+def test_get_task_result_of_loop_body_with_path_like_id(backend, iid):
+    from sayiir import LoopResult
+
+    def body(x):
+        return LoopResult.done(x) if x >= 2 else LoopResult.again(x + 1)
+
+    wf = Flow("odd-ids").loop(body, name="charge@v2/step").build()
+    assert run_durable_workflow(wf, iid, 0, backend=backend).output == 2
+    result = WorkflowClient(backend).get_task_result(iid, "charge@v2/step")
+    assert result == {"_loop": "done", "value": 2}

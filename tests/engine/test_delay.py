@@ -147,3 +147,26 @@ def test_resume_of_far_delay_does_not_block(backend, iid):
     t0 = time.perf_counter()
     assert resume_workflow(wf, iid, backend).status == "waiting"
     assert time.perf_counter() - t0 < 1.0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: two delays with the same name are rejected at build ('Duplicate step id'); "
+    "the reference builds them",
+)
+def test_two_delays_with_the_same_name(backend, iid):
+    wf = (
+        Flow("same-name")
+        .delay("wait", 0.05)
+        .then(lambda x: x + 1, name="a")
+        .delay("wait", 0.05)
+        .then(lambda x: x * 2, name="b")
+        .build()
+    )
+    status = run_durable_workflow(wf, iid, 1, backend=backend)
+    for _ in range(5):
+        if status.status != "waiting":
+            break
+        time.sleep(0.06)
+        status = resume_workflow(wf, iid, backend)
+    assert status.status == "completed" and status.output == 4

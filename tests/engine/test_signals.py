@@ -233,3 +233,24 @@ def test_cancel_while_awaiting_signal(backend, iid, ledger):
     assert status.reason == "no answer" and status.cancelled_by == "ops"
     assert ledger.entries == ["prepare"]
     assert not send_signal_ok, "a cancelled run is finished: signals to it are refused"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: two wait_for_signal() with the same signal name and no name= are rejected at "
+    "build ('Duplicate step id'); spec §16.2 and the reference accept them",
+)
+def test_two_waits_same_name_without_node_names(backend, iid):
+    wf = (
+        Flow("fifo-plain")
+        .wait_for_signal("ev")
+        .then(lambda p: [p], name="keep")
+        .wait_for_signal("ev")
+        .then(lambda p: p, name="last")
+        .build()
+    )
+    send_signal(iid, "ev", "a", backend)
+    send_signal(iid, "ev", "b", backend)
+    status = run_durable_workflow(wf, iid, None, backend=backend)
+    assert status.status == "completed" and status.output == "b"
+    assert WorkflowClient(backend).get_task_result(iid, "keep") == ["a"]
