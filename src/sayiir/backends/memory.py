@@ -295,8 +295,12 @@ class InMemoryBackend:
             if next_item is None and not release:
                 return request, claim
             inst.queue.pop(claim.key, None)
-            if next_item is None:
-                return request, None
+            if (
+                next_item is None
+                or next_item.key in inst.queue
+                or next_item.key in inst.checkpoints
+            ):
+                return request, None  # nothing to take, or another worker's entry
             now = time.time()
             self._seq += 1
             nxt = inst.queue[next_item.key] = _Entry(next_item, now, self._seq)

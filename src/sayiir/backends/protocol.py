@@ -191,7 +191,8 @@ class QueueStorage(Storage, Protocol):
         """One fenced write: checkpoints and new queue entries, under ``claim``.
 
         The claim is kept (a checkpoint mid-path), unless: ``next_item`` is given
-        (the claim moves to it: the same worker runs it next), ``final`` is given
+        (the claim moves to it: the same worker runs it next; if that key is
+        already queued or checkpointed, nothing is claimed), ``final`` is given
         (the instance gets its final state; a finished instance loses every queue
         entry) or ``release`` is set. Returns the pending cancel/pause request and
         the claim now held. Raises ``LeaseLostError`` (writing nothing) when

@@ -221,7 +221,9 @@ class _Running:
 
     def _work(self, claim: Claim) -> None:
         definition, registry = self.table[claim.definition_hash]
-        mode = WorkerMode(claim, self.worker.claim_ttl, self._stopping.is_set)
+        mode = WorkerMode(
+            claim, self.worker.claim_ttl, self._stopping.is_set, frozenset(self.worker.tags)
+        )
         key = threading.get_ident()
         with self._active_lock:
             self._active[key] = mode

@@ -110,14 +110,19 @@ class WorkerMode:
     becomes a queue entry for any worker (fork branches spread this way).
     """
 
-    __slots__ = ("claim", "enqueued", "lease_secs", "stopping")
+    __slots__ = ("claim", "enqueued", "lease_secs", "stopping", "tags")
 
     def __init__(
-        self, claim: Claim | None, lease_secs: float, stopping: Callable[[], bool]
+        self,
+        claim: Claim | None,
+        lease_secs: float,
+        stopping: Callable[[], bool],
+        tags: frozenset[str] = frozenset(),
     ) -> None:
         self.claim = claim
         self.lease_secs = lease_secs
         self.stopping = stopping
+        self.tags = tags  # the task tags this worker serves
         self.enqueued: list[QueueItem] = []
 
     def drain(self) -> list[QueueItem]:
@@ -261,6 +266,9 @@ class Execution:
         count = len(node.branches)
         results: list[Any] = [None] * count
         lanes = [Lane(lane.inline, owned=lane.owned and i == 0) for i in range(count)]
+        # What the parent finished is written with the first branch's first write, together
+        # with the other branches' queue entries: other workers never see them without it.
+        lanes[0].pending, lane.pending = lane.pending, []
         for i in [*range(1, count), 0]:
             try:
                 results[i] = yield from self._branch(node.branches[i], value, scope, lanes[i])
@@ -488,7 +496,8 @@ class Execution:
             return
         meta = self._meta(task_id, fn)
         item = QueueItem(key, task_id, meta.priority or 3, tuple(meta.tags or ()))
-        if not (lane.owned and worker.claim is not None) or worker.stopping():
+        serves = worker.tags.issuperset(item.tags)
+        if not (lane.owned and worker.claim is not None and serves) or worker.stopping():
             worker.enqueued.append(item)
             raise _Suspended
         # Continue this lane here: checkpoint the last task and claim this one in one write.
@@ -503,6 +512,8 @@ class Execution:
         )
         if request is not None:
             raise _Stopped(request)
+        if worker.claim is None:  # someone else holds that task already
+            raise _Suspended
 
     def _resume_later(self, parked: _Parked) -> None:
         """Worker mode: a timer (or a signal timeout) becomes a queue entry due at ``wake_at``."""

@@ -1,0 +1,219 @@
+"""Workers in one process over InMemoryBackend: distribution, timers, signals, fencing.
+
+These exercise the worker mode of the interpreter and the queue protocol without a
+database; tests with real worker processes over PostgreSQL live beside this file.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from sayiir import Flow, InMemoryBackend, WorkflowClient, task
+from sayiir.core.records import QueueItem, StepRecord
+from sayiir.errors import LeaseLostError
+from sayiir.worker import Worker, WorkerHandle
+
+ledger: list[tuple[str, str]] = []
+_lock = threading.Lock()
+
+
+def _record(name: str) -> None:
+    with _lock:
+        ledger.append((name, threading.current_thread().name))
+
+
+@task
+def prepare(x: int) -> int:
+    _record("prepare")
+    return x + 1
+
+
+@task
+def left(x: int) -> int:
+    _record("left")
+    time.sleep(0.2)
+    return x * 2
+
+
+@task
+def right(x: int) -> int:
+    _record("right")
+    time.sleep(0.2)
+    return x * 3
+
+
+@task
+def combine(parts: dict[str, int]) -> int:
+    _record("combine")
+    return parts["left"] + parts["right"]
+
+
+FORK = Flow("fork").then(prepare).fork().branch(left).branch(right).join(combine).build()
+
+
+@pytest.fixture(autouse=True)
+def _clear_ledger() -> Iterator[None]:
+    ledger.clear()
+    yield
+    ledger.clear()
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[..., WorkerHandle]]:
+    handles: list[WorkerHandle] = []
+
+    def start(backend: Any, workflows: list[Any], worker_id: str, **opts: Any) -> WorkerHandle:
+        opts.setdefault("poll_interval", 0.2)
+        handle = Worker(worker_id, backend, **opts).start(workflows)
+        handles.append(handle)
+        return handle
+
+    yield start
+    for handle in handles:
+        handle.shutdown()
+    for handle in handles:
+        handle.join(10)
+
+
+def _wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
+
+
+def test_two_workers_drain_fork_runs_each_task_once(workers) -> None:
+    backend = InMemoryBackend()
+    client = WorkflowClient(backend)
+    for i in range(6):
+        assert client.submit(FORK, f"run-{i}", i).status == "in_progress"
+    workers(backend, [FORK], "w1")
+    workers(backend, [FORK], "w2")
+    _wait_for(lambda: all(client.status(f"run-{i}").is_completed() for i in range(6)))
+    for i in range(6):
+        assert client.status(f"run-{i}").output == (i + 1) * 2 + (i + 1) * 3
+    counts = Counter(name for name, _ in ledger)
+    assert counts == {"prepare": 6, "left": 6, "right": 6, "combine": 6}
+    assert {thread for _, thread in ledger} == {"sayiir-worker-w1-0", "sayiir-worker-w2-0"}
+
+
+def test_fork_branches_of_one_run_execute_in_parallel_on_two_workers(workers) -> None:
+    backend = InMemoryBackend()
+    client = WorkflowClient(backend)
+    workers(backend, [FORK], "w1")
+    workers(backend, [FORK], "w2")
+    start = time.monotonic()
+    client.submit(FORK, "one", 1)
+    _wait_for(lambda: client.status("one").is_completed())
+    # Each branch sleeps 0.2 s: serial execution would need at least 0.4 s.
+    assert time.monotonic() - start < 0.39
+    threads = {thread for name, thread in ledger if name in ("left", "right")}
+    assert len(threads) == 2
+
+
+def test_delay_and_signal_need_no_worker_waiting(workers) -> None:
+    wf = (
+        Flow("parked")
+        .then(prepare)
+        .delay("nap", 0.3)
+        .wait_for_signal("go")
+        .then(prepare, name="after")
+        .build()
+    )
+    backend = InMemoryBackend()
+    client = WorkflowClient(backend)
+    workers(backend, [wf], "w1", poll_interval=5.0)
+    client.submit(wf, "p", 1)
+    _wait_for(lambda: client.status("p").is_waiting())
+    assert client.status("p").delay_id == "nap"
+    _wait_for(lambda: client.status("p").is_awaiting_signal(), timeout=8)
+    client.send_signal("p", "go", 41)
+    _wait_for(lambda: client.status("p").is_completed(), timeout=8)
+    assert client.status("p").output == 42
+
+
+def test_cancel_reaches_queued_work(workers) -> None:
+    wf = Flow("slow").then(left).then(right).build()
+    backend = InMemoryBackend()
+    client = WorkflowClient(backend)
+    client.submit(wf, "c", 1)
+    client.cancel("c", reason="not needed", cancelled_by="ops")
+    workers(backend, [wf], "w1")
+    time.sleep(0.5)
+    status = client.status("c")
+    assert status.is_cancelled()
+    assert (status.reason, status.cancelled_by) == ("not needed", "ops")
+    assert ledger == []
+
+
+def test_shutdown_lets_the_running_task_finish_and_leaves_the_rest_queued(workers) -> None:
+    wf = Flow("two").then(left).then(right).build()
+    backend = InMemoryBackend()
+    client = WorkflowClient(backend)
+    client.submit(wf, "s", 1)
+    handle = workers(backend, [wf], "w1")
+    _wait_for(lambda: [n for n, _ in ledger] == ["left"])
+    handle.shutdown()
+    handle.join(5)
+    assert not handle.running
+    assert client.get_task_result("s", "left") == 2  # finished and checkpointed
+    assert client.get_task_result("s", "right") is None  # not started, still queued
+    workers(backend, [wf], "w2")
+    _wait_for(lambda: client.status("s").is_completed())
+    assert client.status("s").output == 6
+    assert Counter(n for n, _ in ledger) == {"left": 1, "right": 1}
+
+
+def test_a_stale_claim_cannot_write() -> None:
+    """A worker whose lease expired and was taken over is fenced off (nothing written)."""
+    wf = Flow("f").then(prepare).build()
+    backend = InMemoryBackend()
+    WorkflowClient(backend).submit(wf, "x", 1)
+    [old] = backend.claim("w1", [wf.definition_hash], [], 1, lease_secs=0.05)
+    time.sleep(0.1)
+    [new] = backend.claim("w2", [wf.definition_hash], [], 1, lease_secs=30)
+    assert new.attempt == old.attempt + 1
+    with pytest.raises(LeaseLostError, match="lost its claim"):
+        backend.advance(old, [StepRecord("prepare", b"99", "prepare")])
+    assert backend.get_checkpoint("x", "prepare") is None
+    assert backend.heartbeat([old, new], 30) == [old]
+    backend.advance(new, [StepRecord("prepare", b"2", "prepare")], release=True)
+    assert backend.get_checkpoint("x", "prepare") == b"2"
+
+
+def test_tagged_tasks_go_only_to_workers_serving_the_tags(workers) -> None:
+    @task(tags=["gpu"])
+    def render(x: int) -> int:
+        _record("render")
+        return x * 10
+
+    wf = Flow("tags").then(render).build()
+    backend = InMemoryBackend()
+    client = WorkflowClient(backend)
+    client.submit(wf, "t", 1)
+    # The start entry is untagged: any worker takes it, then queues the tagged task.
+    workers(backend, [wf], "plain")
+    time.sleep(0.5)
+    assert not client.status("t").is_completed()
+    workers(backend, [wf], "gpu-box", tags=["gpu"])
+    _wait_for(lambda: client.status("t").is_completed())
+    assert [thread for _, thread in ledger] == ["sayiir-worker-gpu-box-0"]
+
+
+def test_priority_orders_claims() -> None:
+    backend = InMemoryBackend()
+    wf = Flow("p").then(prepare).build()
+    client = WorkflowClient(backend)
+    client.submit(wf, "low", 1)
+    client.submit(wf, "high", 1)
+    backend.enqueue("low", [QueueItem("prepare", "prepare", priority=5)])
+    backend.enqueue("high", [QueueItem("prepare", "prepare", priority=1)])
+    claims = backend.claim("w", [wf.definition_hash], [], 4, 30)
+    assert (claims[0].instance_id, claims[0].key) == ("high", "prepare")
