@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from sayiir.backends.memory import InMemoryBackend
+from sayiir.backends.postgres import PostgresBackend
 from sayiir.backends.protocol import AsyncStorage, Storage
 from sayiir.backends.sqlite import SqliteBackend
 from sayiir.core.records import (
@@ -42,6 +43,7 @@ Factory = Callable[[pytest.FixtureRequest, Path], Storage]
 FACTORIES: dict[str, Factory] = {
     "memory": lambda _request, _tmp: InMemoryBackend(),
     "sqlite": lambda _request, tmp: SqliteBackend(tmp / "contract.db"),
+    "postgres": lambda request, _: PostgresBackend(request.getfixturevalue("pg_dsn")),
 }
 
 ALL_STATUSES = list(Status)
