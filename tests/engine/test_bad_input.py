@@ -255,3 +255,70 @@ def test_plain_path_rejects_bad_input_before_running(ledger):
     with pytest.raises(TypeError):
         run_workflow(Flow("p").then(first).build(), object())
     assert ledger.entries == []
+
+
+def _sql_update(backend_kind: str, request: Any, sql: str, params: tuple[Any, ...]) -> None:
+    """Write straight into the database, behind the backend's back (a bad writer, bit rot)."""
+    if backend_kind == "sqlite":
+        import sqlite3
+
+        lite = sqlite3.connect(request.getfixturevalue("tmp_path") / "s.db")
+        try:
+            assert lite.execute(sql, params).rowcount == 1
+            lite.commit()
+        finally:
+            lite.close()
+    else:
+        import psycopg
+
+        query: Any = sql.replace("?", "%s")
+        with psycopg.connect(request.getfixturevalue("pg_dsn"), autocommit=True) as conn:
+            assert conn.execute(query, params).rowcount == 1
+
+
+@pytest.mark.parametrize("target", ["checkpoint", "input", "output"])
+def test_corrupt_row_written_with_sql(backend, backend_kind, iid, ledger, request, target):
+    if backend_kind == "memory":
+        pytest.skip("no SQL behind the in-memory backend")
+    wf = parked_flow(ledger)
+    bad, good = iid + "-bad", iid + "-good"
+    run_durable_workflow(wf, good, 2, backend=backend)
+    if target == "output":
+        done = Flow("done").then(lambda x: x, name="same").build()
+        run_durable_workflow(done, bad, 1, backend=backend)
+        _sql_update(
+            backend_kind,
+            request,
+            "UPDATE sayiir_workflow_instances SET output = ? WHERE instance_id = ?",
+            (b"\xff not json", bad),
+        )
+        with pytest.raises(WorkflowError) as info:
+            WorkflowClient(backend).status(bad)
+        assert bad in str(info.value)
+        time.sleep(0.12)
+        assert resume_workflow(wf, good, backend).output == 20
+        return
+    run_durable_workflow(wf, bad, 1, backend=backend)
+    if target == "checkpoint":
+        sql = "UPDATE sayiir_checkpoints SET output = ? WHERE instance_id = ? AND key = ?"
+        _sql_update(backend_kind, request, sql, (b"{broken", bad, "first"))
+    else:
+        sql = "UPDATE sayiir_workflow_instances SET input = ? WHERE instance_id = ?"
+        _sql_update(backend_kind, request, sql, (b"\x00\x01", bad))
+        # The input is only read again if a step has to be re-run from the start.
+        _sql_update(
+            backend_kind,
+            request,
+            "DELETE FROM sayiir_checkpoints WHERE instance_id = ? AND key = ?",
+            (bad, "first"),
+        )
+    time.sleep(0.12)
+    ledger.clear()
+    status = resume_workflow(wf, bad, backend)
+    assert status.status == "failed", status
+    assert status.error is not None and bad in status.error
+    assert ("checkpoint 'first'" if target == "checkpoint" else "input") in status.error
+    assert ledger.entries == []
+    assert resume_workflow(wf, bad, backend).error == status.error
+    ok = resume_workflow(wf, good, backend)
+    assert ok.status == "completed" and ok.output == 20

@@ -314,3 +314,10 @@ def test_durable_failure_error_has_no_traceback(backend, iid):
     assert status.status == "failed" and status.is_failed()
     assert status.error == "ValueError: bad 3"
     assert status.output is None
+
+
+def test_list_of_name_and_byte_lists_is_not_mangled(path):
+    # Reference quirk (§2, §21.13): such a value was mis-decoded as fork branch results.
+    value = [["name", [49, 50]], ["other", [51]]]
+    out = path.run(Flow("quirk").then(lambda x: x, name="same").build(), value)
+    assert out.ok and out.value == value

@@ -37,6 +37,8 @@ def snapshot() -> dict[str, Any]:
         "tags": meta.tags,
         "priority": meta.priority,
         "version": meta.version,
+        "display_name": meta.display_name,
+        "description": meta.description,
         "workflow_metadata": ctx.workflow_metadata,
         "repr": repr(ctx),
     }
@@ -71,6 +73,9 @@ def test_context_fields_plain_path():
     assert snap["tags"] == ["payments", "io"]
     assert snap["priority"] == 2
     assert snap["workflow_metadata"] == {"team": "billing", "n": 1}
+    # SHOULD (§15.2): populated at runtime, unlike the reference which loses them.
+    assert snap["display_name"] == "charge"
+    assert snap["description"] == "Charge the card"
     assert snap["repr"] == (
         "TaskExecutionContext(workflow_id='ctx-wf', instance_id='ctx-wf', task_id='charge')"
     )

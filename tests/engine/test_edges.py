@@ -485,3 +485,83 @@ def test_long_durable_loop(backend, iid):
     status = run_durable_workflow(wf, iid, 0, backend=backend)
     assert status.status == "completed" and status.output == 150
     assert resume_workflow(wf, iid, backend).output == 150
+
+
+def test_plain_fork_delays_sleep_concurrently():
+    from sayiir import run_workflow
+
+    a = Flow("a").delay("da", 0.3).then(lambda x: "a", name="ta").build()
+    b = Flow("b").delay("db", 0.3).then(lambda x: "b", name="tb").build()
+    wf = Flow("pd").fork().branch(a, name="a").branch(b, name="b").join(dict).build()
+    t0 = time.perf_counter()
+    assert run_workflow(wf, 0) == {"a": "a", "b": "b"}
+    assert 0.29 <= time.perf_counter() - t0 < 0.55
+
+
+def test_plain_signal_inside_fork_branch_raises_task_error():
+    from sayiir import TaskError, run_workflow
+
+    waiter = Flow("w").wait_for_signal("go").build()
+    wf = Flow("ps").fork().branch(waiter, name="w").branch(echo).join(dict).build()
+    with pytest.raises(TaskError, match="AwaitSignal 'go' not supported in sync executor"):
+        run_workflow(wf, 0)
+
+
+def test_wide_fork(backend, iid):
+    def make(n: int) -> Any:
+        def branch(x):
+            time.sleep(0.2)
+            return x + n
+
+        branch.__name__ = f"b{n}"
+        return branch
+
+    fork = Flow("wide").fork()
+    for n in range(16):
+        fork = fork.branch(make(n))
+    wf = fork.join(lambda d: sum(d.values()), name="total").build()
+    t0 = time.perf_counter()
+    status = run_durable_workflow(wf, iid, 1, backend=backend)
+    assert status.status == "completed", status
+    assert status.output == sum(1 + n for n in range(16))
+    assert time.perf_counter() - t0 < 2.5, "branches of a wide fork must overlap"
+
+
+def test_long_task_does_not_block_other_instances(backend, backend_kind, iid, request):
+    if backend_kind == "memory":
+        other = backend
+    elif backend_kind == "sqlite":
+        from sayiir.backends.sqlite import SqliteBackend
+
+        other = SqliteBackend(request.getfixturevalue("tmp_path") / "s.db")
+    else:
+        from sayiir.backends.postgres import PostgresBackend
+
+        other = PostgresBackend(request.getfixturevalue("pg_dsn"))
+    started, gate = threading.Event(), threading.Event()
+
+    def long_task(x):
+        started.set()
+        gate.wait(5)
+        return x
+
+    slow = Flow("slow").then(echo, name="before").then(long_task).then(echo, name="after").build()
+    quick = Flow("quick").then(lambda x: x + 1, name="inc").then(echo, name="again").build()
+    box: list[Any] = []
+    t = threading.Thread(target=lambda: box.append(run_durable_workflow(slow, iid, 1, backend)))
+    t.start()
+    try:
+        assert started.wait(5)
+        t0 = time.perf_counter()
+        for n in range(5):
+            status = run_durable_workflow(quick, f"{iid}-q{n}", n, backend=other)
+            assert status.output == n + 1
+        send_signal(iid, "unrelated", 1, other)
+        pause_workflow(iid, other)
+        assert time.perf_counter() - t0 < 2.0, "another instance's long task holds a lock"
+    finally:
+        gate.set()
+        t.join(5)
+        if other is not backend:
+            other.close()
+    assert box[0].status == "paused"

@@ -486,3 +486,25 @@ def test_changed_task_code_resumes_with_new_code(backend, iid, crash_cls):
 
 def echo_task(x: Any) -> Any:
     return x
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: run_durable_workflow encodes the input before the conflict check (spec §9.1 "
+    "order: id -> conflict -> encode); use_existing/fail raise TypeError instead",
+)
+@pytest.mark.parametrize("policy", ["fail", "use_existing"])
+def test_conflict_check_comes_before_input_encoding(backend, iid, ledger, policy):
+    wf = counted(ledger)
+    run_durable_workflow(wf, iid, 1, backend=backend)
+    if policy == "fail":
+        with pytest.raises(InstanceAlreadyExistsError):
+            run_durable_workflow(wf, iid, {1, 2}, backend=backend, conflict_policy=policy)
+    else:
+        status = run_durable_workflow(wf, iid, {1, 2}, backend=backend, conflict_policy=policy)
+        assert status.status == "completed" and status.output == 20
+
+
+def test_instance_id_is_validated_before_input(backend, ledger):
+    with pytest.raises(WorkflowError, match="instance_id must not be empty"):
+        run_durable_workflow(counted(ledger), "", {1, 2}, backend=backend)
