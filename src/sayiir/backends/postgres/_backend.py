@@ -187,6 +187,7 @@ class PostgresBackend:
         self._closed = False
         self._sql: Compiled | None = None
         self._foreign_kwargs: dict[str, Any] = {}
+        self._closing: asyncio.Task[None] | None = None
 
     # -- construction ----------------------------------------------------------------------
 
@@ -574,8 +575,9 @@ class PostgresBackend:
             except RuntimeError:
                 running = None
             if running is not None and running is loop:
-                # Called from async code: finish closing in the background on the same loop.
-                running.create_task(apool.close())
+                # Called from async code: finish closing in the background on the same loop
+                # (the reference keeps the task alive until it is done).
+                self._closing = running.create_task(apool.close())
             elif loop is not None and not loop.is_closed() and not loop.is_running():
                 loop.run_until_complete(apool.close())
             else:

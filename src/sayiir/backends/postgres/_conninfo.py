@@ -92,8 +92,13 @@ def parse_target(url: str) -> Target:
     """
     if not isinstance(url, str):
         raise TypeError(f"url must be a str, not {type(url).__name__}")
-    from psycopg import ProgrammingError
-    from psycopg.conninfo import conninfo_to_dict
+    try:
+        from psycopg import ProgrammingError
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "PostgresBackend needs psycopg 3 and psycopg_pool: pip install 'sayiir[postgres]'"
+        ) from exc
 
     secrets, display = _secrets_of(url)
     match = _URL.match(url)
