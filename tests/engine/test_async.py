@@ -370,11 +370,6 @@ def test_runner_cancel_from_another_task_while_running(backend, iid, ledger):
     assert WorkflowClient(backend).get_task_result(iid, "first") == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: get_task_context() is None inside an async task when run_workflow() is called "
-    "from a running event loop (the coroutine runs on a new thread without the context)",
-)
 @pytest.mark.parametrize("durable", [False, True])
 def test_context_in_async_task_called_from_a_running_loop(durable):
     async def where(x):

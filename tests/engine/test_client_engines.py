@@ -331,11 +331,6 @@ def test_control_calls_while_another_thread_runs(backend, iid, ledger):
     assert box[0].status == "completed" and box[0].output == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: get_task_result() raises a raw ValueError for a loop body whose id contains "
-    "'/' and '@' (checkpoint scope keys are parsed from the id)",
-)
 def test_get_task_result_of_loop_body_with_path_like_id(backend, iid):
     from sayiir import LoopResult
 

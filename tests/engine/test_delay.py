@@ -149,11 +149,6 @@ def test_resume_of_far_delay_does_not_block(backend, iid):
     assert time.perf_counter() - t0 < 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: two delays with the same name are rejected at build ('Duplicate step id'); "
-    "the reference builds them",
-)
 def test_two_delays_with_the_same_name(backend, iid):
     wf = (
         Flow("same-name")

@@ -231,10 +231,6 @@ def test_delay_in_route_branch(backend, iid, ledger):
 # -- control during retries and from other backend objects ------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a cancel/pause requested during a retry backoff does not stop the next attempt",
-)
 @pytest.mark.parametrize("op", ["cancel", "pause"])
 def test_request_during_retry_backoff_stops_before_next_attempt(backend, iid, ledger, op):
     @task(retries=RetryPolicy(max_retries=3, initial_delay_secs=0.4, backoff_multiplier=1.0))

@@ -235,11 +235,6 @@ def test_cancel_while_awaiting_signal(backend, iid, ledger):
     assert not send_signal_ok, "a cancelled run is finished: signals to it are refused"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: two wait_for_signal() with the same signal name and no name= are rejected at "
-    "build ('Duplicate step id'); spec §16.2 and the reference accept them",
-)
 def test_two_waits_same_name_without_node_names(backend, iid):
     wf = (
         Flow("fifo-plain")

@@ -818,7 +818,9 @@ def test_route_branch_ids_may_not_repeat_within_a_branch() -> None:
 
 
 def test_delay_and_signal_ids_share_the_namespace() -> None:
-    _dup(Flow().delay("w", 1).delay("w", 2), "w", "step")
+    # Waits may reuse an id (each gets its own checkpoint key), but not a task's id.
+    waits = Flow().delay("w", 1).delay("w", 2).wait_for_signal("s").wait_for_signal("s").build()
+    assert [n.key for n in waits._inner.nodes] == ["w", "w#2", "s", "s#2"]  # type: ignore[union-attr]
     _dup(Flow().then(a).wait_for_signal("a"), "a", "step")
     _dup(Flow().delay("w", 1).then(a, name="w"), "w")
 

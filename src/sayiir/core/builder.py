@@ -9,6 +9,7 @@ by ``Flow``.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import TypeAlias
 
@@ -210,7 +211,7 @@ class FlowBuilder:
         """The compiled definition; the builder stays usable (``build()`` may be called again)."""
         if not self._nodes:
             raise ValueError("Workflow must have at least one task")
-        nodes = tuple(self._nodes)
+        nodes = _key_waits(tuple(self._nodes), {})
         _claim_ids(nodes, {})
         return WorkflowDefinition(self._name, nodes, self._metadata_json)
 
@@ -298,6 +299,32 @@ def _iter_nodes(chain: Chain) -> Iterator[Node]:
             yield from _iter_nodes(node.body)
 
 
+def _key_waits(chain: Chain, uses: dict[str, int]) -> Chain:
+    """Give every delay and signal wait its own checkpoint key.
+
+    Waits may share an id (two ``wait_for_signal("approve")`` consume two events
+    in turn, as in the reference); the second and later ones are keyed ``id#2``...
+    """
+    out: list[Node] = []
+    for node in chain:
+        if isinstance(node, DelayNode | SignalNode):
+            uses[node.id] = count = uses.get(node.id, 0) + 1
+            if count > 1:
+                node = replace(node, key=f"{node.id}#{count}")
+        elif isinstance(node, ForkNode):
+            node = replace(node, branches=tuple(_key_waits(b, uses) for b in node.branches))
+        elif isinstance(node, RouteNode):
+            node = replace(
+                node,
+                branches=tuple((k, _key_waits(b, uses)) for k, b in node.branches),
+                default=None if node.default is None else _key_waits(node.default, uses),
+            )
+        elif isinstance(node, LoopNode | ChildNode):
+            node = replace(node, body=_key_waits(node.body, uses))
+        out.append(node)
+    return tuple(out)
+
+
 def _claim_ids(chain: Chain, seen: dict[str, None]) -> None:
     """Reject an id used twice by steps whose results are checkpointed under their id.
 
@@ -310,7 +337,7 @@ def _claim_ids(chain: Chain, seen: dict[str, None]) -> None:
         if isinstance(node, TaskNode):
             _claim(node.id, f"Duplicate task id: {node.id!r}", seen)
         elif isinstance(node, DelayNode | SignalNode):
-            _claim(node.id, f"Duplicate step id: {node.id!r}", seen)
+            _claim(node.key, f"Duplicate step id: {node.key!r}", seen)
         elif isinstance(node, ForkNode):
             for branch in node.branches:
                 _claim_ids(branch, seen)

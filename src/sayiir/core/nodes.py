@@ -45,10 +45,19 @@ class TaskNode:
 
 @dataclass(frozen=True, slots=True)
 class DelayNode:
-    """Durable timer: park until ``seconds`` after first reaching the node; pass input through."""
+    """Durable timer: park until ``seconds`` after first reaching the node; pass input through.
+
+    ``key`` is the checkpoint key: the id, or ``id#N`` for the N-th node reusing an id
+    (several waits may share a name; each needs its own checkpoint).
+    """
 
     id: str
     seconds: float
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +67,11 @@ class SignalNode:
     id: str
     signal_name: str
     timeout_secs: float | None = None
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.id)
 
 
 @dataclass(frozen=True, slots=True)

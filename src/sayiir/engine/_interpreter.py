@@ -42,6 +42,7 @@ from sayiir.core.records import (
     QueueItem,
     Status,
     StepRecord,
+    applied_request,
 )
 from sayiir.engine._effects import Call, Parallel, Sleep, Store, Yielding
 from sayiir.engine._invoke import CallResult, TaskTimeout, call_sync
@@ -333,7 +334,7 @@ class Execution:
             if node.seconds > 0:
                 yield Sleep(node.seconds)
             return value
-        key = scope + node.id
+        key = scope + node.key
         wake_at = self._timer(key, node.seconds, lane)
         if self.clock() < wake_at:
             raise _Parked(Status.WAITING, wake_at, node.id, None)
@@ -344,7 +345,7 @@ class Execution:
             raise Failure(
                 f"Cannot resume workflow: AwaitSignal '{node.id}' not supported in sync executor"
             )
-        key = scope + node.id
+        key = scope + node.key
         stored = self.checkpoints.get(key)
         if stored is None:
             yield from self.flush(lane)
@@ -460,6 +461,12 @@ class Execution:
             )
         if delay > 0:
             yield Sleep(delay)
+            if self.durable:
+                # A cancel or pause asked for during the backoff stops the next attempt.
+                record = yield Store("get_instance", self.instance_id)
+                request = None if record is None else record.request or applied_request(record)
+                if request is not None:
+                    raise _Stopped(request)
 
     def _call(
         self,

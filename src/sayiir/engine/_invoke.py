@@ -62,10 +62,11 @@ def _run_coroutine(awaitable: Any, task_id: str, timeout: float | None) -> Any:
     except RuntimeError:
         return asyncio.run(main())
     box: list[Any] = []
+    context = contextvars.copy_context()  # the task context travels with the coroutine
 
     def target() -> None:
         try:
-            box.append((True, asyncio.run(main())))
+            box.append((True, context.run(asyncio.run, main())))
         except BaseException as exc:
             box.append((False, exc))
 

@@ -254,7 +254,11 @@ def task_result(codec: Codec, instance_id: str, task_id: str) -> Yielding:
 
 def _iteration_order(key: str) -> list[int]:
     """Sort ``loop_0@2/loop_1@10/x`` by its iteration numbers, not as text."""
-    return [int(part.split("@")[1]) for part in key.split("/")[:-1] if "@" in part]
+    order = []
+    for part in key.split("/")[:-1]:
+        _, _, number = part.rpartition("@")
+        order.append(int(number) if number.isdigit() else -1)
+    return order
 
 
 def instance_status(codec: Codec, instance_id: str) -> Yielding:
