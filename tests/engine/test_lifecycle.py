@@ -488,11 +488,6 @@ def echo_task(x: Any) -> Any:
     return x
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: run_durable_workflow encodes the input before the conflict check (spec §9.1 "
-    "order: id -> conflict -> encode); use_existing/fail raise TypeError instead",
-)
 @pytest.mark.parametrize("policy", ["fail", "use_existing"])
 def test_conflict_check_comes_before_input_encoding(backend, iid, ledger, policy):
     wf = counted(ledger)

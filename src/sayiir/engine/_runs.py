@@ -147,6 +147,20 @@ def _execute(execution: Execution, instance_id: str, value: Any, inline: bool) -
     return _status_from_final(final, output)
 
 
+def _existing(
+    definition: WorkflowDefinition,
+    codec: Codec,
+    existing: InstanceRecord,
+    policy: str,
+    instance_id: str,
+) -> WorkflowStatus:
+    """The conflict policy applied to an instance that already exists."""
+    _check_hash(definition, existing)
+    if policy == "use_existing":
+        return status_from_record(existing, codec)
+    raise InstanceAlreadyExistsError(instance_id)
+
+
 def plain_run(
     definition: WorkflowDefinition, registry: Registry, codec: Codec, value: Any
 ) -> Yielding:
@@ -177,7 +191,14 @@ def start_run(
 ) -> Yielding:
     """Create the instance (per the conflict policy) and run it as far as it goes."""
     check_instance_id(instance_id)
-    data = codec.encode(value)
+    try:
+        data = codec.encode(value)
+    except TypeError:
+        # The conflict check comes first (spec order): an existing instance wins.
+        existing = yield Store("get_instance", instance_id)
+        if existing is None or policy == "terminate_existing":
+            raise
+        return _existing(definition, codec, existing, policy, instance_id)
     value = value if type(value) in _SCALARS else codec.decode(data)
     now = clock()
     record = InstanceRecord(
@@ -191,10 +212,7 @@ def start_run(
     )
     existing = yield Store("create_instance", record, replace=policy == "terminate_existing")
     if existing is not None:
-        _check_hash(definition, existing)
-        if policy == "use_existing":
-            return status_from_record(existing, codec)
-        raise InstanceAlreadyExistsError(instance_id)
+        return _existing(definition, codec, existing, policy, instance_id)
     execution = Execution(definition, registry, codec, instance_id, durable=True, clock=clock)
     return (yield from _execute(execution, instance_id, value, inline))
 
@@ -224,10 +242,7 @@ def submit_run(
     )
     existing = yield Store("create_instance", record, replace=policy == "terminate_existing")
     if existing is not None:
-        _check_hash(definition, existing)
-        if policy == "use_existing":
-            return status_from_record(existing, codec)
-        raise InstanceAlreadyExistsError(instance_id)
+        return _existing(definition, codec, existing, policy, instance_id)
     return WorkflowStatus("in_progress")
 
 
