@@ -112,6 +112,10 @@ class InMemoryBackend:
     def record_attempt(self, instance_id: str, attempt: AttemptRecord) -> ControlRequest | None:
         with self._lock:
             inst = self._get(instance_id)
+            # One record per (key, attempt): a failure replaces the attempt's "running" row.
+            inst.attempts = [
+                a for a in inst.attempts if (a.key, a.attempt) != (attempt.key, attempt.attempt)
+            ]
             inst.attempts.append(attempt)
             return self._touch(inst)
 

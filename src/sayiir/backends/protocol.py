@@ -58,7 +58,10 @@ class Storage(Protocol):
         ...
 
     def record_attempt(self, instance_id: str, attempt: AttemptRecord) -> ControlRequest | None:
-        """Store a started (with deadline) or failed task attempt; return the pending request."""
+        """Store a started (with deadline) or failed task attempt; return the pending request.
+
+        There is one record per (key, attempt): a later record replaces an earlier one.
+        """
         ...
 
     def consume_signal(self, instance_id: str, signal_name: str, key: str) -> bytes | None:
