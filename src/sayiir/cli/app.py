@@ -1,4 +1,6 @@
-"""The ``sayiir`` command: schema migrations from a deploy step.
+"""The ``sayiir`` command: schema migrations from a deploy step, and workers.
+
+    sayiir worker myapp.flows:workflows --url postgresql://db/sayiir --concurrency 4
 
 ``PostgresBackend`` migrates on first use; teams whose runtime role may not change the
 schema (``auto_migrate=False``) apply migrations here instead::
@@ -14,9 +16,12 @@ visible to other users of the machine).
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
+import socket
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 __all__ = ["main"]
 
@@ -54,7 +59,75 @@ def _parser() -> _Parser:
         metavar="SECS",
         help="how long to retry while the database is unreachable (10)",
     )
+    worker = commands.add_parser(
+        "worker",
+        help="run a worker that executes submitted workflows",
+        description="Serve the workflows found at MODULE:ATTRIBUTE until SIGTERM or SIGINT; "
+        "running tasks finish (and are checkpointed) before the process exits.",
+    )
+    worker.add_argument(
+        "target",
+        metavar="MODULE:ATTRIBUTE",
+        help="a Workflow, a list of them, or a function returning them (e.g. app.flows:workflows)",
+    )
+    worker.add_argument(
+        "--url",
+        default=os.environ.get("SAYIIR_DATABASE_URL"),
+        help="postgresql:// URL of the shared database (default: $SAYIIR_DATABASE_URL)",
+    )
+    worker.add_argument("--schema", default="public", help="schema of the tables (public)")
+    worker.add_argument("--table-prefix", default="sayiir_", help="table prefix (sayiir_)")
+    worker.add_argument("--id", dest="worker_id", help="worker id (default: <host>-<pid>)")
+    worker.add_argument("--concurrency", type=int, default=1, help="tasks run at once (1)")
+    worker.add_argument("--poll-interval", type=float, default=5.0, metavar="SECS")
+    worker.add_argument("--claim-ttl", type=float, default=300.0, metavar="SECS")
+    worker.add_argument("--tags", default="", help="comma-separated task tags this worker serves")
+    worker.add_argument("--log-level", default="info", help="debug, info, warning (info)")
     return parser
+
+
+def _load_workflows(target: str) -> list[Any]:
+    """Import ``module:attribute`` and return the workflows it names."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"expected MODULE:ATTRIBUTE (e.g. app.flows:workflows), got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`: the current directory's modules
+    value: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        value = getattr(value, part)
+    if callable(value) and not hasattr(value, "_inner"):
+        value = value()
+    workflows = list(value) if isinstance(value, list | tuple) else [value]
+    for wf in workflows:
+        if not hasattr(wf, "_inner"):
+            raise TypeError(f"{target} must name Workflow objects, found {type(wf).__name__}")
+    return workflows
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from sayiir.backends.postgres import PostgresBackend
+    from sayiir.distributed.worker import Worker
+    from sayiir.observability.tracing import init_tracing
+
+    if not args.url:
+        raise ValueError("--url (or $SAYIIR_DATABASE_URL) is required")
+    os.environ.setdefault("SAYIIR_LOG", args.log_level)
+    init_tracing()
+    workflows = _load_workflows(args.target)
+    backend = PostgresBackend(args.url, schema=args.schema, table_prefix=args.table_prefix)
+    worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+    tags = [t.strip() for t in args.tags.split(",") if t.strip()]
+    with backend:
+        Worker(
+            worker_id,
+            backend,
+            poll_interval=args.poll_interval,
+            claim_ttl=args.claim_ttl,
+            max_concurrent_tasks=args.concurrency,
+            tags=tags,
+        ).run(workflows)
+    return 0
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -95,9 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 1
     from sayiir.errors import WorkflowError
 
+    command = {"migrate": _migrate, "worker": _worker}[args.command]
     try:
-        return _migrate(args)
-    except (WorkflowError, ValueError, TypeError, ImportError) as exc:
+        return command(args)
+    except (WorkflowError, ValueError, TypeError, ImportError, AttributeError) as exc:
         # Our errors are already redacted (BackendError never carries the password).
         print(f"sayiir {args.command}: error: {exc}", file=sys.stderr)
         return 1
