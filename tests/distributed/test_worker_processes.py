@@ -1,0 +1,201 @@
+"""Real worker processes over PostgreSQL: drain, crash, stall, stop, park, route.
+
+Workers are started with the real command (``python -m sayiir.cli worker``) and are
+really killed (SIGKILL), stopped (SIGSTOP) and terminated (SIGTERM). Tasks write a
+ledger line per execution (see workerapp.py); the database tells what was completed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from sayiir import PostgresBackend, WorkflowClient
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+workerapp: Any = importlib.import_module("workerapp")  # the module the workers serve
+
+pytestmark = pytest.mark.postgres
+
+
+class Cluster:
+    """Worker processes sharing the module's database, and a client to drive them."""
+
+    def __init__(self, dsn: str, ledger: Path) -> None:
+        self.dsn = dsn
+        self.ledger = ledger
+        self.backend = PostgresBackend(dsn)
+        self.client = WorkflowClient(self.backend)
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(
+        self,
+        worker_id: str,
+        *,
+        claim_ttl: float = 5.0,
+        poll: float = 0.5,
+        concurrency: int = 1,
+        tags: str = "",
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        cmd = [
+            sys.executable, "-m", "sayiir.cli", "worker", "workerapp:workflows",
+            "--url", self.dsn, "--id", worker_id, "--poll-interval", str(poll),
+            "--claim-ttl", str(claim_ttl), "--concurrency", str(concurrency),
+            "--tags", tags, "--log-level", "warning",
+        ]  # fmt: skip
+        full_env = {**os.environ, "SAYIIR_TEST_LEDGER": str(self.ledger), **(env or {})}
+        proc = subprocess.Popen(
+            cmd, cwd=HERE, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        self.procs.append(proc)
+        return proc
+
+    def lines(self) -> list[tuple[str, str, int, str]]:
+        if not self.ledger.exists():
+            return []
+        out = []
+        for line in self.ledger.read_text().splitlines():
+            instance, task_id, pid, event = line.split()
+            out.append((instance, task_id, int(pid), event))
+        return out
+
+    def completed_twice(self) -> list[tuple[Any, ...]]:
+        with psycopg.connect(self.dsn) as conn:
+            return conn.execute(
+                "SELECT instance_id, task_key, count(*) FROM sayiir_task_executions "
+                "WHERE status = 'completed' GROUP BY 1, 2 HAVING count(*) > 1"
+            ).fetchall()
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+            proc.wait(10)
+        self.backend.close()
+
+
+@pytest.fixture
+def cluster(pg_dsn: str, tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(pg_dsn, tmp_path / "ledger.txt")
+    yield c
+    c.close()
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s")
+        time.sleep(0.05)
+
+
+def test_three_workers_drain_fork_runs_each_task_once(cluster: Cluster) -> None:
+    runs = [f"fan-{i}" for i in range(24)]
+    for i, run in enumerate(runs):
+        cluster.client.submit(workerapp.fan, run, i)
+    for n in range(3):
+        cluster.start(f"w{n}", concurrency=2)
+    wait_until(
+        lambda: all(cluster.client.status(r).is_completed() for r in runs), 60, "all runs done"
+    )
+    for i, run in enumerate(runs):
+        assert cluster.client.status(run).output == (3 * i + 6) * 10
+    executions = Counter((inst, task) for inst, task, _, _ in cluster.lines())
+    assert set(executions.values()) == {1}
+    assert len(executions) == len(runs) * 6
+    branch_pids = {
+        inst: {pid for i2, task, pid, _ in cluster.lines() if i2 == inst and "branch" in task}
+        for inst in runs
+    }
+    assert any(len(pids) > 1 for pids in branch_pids.values()), "branches never spread"
+    assert cluster.completed_twice() == []
+
+
+def test_kill_9_mid_task_reruns_it_elsewhere(cluster: Cluster) -> None:
+    env = {"SAYIIR_TEST_SLOW_SECS": "2"}
+    first = cluster.start("a", claim_ttl=1.5, env=env)
+    cluster.client.submit(workerapp.sleepy, "crash", 1)
+    wait_until(lambda: any(t == "slow" for _, t, _, _ in cluster.lines()), what="slow started")
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait(5)
+    second = cluster.start("b", claim_ttl=1.5, env=env)
+    wait_until(lambda: cluster.client.status("crash").is_completed(), 30, "run completed")
+    slow_events = [(pid, ev) for _, t, pid, ev in cluster.lines() if t == "slow"]
+    assert slow_events[0] == (first.pid, "start")
+    assert (second.pid, "end") in slow_events and (first.pid, "end") not in slow_events
+    assert cluster.client.status("crash").output == {"value": 2, "pid": second.pid}
+    assert [t for _, t, _, _ in cluster.lines()].count("begin") == 1  # checkpointed, not redone
+    assert cluster.completed_twice() == []
+
+
+def test_stalled_worker_is_fenced_off_when_it_wakes_up(cluster: Cluster) -> None:
+    env = {"SAYIIR_TEST_SLOW_SECS": "2"}
+    zombie = cluster.start("zombie", claim_ttl=1.0, env=env)
+    cluster.client.submit(workerapp.sleepy, "stall", 1)
+    wait_until(lambda: any(t == "slow" for _, t, _, _ in cluster.lines()), what="slow started")
+    os.kill(zombie.pid, signal.SIGSTOP)  # no heartbeat: its lease runs out
+    healthy = cluster.start("healthy", claim_ttl=5.0, env=env)
+    wait_until(
+        lambda: any(pid == healthy.pid for _, t, pid, _ in cluster.lines() if t == "slow"),
+        what="slow taken over",
+    )
+    os.kill(zombie.pid, signal.SIGCONT)  # finishes its sleep before the healthy worker
+    wait_until(lambda: cluster.client.status("stall").is_completed(), 30, "run completed")
+    ends = [pid for _, t, pid, ev in cluster.lines() if t == "slow" and ev == "end"]
+    assert zombie.pid in ends and healthy.pid in ends  # both ran it to the end...
+    # ...but only the worker holding the current claim wrote its result.
+    assert cluster.client.get_task_result("stall", "slow") == {"value": 2, "pid": healthy.pid}
+    assert cluster.client.status("stall").output == {"value": 2, "pid": healthy.pid}
+    assert cluster.completed_twice() == []
+
+
+def test_sigterm_finishes_the_running_task_then_exits(cluster: Cluster) -> None:
+    env = {"SAYIIR_TEST_SLOW_SECS": "1.5"}
+    worker = cluster.start("stopping", env=env)
+    cluster.client.submit(workerapp.sleepy, "term", 4)
+    wait_until(lambda: any(t == "slow" for _, t, _, _ in cluster.lines()), what="slow started")
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(15) == 0
+    assert cluster.client.get_task_result("term", "slow") == {"value": 5, "pid": worker.pid}
+    assert "after_slow" not in [t for _, t, _, _ in cluster.lines()]
+    cluster.start("next")
+    wait_until(lambda: cluster.client.status("term").is_completed(), 30, "run completed")
+    tasks = Counter(t for _, t, _, ev in cluster.lines() if ev in ("run", "end"))
+    assert tasks == {"begin": 1, "slow": 1, "after_slow": 1}
+
+
+def test_delay_and_signal_with_no_worker_waiting_on_them(cluster: Cluster) -> None:
+    cluster.start("w")
+    cluster.client.submit(workerapp.parked, "park", 7)
+    wait_until(lambda: cluster.client.status("park").is_waiting(), what="waiting")
+    wait_until(lambda: cluster.client.status("park").is_awaiting_signal(), what="awaiting signal")
+    cluster.client.send_signal("park", "go", 8)
+    wait_until(lambda: cluster.client.status("park").is_completed(), what="completed")
+    assert cluster.client.status("park").output == 80
+
+
+def test_tagged_tasks_run_only_on_workers_serving_the_tag(cluster: Cluster) -> None:
+    plain = cluster.start("plain")
+    cluster.client.submit(workerapp.tagged, "gpu-run", 3)
+    time.sleep(2.0)
+    assert not cluster.client.status("gpu-run").is_completed()
+    gpu = cluster.start("gpu", tags="gpu")
+    wait_until(lambda: cluster.client.status("gpu-run").is_completed(), what="completed")
+    assert cluster.client.status("gpu-run").output == 6
+    ran_on = {t: pid for _, t, pid, _ in cluster.lines()}
+    assert ran_on["on_gpu"] == gpu.pid
+    assert plain.poll() is None  # the plain worker is still serving

@@ -1,0 +1,120 @@
+"""Workflows served by the worker processes of test_worker_processes.py.
+
+Every task appends "<instance> <task> <pid> <event>" to the ledger file named by
+$SAYIIR_TEST_LEDGER (one small O_APPEND write per line, so lines never mix), which
+lets the tests see which process ran what, and how often.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from sayiir import Flow, get_task_context, task
+
+
+def note(event: str = "run") -> None:
+    ctx = get_task_context()
+    assert ctx is not None
+    line = f"{ctx.instance_id} {ctx.task_id} {os.getpid()} {event}\n".encode()
+    fd = os.open(os.environ["SAYIIR_TEST_LEDGER"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def pause() -> None:
+    time.sleep(float(os.environ.get("SAYIIR_TEST_TASK_SECS", "0.05")))
+
+
+@task
+def begin(x: int) -> int:
+    note()
+    return x
+
+
+@task
+def branch_a(x: int) -> int:
+    note()
+    pause()
+    return x + 1
+
+
+@task
+def branch_b(x: int) -> int:
+    note()
+    pause()
+    return x + 2
+
+
+@task
+def branch_c(x: int) -> int:
+    note()
+    pause()
+    return x + 3
+
+
+@task
+def gather(parts: dict[str, int]) -> int:
+    note()
+    return sum(parts.values())
+
+
+@task
+def finish(x: int) -> int:
+    note()
+    return x * 10
+
+
+@task
+def slow(x: int) -> dict[str, int]:
+    """Long enough to be killed or stopped in the middle; returns who finished it."""
+    note("start")
+    time.sleep(float(os.environ.get("SAYIIR_TEST_SLOW_SECS", "3")))
+    note("end")
+    return {"value": x + 1, "pid": os.getpid()}
+
+
+@task
+def after_slow(result: dict[str, int]) -> dict[str, int]:
+    note()
+    return result
+
+
+@task(tags=["gpu"])
+def on_gpu(x: int) -> int:
+    note()
+    return x * 2
+
+
+@task(priority=1)
+def urgent(x: int) -> int:
+    note()
+    return x
+
+
+@task(priority=5)
+def lazy(x: int) -> int:
+    note()
+    return x
+
+
+fan = (
+    Flow("fan")
+    .then(begin)
+    .fork()
+    .branch(branch_a)
+    .branch(branch_b)
+    .branch(branch_c)
+    .join(gather)
+    .then(finish)
+    .build()
+)
+sleepy = Flow("sleepy").then(begin).then(slow).then(after_slow).build()
+parked = Flow("parked").then(begin).delay("nap", 0.5).wait_for_signal("go").then(finish).build()
+tagged = Flow("tagged").then(begin).then(on_gpu).build()
+urgent_flow = Flow("urgent").then(urgent).build()
+lazy_flow = Flow("lazy").then(lazy).build()
+
+workflows = [fan, sleepy, parked, tagged, urgent_flow, lazy_flow]
