@@ -27,7 +27,11 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 workerapp: Any = importlib.import_module("workerapp")  # the module the workers serve
 
-pytestmark = pytest.mark.postgres
+pytestmark = [
+    pytest.mark.postgres,
+    # TEMPORARY while the PostgreSQL queue lands (removed in the same change set).
+    pytest.mark.skipif(not hasattr(PostgresBackend, "claim"), reason="PostgreSQL queue not built"),
+]
 
 
 class Cluster:
