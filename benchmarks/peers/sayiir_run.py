@@ -42,13 +42,14 @@ def make_backend(mode: str, url: str, path: str) -> Any:
         try:
             from sayiir import SqliteBackend  # type: ignore[attr-defined,unused-ignore]
         except (ImportError, AttributeError) as exc:
-            raise NotAvailable(f"no SqliteBackend in this sayiir ({exc})") from exc
+            version = getattr(sayiir, "__version__", "?")
+            raise NotAvailable(f"sayiir {version} has no SqliteBackend") from exc
         return SqliteBackend(path)
     if mode == "postgres":
         try:
             from sayiir import PostgresBackend
         except (ImportError, AttributeError) as exc:
-            raise NotAvailable(f"PostgresBackend does not import ({exc})") from exc
+            raise NotAvailable(f"PostgresBackend does not import: {exc}") from exc
         return PostgresBackend(url)
     return InMemoryBackend()
 

@@ -32,6 +32,10 @@ from benchmarks.shapes import Recorder, final_task, tasks_per_run
 from benchmarks.workloads import build
 
 
+class HelperFailed(Exception):
+    """A worker or the signalling process did not start; the message is its last error line."""
+
+
 def _instance_id() -> str:
     ctx = sayiir.get_task_context()
     return "?" if ctx is None else str(ctx.instance_id)
@@ -64,6 +68,7 @@ class Progress:
         self.final = final
         self.done: set[str] = set()
         self.started: set[str] = set()
+        self.changed = time.monotonic()
 
     def poll(self) -> None:
         for n, path in enumerate(self.files):
@@ -73,6 +78,8 @@ class Progress:
                 f.seek(self.offsets[n])
                 chunk = f.read()
             complete = chunk[: chunk.rfind("\n") + 1]
+            if complete:
+                self.changed = time.monotonic()
             self.offsets[n] += len(complete)
             for line in complete.splitlines():
                 instance, task, _, _ = line.split()
@@ -81,8 +88,11 @@ class Progress:
                 elif task == "first":
                     self.started.add(instance)
 
-    def wait(self, count: int, which: str, deadline: float) -> bool:
-        while time.monotonic() < deadline:
+    def wait(self, count: int, which: str, deadline: float, stall: float) -> bool:
+        """Until ``count`` runs reached ``which``; False at the deadline or after ``stall``
+        seconds without a single task finishing."""
+        self.changed = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - self.changed < stall:
             self.poll()
             if len(getattr(self, which)) >= count:
                 return True
@@ -90,16 +100,20 @@ class Progress:
         return False
 
 
-def _spawn(cmd: list[str]) -> subprocess.Popen[str]:
-    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    return proc
+def _spawn(cmd: list[str], errors: Path) -> subprocess.Popen[str]:
+    """Start a helper process; its stderr goes to ``errors`` (read back when it fails)."""
+    with errors.open("w") as err:
+        return subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True
+        )
 
 
-def _expect(proc: subprocess.Popen[str], word: str) -> None:
+def _expect(proc: subprocess.Popen[str], word: str, errors: Path) -> None:
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     if line != word:
-        raise RuntimeError(f"{proc.args!r}: expected {word!r}, got {line!r}")
+        lines = errors.read_text().strip().splitlines() if errors.exists() else []
+        raise HelperFailed(lines[-1] if lines else f"expected {word!r}, got {line!r}")
 
 
 def _tell(proc: subprocess.Popen[str], word: str) -> None:
@@ -123,22 +137,31 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
     workers = []
     for n in range(args.workers):
         opts = ["--id", str(n), "--timings", str(files[n]), "--poll", str(args.poll)]
-        workers.append(_spawn([*base, "serve", *common, *opts, "--ttl", str(args.ttl)]))
+        cmd = [*base, "serve", *common, *opts, "--ttl", str(args.ttl)]
+        workers.append(_spawn(cmd, workdir / f"worker-{n}.err"))
     tag = f"{args.prefix}-{os.getpid()}-{time.time_ns()}"
     signaller = None
     if args.workload == "signal":
         sig = [sys.executable, "-m", "benchmarks.peers.sayiir_signal", "--mode", "postgres"]
         sig += ["--url", args.url, "--prefix", tag, "--runs", str(args.runs)]
-        signaller = _spawn([*sig, "--times", str(workdir / "signals.txt")])
+        signaller = _spawn([*sig, "--times", str(workdir / "signals.txt")], workdir / "sig.err")
     try:
-        for proc in [*workers, *([signaller] if signaller else [])]:
-            _expect(proc, "ready")
+        for n, proc in enumerate(workers):
+            _expect(proc, "ready", workdir / f"worker-{n}.err")
+        if signaller is not None:
+            _expect(signaller, "ready", workdir / "sig.err")
         return _submit_and_wait(args, client, wf, tag, files, signaller, workdir)
     finally:
-        for proc in workers:
-            if proc.poll() is None:
-                _tell(proc, "stop")
-        for proc in [*workers, *([signaller] if signaller else [])]:
+        helpers = [*workers, *([signaller] if signaller else [])]
+        for proc in helpers:
+            try:  # workers read "stop"; the signalling process reads EOF
+                if proc in workers:
+                    _tell(proc, "stop")
+                assert proc.stdin is not None
+                proc.stdin.close()
+            except OSError:
+                pass
+        for proc in helpers:
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
@@ -167,10 +190,10 @@ def _submit_and_wait(
     (workdir / "submits.txt").write_text("".join(lines))
     ok = True
     if signaller is not None:
-        ok = progress.wait(args.runs, "started", deadline)
+        ok = progress.wait(args.runs, "started", deadline, args.stall)
         _tell(signaller, "go")
-        _expect(signaller, "done")
-    ok = ok and progress.wait(args.runs, "done", deadline)
+        _expect(signaller, "done", workdir / "sig.err")
+    ok = ok and progress.wait(args.runs, "done", deadline, args.stall)
     result: dict[str, Any] = {
         "status": "ok" if ok else "error",
         "engine_version": getattr(sayiir, "__version__", "?"),
@@ -182,7 +205,10 @@ def _submit_and_wait(
         "workdir": str(workdir),
     }
     if not ok:
-        result["reason"] = f"timed out: {len(progress.done)} of {args.runs} runs finished"
+        result["reason"] = (
+            f"stalled: {len(progress.done)} of {args.runs} runs finished, "
+            f"no task ran for {args.stall:.0f} s"
+        )
     return result
 
 
@@ -197,7 +223,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", default="/tmp/sayiir-bench-workers")
     parser.add_argument("--poll", type=float, default=0.1, help="worker poll_interval (s)")
     parser.add_argument("--ttl", type=float, default=30.0, help="worker claim_ttl (s)")
-    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--timeout", type=float, default=1200.0)
+    parser.add_argument("--stall", type=float, default=20.0, help="give up after idle seconds")
     parser.add_argument("--prefix", default="w")
     parser.add_argument("--id", default="0")
     parser.add_argument("--timings", default="")
@@ -211,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
         result = {"status": "n/a", "reason": str(exc)}
     except ImportError as exc:
         result = {"status": "n/a", "reason": f"worker does not import ({exc})"}
+    except HelperFailed as exc:
+        result = {"status": "n/a", "reason": f"a worker process did not start: {exc}"}
     print(json.dumps(result), flush=True)
 
 
