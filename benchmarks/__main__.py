@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     cases = _select(args)
     engines = [e for e in plan.ENGINES if not args.engine or e in args.engine]
-    ctx = runner.prepare(engines)
+    ctx = runner.prepare(engines, not args.no_charts, _log)
     ctx.case_timeout = 300.0 if args.quick else 1800.0
     ctx.stall = 10.0 if args.quick else 30.0
     setup = time.monotonic() - started
@@ -137,6 +137,8 @@ def _finish(args: argparse.Namespace, data: dict[str, Any]) -> None:
     _log(f"results: {path.relative_to(ROOT.parent)}; total {data['duration_s']} s")
     full = not (args.quick or args.headline or args.workload or args.mode or args.engine)
     write_docs = full if args.docs is None else args.docs
+    if write_docs and not full:
+        data = _merge(DOCS / "benchmarks.json", data)
     img = DOCS / "img" if write_docs else RESULTS / f"{stamp}-img"
     charts: list[str] = []
     if not args.no_charts:
@@ -149,6 +151,30 @@ def _finish(args: argparse.Namespace, data: dict[str, Any]) -> None:
         (DOCS / "benchmarks.json").write_text(json.dumps(data, indent=1) + "\n")
         docs.write(data, DOCS / "benchmarks.md", charts)
         _log("wrote docs/benchmarks.md, docs/benchmarks.json and docs/img/")
+
+
+def _merge(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """A partial run (--docs with filters) replaces its cases in the committed results."""
+    if not path.exists():
+        return data
+    old: dict[str, Any] = json.loads(path.read_text())
+
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r["workload"], r["mode"], r["size"], r["engine"])
+
+    fresh = {key(r): r for r in data["results"]}
+    merged = [fresh.pop(key(r), r) for r in old["results"]] + list(fresh.values())
+    old["results"] = merged
+    old["pgbench"] = data["pgbench"] or old.get("pgbench", {})
+    old["profile"] = data.get("profile") or old.get("profile")
+    old.setdefault("updates", []).append(
+        {
+            "started": data["started"],
+            "cases": len(data["results"]),
+            "commit": data["machine"]["commit"],
+        }
+    )
+    return old
 
 
 def render(args: argparse.Namespace) -> int:

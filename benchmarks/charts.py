@@ -6,6 +6,8 @@ running venv on first use (``pip install matplotlib``); when that fails, charts 
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,15 +21,22 @@ MARKERS = {"plain": "o", "durable-memory": "s", "sqlite": "^", "postgres": "D"}
 MARKERS.update({"workers-1": "v", "workers-2": "<", "workers-4": ">"})
 
 
+def matplotlib_ready(log: Callable[[str], None]) -> bool:
+    """Import matplotlib, installing it into this venv first when it is missing."""
+    if importlib.util.find_spec("matplotlib") is not None:
+        return True
+    log("installing matplotlib into this venv (dev-only, for the charts)")
+    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "matplotlib"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    importlib.invalidate_caches()
+    return proc.returncode == 0
+
+
 def _matplotlib(log: Callable[[str], None]) -> Any:
-    try:
-        import matplotlib
-    except ImportError:
-        log("matplotlib not installed: pip install matplotlib (dev-only, for charts)")
-        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "matplotlib"]
-        if subprocess.run(cmd, check=False).returncode != 0:
-            return None
-        import matplotlib
+    if not matplotlib_ready(log):
+        return None
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

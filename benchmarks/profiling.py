@@ -9,7 +9,10 @@ prints the split of wall time per step into:
 * database - the storage backends (``sayiir/backends``), sqlite3, psycopg and waiting on the
   server (socket reads and polls)
 * tasks    - the workload's own task bodies
-* other    - everything else (interpreter, stdlib glue)
+* other    - what is left: the profiled loop itself, and calls that no part made
+
+C builtins and standard-library helpers (``dict.get``, ``re``, ``contextlib``...) count for
+the part that called them.
 
 cProfile adds a fixed cost per Python call, so the split is a guide to where the time goes,
 not an exact account; the unprofiled µs/step is in the main table.
@@ -51,13 +54,48 @@ def classify(filename: str, name: str) -> str:
     return "other"
 
 
+Func = tuple[str, int, str]
+
+
+def _shares(
+    stats: dict[Func, Any], func: Func, memo: dict[Func, dict[str, float]]
+) -> dict[str, float]:
+    """How ``func``'s own time divides between the parts.
+
+    sayiir, the backends, the drivers and the task bodies are classified by file. Anything
+    else (C builtins, ``re``, ``contextlib``, ...) is charged to whoever called it, in
+    proportion to the time spent in it from each caller.
+    """
+    if func in memo:
+        return memo[func]
+    part = classify(func[0], func[2])
+    if part != "other" or not stats[func][4]:
+        memo[func] = {part: 1.0}
+        return memo[func]
+    memo[func] = {"other": 1.0}  # recursion guard
+    callers = stats[func][4]
+    total = sum(row[2] for row in callers.values()) or 1.0
+    mix: dict[str, float] = {}
+    for caller, row in callers.items():
+        if caller not in stats:
+            continue
+        for name, weight in _shares(stats, caller, memo).items():
+            mix[name] = mix.get(name, 0.0) + weight * row[2] / total
+    memo[func] = mix or {"other": 1.0}
+    return memo[func]
+
+
 def split(stats: pstats.Stats, steps: int) -> tuple[dict[str, float], list[tuple[str, float]]]:
     """Own time per part and the top functions, in µs per step."""
+    raw: dict[Func, Any] = stats.stats  # type: ignore[attr-defined]
     parts = dict.fromkeys(PARTS, 0.0)
+    memo: dict[Func, dict[str, float]] = {}
     funcs = []
-    for (filename, line, name), row in stats.stats.items():  # type: ignore[attr-defined]
+    for func, row in raw.items():
         own = row[2]
-        parts[classify(filename, name)] += own
+        for name, weight in _shares(raw, func, memo).items():
+            parts[name] += own * weight
+        filename, line, name = func
         short = f"{Path(filename).name}:{line}:{name}" if filename != "~" else name
         funcs.append((short, own))
     funcs.sort(key=lambda f: f[1], reverse=True)

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,16 +43,22 @@ class Context:
     scratch: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sayiir-bench-")))
 
 
-def prepare(engines: list[str], log: bool = True) -> Context:
+def prepare(engines: list[str], charts: bool, log: Callable[[str], None]) -> Context:
+    """Peer venvs (and matplotlib for the charts) are installed in parallel."""
     ctx = Context()
     ctx.pythons["ours"] = Path(sys.executable)
-    for name in engines:
-        if name == "ours":
-            continue
-        python, reason = venvs.ensure(name, log=log)
-        ctx.pythons[name] = python
-        if python is None:
-            ctx.missing[name] = reason
+    peers = [name for name in engines if name != "ours"]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        jobs = {name: pool.submit(venvs.ensure, name, log) for name in peers}
+        if charts:
+            from benchmarks.charts import matplotlib_ready
+
+            pool.submit(matplotlib_ready, log)
+        for name, job in jobs.items():
+            python, reason = job.result()
+            ctx.pythons[name] = python
+            if python is None:
+                ctx.missing[name] = reason
     ctx.pg_missing = pg.unavailable()
     return ctx
 

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -28,7 +29,7 @@ def _base_python() -> str:
     return getattr(sys, "_base_executable", None) or sys.executable
 
 
-def ensure(name: str, log: bool = True) -> tuple[Path | None, str]:
+def ensure(name: str, log: Callable[[str], None] = print) -> tuple[Path | None, str]:
     """The peer's interpreter, or ``None`` and the reason it could not be set up."""
     requirements = PEERS[name]
     venv = VENVS / name
@@ -36,8 +37,7 @@ def ensure(name: str, log: bool = True) -> tuple[Path | None, str]:
     want = "\n".join(requirements)
     if python_of(venv).exists() and stamp.exists() and stamp.read_text() == want:
         return python_of(venv), ""
-    if log:
-        print(f"[bench] creating peer venv {venv} ({' '.join(requirements)})", flush=True)
+    log(f"creating peer venv {venv.relative_to(ROOT.parent)} ({' '.join(requirements)})")
     shutil.rmtree(venv, ignore_errors=True)
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     steps = [
@@ -51,4 +51,5 @@ def ensure(name: str, log: bool = True) -> tuple[Path | None, str]:
             shutil.rmtree(venv, ignore_errors=True)
             return None, f"venv setup failed: {tail[0][:200]}"
     stamp.write_text(want)
+    log(f"peer venv {name} ready")
     return python_of(venv), ""
