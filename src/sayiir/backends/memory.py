@@ -122,6 +122,8 @@ class InMemoryBackend:
     def consume_signal(self, instance_id: str, signal_name: str, key: str) -> bytes | None:
         with self._lock:
             inst = self._get(instance_id)
+            if key in inst.checkpoints:  # a repeated call: the event was consumed already
+                return inst.checkpoints[key]
             queue = self._signals.get((instance_id, signal_name))
             if not queue:
                 return None

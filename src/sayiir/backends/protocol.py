@@ -65,7 +65,10 @@ class Storage(Protocol):
         ...
 
     def consume_signal(self, instance_id: str, signal_name: str, key: str) -> bytes | None:
-        """Atomically pop the oldest buffered event and store it as checkpoint ``key``."""
+        """Atomically pop the oldest buffered event and store it as checkpoint ``key``.
+
+        Idempotent per ``key``: if that checkpoint exists, return it and pop nothing.
+        """
         ...
 
     def finish(self, instance_id: str, final: FinalState, steps: Sequence[StepRecord]) -> None:

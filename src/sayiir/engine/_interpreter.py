@@ -412,6 +412,15 @@ class Execution:
             assert result.error is not None
             failures += 1
             if failures > max_retries:
+                if self.durable:  # the last attempt is a task execution too
+                    now = self.clock()
+                    error = describe(result.error)
+                    attempt_record = AttemptRecord(
+                        key, node.id, failures, "failed", started, now, error,
+                        worker_id=self.worker_id,
+                    )  # fmt: skip
+                    yield from self.flush(lane, check=False)
+                    yield Store("record_attempt", self.instance_id, attempt_record)
                 raise _task_failure(result.error)
             assert policy is not None
             yield from self._record_failure(
