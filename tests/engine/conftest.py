@@ -44,7 +44,14 @@ PATHS = ["plain", *BACKENDS]
 
 
 def make_backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    """A new backend of ``kind``; skips when its package is not there (yet)."""
+    """A new, connected backend of ``kind``; skips when its package is not there (yet)."""
+    backend = _new_backend(kind, request, tmp_path)
+    # Connect (and migrate) now, so that timing assertions in tests measure the engine.
+    backend.get_instance("warm-up")
+    return backend
+
+
+def _new_backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     if kind == "memory":
         return InMemoryBackend()
     if kind == "sqlite":
@@ -147,6 +154,22 @@ def wake_at_timestamp(text: str) -> float:
 @pytest.fixture
 def parse_wake_at() -> Callable[[str], float]:
     return wake_at_timestamp
+
+
+def same_instant(a: str | None, b: str | None) -> bool:
+    """Two ``wake_at`` strings for the same instant, up to 1 µs of storage rounding.
+
+    Exact equality is checked once, in ``test_wake_at_is_stable_across_reads``; other tests
+    use this so that they test their own subject.
+    """
+    if a is None or b is None:
+        return a is b
+    return abs(wake_at_timestamp(a) - wake_at_timestamp(b)) <= 1.5e-6
+
+
+@pytest.fixture
+def same_wake_at() -> Callable[[str | None, str | None], bool]:
+    return same_instant
 
 
 @dataclass

@@ -288,10 +288,17 @@ def test_runner_fork_is_concurrent(backend, iid):
         return "b"
 
     wf = Flow("afork").fork().branch(a).branch(b).join(lambda d: d).build()
-    t0 = time.perf_counter()
-    status = asyncio.run(CheckpointingRunner(backend).run(wf, iid, 0))
+
+    async def main() -> Any:
+        runner = CheckpointingRunner(backend)
+        await runner.run(Flow("warm").then(s_inc).build(), iid + "-warm", 0)
+        t0 = time.perf_counter()
+        status = await runner.run(wf, iid, 0)
+        return status, time.perf_counter() - t0
+
+    status, elapsed = asyncio.run(main())
     assert status.output == {"a": "a", "b": "b"}
-    assert time.perf_counter() - t0 < 0.55
+    assert elapsed < 0.55
 
 
 def test_runner_timeout_and_context(backend, iid):
