@@ -420,3 +420,51 @@ def test_runner_with_async_postgres_connect(pg_dsn, iid):
     assert first.status == "waiting"
     assert done.status == "completed" and done.output == 9
     assert again.output == 9
+
+
+@pytest.mark.parametrize("op", ["cancel", "pause"])
+def test_runner_request_during_retry_backoff(backend, iid, ledger, op):
+    @task(retries=RetryPolicy(max_retries=3, initial_delay_secs=0.4, backoff_multiplier=1.0))
+    async def flaky(x):
+        ledger.add("attempt")
+        raise ValueError("still failing")
+
+    wf = Flow("abackoff").then(flaky).build()
+
+    async def main() -> Any:
+        runner = CheckpointingRunner(backend)
+        run = asyncio.create_task(runner.run(wf, iid, 0))
+        while ledger.count("attempt") < 1:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        if op == "cancel":
+            await runner.cancel(iid, reason="stop")
+        else:
+            await runner.pause(iid, reason="hold")
+        return await run
+
+    status = asyncio.run(main())
+    assert status.status == ("cancelled" if op == "cancel" else "paused")
+    assert ledger.count("attempt") == 1
+
+
+def test_runner_resume_after_crash(backend, iid, ledger, crash_cls):
+    crashes = [crash_cls()]
+
+    async def first(x):
+        ledger.add("first")
+        return x + 1
+
+    async def second(x):
+        ledger.add("second")
+        if crashes:
+            raise crashes.pop()
+        return x * 2
+
+    wf = Flow("acrash").then(first).then(second).build()
+    with pytest.raises(crash_cls):
+        asyncio.run(CheckpointingRunner(backend).run(wf, iid, 1))
+    ledger.clear()
+    status = asyncio.run(CheckpointingRunner(backend).resume(wf, iid))
+    assert status.status == "completed" and status.output == 4
+    assert ledger.entries == ["second"]

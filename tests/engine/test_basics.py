@@ -321,3 +321,22 @@ def test_list_of_name_and_byte_lists_is_not_mangled(path):
     value = [["name", [49, 50]], ["other", [51]]]
     out = path.run(Flow("quirk").then(lambda x: x, name="same").build(), value)
     assert out.ok and out.value == value
+
+
+def test_non_string_keys_of_every_kind_become_strings(path):
+    wf = (
+        Flow("keys2")
+        .then(lambda x: {True: 1, None: 2, 1.5: 3, 7: 4}, name="make")
+        .then(lambda d: sorted(d.items()), name="items")
+        .build()
+    )
+    out = path.run(wf, 0)
+    assert out.ok, out.error
+    assert out.value == [["1.5", 3], ["7", 4], ["null", 2], ["true", 1]]
+
+
+def test_set_nested_in_output_is_a_failure(path):
+    out = path.run(Flow("nested-set").then(lambda x: {"a": [frozenset()]}, name="m").build(), 0)
+    assert not out.ok
+    assert out.error is not None
+    assert out.error.startswith("TypeError: Object of type frozenset is not JSON serializable")

@@ -249,3 +249,22 @@ def test_two_waits_same_name_without_node_names(backend, iid):
     status = run_durable_workflow(wf, iid, None, backend=backend)
     assert status.status == "completed" and status.output == "b"
     assert WorkflowClient(backend).get_task_result(iid, "keep") == ["a"]
+
+
+def test_two_waits_same_name_park_one_after_the_other(backend, iid, ledger):
+    def mid(p):
+        ledger.add(f"mid:{p}")
+        return p
+
+    wf = Flow("same").wait_for_signal("ev").then(mid).wait_for_signal("ev").build()
+    first = run_durable_workflow(wf, iid, None, backend=backend)
+    assert first.status == "awaiting_signal" and first.signal_id == "ev"
+    send_signal(iid, "ev", "one", backend)
+    second = resume_workflow(wf, iid, backend)
+    assert second.status == "awaiting_signal"
+    assert second.signal_id == "ev" and second.signal_name == "ev"
+    assert ledger.entries == ["mid:one"]
+    send_signal(iid, "ev", "two", backend)
+    done = resume_workflow(wf, iid, backend)
+    assert done.status == "completed" and done.output == "two"
+    assert ledger.entries == ["mid:one"]
