@@ -561,3 +561,23 @@ def test_long_task_does_not_block_other_instances(backend, backend_kind, iid, re
         if other is not backend:
             other.close()
     assert box[0].status == "paused"
+
+
+def test_task_running_another_workflow_keeps_its_own_context(backend, iid):
+    from sayiir import get_task_context, run_workflow
+
+    inner = Flow("inner").then(lambda x: get_task_context().task_id, name="inner_task").build()  # type: ignore[union-attr]
+    inner_durable = Flow("inner-d").then(lambda x: x * 2, name="twice").build()
+
+    def outer(x):
+        before = get_task_context()
+        plain = run_workflow(inner, x)
+        durable = run_durable_workflow(inner_durable, iid + "-inner", x, backend=backend)
+        after = get_task_context()
+        assert before is not None and after is not None
+        return [before.task_id, plain, durable.output, after.task_id, after.instance_id]
+
+    status = run_durable_workflow(Flow("outer").then(outer).build(), iid, 3, backend=backend)
+    assert status.status == "completed", status
+    assert status.output == ["outer", "inner_task", 6, "outer", iid]
+    assert WorkflowClient(backend).status(iid + "-inner").output == 6
