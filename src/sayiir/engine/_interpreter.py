@@ -566,7 +566,8 @@ class Execution:
         stored = self.checkpoints.get(key)
         if stored is not None:
             return float(self._decode(stored, key))
-        wake_at = self.clock() + seconds
+        # Whole microseconds: what every backend stores, so statuses read back identically.
+        wake_at = round(self.clock() + seconds, 6)
         data = self.codec.encode(wake_at)
         self.checkpoints[key] = data
         lane.pending.append(StepRecord(key, data, None, 1, wake_at - seconds, wake_at - seconds))

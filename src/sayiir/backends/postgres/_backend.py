@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import uuid4
 
+from sayiir.backends.adapters import ThreadedAsyncStorage
 from sayiir.backends.postgres import _migrations, _ops
 from sayiir.backends.postgres._conninfo import Target, parse_target
 from sayiir.backends.postgres._names import check_names
@@ -179,6 +180,10 @@ class PostgresBackend:
         self._pool: ConnectionPool[Any] | None = None
         self._owns_pool = True
         self._apool: AsyncConnectionPool[Any] | None = None
+        # Async pools belong to one event loop. A backend made with the plain constructor
+        # may be used from several loops (asyncio.run per call), so its async form runs the
+        # sync pool in threads; connect() and from_pool(AsyncConnectionPool) are native.
+        self._async_native = False
         self._owns_apool = True
         self._aloop: asyncio.AbstractEventLoop | None = None
         self._alock: asyncio.Lock | None = None
@@ -199,6 +204,7 @@ class PostgresBackend:
         >>> backend = await PostgresBackend.connect(url)  # doctest: +SKIP
         """
         backend = cls(url, **options)
+        backend._async_native = True
         try:
             await backend._arun("connect", lambda retry: _ops.ping())
         except BaseException:
@@ -261,6 +267,7 @@ class PostgresBackend:
             backend._pool, backend._owns_pool = pool, False
         else:
             backend._apool, backend._owns_apool = pool, False
+            backend._async_native = True
         return backend
 
     def __repr__(self) -> str:
@@ -615,9 +622,15 @@ class PostgresBackend:
     ) -> None:
         await self.aclose()
 
-    def async_storage(self) -> AsyncPostgresStorage:
-        """The ``AsyncStorage`` form, used by ``CheckpointingRunner``."""
-        return AsyncPostgresStorage(self)
+    def async_storage(self) -> AsyncPostgresStorage | ThreadedAsyncStorage:
+        """The ``AsyncStorage`` form, used by ``CheckpointingRunner``.
+
+        Native asyncio after ``connect()``/``from_pool(AsyncConnectionPool)``; otherwise
+        the sync pool in threads, which works from any event loop.
+        """
+        if self._async_native:
+            return AsyncPostgresStorage(self)
+        return ThreadedAsyncStorage(self)
 
     # -- Storage ---------------------------------------------------------------------------
 
