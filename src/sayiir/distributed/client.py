@@ -7,12 +7,12 @@ from typing import Any
 from sayiir.core.status import WorkflowStatus
 from sayiir.engine import _runs
 from sayiir.engine._drive import drive
-from sayiir.engine.engines import backend_storage, resolve
+from sayiir.engine.engines import Controls, backend_storage, resolve
 
 __all__ = ["WorkflowClient"]
 
 
-class WorkflowClient:
+class WorkflowClient(Controls):
     """Submit runs for workers, read their status, cancel, pause, signal.
 
     >>> client = WorkflowClient(PostgresBackend("postgresql://localhost/sayiir"))  # doctest: +SKIP
@@ -46,19 +46,14 @@ class WorkflowClient:
     def cancel(
         self, instance_id: str, *, reason: str | None = None, cancelled_by: str | None = None
     ) -> None:
-        drive(_runs.cancel_run(instance_id, reason, cancelled_by), self._storage)
+        """Cancel a run (options are keyword-only, as in the reference client)."""
+        super().cancel(instance_id, reason, cancelled_by)
 
     def pause(
         self, instance_id: str, *, reason: str | None = None, paused_by: str | None = None
     ) -> None:
-        drive(_runs.pause_run(instance_id, reason, paused_by), self._storage)
-
-    def unpause(self, instance_id: str) -> None:
-        drive(_runs.unpause_run(instance_id), self._storage)
-
-    def send_signal(self, instance_id: str, signal_name: str, payload: Any) -> None:
-        s = self._storage
-        drive(_runs.send_signal_op(s.codec, instance_id, signal_name, payload), s)
+        """Pause a run (options are keyword-only, as in the reference client)."""
+        super().pause(instance_id, reason, paused_by)
 
     def __repr__(self) -> str:
         return f"WorkflowClient(backend={self._storage!r})"

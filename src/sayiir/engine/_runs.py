@@ -190,6 +190,27 @@ def start_run(
     clock: Callable[[], float] = time.time,
 ) -> Yielding:
     """Create the instance (per the conflict policy) and run it as far as it goes."""
+    created = yield from _create(definition, codec, instance_id, value, policy, clock, False)
+    if isinstance(created, WorkflowStatus):
+        return created
+    value = value if type(value) in _SCALARS else codec.decode(created)
+    execution = Execution(definition, registry, codec, instance_id, durable=True, clock=clock)
+    return (yield from _execute(execution, instance_id, value, inline))
+
+
+def _create(
+    definition: WorkflowDefinition,
+    codec: Codec,
+    instance_id: str,
+    value: Any,
+    policy: str,
+    clock: Callable[[], float],
+    distributed: bool,
+) -> Yielding:
+    """Create the instance per the conflict policy; return its encoded input.
+
+    Returns the existing instance's status instead under ``use_existing``.
+    """
     check_instance_id(instance_id)
     try:
         data = codec.encode(value)
@@ -199,7 +220,6 @@ def start_run(
         if existing is None or policy == "terminate_existing":
             raise
         return _existing(definition, codec, existing, policy, instance_id)
-    value = value if type(value) in _SCALARS else codec.decode(data)
     now = clock()
     record = InstanceRecord(
         instance_id,
@@ -209,12 +229,12 @@ def start_run(
         data,
         created_at=now,
         updated_at=now,
+        distributed=distributed,
     )
     existing = yield Store("create_instance", record, replace=policy == "terminate_existing")
     if existing is not None:
         return _existing(definition, codec, existing, policy, instance_id)
-    execution = Execution(definition, registry, codec, instance_id, durable=True, clock=clock)
-    return (yield from _execute(execution, instance_id, value, inline))
+    return data
 
 
 def submit_run(
@@ -227,22 +247,9 @@ def submit_run(
     clock: Callable[[], float] = time.time,
 ) -> Yielding:
     """Store a new instance for a worker to run; execute nothing."""
-    check_instance_id(instance_id)
-    data = codec.encode(value)
-    now = clock()
-    record = InstanceRecord(
-        instance_id,
-        definition.workflow_id,
-        definition.definition_hash,
-        Status.RUNNING,
-        data,
-        created_at=now,
-        updated_at=now,
-        distributed=True,
-    )
-    existing = yield Store("create_instance", record, replace=policy == "terminate_existing")
-    if existing is not None:
-        return _existing(definition, codec, existing, policy, instance_id)
+    created = yield from _create(definition, codec, instance_id, value, policy, clock, True)
+    if isinstance(created, WorkflowStatus):
+        return created
     return WorkflowStatus("in_progress")
 
 

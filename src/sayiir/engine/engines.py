@@ -12,7 +12,14 @@ from sayiir.core.status import WorkflowStatus
 from sayiir.engine import _runs
 from sayiir.engine._drive import adrive, drive
 
-__all__ = ["CheckpointingRunner", "DurableEngine", "WorkflowEngine", "backend_storage", "resolve"]
+__all__ = [
+    "CheckpointingRunner",
+    "Controls",
+    "DurableEngine",
+    "WorkflowEngine",
+    "backend_storage",
+    "resolve",
+]
 
 Registry = Mapping[str, Callable[[Any], Any]]
 _JSON = JsonCodec()
@@ -70,7 +77,34 @@ class WorkflowEngine:
         return "WorkflowEngine()"
 
 
-class DurableEngine:
+class Controls:
+    """Cancel, pause, unpause and signal runs in ``self._storage`` (engines and the client)."""
+
+    _storage: Storage
+
+    def cancel(
+        self, instance_id: str, reason: str | None = None, cancelled_by: str | None = None
+    ) -> None:
+        """Cancel a run: at once if nobody executes it, else at its next step boundary."""
+        drive(_runs.cancel_run(instance_id, reason, cancelled_by), self._storage)
+
+    def pause(
+        self, instance_id: str, reason: str | None = None, paused_by: str | None = None
+    ) -> None:
+        """Pause a run: at once if nobody executes it, else at its next step boundary."""
+        drive(_runs.pause_run(instance_id, reason, paused_by), self._storage)
+
+    def unpause(self, instance_id: str) -> None:
+        """Make a paused run runnable again (it does not run it)."""
+        drive(_runs.unpause_run(instance_id), self._storage)
+
+    def send_signal(self, instance_id: str, signal_name: str, payload: Any) -> None:
+        """Buffer an event for ``wait_for_signal(signal_name)``."""
+        s = self._storage
+        drive(_runs.send_signal_op(s.codec, instance_id, signal_name, payload), s)
+
+
+class DurableEngine(Controls):
     """Runs workflows with a checkpoint after every task, in the given backend.
 
     >>> engine = DurableEngine(InMemoryBackend())  # doctest: +SKIP
@@ -110,23 +144,6 @@ class DurableEngine:
             _runs.resume_run(definition, registry, s.codec, instance_id, inline=True), s
         )
         return result
-
-    def cancel(
-        self, instance_id: str, reason: str | None = None, cancelled_by: str | None = None
-    ) -> None:
-        drive(_runs.cancel_run(instance_id, reason, cancelled_by), self._storage)
-
-    def pause(
-        self, instance_id: str, reason: str | None = None, paused_by: str | None = None
-    ) -> None:
-        drive(_runs.pause_run(instance_id, reason, paused_by), self._storage)
-
-    def unpause(self, instance_id: str) -> None:
-        drive(_runs.unpause_run(instance_id), self._storage)
-
-    def send_signal(self, instance_id: str, signal_name: str, payload: Any) -> None:
-        s = self._storage
-        drive(_runs.send_signal_op(s.codec, instance_id, signal_name, payload), s)
 
     def __repr__(self) -> str:
         return f"DurableEngine(backend={self._storage!r}, conflict_policy={self._policy!r})"
