@@ -47,13 +47,13 @@ class WorkflowClient(Controls):
         self, instance_id: str, *, reason: str | None = None, cancelled_by: str | None = None
     ) -> None:
         """Cancel a run (options are keyword-only, as in the reference client)."""
-        super().cancel(instance_id, reason, cancelled_by)
+        self._cancel(instance_id, reason, cancelled_by)
 
     def pause(
         self, instance_id: str, *, reason: str | None = None, paused_by: str | None = None
     ) -> None:
         """Pause a run (options are keyword-only, as in the reference client)."""
-        super().pause(instance_id, reason, paused_by)
+        self._pause(instance_id, reason, paused_by)
 
     def __repr__(self) -> str:
         return f"WorkflowClient(backend={self._storage!r})"

@@ -82,17 +82,11 @@ class Controls:
 
     _storage: Storage
 
-    def cancel(
-        self, instance_id: str, reason: str | None = None, cancelled_by: str | None = None
-    ) -> None:
-        """Cancel a run: at once if nobody executes it, else at its next step boundary."""
-        drive(_runs.cancel_run(instance_id, reason, cancelled_by), self._storage)
+    def _cancel(self, instance_id: str, reason: str | None, by: str | None) -> None:
+        drive(_runs.cancel_run(instance_id, reason, by), self._storage)
 
-    def pause(
-        self, instance_id: str, reason: str | None = None, paused_by: str | None = None
-    ) -> None:
-        """Pause a run: at once if nobody executes it, else at its next step boundary."""
-        drive(_runs.pause_run(instance_id, reason, paused_by), self._storage)
+    def _pause(self, instance_id: str, reason: str | None, by: str | None) -> None:
+        drive(_runs.pause_run(instance_id, reason, by), self._storage)
 
     def unpause(self, instance_id: str) -> None:
         """Make a paused run runnable again (it does not run it)."""
@@ -144,6 +138,18 @@ class DurableEngine(Controls):
             _runs.resume_run(definition, registry, s.codec, instance_id, inline=True), s
         )
         return result
+
+    def cancel(
+        self, instance_id: str, reason: str | None = None, cancelled_by: str | None = None
+    ) -> None:
+        """Cancel a run: at once if nobody executes it, else at its next step boundary."""
+        self._cancel(instance_id, reason, cancelled_by)
+
+    def pause(
+        self, instance_id: str, reason: str | None = None, paused_by: str | None = None
+    ) -> None:
+        """Pause a run: at once if nobody executes it, else at its next step boundary."""
+        self._pause(instance_id, reason, paused_by)
 
     def __repr__(self) -> str:
         return f"DurableEngine(backend={self._storage!r}, conflict_policy={self._policy!r})"
