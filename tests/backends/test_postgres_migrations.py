@@ -54,12 +54,14 @@ def tables(db: psycopg.Connection[Any], prefix: str, schema: str = "public") -> 
 
 
 FOUR = {"workflow_instances", "task_executions", "checkpoints", "workflow_signals"}
+QUEUE = {"task_queue"}  # migration 0002
+ALL = FOUR | QUEUE
 
 
-def test_first_use_creates_the_four_tables(pg_dsn: str, db: psycopg.Connection[Any]) -> None:
+def test_first_use_creates_the_tables(pg_dsn: str, db: psycopg.Connection[Any]) -> None:
     with PostgresBackend(pg_dsn) as backend:
         assert backend.get_instance("nothing") is None
-    assert tables(db, "sayiir_") == FOUR | {"schema_migrations"}
+    assert tables(db, "sayiir_") == ALL | {"schema_migrations"}
     assert versions(db, "sayiir_") == list(range(1, LATEST + 1))
     row = db.execute(
         "SELECT name, length(checksum), applied_at <= now() FROM sayiir_schema_migrations"
@@ -104,7 +106,7 @@ def test_eight_processes_migrating_an_empty_database_at_once(
     applied = [int(out.strip()) for out, _ in outputs]
     assert sum(applied) == len(migrations())  # each migration applied by exactly one process
     assert versions(db, prefix) == list(range(1, LATEST + 1))
-    assert tables(db, prefix) == FOUR | {"schema_migrations"}
+    assert tables(db, prefix) == ALL | {"schema_migrations"}
     locks = db.execute(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
         " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
@@ -221,7 +223,7 @@ def test_schema_is_created_when_missing(pg_dsn: str, db: psycopg.Connection[Any]
     schema = f"s_{secrets.token_hex(4)}"
     with PostgresBackend(pg_dsn, schema=schema) as backend:
         assert backend.get_instance("x") is None
-    assert tables(db, "sayiir_", schema) == FOUR | {"schema_migrations"}
+    assert tables(db, "sayiir_", schema) == ALL | {"schema_migrations"}
 
 
 # -- the CLI -----------------------------------------------------------------------------------
@@ -249,7 +251,7 @@ def test_cli_migrate_and_errors(
     pg_dsn: str, prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli(["migrate", pg_dsn, "--table-prefix", prefix]) == 0
-    assert "applied 1 migration(s)" in capsys.readouterr().out
+    assert f"applied {LATEST} migration(s)" in capsys.readouterr().out
     assert cli(["migrate", pg_dsn, "--table-prefix", prefix]) == 0
     assert "schema up to date" in capsys.readouterr().out
     assert cli(["migrate", pg_dsn, "--table-prefix", 'x"; DROP TABLE canary; --']) == 1

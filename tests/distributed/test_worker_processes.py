@@ -27,11 +27,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 workerapp: Any = importlib.import_module("workerapp")  # the module the workers serve
 
-pytestmark = [
-    pytest.mark.postgres,
-    # TEMPORARY while the PostgreSQL queue lands (removed in the same change set).
-    pytest.mark.skipif(not hasattr(PostgresBackend, "claim"), reason="PostgreSQL queue not built"),
-]
+pytestmark = pytest.mark.postgres
 
 
 class Cluster:
@@ -89,6 +85,8 @@ class Cluster:
                 proc.send_signal(signal.SIGCONT)
                 proc.kill()
             proc.wait(10)
+            if proc.stdout is not None:
+                proc.stdout.close()
         self.backend.close()
 
 

@@ -292,15 +292,17 @@ class InMemoryBackend:
             inst = self._instances[claim.instance_id]
             for step in steps:
                 inst.checkpoints[step.key] = step.output
+            if final is not None or next_item is not None or release:
+                # Given up before the new entries go in: a worker that holds "" and parks
+                # queues "" again (due at the wake-up time); that entry must survive.
+                inst.queue.pop(claim.key, None)
             self._enqueue(inst, enqueue)
             if final is not None:
-                inst.queue.pop(claim.key, None)
                 self._finish(inst, final, ())
                 return None, None
             request = self._touch(inst)
             if next_item is None and not release:
                 return request, claim
-            inst.queue.pop(claim.key, None)
             if (
                 next_item is None
                 or next_item.key in inst.queue

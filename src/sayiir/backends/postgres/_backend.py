@@ -1,9 +1,10 @@
 """``PostgresBackend``: the storage protocol on PostgreSQL (psycopg 3 + psycopg_pool).
 
 The operations themselves live in ``_ops`` (sans-IO generators); this module owns the
-lifecycle around them: lazy pools (a sync ``ConnectionPool`` for ``Storage``, an
-``AsyncConnectionPool`` for ``AsyncStorage``, each opened on first use), migrations on
-first use, and the retry loop that turns a database outage into a bounded wait.
+lifecycle around them: lazy pools (a sync ``ConnectionPool`` for ``Storage`` and
+``QueueStorage``, an ``AsyncConnectionPool`` for ``AsyncStorage``, each opened on first use),
+migrations on first use, the retry loop that turns a database outage into a bounded wait,
+and the LISTEN connection of worker wake-ups (``_listen``).
 
 psycopg is imported inside methods only, so ``import sayiir`` never loads it.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,9 +27,11 @@ from sayiir.backends.postgres._names import check_names
 from sayiir.core.codec import Codec, JsonCodec
 from sayiir.core.records import (
     AttemptRecord,
+    Claim,
     ControlRequest,
     FinalState,
     InstanceRecord,
+    QueueItem,
     RunState,
     Status,
     StepRecord,
@@ -40,11 +44,13 @@ if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
     from sayiir.backends.postgres._io import Driver, Retry
+    from sayiir.backends.postgres._listen import Listener
     from sayiir.backends.postgres._sql import Compiled
 
 __all__ = ["PostgresBackend"]
 
 T = TypeVar("T")
+logger = logging.getLogger("sayiir.backends.postgres")
 Make = Callable[[bool], "_ops.Op[T]"]
 
 _DEFAULT_CONNECT_TIMEOUT = 10
@@ -125,6 +131,10 @@ class PostgresBackend:
     least-privilege user on PostgreSQL 15+ needs ``schema="sayiir"`` (see docs/postgres.md).
     Database outages are retried with backoff for up to ``retry_timeout_secs`` seconds, then
     raise ``BackendError``; no error message, log line or repr contains the password.
+
+    It is also the queue of distributed workers (``QueueStorage``: ``Worker(id, backend)``),
+    with LISTEN/NOTIFY wake-ups (``subscribe``), and deletes old finished runs
+    (``delete_finished``, the ``sayiir retention`` command).
     """
 
     codec: Codec
@@ -193,6 +203,7 @@ class PostgresBackend:
         self._sql: Compiled | None = None
         self._foreign_kwargs: dict[str, Any] = {}
         self._closing: asyncio.Task[None] | None = None
+        self._listener: Listener | None = None
 
     # -- construction ----------------------------------------------------------------------
 
@@ -571,6 +582,7 @@ class PostgresBackend:
     def close(self) -> None:
         """Close the pools this backend opened (never a pool given to ``from_pool``)."""
         self._closed = True
+        self._stop_listening()
         pool, self._pool = self._pool, None
         if pool is not None and self._owns_pool:
             pool.close()
@@ -593,6 +605,8 @@ class PostgresBackend:
     async def aclose(self) -> None:
         """Close the pools this backend opened; use this one from async code."""
         self._closed = True
+        if self._listener is not None:
+            await asyncio.to_thread(self._stop_listening)
         apool, self._apool = self._apool, None
         if apool is not None and self._owns_apool and self._aloop_ok():
             await apool.close()
@@ -679,6 +693,139 @@ class PostgresBackend:
             "send_signal",
             lambda retry: _ops.send_signal(instance_id, signal_name, payload, send_id=send_id),
         )
+
+    # -- QueueStorage ----------------------------------------------------------------------
+
+    def enqueue(self, instance_id: str, items: Sequence[QueueItem]) -> None:
+        if items:
+            self._run("enqueue", lambda retry: _ops.enqueue(instance_id, items))
+
+    def claim(
+        self,
+        worker_id: str,
+        definition_hashes: Sequence[str],
+        tags: Sequence[str],
+        limit: int,
+        lease_secs: float,
+    ) -> list[Claim]:
+        if limit <= 0 or not definition_hashes:
+            return []
+        token = uuid4()
+        return self._run(
+            "claim",
+            lambda retry: _ops.claim(
+                worker_id, definition_hashes, tags, limit, lease_secs, token=token, retry=retry
+            ),
+        )
+
+    def heartbeat(self, claims: Sequence[Claim], lease_secs: float) -> list[Claim]:
+        if not claims:
+            return []
+        return self._run("heartbeat", lambda retry: _ops.heartbeat(claims, lease_secs))
+
+    def advance(
+        self,
+        claim: Claim,
+        steps: Sequence[StepRecord],
+        *,
+        final: FinalState | None = None,
+        enqueue: Sequence[QueueItem] = (),
+        next_item: QueueItem | None = None,
+        release: bool = False,
+        lease_secs: float = 300.0,
+    ) -> tuple[ControlRequest | None, Claim | None]:
+        token = uuid4()
+        return self._run(
+            "advance",
+            lambda retry: _ops.advance(
+                claim,
+                steps,
+                final=final,
+                enqueue=enqueue,
+                next_item=next_item,
+                release=release,
+                lease_secs=lease_secs,
+                token=token,
+                retry=retry,
+            ),
+        )
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` when queue work may be ready; returns the unsubscribe function.
+
+        A dedicated connection LISTENs on this schema and prefix's channel in a daemon
+        thread. ``callback`` runs on that thread and must not block. It is also called
+        after every (re)connection, since notifications sent meanwhile are lost.
+        """
+        self._check_open()
+        with self._lock:
+            if self._listener is None:
+                if not self._target.conninfo:
+                    logger.warning(
+                        "%r: no conninfo to open a LISTEN connection with (the pool connects "
+                        "through a function); workers find work by polling only",
+                        self,
+                    )
+                    return _nothing
+                from sayiir.backends.postgres._listen import Listener
+
+                self._listener = Listener(
+                    self._listen_connection, self._compiled().queries["listen"], self._target
+                )
+            listener = self._listener
+        return listener.add(callback)
+
+    def _listen_connection(self) -> Any:
+        kwargs = self._pool_kwargs()
+        params = self._target.params
+        if "keepalives" not in params:  # notice a silently dead peer within about 25 s
+            kwargs.update(keepalives=1, keepalives_idle=10, keepalives_interval=5,
+                          keepalives_count=3)  # fmt: skip
+        return _io_module().connect(self._target.conninfo, **kwargs)
+
+    def _stop_listening(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+
+    # -- retention -------------------------------------------------------------------------
+
+    def delete_finished(self, older_than_secs: float, batch_size: int = 1000) -> int:
+        """Delete completed, failed and cancelled runs that ended over ``older_than_secs`` ago.
+
+        Their checkpoints, task executions, queue entries and consumed signal events go
+        with them. Deletes ``batch_size`` runs per statement, each batch its own transaction,
+        until a batch comes back short; returns how many runs were deleted. The cutoff is
+        taken once, from the database clock, when the call starts.
+        """
+        older = _non_negative("older_than_secs", older_than_secs)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
+        cutoff = self._run("delete_finished", lambda retry: _ops.retention_cutoff(older))
+        total = 0
+        while True:
+            n = self._run("delete_finished", lambda retry: _ops.delete_finished(cutoff, batch_size))
+            total += n
+            if n < batch_size:
+                return total
+
+    def count_finished(self, older_than_secs: float) -> int:
+        """How many runs ``delete_finished(older_than_secs)`` would delete now."""
+        older = _non_negative("older_than_secs", older_than_secs)
+        cutoff = self._run("count_finished", lambda retry: _ops.retention_cutoff(older))
+        return self._run("count_finished", lambda retry: _ops.count_finished(cutoff))
+
+
+def _nothing() -> None:
+    """The unsubscribe function of a subscription that never listens."""
+
+
+def _non_negative(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__}")
+    if not value >= 0:
+        raise ValueError(f"{name} must be >= 0, not {value!r}")
+    return float(value)
 
 
 _LOADED: list[Driver] = []

@@ -8,6 +8,7 @@ make two long prefixes share tables.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "TABLES",
     "check_names",
     "migration_lock_key",
+    "queue_channel",
 ]
 
 MAX_IDENTIFIER = 63  # NAMEDATALEN - 1
@@ -27,6 +29,7 @@ TABLES: dict[str, str] = {
     "t_task_executions": "task_executions",
     "t_checkpoints": "checkpoints",
     "t_signals": "workflow_signals",
+    "t_task_queue": "task_queue",
     "t_migrations": "schema_migrations",
 }
 
@@ -52,6 +55,11 @@ BARE_NAMES: dict[str, str] = {
     "n_signals_send_key": "workflow_signals_send_key",
     "n_signals_pending_idx": "workflow_signals_pending_idx",
     "n_signals_instance_idx": "workflow_signals_instance_idx",
+    "n_task_queue_pkey": "task_queue_pkey",
+    "n_task_queue_instance_fkey": "task_queue_instance_fkey",
+    "n_task_queue_lease_check": "task_queue_lease_check",
+    "n_task_queue_ready_idx": "task_queue_ready_idx",
+    "n_task_queue_lease_idx": "task_queue_lease_idx",
     "n_migrations_pkey": "schema_migrations_pkey",
 }
 
@@ -96,3 +104,18 @@ def check_names(schema: str, table_prefix: str) -> None:
 def migration_lock_key(schema: str, table_prefix: str) -> str:
     """The advisory-lock key text: migrators of other schemas/prefixes never wait on us."""
     return f"sayiir:migrate:{schema}:{table_prefix}"
+
+
+def queue_channel(schema: str, table_prefix: str) -> str:
+    """The LISTEN/NOTIFY channel of one schema + prefix: ``"<schema>.<prefix>queue"``.
+
+    Names are ``[a-z0-9_]``, so the dot keeps every pair distinct. A pair too long for a
+    63-byte channel name gets a digest of it instead (still distinct, still deterministic).
+
+    >>> queue_channel("public", "sayiir_")
+    'public.sayiir_queue'
+    """
+    name = f"{schema}.{table_prefix}queue"
+    if len(name) <= MAX_IDENTIFIER:
+        return name
+    return "sayiir_queue_" + hashlib.sha256(name.encode()).hexdigest()[:40]

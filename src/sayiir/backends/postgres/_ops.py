@@ -22,9 +22,11 @@ from sayiir.core.records import (
     TERMINAL,
     AttemptRecord,
     AttemptState,
+    Claim,
     ControlRequest,
     FinalState,
     InstanceRecord,
+    QueueItem,
     RunState,
     Status,
     StepRecord,
@@ -32,22 +34,29 @@ from sayiir.core.records import (
     control_decision,
     fold_attempt,
 )
-from sayiir.errors import InstanceNotFoundError
+from sayiir.errors import InstanceNotFoundError, LeaseLostError
 
 __all__ = [
     "Op",
     "Q",
     "Rows",
     "Script",
+    "advance",
+    "claim",
     "consume_signal",
+    "count_finished",
     "create_instance",
+    "delete_finished",
+    "enqueue",
     "finish",
     "get_checkpoint",
     "get_instance",
+    "heartbeat",
     "load",
     "ping",
     "record_attempt",
     "request_control",
+    "retention_cutoff",
     "save_steps",
     "send_signal",
     "unpause",
@@ -260,12 +269,12 @@ def consume_signal(
     return found
 
 
-def finish(instance_id: str, final: FinalState, steps: Sequence[StepRecord]) -> Op[None]:
+def _final_params(params: dict[str, Any], final: FinalState) -> dict[str, Any]:
+    """The parameters of ``_finish_set`` (flags computed as ``InMemoryBackend._finish``)."""
     status = final.status
     stopped = status in _STOPPED
     terminal = status in TERMINAL
-    params = {
-        "id": instance_id,
+    params.update({
         "status": status.value,
         "output": final.output,
         "error": final.error,
@@ -279,7 +288,12 @@ def finish(instance_id: str, final: FinalState, steps: Sequence[StepRecord]) -> 
         "set_paused_by": status is Status.PAUSED,
         "terminal": terminal,
         "clear_request": stopped or terminal,
-    }
+    })  # fmt: skip
+    return params
+
+
+def finish(instance_id: str, final: FinalState, steps: Sequence[StepRecord]) -> Op[None]:
+    params = _final_params({"id": instance_id}, final)
     rows = yield Q("finish", _step_params(params, steps))
     if not rows[0][0]:
         raise InstanceNotFoundError(instance_id)
@@ -325,7 +339,7 @@ def unpause(instance_id: str) -> Op[Status | None]:
     rows = yield Q("unpause", {"id": instance_id})
     if not rows:
         return None
-    status, request_kind = rows[0]
+    status, request_kind = rows[0][:2]
     if status == Status.PAUSED or request_kind == "pause":
         return Status.PAUSED
     return Status(status)
@@ -340,3 +354,199 @@ def send_signal(
     )
     found = rows[0][0]
     return None if found is None else Status(found)
+
+
+# -- worker queue --------------------------------------------------------------------------
+
+
+def _item_params(params: dict[str, Any], items: Sequence[QueueItem]) -> dict[str, Any]:
+    """Parallel arrays of ``_queue_items``; each item's tags are a slice of one flat array."""
+    tags: list[str] = []
+    lo: list[int] = []
+    hi: list[int] = []
+    for item in items:
+        lo.append(len(tags) + 1)
+        tags.extend(item.tags)
+        hi.append(len(tags))
+    params["q_keys"] = [item.key for item in items]
+    params["q_task_ids"] = [item.task_id for item in items]
+    params["q_priorities"] = [item.priority for item in items]
+    params["q_tags"] = tags
+    params["q_tag_lo"] = lo
+    params["q_tag_hi"] = hi
+    params["q_at"] = [item.available_at for item in items]
+    return params
+
+
+def _claims(rows: Rows, worker_id: str) -> list[Claim]:
+    return [Claim(r[0], r[1], r[2], worker_id, r[3]) for r in rows]
+
+
+def enqueue(instance_id: str, items: Sequence[QueueItem]) -> Op[None]:
+    """Add entries, skipping keys already queued or checkpointed (a repeat changes nothing)."""
+    yield Q("enqueue", _item_params({"id": instance_id, "key": None}, items))
+
+
+def claim(
+    worker_id: str,
+    definition_hashes: Sequence[str],
+    tags: Sequence[str],
+    limit: int,
+    lease_secs: float,
+    *,
+    token: UUID,
+    retry: bool,
+) -> Op[list[Claim]]:
+    """Claim up to ``limit`` entries; a re-sent call returns what its first attempt claimed."""
+    if retry:
+        rows = yield Q("claimed_by_token", {"worker": worker_id, "token": token})
+        if rows:
+            return _claims(rows, worker_id)
+    rows = yield Q(
+        "claim",
+        {
+            "worker": worker_id,
+            "hashes": list(definition_hashes),
+            "tags": list(tags),
+            "n": limit,
+            "lease": float(lease_secs),
+            "token": token,
+        },
+    )
+    return _claims(rows, worker_id)
+
+
+def heartbeat(claims: Sequence[Claim], lease_secs: float) -> Op[list[Claim]]:
+    """Extend the leases still held; return the claims that were lost."""
+    rows = yield Q(
+        "heartbeat",
+        {
+            "ids": [c.instance_id for c in claims],
+            "keys": [c.key for c in claims],
+            "attempts": [c.attempt for c in claims],
+            "workers": [c.worker_id for c in claims],
+            "lease": float(lease_secs),
+        },
+    )
+    held = {(r[0], r[1], r[2], r[3]) for r in rows}
+    return [c for c in claims if (c.instance_id, c.key, c.attempt, c.worker_id) not in held]
+
+
+def _lease_lost(claim: Claim) -> LeaseLostError:
+    return LeaseLostError(
+        f"worker '{claim.worker_id}' lost its claim on task '{claim.key}' of "
+        f"instance '{claim.instance_id}' (attempt {claim.attempt}); "
+        "its result was not written"
+    )
+
+
+def advance(
+    claim: Claim,
+    steps: Sequence[StepRecord],
+    *,
+    final: FinalState | None,
+    enqueue: Sequence[QueueItem],
+    next_item: QueueItem | None,
+    release: bool,
+    lease_secs: float,
+    token: UUID,
+    retry: bool,
+) -> Op[tuple[ControlRequest | None, Claim | None]]:
+    """``QueueStorage.advance`` in one fenced statement (see ``InMemoryBackend.advance``).
+
+    The order of the reference: checkpoints; the claim given up (unless kept); new entries
+    (a key checkpointed by this write is not queued; the claim's own key is queued again
+    only when the claim is given up); then the final state, or the claim moved to
+    ``next_item`` unless that key is queued or checkpointed by now.
+    """
+    step_keys = {s.key for s in steps}
+    terminal = final is not None and final.status in TERMINAL
+    give_up = final is not None or release or next_item is not None
+    items = [] if terminal else [it for it in enqueue if it.key not in step_keys]
+    queued = {it.key for it in items}
+    nxt = None if final is not None else next_item
+    if nxt is not None and (nxt.key in step_keys or nxt.key in queued):
+        nxt = None  # checkpointed or queued by this very write: another worker's to take
+    if not give_up:
+        fate = "keep"
+    elif not terminal and claim.key in queued:
+        fate = "requeue"
+    elif nxt is not None and nxt.key == claim.key:
+        fate = "renew"
+    else:
+        fate = "drop"
+    params: dict[str, Any] = {
+        "id": claim.instance_id,
+        "key": claim.key,
+        "attempt": claim.attempt,
+        "worker": claim.worker_id,
+        "fate": fate,
+        "terminal": terminal,
+        "lease": float(lease_secs),
+        "token": token,
+        "move": nxt is not None and nxt.key != claim.key,
+        "n_key": None if nxt is None else nxt.key,
+        "n_task_id": None if nxt is None else nxt.task_id,
+        "n_priority": None if nxt is None else nxt.priority,
+        "n_tags": None if nxt is None else list(nxt.tags),
+    }
+    _item_params(_step_params(params, steps), items)
+    if final is not None:
+        rows = yield Q("advance_final", _final_params(params, final))
+        if not rows[0][0]:
+            yield from _recover(claim, params, retry and give_up, final=True)
+        return None, None
+    rows = yield Q("advance", params)
+    row = rows[0]
+    if not row[0]:
+        return (yield from _recover(claim, params, retry and give_up, final=False))
+    request = _obeyed(claim.instance_id, row[1:8])
+    if fate == "keep":
+        return request, claim
+    if row[9] is None or nxt is None:
+        return request, None
+    return request, Claim(claim.instance_id, nxt.key, row[9], claim.worker_id, row[8])
+
+
+def _recover(
+    claim: Claim, params: dict[str, Any], may_have_committed: bool, *, final: bool
+) -> Op[tuple[ControlRequest | None, Claim | None]]:
+    """The claim is gone. A re-sent advance that gave it up may find its own first commit.
+
+    An entry the first attempt claimed (``n_key`` with this call's token) proves it; an
+    entry now claimed by someone else proves the lease was lost. Otherwise the claimed
+    entry is gone or queued again, which the first attempt did (or a worker that took over
+    and finished: then nothing we write matters anymore, and nothing is written).
+    """
+    if not may_have_committed:
+        raise _lease_lost(claim)
+    rows = yield Q("advance_recover", params)
+    if not rows:
+        raise _lease_lost(claim)
+    row = rows[0]
+    request = None if final else _obeyed(claim.instance_id, row[:7])
+    if row[8] is not None:
+        return request, Claim(claim.instance_id, params["n_key"], row[8], claim.worker_id, row[7])
+    if row[9]:
+        raise _lease_lost(claim)
+    return request, None
+
+
+# -- retention -----------------------------------------------------------------------------
+
+
+def retention_cutoff(older_than_secs: float) -> Op[float]:
+    """The database clock minus ``older_than_secs``, as epoch seconds."""
+    rows = yield Q("retention_cutoff", {"older_than": float(older_than_secs)})
+    return float(rows[0][0])
+
+
+def count_finished(cutoff: float) -> Op[int]:
+    rows = yield Q("count_finished", {"cutoff": cutoff})
+    return int(rows[0][0])
+
+
+def delete_finished(cutoff: float, batch_size: int) -> Op[int]:
+    """Delete one batch of runs that finished before ``cutoff``; return how many."""
+    rows = yield Q("delete_finished", {"cutoff": cutoff, "batch": batch_size})
+    return int(rows[0][0])

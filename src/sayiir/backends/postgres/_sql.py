@@ -13,7 +13,7 @@ from functools import cache
 from psycopg import sql
 
 from sayiir.backends._sqlfiles import Migration, load_migrations, load_queries
-from sayiir.backends.postgres._names import BARE_NAMES, TABLES
+from sayiir.backends.postgres._names import BARE_NAMES, TABLES, queue_channel
 
 __all__ = [
     "PACKAGE",
@@ -38,8 +38,17 @@ class Compiled:
 
 
 def identifiers(schema: str, table_prefix: str) -> dict[str, sql.Composable]:
-    """Placeholder -> identifier for ``schema`` and ``table_prefix``."""
-    out: dict[str, sql.Composable] = {"schema": sql.Identifier(schema)}
+    """Placeholder -> identifier for ``schema`` and ``table_prefix``.
+
+    ``{channel}`` is the queue's NOTIFY channel as a string literal (``pg_notify`` takes
+    text), ``{channel_name}`` the same name as an identifier (``LISTEN`` takes one).
+    """
+    channel = queue_channel(schema, table_prefix)
+    out: dict[str, sql.Composable] = {
+        "schema": sql.Identifier(schema),
+        "channel": sql.Literal(channel),
+        "channel_name": sql.Identifier(channel),
+    }
     for key, name in TABLES.items():
         out[key] = sql.Identifier(schema, table_prefix + name)
     for key, name in BARE_NAMES.items():

@@ -12,6 +12,11 @@
 -- The status words mirror sayiir.core.records: 'cancelled'/'paused' are the statuses whose
 -- request an engine must obey on its next write (applied_request); an instance touched by a
 -- write otherwise becomes 'running' (InMemoryBackend._touch).
+--
+-- Worker queue ({t_task_queue}, see InMemoryBackend for the reference semantics): every
+-- statement that makes an entry claimable now also runs pg_notify({channel}, '') (no
+-- payload, ever); notifications are sent at commit, so a worker never wakes up before the
+-- entry is visible. Row locks are always taken instance row first, then queue rows.
 
 
 -- name: _instance_columns
@@ -78,15 +83,22 @@ steps AS (
 )
 
 
--- Insert unless the id exists; return (inserted, existing row...). When neither shows (a
--- concurrent insert committed after this statement's snapshot) the caller asks again.
+-- Insert unless the id exists; return (inserted, existing row..., notified). When neither
+-- shows (a concurrent insert committed after this statement's snapshot) the caller asks
+-- again. A run submitted for workers (distributed) starts with its "continue" entry.
 -- name: create_instance
 WITH ins AS (
     INSERT INTO {t_instances} {_instance_values}
     ON CONFLICT (instance_id) DO NOTHING
     RETURNING 1
+), start AS (
+    INSERT INTO {t_task_queue} (instance_id, task_key, definition_hash)
+    SELECT %(id)s, '', %(definition_hash)s FROM ins WHERE %(distributed)s
+    RETURNING 1
+), wake AS (
+    SELECT pg_notify({channel}, '') WHERE EXISTS (SELECT FROM start)
 )
-SELECT EXISTS (SELECT FROM ins), {_instance_columns}
+SELECT EXISTS (SELECT FROM ins), {_instance_columns}, (SELECT count(*) FROM wake)
 FROM (SELECT) AS one
 LEFT JOIN {t_instances} AS i ON i.instance_id = %(id)s AND NOT EXISTS (SELECT FROM ins)
 
@@ -97,8 +109,10 @@ LEFT JOIN {t_instances} AS i ON i.instance_id = %(id)s AND NOT EXISTS (SELECT FR
 SELECT 1 FROM {t_instances} WHERE instance_id = %(id)s FOR UPDATE
 
 
--- Start over under the same id: drop the old run's checkpoints, attempts and consumed
--- signals (buffered ones stay for the new run), then insert or overwrite the row.
+-- Start over under the same id: drop the old run's checkpoints, attempts, consumed signals
+-- (buffered ones stay for the new run) and queue entries, then insert or overwrite the row.
+-- A distributed run gets a fresh "continue" entry: an old one is reset in place (a row
+-- cannot be deleted and inserted by one statement), which also fences off its holder.
 -- name: replace_instance
 WITH del_cp AS (
     DELETE FROM {t_checkpoints} WHERE instance_id = %(id)s
@@ -106,7 +120,20 @@ WITH del_cp AS (
     DELETE FROM {t_task_executions} WHERE instance_id = %(id)s
 ), del_sig AS (
     DELETE FROM {t_signals} WHERE instance_id = %(id)s AND consumed_at IS NOT NULL
-)
+), del_q AS (
+    DELETE FROM {t_task_queue}
+    WHERE instance_id = %(id)s AND (task_key <> '' OR NOT %(distributed)s)
+), start AS (
+    INSERT INTO {t_task_queue} AS q (instance_id, task_key, definition_hash)
+    SELECT %(id)s, '', %(definition_hash)s WHERE %(distributed)s
+    ON CONFLICT (instance_id, task_key) DO UPDATE
+    SET task_id = NULL, definition_hash = excluded.definition_hash, priority = 3,
+        tags = ARRAY[]::text[], available_at = now(), worker_id = NULL, attempt = 0, lease_expires_at = NULL,
+        claim_token = NULL, created_at = now()
+    RETURNING 1
+), wake AS (
+    SELECT pg_notify({channel}, '') WHERE EXISTS (SELECT FROM start)
+), up AS (
 INSERT INTO {t_instances} AS i {_instance_values}
 ON CONFLICT (instance_id) DO UPDATE
 SET workflow_id = excluded.workflow_id, definition_hash = excluded.definition_hash,
@@ -118,6 +145,9 @@ SET workflow_id = excluded.workflow_id, definition_hash = excluded.definition_ha
     distributed = excluded.distributed, start_token = excluded.start_token,
     created_at = excluded.created_at,
     updated_at = excluded.updated_at, completed_at = excluded.completed_at
+RETURNING 1
+)
+SELECT (SELECT count(*) FROM wake), (SELECT count(*) FROM up)
 
 
 -- Instance row, checkpoints and the attempts of tasks without a checkpoint, in one read
@@ -215,24 +245,33 @@ SELECT EXISTS (SELECT FROM {t_instances} AS i WHERE i.instance_id = %(id)s),
        (SELECT p.output FROM prev AS p)
 
 
--- The final (terminal or parked) state and the last checkpoints. The flags are computed by
--- the caller from the status, as InMemoryBackend.finish does.
+-- The SET list of a final (terminal or parked) state; the flags are computed by the caller
+-- from the status, as InMemoryBackend._finish does.
+-- name: _finish_set
+status = %(status)s, output = %(output)s, error = %(error)s,
+wake_at = to_timestamp(%(wake_at)s::float8), park_node = %(park_node)s,
+signal_name = %(signal_name)s, updated_at = now(),
+reason = CASE WHEN %(set_reason)s THEN %(reason)s ELSE i.reason END,
+cancelled_by = CASE WHEN %(set_cancelled_by)s THEN %(by)s ELSE i.cancelled_by END,
+paused_by = CASE WHEN %(set_paused_by)s THEN %(by)s ELSE i.paused_by END,
+completed_at = CASE WHEN %(terminal)s THEN now() ELSE i.completed_at END,
+request_kind = CASE WHEN %(clear_request)s THEN NULL ELSE i.request_kind END,
+request_reason = CASE WHEN %(clear_request)s THEN NULL ELSE i.request_reason END,
+request_by = CASE WHEN %(clear_request)s THEN NULL ELSE i.request_by END
+
+
+-- The final (terminal or parked) state and the last checkpoints; a terminal status drops
+-- every queue entry of the run.
 -- name: finish
 WITH inst AS (
     UPDATE {t_instances} AS i
-    SET status = %(status)s, output = %(output)s, error = %(error)s,
-        wake_at = to_timestamp(%(wake_at)s::float8), park_node = %(park_node)s,
-        signal_name = %(signal_name)s, updated_at = now(),
-        reason = CASE WHEN %(set_reason)s THEN %(reason)s ELSE i.reason END,
-        cancelled_by = CASE WHEN %(set_cancelled_by)s THEN %(by)s ELSE i.cancelled_by END,
-        paused_by = CASE WHEN %(set_paused_by)s THEN %(by)s ELSE i.paused_by END,
-        completed_at = CASE WHEN %(terminal)s THEN now() ELSE i.completed_at END,
-        request_kind = CASE WHEN %(clear_request)s THEN NULL ELSE i.request_kind END,
-        request_reason = CASE WHEN %(clear_request)s THEN NULL ELSE i.request_reason END,
-        request_by = CASE WHEN %(clear_request)s THEN NULL ELSE i.request_by END
+    SET {_finish_set}
     WHERE i.instance_id = %(id)s
     RETURNING 1
-), {_write_steps}
+), {_write_steps}, dq AS (
+    DELETE FROM {t_task_queue} AS q
+    WHERE %(terminal)s AND q.instance_id = %(id)s AND EXISTS (SELECT FROM inst)
+)
 SELECT count(*) FROM inst
 
 
@@ -247,7 +286,8 @@ SELECT c.output FROM {t_checkpoints} AS c WHERE c.instance_id = %(id)s AND c.key
 -- Cancel/pause per control_decision, which the caller evaluates for every status: the
 -- statuses where the request applies now (%(apply)s) and where it is stored for the
 -- executing engine (%(request)s). A pending cancel is never replaced (not even by a
--- later cancel, nor downgraded to a pause).
+-- later cancel, nor downgraded to a pause). A cancel applied now drops the run's queue
+-- entries (their holders are fenced off); a pause applied now leaves them unclaimable.
 -- Returns the status found (no row: unknown instance).
 -- name: request_control
 WITH old AS (
@@ -270,46 +310,363 @@ WITH old AS (
     FROM old
     WHERE i.instance_id = old.instance_id AND old.status = ANY (%(request)s::text[])
       AND old.request_kind IS DISTINCT FROM 'cancel'
+), dq AS (
+    DELETE FROM {t_task_queue} AS q
+    USING old
+    WHERE q.instance_id = old.instance_id AND %(kind)s = 'cancel'
+      AND old.status = ANY (%(apply)s::text[])
 )
 SELECT old.status FROM old
 
 
--- A paused instance becomes running; otherwise a pending pause request is withdrawn.
--- Returns (status found, request kind found); no row: unknown instance.
+-- The "continue" entry (key '') of the run in the CTE "src" (columns definition_hash,
+-- needs_entry), as InMemoryBackend._enqueue adds it: inserted due now, or an unclaimed one
+-- made due now; a worker is woken when it becomes claimable.
+-- name: _continue_entry
+cont AS (
+    INSERT INTO {t_task_queue} AS q (instance_id, task_key, definition_hash)
+    SELECT %(id)s, '', src.definition_hash FROM src
+    WHERE src.needs_entry
+      AND NOT EXISTS (SELECT FROM {t_checkpoints} AS c
+                      WHERE c.instance_id = %(id)s AND c.key = '')
+    ON CONFLICT (instance_id, task_key) DO UPDATE
+    SET available_at = excluded.available_at
+    WHERE q.worker_id IS NULL AND excluded.available_at < q.available_at
+    RETURNING 1
+), wake AS (
+    SELECT pg_notify({channel}, '') WHERE EXISTS (SELECT FROM cont)
+)
+
+
+-- A paused instance becomes running (a distributed one gets its "continue" entry);
+-- otherwise a pending pause request is withdrawn.
+-- Returns (status found, request kind found, notified); no row: unknown instance.
 -- name: unpause
 WITH old AS (
     SELECT i.instance_id, i.status, i.request_kind FROM {t_instances} AS i
     WHERE i.instance_id = %(id)s
     FOR UPDATE
-), resumed AS (
+), src AS (
     UPDATE {t_instances} AS i
     SET status = 'running', reason = NULL, paused_by = NULL, updated_at = now()
     FROM old
     WHERE i.instance_id = old.instance_id AND old.status = 'paused'
-), withdrawn AS (
+    RETURNING i.definition_hash, i.distributed AS needs_entry
+), {_continue_entry}, withdrawn AS (
     UPDATE {t_instances} AS i
     SET request_kind = NULL, request_reason = NULL, request_by = NULL
     FROM old
     WHERE i.instance_id = old.instance_id AND old.status <> 'paused'
       AND old.request_kind = 'pause'
 )
-SELECT old.status, old.request_kind FROM old
+SELECT old.status, old.request_kind, (SELECT count(*) FROM wake) FROM old
 
 
 -- Buffer an event unless the instance has finished; return the status found (NULL: the
 -- instance does not exist yet, and the event waits for it). FOR SHARE orders this after a
--- concurrent finish, so an event is never buffered for a run that just ended.
+-- concurrent finish, so an event is never buffered for a run that just ended. An active
+-- distributed run gets its "continue" entry, so a worker comes to consume the event.
 -- name: send_signal
 WITH inst AS (
-    SELECT i.status FROM {t_instances} AS i WHERE i.instance_id = %(id)s FOR SHARE
+    SELECT i.status, i.distributed, i.definition_hash FROM {t_instances} AS i
+    WHERE i.instance_id = %(id)s
+    FOR SHARE
 ), ins AS (
     INSERT INTO {t_signals} (instance_id, signal_name, payload, send_id)
     SELECT %(id)s, %(name)s, %(payload)s, %(send_id)s
     WHERE NOT EXISTS (SELECT FROM inst
                       WHERE inst.status IN ('completed', 'failed', 'cancelled'))
     ON CONFLICT (send_id) DO NOTHING
+), src AS (
+    SELECT inst.definition_hash,
+           inst.distributed AND inst.status IN ('running', 'waiting', 'awaiting_signal')
+               AS needs_entry
+    FROM inst
+), {_continue_entry}
+SELECT (SELECT inst.status FROM inst), (SELECT count(*) FROM wake)
+
+
+-- == Worker queue =========================================================================
+
+
+-- Queue entries from parallel arrays, one element per QueueItem (its tags are the slice
+-- q_tag_lo..q_tag_hi of the flat %(q_tags)s). One row per key: the first item's fields and
+-- the earliest due time (NULL: now), as InMemoryBackend._enqueue merges repeats. Keys
+-- already checkpointed are left out.
+-- name: _queue_items
+items AS (
+    SELECT DISTINCT ON (u.key) u.key, u.task_id, u.priority::int2 AS priority,
+           (%(q_tags)s::text[])[u.lo:u.hi] AS tags,
+           min(coalesce(to_timestamp(u.at), now())) OVER (PARTITION BY u.key) AS available_at
+    FROM unnest(%(q_keys)s::text[], %(q_task_ids)s::text[], %(q_priorities)s::int4[],
+                %(q_tag_lo)s::int4[], %(q_tag_hi)s::int4[], %(q_at)s::float8[])
+         WITH ORDINALITY AS u (key, task_id, priority, lo, hi, at, n)
+    WHERE NOT EXISTS (SELECT FROM {t_checkpoints} AS c
+                      WHERE c.instance_id = %(id)s AND c.key = u.key)
+    ORDER BY u.key, u.n
 )
-SELECT (SELECT inst.status FROM inst)
+
+
+-- Insert the "items" (except the key %(key)s) for the run in the CTE "inst" (column
+-- definition_hash): a key already queued keeps its entry, an unclaimed one its earliest due
+-- time. Returns whether each written entry is claimable now.
+-- name: _enqueue_items
+enq AS (
+    INSERT INTO {t_task_queue} AS q
+        (instance_id, task_key, task_id, definition_hash, priority, tags, available_at)
+    SELECT %(id)s, it.key, it.task_id, inst.definition_hash, it.priority, it.tags,
+           it.available_at
+    FROM items AS it CROSS JOIN inst
+    WHERE it.key IS DISTINCT FROM %(key)s
+    ON CONFLICT (instance_id, task_key) DO UPDATE
+    SET available_at = excluded.available_at
+    WHERE q.worker_id IS NULL AND excluded.available_at < q.available_at
+    RETURNING q.available_at <= now() AS ready
+)
+
+
+-- FOR SHARE orders this after a concurrent finish: entries are never added to a run that
+-- just ended (they could never be claimed). Returns the number of notifications sent.
+-- name: enqueue
+WITH inst AS (
+    SELECT i.definition_hash FROM {t_instances} AS i
+    WHERE i.instance_id = %(id)s AND i.status NOT IN ('completed', 'failed', 'cancelled')
+    FOR SHARE
+), {_queue_items}, {_enqueue_items}, wake AS (
+    SELECT pg_notify({channel}, '') WHERE EXISTS (SELECT FROM enq WHERE enq.ready)
+)
+SELECT count(*) FROM wake
+
+
+-- Claim up to %(n)s entries: unclaimed and due, or claimed with an expired lease; of the
+-- given definitions, with tags all served, of active runs; highest priority (lowest number)
+-- first, then oldest. Each branch walks its partial index in that order and locks rows as
+-- it goes (SKIP LOCKED: concurrent claimers never wait on each other nor take the same
+-- row); the outer LIMIT keeps the best %(n)s. The database clock decides due and expired.
+-- name: claim
+WITH cand AS (
+    SELECT c.instance_id, c.task_key
+    FROM (
+        SELECT * FROM (
+            SELECT q.instance_id, q.task_key, q.priority, q.available_at
+            FROM {t_task_queue} AS q
+            JOIN {t_instances} AS i ON i.instance_id = q.instance_id
+            WHERE q.worker_id IS NULL AND q.available_at <= now()
+              AND q.definition_hash = ANY (%(hashes)s::text[]) AND q.tags <@ %(tags)s::text[]
+              AND i.status IN ('running', 'waiting', 'awaiting_signal')
+            ORDER BY q.priority, q.available_at
+            LIMIT %(n)s
+            FOR UPDATE OF q SKIP LOCKED
+        ) AS ready
+        UNION ALL
+        SELECT * FROM (
+            SELECT q.instance_id, q.task_key, q.priority, q.available_at
+            FROM {t_task_queue} AS q
+            JOIN {t_instances} AS i ON i.instance_id = q.instance_id
+            WHERE q.worker_id IS NOT NULL AND q.lease_expires_at < now()
+              AND q.definition_hash = ANY (%(hashes)s::text[]) AND q.tags <@ %(tags)s::text[]
+              AND i.status IN ('running', 'waiting', 'awaiting_signal')
+            ORDER BY q.priority, q.available_at
+            LIMIT %(n)s
+            FOR UPDATE OF q SKIP LOCKED
+        ) AS expired
+    ) AS c
+    ORDER BY c.priority, c.available_at
+    LIMIT %(n)s
+), claimed AS (
+    UPDATE {t_task_queue} AS q
+    SET worker_id = %(worker)s, attempt = q.attempt + 1,
+        lease_expires_at = now() + make_interval(secs => %(lease)s), claim_token = %(token)s
+    FROM cand
+    WHERE q.instance_id = cand.instance_id AND q.task_key = cand.task_key
+    RETURNING q.instance_id, q.task_key, q.attempt, q.definition_hash, q.priority,
+              q.available_at
+)
+SELECT c.instance_id, c.task_key, c.attempt, c.definition_hash
+FROM claimed AS c
+ORDER BY c.priority, c.available_at
+
+
+-- A claim re-sent after a lost connection: the entries its first attempt claimed.
+-- name: claimed_by_token
+SELECT q.instance_id, q.task_key, q.attempt, q.definition_hash
+FROM {t_task_queue} AS q
+WHERE q.worker_id = %(worker)s AND q.claim_token = %(token)s
+ORDER BY q.priority, q.available_at
+
+
+-- Extend the leases still held (same key, attempt and worker); returns them.
+-- name: heartbeat
+UPDATE {t_task_queue} AS q
+SET lease_expires_at = now() + make_interval(secs => %(lease)s)
+FROM unnest(%(ids)s::text[], %(keys)s::text[], %(attempts)s::int4[], %(workers)s::text[])
+     AS c (instance_id, task_key, attempt, worker_id)
+WHERE q.instance_id = c.instance_id AND q.task_key = c.task_key AND q.attempt = c.attempt
+  AND q.worker_id = c.worker_id
+RETURNING q.instance_id, q.task_key, q.attempt, q.worker_id
+
+
+-- The fence of every write under a claim: the run's row first (lock order: instance, then
+-- queue), then the claimed entry, only if it is still this claim. Every other CTE of an
+-- advance writes only when "held" has its row.
+-- name: _held
+lock AS MATERIALIZED (
+    SELECT 1 FROM {t_instances} AS i WHERE i.instance_id = %(id)s FOR NO KEY UPDATE
+), held AS MATERIALIZED (
+    SELECT q.task_key FROM {t_task_queue} AS q
+    WHERE q.instance_id = %(id)s AND q.task_key = %(key)s AND q.attempt = %(attempt)s
+      AND q.worker_id = %(worker)s AND EXISTS (SELECT FROM lock)
+    FOR UPDATE
+)
+
+
+-- What happens to the claimed entry when the claim is given up (%(fate)s, decided by the
+-- caller): 'drop' deletes it; 'requeue' (the write queues the claim's own key again) turns
+-- it into an unclaimed entry; 'renew' (next_item is the claim's own key) claims it again
+-- with attempt 1. Requeue and renew fall back to drop when the key is checkpointed.
+-- Needs the CTEs "held" and "items".
+-- name: _release
+requeued AS (
+    UPDATE {t_task_queue} AS q
+    SET worker_id = NULL, lease_expires_at = NULL, attempt = 0, claim_token = NULL,
+        task_id = it.task_id, priority = it.priority, tags = it.tags,
+        available_at = it.available_at
+    FROM items AS it
+    WHERE %(fate)s = 'requeue' AND it.key = %(key)s
+      AND q.instance_id = %(id)s AND q.task_key = %(key)s AND EXISTS (SELECT FROM held)
+    RETURNING q.available_at <= now() AS ready
+), renewed AS (
+    UPDATE {t_task_queue} AS q
+    SET attempt = 1, lease_expires_at = now() + make_interval(secs => %(lease)s),
+        claim_token = %(token)s, task_id = %(n_task_id)s, priority = %(n_priority)s,
+        tags = %(n_tags)s::text[], available_at = now()
+    WHERE %(fate)s = 'renew' AND q.instance_id = %(id)s AND q.task_key = %(key)s
+      AND EXISTS (SELECT FROM held)
+      AND NOT EXISTS (SELECT FROM {t_checkpoints} AS c
+                      WHERE c.instance_id = %(id)s AND c.key = %(key)s)
+    RETURNING q.attempt
+), dropped AS (
+    DELETE FROM {t_task_queue} AS q
+    WHERE %(fate)s <> 'keep' AND q.instance_id = %(id)s AND EXISTS (SELECT FROM held)
+      AND (%(terminal)s
+           OR (q.task_key = %(key)s
+               AND NOT EXISTS (SELECT FROM requeued) AND NOT EXISTS (SELECT FROM renewed)))
+)
+
+
+-- advance() without a final state: checkpoints, new entries, the run touched (as save_steps
+-- does), and the claim kept, given up, or moved to %(n_key)s (claimed by the same worker
+-- with attempt 1, unless that key is queued or checkpointed already).
+-- Returns (held, obeyed columns..., definition hash, attempt of the claim now held on
+-- %(n_key)s, notified).
+-- name: advance
+WITH {_held}, inst AS (
+    UPDATE {t_instances} AS i
+    SET updated_at = now(),
+        status = CASE WHEN i.status IN ('cancelled', 'paused') THEN i.status ELSE 'running' END
+    WHERE i.instance_id = %(id)s AND EXISTS (SELECT FROM held)
+    RETURNING i.status, i.reason, i.cancelled_by, i.paused_by,
+              i.request_kind, i.request_reason, i.request_by, i.definition_hash
+), {_write_steps}, {_queue_items}, {_enqueue_items}, {_release}, moved AS (
+    INSERT INTO {t_task_queue} AS q
+        (instance_id, task_key, task_id, definition_hash, priority, tags, worker_id, attempt,
+         lease_expires_at, claim_token)
+    SELECT %(id)s, %(n_key)s, %(n_task_id)s, inst.definition_hash, %(n_priority)s,
+           %(n_tags)s::text[], %(worker)s, 1, now() + make_interval(secs => %(lease)s),
+           %(token)s
+    FROM inst
+    WHERE %(move)s
+      AND NOT EXISTS (SELECT FROM {t_checkpoints} AS c
+                      WHERE c.instance_id = %(id)s AND c.key = %(n_key)s)
+    ON CONFLICT (instance_id, task_key) DO NOTHING
+    RETURNING q.attempt
+), wake AS (
+    SELECT pg_notify({channel}, '')
+    WHERE EXISTS (SELECT FROM enq WHERE enq.ready)
+       OR EXISTS (SELECT FROM requeued WHERE requeued.ready)
+)
+SELECT EXISTS (SELECT FROM held), inst.status, inst.reason, inst.cancelled_by,
+       inst.paused_by, inst.request_kind, inst.request_reason, inst.request_by,
+       inst.definition_hash,
+       coalesce((SELECT m.attempt FROM moved AS m), (SELECT r.attempt FROM renewed AS r)),
+       (SELECT count(*) FROM wake)
+FROM (SELECT) AS one
+LEFT JOIN inst ON true
+
+
+-- advance() with a final state: as finish (a terminal one drops every entry of the run;
+-- the caller then passes no items), with the claim given up.
+-- Returns (held, notified).
+-- name: advance_final
+WITH {_held}, inst AS (
+    UPDATE {t_instances} AS i
+    SET {_finish_set}
+    WHERE i.instance_id = %(id)s AND EXISTS (SELECT FROM held)
+    RETURNING i.definition_hash
+), {_write_steps}, {_queue_items}, {_enqueue_items}, {_release}, wake AS (
+    SELECT pg_notify({channel}, '')
+    WHERE EXISTS (SELECT FROM enq WHERE enq.ready)
+       OR EXISTS (SELECT FROM requeued WHERE requeued.ready)
+)
+SELECT EXISTS (SELECT FROM held), (SELECT count(*) FROM wake)
+
+
+-- An advance re-sent after a lost connection found its claim gone: did the first attempt
+-- commit? Returns (obeyed columns..., definition hash, attempt of the entry %(n_key)s this
+-- call claimed, whether %(key)s is claimed now); no row: the run is gone.
+-- name: advance_recover
+SELECT i.status, i.reason, i.cancelled_by, i.paused_by,
+       i.request_kind, i.request_reason, i.request_by, i.definition_hash,
+       (SELECT q.attempt FROM {t_task_queue} AS q
+        WHERE q.instance_id = %(id)s AND q.task_key = %(n_key)s
+          AND q.worker_id = %(worker)s AND q.claim_token = %(token)s),
+       EXISTS (SELECT FROM {t_task_queue} AS q
+               WHERE q.instance_id = %(id)s AND q.task_key = %(key)s
+                 AND q.worker_id IS NOT NULL)
+FROM {t_instances} AS i
+WHERE i.instance_id = %(id)s
+
+
+-- name: listen
+LISTEN {channel_name}
+
+
+-- == Retention ============================================================================
+
+
+-- name: retention_cutoff
+SELECT extract(epoch FROM now() - make_interval(secs => %(older_than)s))::float8
+
+
+-- name: count_finished
+SELECT count(*) FROM {t_instances} AS i
+WHERE i.status IN ('completed', 'failed', 'cancelled')
+  AND i.completed_at < to_timestamp(%(cutoff)s::float8)
+
+
+-- One batch (its own transaction): up to %(batch)s finished runs that ended before the
+-- cutoff, oldest first, skipping rows other sessions hold. Checkpoints, task executions
+-- and queue entries go with their run (ON DELETE CASCADE); consumed signal events are
+-- deleted here (unconsumed ones stay, for a future run with the same id, as with replace).
+-- name: delete_finished
+WITH old AS (
+    SELECT i.instance_id FROM {t_instances} AS i
+    WHERE i.status IN ('completed', 'failed', 'cancelled')
+      AND i.completed_at < to_timestamp(%(cutoff)s::float8)
+    ORDER BY i.completed_at
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+), sig AS (
+    DELETE FROM {t_signals} AS s
+    USING old
+    WHERE s.instance_id = old.instance_id AND s.consumed_at IS NOT NULL
+), gone AS (
+    DELETE FROM {t_instances} AS i
+    USING old
+    WHERE i.instance_id = old.instance_id
+    RETURNING 1
+)
+SELECT count(*) FROM gone
 
 
 -- name: begin

@@ -1,0 +1,648 @@
+"""The worker-queue contract (``QueueStorage``), checked against every queue backend.
+
+``InMemoryBackend`` is the reference: each test states a rule of
+``sayiir.backends.protocol.QueueStorage`` (and of the queue side effects of the ``Storage``
+calls) and runs it on every factory in ``FACTORIES``. The queue is observed the way workers
+see it, through ``claim``. Each test uses a definition hash of its own, so claims never see
+another test's entries in a shared database.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from sayiir.backends.memory import InMemoryBackend
+from sayiir.backends.postgres import PostgresBackend
+from sayiir.backends.protocol import QueueStorage
+from sayiir.core.records import (
+    Claim,
+    ControlRequest,
+    FinalState,
+    InstanceRecord,
+    QueueItem,
+    Status,
+    StepRecord,
+)
+from sayiir.errors import LeaseLostError
+
+Factory = Callable[[pytest.FixtureRequest], QueueStorage]
+
+# One entry per queue backend (PostgreSQL is marked and skipped without a DSN by conftest).
+FACTORIES: dict[str, Factory] = {
+    "memory": lambda _request: InMemoryBackend(),
+    "postgres": lambda request: PostgresBackend(
+        request.getfixturevalue("pg_dsn"), max_connections=12
+    ),
+}
+
+LONG = 60.0  # a lease that never runs out during a test
+
+
+@pytest.fixture(params=list(FACTORIES))
+def queue(request: pytest.FixtureRequest) -> Iterator[QueueStorage]:
+    backend = FACTORIES[request.param](request)
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+@pytest.fixture
+def h() -> str:
+    """This test's definition hash: claims only see this test's entries."""
+    return f"hash-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def new(queue: QueueStorage, h: str) -> Callable[..., str]:
+    """Create an instance of this test's workflow; returns its id."""
+
+    def make(status: Status = Status.RUNNING, *, distributed: bool = True, **fields: object) -> str:
+        iid = f"inst-{uuid.uuid4().hex}"
+        rec = InstanceRecord(iid, "wf", h, status, b"1", distributed=distributed)
+        assert queue.create_instance(replace(rec, **fields), replace=False) is None  # type: ignore[arg-type]
+        return iid
+
+    return make
+
+
+def take(queue: QueueStorage, h: str, worker: str = "w", tags: tuple[str, ...] = (), n: int = 50,
+         lease: float = LONG) -> list[Claim]:  # fmt: skip
+    return queue.claim(worker, [h], list(tags), n, lease)
+
+
+def keys(claims: list[Claim]) -> list[tuple[str, str]]:
+    return [(c.instance_id, c.key) for c in claims]
+
+
+def start(queue: QueueStorage, h: str, iid: str, worker: str = "w") -> Claim:
+    """Claim the run's "continue" entry (its only entry)."""
+    [claim] = take(queue, h, worker)
+    assert (claim.instance_id, claim.key) == (iid, "")
+    return claim
+
+
+def step(key: str, output: bytes = b"1") -> StepRecord:
+    return StepRecord(key, output, key, 1, 1.0, 2.0, "w")
+
+
+def item(key: str, **fields: object) -> QueueItem:
+    return replace(QueueItem(key, key), **fields)  # type: ignore[arg-type]
+
+
+# -- entries from the Storage calls ------------------------------------------------------------
+
+
+def test_a_distributed_run_starts_with_one_continue_entry(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    local = new(distributed=False)
+    [claim] = take(queue, h, "w1")
+    assert claim == Claim(iid, "", 1, "w1", h)
+    assert local != iid
+    assert take(queue, h) == []
+
+
+def test_create_existing_adds_no_entry_and_replace_starts_over(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    rec = InstanceRecord(iid, "wf", h, Status.RUNNING, b"2", distributed=True)
+    assert queue.create_instance(rec, replace=False) is not None
+    old = start(queue, h, iid)
+    queue.enqueue(iid, [item("a")])
+    assert queue.create_instance(rec, replace=True) is None
+    # The old claim is fenced off; the new run has exactly one fresh "continue" entry.
+    with pytest.raises(LeaseLostError):
+        queue.advance(old, [step("x")])
+    [fresh] = take(queue, h, "w2")
+    assert (fresh.key, fresh.attempt, fresh.worker_id) == ("", 1, "w2")
+    assert take(queue, h) == []
+    assert queue.get_checkpoint(iid, "x") is None
+
+
+def test_a_terminal_finish_drops_every_entry_a_parked_one_keeps_them(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    parked, done = new(), new()
+    for iid in (parked, done):
+        queue.enqueue(iid, [item("a"), item("b")])
+    queue.finish(parked, FinalState(Status.AWAITING_SIGNAL, signal_name="go"), [])
+    queue.finish(done, FinalState(Status.COMPLETED, output=b"1"), [])
+    assert sorted(keys(take(queue, h))) == [(parked, ""), (parked, "a"), (parked, "b")]
+
+
+@pytest.mark.parametrize("status", [Status.WAITING, Status.AWAITING_SIGNAL])
+def test_a_cancel_applied_to_a_parked_run_drops_its_entries_and_fences_holders(
+    queue: QueueStorage, h: str, new: Callable[..., str], status: Status
+) -> None:
+    iid = new(status)
+    queue.enqueue(iid, [item("a")])
+    held = take(queue, h, n=1)[0]
+    assert queue.request_control(iid, ControlRequest("cancel", "why", "ops")) is status
+    assert take(queue, h) == []
+    with pytest.raises(LeaseLostError):
+        queue.advance(held, [step("late")])
+    assert queue.get_checkpoint(iid, "late") is None
+    assert queue.heartbeat([held], LONG) == [held]
+
+
+def test_a_cancel_requested_from_a_running_run_keeps_entries_for_the_engine(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    claim = start(queue, h, iid)
+    assert queue.request_control(iid, ControlRequest("cancel", "why", "ops")) is Status.RUNNING
+    request, kept = queue.advance(claim, [step("a")])
+    assert request == ControlRequest("cancel", "why", "ops")
+    assert kept == claim
+
+
+def test_paused_runs_are_not_claimable_until_unpaused(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new(Status.WAITING)
+    queue.enqueue(iid, [item("a")])
+    assert queue.request_control(iid, ControlRequest("pause", None, "ops")) is Status.WAITING
+    assert get_status(queue, iid) is Status.PAUSED
+    assert take(queue, h) == []
+    assert queue.unpause(iid) is Status.PAUSED
+    assert sorted(keys(take(queue, h))) == [(iid, ""), (iid, "a")]
+
+
+def test_unpause_adds_a_continue_entry_only_to_distributed_runs(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    dist, local = new(Status.PAUSED), new(Status.PAUSED, distributed=False)
+    assert take(queue, h) == []  # paused: its start entry waits
+    assert queue.unpause(dist) is Status.PAUSED
+    assert queue.unpause(local) is Status.PAUSED
+    assert keys(take(queue, h)) == [(dist, "")]
+
+
+def test_unpause_queues_the_continue_entry_of_a_paused_distributed_run(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    claim = start(queue, h, iid)
+    queue.advance(claim, [], final=FinalState(Status.PAUSED, reason="r", by="ops"))
+    assert take(queue, h) == []
+    queue.unpause(iid)
+    assert keys(take(queue, h)) == [(iid, "")]
+
+
+def test_a_signal_wakes_an_active_distributed_run(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    claim = start(queue, h, iid)
+    # Parked until a far wake-up: the "" entry is not due yet.
+    far = time.time() + 3600
+    queue.advance(
+        claim,
+        [],
+        final=FinalState(Status.WAITING, wake_at=far),
+        enqueue=[QueueItem("", available_at=far)],
+    )
+    local, done = new(distributed=False), new()
+    queue.finish(done, FinalState(Status.COMPLETED, output=b"1"), [])
+    assert take(queue, h) == []
+    assert queue.send_signal(iid, "go", b"1") is Status.WAITING
+    assert queue.send_signal(local, "go", b"1") is Status.RUNNING
+    assert queue.send_signal(done, "go", b"1") is Status.COMPLETED
+    assert queue.send_signal("nobody-" + iid, "go", b"1") is None
+    assert keys(take(queue, h)) == [(iid, "")]  # made due now
+
+
+def get_status(queue: QueueStorage, iid: str) -> Status:
+    rec = queue.get_instance(iid)
+    assert rec is not None
+    return rec.status
+
+
+# -- claim -------------------------------------------------------------------------------------
+
+
+def test_claim_order_is_priority_then_due_time_and_limit_applies(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    start(queue, h, iid)  # out of the way
+    t = time.time()
+    queue.enqueue(
+        iid,
+        [
+            item("p3-old", available_at=t - 30),
+            item("p5", priority=5, available_at=t - 50),
+            item("p1-new", priority=1, available_at=t - 1),
+            item("p1-old", priority=1, available_at=t - 20),
+            item("p3-new", available_at=t - 10),
+        ],
+    )
+    first = take(queue, h, n=2)
+    assert [c.key for c in first] == ["p1-old", "p1-new"]
+    assert [c.key for c in take(queue, h, n=10)] == ["p3-old", "p3-new", "p5"]
+    assert take(queue, h) == []
+
+
+def test_claim_takes_due_entries_only(queue: QueueStorage, h: str, new: Callable[..., str]) -> None:
+    iid = new()
+    start(queue, h, iid)
+    queue.enqueue(iid, [item("soon", available_at=time.time() + 0.4), item("later",
+                  available_at=time.time() + 3600)])  # fmt: skip
+    assert take(queue, h) == []
+    time.sleep(0.6)
+    assert [c.key for c in take(queue, h)] == ["soon"]
+
+
+def test_claim_serves_only_the_given_definitions(queue: QueueStorage, h: str) -> None:
+    other = f"other-{uuid.uuid4().hex}"
+    iid = f"inst-{uuid.uuid4().hex}"
+    rec = InstanceRecord(iid, "wf", other, Status.RUNNING, b"1", distributed=True)
+    queue.create_instance(rec, replace=False)
+    assert take(queue, h) == []
+    assert queue.claim("w", [], [], 5, LONG) == []
+    assert keys(queue.claim("w", [h, other], [], 5, LONG)) == [(iid, "")]
+
+
+def test_tags_route_entries_to_workers_serving_all_of_them(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    start(queue, h, iid)
+    queue.enqueue(
+        iid,
+        [item("gpu", tags=("gpu",)), item("both", tags=("gpu", "eu")), item("plain")],
+    )
+    assert [c.key for c in take(queue, h, "plain")] == ["plain"]
+    assert [c.key for c in take(queue, h, "eu", tags=("eu",))] == []
+    assert [c.key for c in take(queue, h, "gpu", tags=("gpu",))] == ["gpu"]
+    assert [c.key for c in take(queue, h, "all", tags=("eu", "gpu", "x"))] == ["both"]
+
+
+def test_a_claim_sets_worker_attempt_and_hash(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    assert take(queue, h, "w-9") == [Claim(iid, "", 1, "w-9", h)]
+    assert take(queue, h, "w-10") == []  # held: not claimable while the lease runs
+
+
+def test_lease_expiry_makes_an_entry_claimable_again_with_attempt_plus_one(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    [first] = take(queue, h, "w1", lease=0.2)
+    assert take(queue, h, "w2") == []
+    time.sleep(0.4)
+    [second] = take(queue, h, "w2")
+    assert second == Claim(iid, "", 2, "w2", h)
+    time.sleep(0.1)
+    assert take(queue, h, "w3") == []  # w2's lease is long
+    assert first.attempt == 1
+
+
+def test_concurrent_claimers_take_each_entry_once(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    """SKIP LOCKED exclusivity (reliability plan R8, scaled down to threads)."""
+    iids = [new() for _ in range(30)]
+    for iid in iids:
+        queue.enqueue(iid, [item(f"k{j}") for j in range(5)])
+    taken: list[Claim] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(8)
+
+    def worker(n: int) -> None:
+        barrier.wait()
+        while True:
+            got = queue.claim(f"w{n}", [h], [], 1 + n % 4, LONG)
+            if not got:
+                return
+            with lock:
+                taken.extend(got)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    counts = Counter(keys(taken))
+    assert len(counts) == 30 * 6
+    assert set(counts.values()) == {1}
+    assert {c.attempt for c in taken} == {1}
+
+
+# -- heartbeat ---------------------------------------------------------------------------------
+
+
+def test_heartbeat_extends_held_leases_and_returns_the_lost_ones(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    a, b = new(), new()
+    claims = take(queue, h, "w1", lease=0.3)
+    ca = next(c for c in claims if c.instance_id == a)
+    cb = next(c for c in claims if c.instance_id == b)
+    assert queue.heartbeat([ca, cb], LONG) == []
+    time.sleep(0.5)
+    assert take(queue, h, "w2") == []  # extended: not expired
+    stale = replace(ca, attempt=ca.attempt + 1)
+    stranger = replace(cb, worker_id="w2")
+    gone = Claim(a, "nothing", 1, "w1", h)
+    assert queue.heartbeat([ca, stale, stranger, gone, cb], LONG) == [stale, stranger, gone]
+
+
+def test_heartbeat_reports_a_claim_taken_over_after_expiry(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    new()
+    [old] = take(queue, h, "w1", lease=0.2)
+    time.sleep(0.4)
+    [cur] = take(queue, h, "w2")
+    assert queue.heartbeat([old, cur], LONG) == [old]
+
+
+def test_an_expired_claim_not_taken_over_is_still_held(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    [claim] = take(queue, h, "w1", lease=0.1)
+    time.sleep(0.3)
+    assert queue.heartbeat([claim], LONG) == []
+    assert queue.advance(claim, [step("a")]) == (None, claim)
+    assert queue.get_checkpoint(iid, "a") == b"1"
+
+
+# -- advance: fencing --------------------------------------------------------------------------
+
+
+def test_a_stale_claim_is_fenced_off_and_writes_nothing(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    [old] = take(queue, h, "w1", lease=0.2)
+    time.sleep(0.4)
+    [cur] = take(queue, h, "w2")
+    assert cur.attempt == old.attempt + 1
+    before = queue.get_instance(iid)
+    kwargs: dict[str, Any]
+    for kwargs in (
+        {},
+        {"release": True},
+        {"next_item": item("b")},
+        {"final": FinalState(Status.COMPLETED, output=b"9")},
+        {"final": FinalState(Status.WAITING, wake_at=time.time() + 60)},
+    ):
+        with pytest.raises(LeaseLostError, match="lost its claim"):
+            queue.advance(old, [step("a", b"99")], enqueue=[item("q")], **kwargs)
+    assert queue.get_checkpoint(iid, "a") is None
+    after = queue.get_instance(iid)
+    assert after is not None and before is not None
+    assert (after.status, after.output, after.updated_at) == (
+        before.status,
+        before.output,
+        before.updated_at,
+    )
+    assert take(queue, h, "w3") == []  # no entry was queued by the fenced writes
+    assert queue.advance(cur, [step("a", b"2")], release=True) == (None, None)
+    assert queue.get_checkpoint(iid, "a") == b"2"
+
+
+def test_fencing_checks_worker_and_key_too(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    claim = start(queue, h, iid, "w1")
+    for stale in (replace(claim, worker_id="w2"), replace(claim, key="other")):
+        with pytest.raises(LeaseLostError):
+            queue.advance(stale, [step("a")])
+    with pytest.raises(LeaseLostError):
+        queue.advance(Claim("nobody-" + iid, "", 1, "w1", h), [step("a")])
+    assert queue.get_checkpoint(iid, "a") is None
+
+
+# -- advance: keep, release, next_item, final --------------------------------------------------
+
+
+def test_advance_keeps_the_claim_and_returns_the_pending_request(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    claim = start(queue, h, iid)
+    assert queue.advance(claim, [step("a")]) == (None, claim)
+    queue.request_control(iid, ControlRequest("pause", "later", "ops"))
+    assert queue.advance(claim, [step("b")]) == (ControlRequest("pause", "later", "ops"), claim)
+    assert (queue.get_checkpoint(iid, "a"), queue.get_checkpoint(iid, "b")) == (b"1", b"1")
+    assert take(queue, h) == []
+    state = queue.load(iid)
+    assert state is not None and state.record.status is Status.RUNNING
+
+
+def test_advance_returns_a_pause_applied_meanwhile(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new(Status.WAITING)
+    claim = start(queue, h, iid)
+    queue.request_control(iid, ControlRequest("pause", "r", "ops"))  # applied: parked
+    request, kept = queue.advance(claim, [step("a")])
+    assert request == ControlRequest("pause", "r", "ops")
+    assert kept == claim
+    assert get_status(queue, iid) is Status.PAUSED
+
+
+def test_advance_release_drops_the_entry(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    claim = start(queue, h, iid)
+    assert queue.advance(claim, [step("a")], enqueue=[item("b")], release=True) == (None, None)
+    assert keys(take(queue, h)) == [(iid, "b")]
+    assert queue.heartbeat([claim], LONG) == [claim]
+
+
+def test_advance_moves_the_claim_to_next_item(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    claim = start(queue, h, iid, "w1")
+    request, moved = queue.advance(
+        claim, [step("a")], enqueue=[item("side")], next_item=item("b"), lease_secs=0.3
+    )
+    assert request is None
+    assert moved == Claim(iid, "b", 1, "w1", h)
+    assert keys(take(queue, h, "w2")) == [(iid, "side")]  # "" is gone, "b" is held
+    assert queue.heartbeat([claim, moved], LONG) == [claim]
+    assert queue.advance(moved, [step("b")], release=True) == (None, None)
+
+
+def test_next_item_claims_nothing_when_its_key_is_queued_or_checkpointed(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    claim = start(queue, h, iid)
+    queue.enqueue(iid, [item("queued")])
+    queue.save_steps(iid, [step("done")])
+    [held] = take(queue, h, "other")  # "queued" is another worker's now
+    assert held.key == "queued"
+    queue.enqueue(iid, [item(f"c{n}") for n in range(4)])
+    cases: list[tuple[str, list[StepRecord], list[QueueItem]]] = [
+        ("queued", [], []),  # claimed by another worker
+        ("done", [], []),  # checkpointed earlier
+        ("now", [step("now")], []),  # checkpointed by this very write
+        ("mine", [], [item("mine")]),  # queued by this very write
+    ]
+    for nxt, steps, extra in cases:
+        c = take(queue, h, "w", n=1)[0]
+        request, got = queue.advance(c, steps, enqueue=extra, next_item=item(nxt))
+        assert (request, got) == (None, None), nxt
+        assert queue.heartbeat([c], LONG) == [c]  # released all the same
+    assert queue.heartbeat([claim], LONG) == []
+    # "mine" was queued (unclaimed) by the last write; nothing else is left.
+    assert [c.key for c in take(queue, h)] == ["mine"]
+
+
+def test_next_item_of_the_claims_own_key_claims_it_again(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    [first] = take(queue, h, "w1", lease=0.1)
+    time.sleep(0.3)
+    [claim2] = take(queue, h, "w1")
+    assert first.attempt == 1
+    assert claim2.attempt == 2
+    assert queue.advance(claim2, [], next_item=QueueItem("")) == (None, Claim(iid, "", 1, "w1", h))
+    assert take(queue, h) == []
+
+
+def test_final_terminal_drops_every_entry_and_fences_the_other_holders(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    claim = start(queue, h, iid, "w1")
+    queue.enqueue(iid, [item("b1"), item("b2"), item("b3")])
+    [other] = take(queue, h, "w2", n=1)
+    result = queue.advance(
+        claim,
+        [step("a", b"5")],
+        final=FinalState(Status.COMPLETED, output=b"5"),
+        enqueue=[item("late")],
+    )
+    assert result == (None, None)
+    rec = queue.get_instance(iid)
+    assert rec is not None
+    assert (rec.status, rec.output) == (Status.COMPLETED, b"5")
+    assert rec.completed_at is not None
+    assert queue.get_checkpoint(iid, "a") == b"5"
+    assert take(queue, h) == []
+    with pytest.raises(LeaseLostError):
+        queue.advance(other, [step("b1")])
+
+
+@pytest.mark.parametrize(
+    "final",
+    [
+        FinalState(Status.CANCELLED, reason="r", by="ops"),
+        FinalState(Status.FAILED, error="boom"),
+    ],
+)
+def test_final_clears_the_request_and_records_who(
+    queue: QueueStorage, h: str, new: Callable[..., str], final: FinalState
+) -> None:
+    iid = new()
+    claim = start(queue, h, iid)
+    queue.request_control(iid, ControlRequest("cancel", "r", "ops"))
+    assert queue.advance(claim, [], final=final) == (None, None)
+    rec = queue.get_instance(iid)
+    assert rec is not None
+    assert rec.status is final.status and rec.request is None
+    assert (rec.error, rec.cancelled_by) == (final.error, final.by)
+
+
+def test_a_parked_final_keeps_other_entries_and_queues_the_wake_up(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    claim = start(queue, h, iid)
+    queue.enqueue(iid, [item("branch")])
+    wake = time.time() + 0.4
+    result = queue.advance(
+        claim,
+        [step("timer")],
+        final=FinalState(Status.WAITING, wake_at=wake, park_node="nap"),
+        enqueue=[QueueItem("", available_at=wake)],
+    )
+    assert result == (None, None)
+    rec = queue.get_instance(iid)
+    assert rec is not None
+    assert (rec.status, rec.park_node) == (Status.WAITING, "nap")
+    assert keys(take(queue, h)) == [(iid, "branch")]
+    time.sleep(0.6)
+    assert keys(take(queue, h)) == [(iid, "")]  # the wake-up of the "" holder survived
+
+
+def test_giving_up_a_claim_requeues_its_own_key_when_asked(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    """The claim's own key in ``enqueue``: ignored while kept, queued again when given up."""
+    iid = new()
+    claim = start(queue, h, iid)
+    assert queue.advance(claim, [], enqueue=[QueueItem("")]) == (None, claim)
+    assert take(queue, h, "w2") == []
+    assert queue.advance(claim, [], enqueue=[QueueItem("")], release=True) == (None, None)
+    [again] = take(queue, h, "w2")
+    assert again == Claim(iid, "", 1, "w2", h)
+
+
+# -- enqueue -----------------------------------------------------------------------------------
+
+
+def test_enqueue_is_idempotent_and_skips_checkpointed_keys(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    start(queue, h, iid)
+    queue.save_steps(iid, [step("done")])
+    for _ in range(2):
+        queue.enqueue(iid, [item("a"), item("a"), item("done")])
+    queue.enqueue("nobody-" + iid, [item("a")])
+    assert keys(take(queue, h)) == [(iid, "a")]
+
+
+def test_enqueue_keeps_the_earlier_due_time_of_an_unclaimed_entry(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    start(queue, h, iid)
+    t = time.time()
+    queue.enqueue(iid, [item("x", available_at=t + 3600), item("y", available_at=t - 5)])
+    queue.enqueue(iid, [item("x", available_at=t - 10)])  # earlier: moves it up
+    queue.enqueue(iid, [item("y", available_at=t + 3600)])  # later: ignored
+    assert [c.key for c in take(queue, h)] == ["x", "y"]
+
+
+def test_enqueue_in_one_call_merges_repeats_to_the_earliest_due_time(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    start(queue, h, iid)
+    queue.enqueue(iid, [item("x", available_at=time.time() + 3600), item("x")])
+    assert [c.key for c in take(queue, h)] == ["x"]
+
+
+def test_enqueue_leaves_a_claimed_entry_alone(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    claim = start(queue, h, iid)
+    queue.enqueue(iid, [QueueItem("", available_at=time.time() - 100)])
+    assert take(queue, h, "w2") == []
+    assert queue.heartbeat([claim], LONG) == []
