@@ -1,20 +1,23 @@
-"""Workers in one process over InMemoryBackend: distribution, timers, signals, fencing.
+"""Workers in one process: distribution, timers, signals, fencing.
 
-These exercise the worker mode of the interpreter and the queue protocol without a
-database; tests with real worker processes over PostgreSQL live beside this file.
+Every test runs on InMemoryBackend and on PostgresBackend (a table prefix of its own per
+test, in the module's database): the worker mode of the interpreter over both queues. Tests
+with real worker processes over PostgreSQL live beside this file.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from sayiir import Flow, InMemoryBackend, WorkflowClient, task
+from sayiir import Flow, InMemoryBackend, PostgresBackend, WorkflowClient, task
+from sayiir.backends.protocol import QueueStorage
 from sayiir.core.records import QueueItem, StepRecord
 from sayiir.errors import LeaseLostError
 from sayiir.worker import Worker, WorkerHandle
@@ -64,6 +67,19 @@ def _clear_ledger() -> Iterator[None]:
     ledger.clear()
 
 
+@pytest.fixture(params=["memory", "postgres"])
+def backend(request: pytest.FixtureRequest) -> Iterator[QueueStorage]:
+    """A fresh queue: in memory, or PostgreSQL tables with a prefix of their own."""
+    b: QueueStorage
+    if request.param == "memory":
+        b = InMemoryBackend()
+    else:
+        dsn = request.getfixturevalue("pg_dsn")
+        b = PostgresBackend(dsn, table_prefix=f"w{uuid.uuid4().hex[:10]}_")
+    yield b
+    b.close()
+
+
 @pytest.fixture
 def workers() -> Iterator[Callable[..., WorkerHandle]]:
     handles: list[WorkerHandle] = []
@@ -89,8 +105,7 @@ def _wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def test_two_workers_drain_fork_runs_each_task_once(workers) -> None:
-    backend = InMemoryBackend()
+def test_two_workers_drain_fork_runs_each_task_once(backend: Any, workers) -> None:
     client = WorkflowClient(backend)
     for i in range(6):
         assert client.submit(FORK, f"run-{i}", i).status == "in_progress"
@@ -104,8 +119,7 @@ def test_two_workers_drain_fork_runs_each_task_once(workers) -> None:
     assert {thread for _, thread in ledger} == {"sayiir-worker-w1-0", "sayiir-worker-w2-0"}
 
 
-def test_fork_branches_of_one_run_execute_in_parallel_on_two_workers(workers) -> None:
-    backend = InMemoryBackend()
+def test_fork_branches_of_one_run_execute_in_parallel_on_two_workers(backend: Any, workers) -> None:
     client = WorkflowClient(backend)
     workers(backend, [FORK], "w1")
     workers(backend, [FORK], "w2")
@@ -118,7 +132,7 @@ def test_fork_branches_of_one_run_execute_in_parallel_on_two_workers(workers) ->
     assert len(threads) == 2
 
 
-def test_delay_and_signal_need_no_worker_waiting(workers) -> None:
+def test_delay_and_signal_need_no_worker_waiting(backend: Any, workers) -> None:
     wf = (
         Flow("parked")
         .then(prepare)
@@ -127,7 +141,6 @@ def test_delay_and_signal_need_no_worker_waiting(workers) -> None:
         .then(prepare, name="after")
         .build()
     )
-    backend = InMemoryBackend()
     client = WorkflowClient(backend)
     workers(backend, [wf], "w1", poll_interval=5.0)
     client.submit(wf, "p", 1)
@@ -139,9 +152,8 @@ def test_delay_and_signal_need_no_worker_waiting(workers) -> None:
     assert client.status("p").output == 42
 
 
-def test_cancel_reaches_queued_work(workers) -> None:
+def test_cancel_reaches_queued_work(backend: Any, workers) -> None:
     wf = Flow("slow").then(left).then(right).build()
-    backend = InMemoryBackend()
     client = WorkflowClient(backend)
     client.submit(wf, "c", 1)
     client.cancel("c", reason="not needed", cancelled_by="ops")
@@ -153,9 +165,10 @@ def test_cancel_reaches_queued_work(workers) -> None:
     assert ledger == []
 
 
-def test_shutdown_lets_the_running_task_finish_and_leaves_the_rest_queued(workers) -> None:
+def test_shutdown_lets_the_running_task_finish_and_leaves_the_rest_queued(
+    backend: Any, workers
+) -> None:
     wf = Flow("two").then(left).then(right).build()
-    backend = InMemoryBackend()
     client = WorkflowClient(backend)
     client.submit(wf, "s", 1)
     handle = workers(backend, [wf], "w1")
@@ -171,10 +184,9 @@ def test_shutdown_lets_the_running_task_finish_and_leaves_the_rest_queued(worker
     assert Counter(n for n, _ in ledger) == {"left": 1, "right": 1}
 
 
-def test_a_stale_claim_cannot_write() -> None:
+def test_a_stale_claim_cannot_write(backend: Any) -> None:
     """A worker whose lease expired and was taken over is fenced off (nothing written)."""
     wf = Flow("f").then(prepare).build()
-    backend = InMemoryBackend()
     WorkflowClient(backend).submit(wf, "x", 1)
     [old] = backend.claim("w1", [wf.definition_hash], [], 1, lease_secs=0.05)
     time.sleep(0.1)
@@ -188,14 +200,13 @@ def test_a_stale_claim_cannot_write() -> None:
     assert backend.get_checkpoint("x", "prepare") == b"2"
 
 
-def test_tagged_tasks_go_only_to_workers_serving_the_tags(workers) -> None:
+def test_tagged_tasks_go_only_to_workers_serving_the_tags(backend: Any, workers) -> None:
     @task(tags=["gpu"])
     def render(x: int) -> int:
         _record("render")
         return x * 10
 
     wf = Flow("tags").then(render).build()
-    backend = InMemoryBackend()
     client = WorkflowClient(backend)
     client.submit(wf, "t", 1)
     # The start entry is untagged: any worker takes it, then queues the tagged task.
@@ -207,8 +218,7 @@ def test_tagged_tasks_go_only_to_workers_serving_the_tags(workers) -> None:
     assert [thread for _, thread in ledger] == ["sayiir-worker-gpu-box-0"]
 
 
-def test_priority_orders_claims() -> None:
-    backend = InMemoryBackend()
+def test_priority_orders_claims(backend: Any) -> None:
     wf = Flow("p").then(prepare).build()
     client = WorkflowClient(backend)
     client.submit(wf, "low", 1)
