@@ -101,7 +101,6 @@ def test_a_run_waits_out_a_restart_and_completes(pg_dsn: str) -> None:
     backend.close()
 
 
-@pytest.mark.skipif(not hasattr(PostgresBackend, "claim"), reason="TEMPORARY: queue not built")
 def test_workers_survive_a_restart_and_finish_the_work(pg_dsn: str, tmp_path: Path) -> None:
     ledger = tmp_path / "ledger.txt"
     backend = PostgresBackend(pg_dsn, retry_timeout_secs=60)
