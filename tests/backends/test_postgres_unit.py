@@ -10,14 +10,29 @@ import re
 import subprocess
 import sys
 from typing import Any
+from uuid import uuid4
 
 import pytest
 
 from sayiir.backends.postgres import PostgresBackend, _migrations, _ops
 from sayiir.backends.postgres._conninfo import parse_target, redact
-from sayiir.backends.postgres._names import BARE_NAMES, MAX_PREFIX, TABLES, check_names
-from sayiir.core.records import ControlRequest, Status, StepRecord, control_decision
-from sayiir.errors import BackendError, InstanceNotFoundError
+from sayiir.backends.postgres._names import (
+    BARE_NAMES,
+    MAX_PREFIX,
+    TABLES,
+    check_names,
+    queue_channel,
+)
+from sayiir.core.records import (
+    Claim,
+    ControlRequest,
+    FinalState,
+    QueueItem,
+    Status,
+    StepRecord,
+    control_decision,
+)
+from sayiir.errors import BackendError, InstanceNotFoundError, LeaseLostError
 
 SECRET = "S3cretPw"
 
@@ -247,6 +262,95 @@ def test_old_server_is_refused_with_both_versions() -> None:
 def test_server_version_texts() -> None:
     assert _migrations._server_version_text(90624) == "9.6.24"
     assert _migrations._server_version_text(150020) == "15.20"
+
+
+# -- the worker queue (sans-IO) ----------------------------------------------------------------
+
+CLAIM = Claim("i", "k", 2, "w", "h")
+HELD = [(True, "running", None, None, None, None, None, None, "h", None, 0)]
+LOST = [(False, None, None, None, None, None, None, None, None, None, 0)]
+
+
+def advance(
+    *,
+    steps: list[StepRecord] | None = None,
+    final: FinalState | None = None,
+    enqueue: tuple[QueueItem, ...] | list[QueueItem] = (),
+    next_item: QueueItem | None = None,
+    release: bool = False,
+    retry: bool = False,
+    replies: list[_ops.Rows] | None = None,
+) -> tuple[list[Any], Any]:
+    op = _ops.advance(
+        CLAIM, steps or [], final=final, enqueue=enqueue, next_item=next_item,
+        release=release, lease_secs=30.0, token=uuid4(), retry=retry,
+    )  # fmt: skip
+    return drive(op, *(replies or [HELD]))
+
+
+def test_queue_channel_is_per_schema_and_prefix_and_fits_a_name() -> None:
+    assert queue_channel("public", "sayiir_") == "public.sayiir_queue"
+    assert queue_channel("a_b", "c_") != queue_channel("a", "b_c_")
+    long = queue_channel("s" * 63, "p" * MAX_PREFIX)
+    assert len(long) <= 63 and long != queue_channel("s" * 63, "q" * MAX_PREFIX)
+
+
+def test_advance_keeps_the_claim_and_never_queues_its_own_key_then() -> None:
+    (req,), result = advance(enqueue=[QueueItem("k"), QueueItem("x")])
+    assert req.name == "advance" and req.params["fate"] == "keep"
+    assert req.params["q_keys"] == ["k", "x"]  # the SQL skips %(key)s while the claim is kept
+    assert result == (None, CLAIM)
+
+
+def test_advance_decides_the_fate_of_the_claim() -> None:
+    fates = {
+        "release": advance(release=True),
+        "requeue": advance(release=True, enqueue=[QueueItem("k", available_at=9.0)]),
+        "renew": advance(next_item=QueueItem("k")),
+        "move": advance(next_item=QueueItem("n")),
+        "move, but queued here": advance(next_item=QueueItem("n"), enqueue=[QueueItem("n")]),
+        "move, but checkpointed here": advance(next_item=QueueItem("n"), steps=[StepRecord("n", b"1")]),  # noqa: E501
+    }  # fmt: skip
+    got = {name: (r[0].params["fate"], r[0].params["move"]) for name, (r, _) in fates.items()}
+    assert got == {
+        "release": ("drop", False),
+        "requeue": ("requeue", False),
+        "renew": ("renew", False),
+        "move": ("drop", True),
+        "move, but queued here": ("drop", False),
+        "move, but checkpointed here": ("drop", False),
+    }
+
+
+def test_a_terminal_final_queues_nothing_and_drops_everything() -> None:
+    done = FinalState(Status.COMPLETED, output=b"1")
+    (req,), result = advance(final=done, enqueue=[QueueItem("x")], next_item=QueueItem("n"))
+    assert req.name == "advance_final"
+    assert (req.params["q_keys"], req.params["terminal"], req.params["move"]) == ([], True, False)
+    assert result == (None, None)
+
+
+def test_a_lost_claim_raises_unless_a_retry_finds_its_own_commit() -> None:
+    with pytest.raises(LeaseLostError, match="lost its claim on task 'k'"):
+        advance(release=True, replies=[LOST])
+    with pytest.raises(LeaseLostError):  # kept claims are never "recovered"
+        advance(retry=True, replies=[LOST])
+    obeyed = ("running", None, None, None, None, None, None)
+    recover = [(*obeyed, "h", None, False)]
+    reqs, result = advance(release=True, retry=True, replies=[LOST, recover])
+    assert [r.name for r in reqs] == ["advance", "advance_recover"] and result == (None, None)
+    moved = [(*obeyed, "h", 1, False)]
+    _, result = advance(next_item=QueueItem("n"), retry=True, replies=[LOST, moved])
+    assert result == (None, Claim("i", "n", 1, "w", "h"))
+    taken = [(*obeyed, "h", None, True)]
+    with pytest.raises(LeaseLostError):
+        advance(release=True, retry=True, replies=[LOST, taken])
+
+
+def test_heartbeat_returns_the_claims_not_extended() -> None:
+    other = Claim("j", "k", 1, "w", "h")
+    _, lost = drive(_ops.heartbeat([CLAIM, other], 30.0), [("i", "k", 2, "w")])
+    assert lost == [other]
 
 
 # -- retry classification ----------------------------------------------------------------------

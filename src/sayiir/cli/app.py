@@ -1,6 +1,7 @@
-"""The ``sayiir`` command: schema migrations from a deploy step, and workers.
+"""The ``sayiir`` command: schema migrations from a deploy step, workers, and retention.
 
     sayiir worker myapp.flows:workflows --url postgresql://db/sayiir --concurrency 4
+    sayiir retention postgresql://db/sayiir --older-than-days 30      # e.g. from cron
 
 ``PostgresBackend`` migrates on first use; teams whose runtime role may not change the
 schema (``auto_migrate=False``) apply migrations here instead::
@@ -53,6 +54,38 @@ def _parser() -> _Parser:
         help="print the SQL of the pending migrations instead of applying them",
     )
     migrate.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECS",
+        help="how long to retry while the database is unreachable (10)",
+    )
+    retention = commands.add_parser(
+        "retention",
+        help="delete old finished runs",
+        description="Delete completed, failed and cancelled runs that finished more than N "
+        "days ago, with their checkpoints, task executions and consumed signal events; in "
+        "batches, each batch its own transaction.",
+    )
+    retention.add_argument("url", help="postgresql://[user[:password]@]host[:port]/database")
+    retention.add_argument(
+        "--older-than-days",
+        type=float,
+        required=True,
+        metavar="N",
+        help="delete runs that finished more than N days ago (fractions allowed)",
+    )
+    retention.add_argument(
+        "--batch-size", type=int, default=1000, metavar="B", help="runs per batch (1000)"
+    )
+    retention.add_argument("--schema", default="public", help="schema of the tables (public)")
+    retention.add_argument(
+        "--table-prefix", default="sayiir_", help="prefix of the table names (sayiir_)"
+    )
+    retention.add_argument(
+        "--dry-run", action="store_true", help="print how many runs would be deleted"
+    )
+    retention.add_argument(
         "--timeout",
         type=float,
         default=10.0,
@@ -156,6 +189,32 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retention(args: argparse.Namespace) -> int:
+    from sayiir.backends.postgres import PostgresBackend
+
+    days = args.older_than_days
+    if not days >= 0:
+        raise ValueError(f"--older-than-days must be >= 0, not {days:g}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, not {args.batch_size}")
+    backend = PostgresBackend(
+        args.url,
+        schema=args.schema,
+        table_prefix=args.table_prefix,
+        auto_migrate=False,  # an ops command never changes the schema: `sayiir migrate` does
+        retry_timeout_secs=args.timeout,
+    )
+    with backend:
+        where = f"{backend!r}"
+        if args.dry_run:
+            n = backend.count_finished(days * 86400.0)
+            print(f"would delete {n} finished run(s) older than {days:g} day(s) from {where}")
+        else:
+            n = backend.delete_finished(days * 86400.0, args.batch_size)
+            print(f"deleted {n} finished run(s) older than {days:g} day(s) from {where}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; return the exit status (0 success, 1 error).
 
@@ -168,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 1
     from sayiir.errors import WorkflowError
 
-    command = {"migrate": _migrate, "worker": _worker}[args.command]
+    command = {"migrate": _migrate, "retention": _retention, "worker": _worker}[args.command]
     try:
         return command(args)
     except (WorkflowError, ValueError, TypeError, ImportError, AttributeError) as exc:
