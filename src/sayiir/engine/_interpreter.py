@@ -516,6 +516,10 @@ class Execution:
         if not (lane.owned and worker.claim is not None and serves) or worker.stopping():
             worker.enqueued.append(item)
             raise _Suspended
+        if worker.claim.key == "" and not lane.pending and not worker.enqueued:
+            # A "continue" claim covers the first task it reaches: the claim moves only
+            # with that task's checkpoint (a crash before it re-runs the task, as it should).
+            return
         # Continue this lane here: checkpoint the last task and claim this one in one write.
         steps, lane.pending = lane.pending, []
         request, worker.claim = yield Store(
