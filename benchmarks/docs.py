@@ -8,6 +8,7 @@ from typing import Any
 
 from benchmarks import report
 
+PROFILE_PARTS = ("engine", "codec", "database", "db_wait", "tasks", "other")
 NOTES = Path(__file__).resolve().parent / "notes.md"
 
 
@@ -32,20 +33,30 @@ def _versions(data: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in seen.items())
 
 
+def _unprofiled(data: dict[str, Any], mode: str) -> str:
+    for r in data["results"]:
+        key = (r["workload"], r["mode"], r["size"], r["engine"])
+        if key == ("linear", mode, 4, "ours") and r.get("status") == "ok":
+            return f"{r['us_per_step']:.1f}"
+    return "-"
+
+
 def _profile(data: dict[str, Any]) -> str:
     profile = data.get("profile")
     if not profile:
         return "_No profile in this run: `python -m benchmarks run --profile` adds one._"
-    header = ["mode", "µs/step", "engine", "codec", "database", "task bodies", "other"]
+    header = ["mode", "µs/step unprofiled", "µs/step profiled", "engine", "codec"]
+    header += ["database client"]
+    header += ["database wait", "task bodies", "other"]
     rows = []
     for p in profile:
         if p.get("status") != "ok":
-            rows.append([p["mode"], f"{p.get('status')}: {p.get('reason', '')}"] + [""] * 5)
+            rows.append([p["mode"], f"{p.get('status')}: {p.get('reason', '')}"] + [""] * 7)
             continue
         share = p["us_per_step_by_part"]
         rows.append(
-            [p["mode"], f"{p['us_per_step']:.1f}"]
-            + [f"{share.get(k, 0):.1f}" for k in ("engine", "codec", "database", "tasks", "other")]
+            [p["mode"], _unprofiled(data, p["mode"]), f"{p['us_per_step']:.1f}"]
+            + [f"{share.get(k, 0):.1f}" for k in PROFILE_PARTS]
         )
     top = []
     for p in profile:

@@ -6,8 +6,11 @@ prints the split of wall time per step into:
 
 * engine   - sayiir's planner, drivers, records, context (``sayiir/`` minus the rest)
 * codec    - ``sayiir/core/codec*`` and the ``json`` module
-* database - the storage backends (``sayiir/backends``), sqlite3, psycopg and waiting on the
-  server (socket reads and polls)
+* database - client-side storage code: the backends (``sayiir/backends``, including the
+  in-memory one) and psycopg's Python code (query preparation, adaptation)
+* db_wait  - waiting for the database: psycopg's ``wait`` (server round trip and commit,
+  fsync included), socket polls, and sqlite3's ``execute``/``commit`` (SQLite does its
+  work, fsync included, inside those calls)
 * tasks    - the workload's own task bodies
 * other    - what is left: the profiled loop itself, and calls that no part made
 
@@ -33,16 +36,21 @@ from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PARTS = ("engine", "codec", "database", "tasks", "other")
-_DB_WORDS = ("sqlite3", "psycopg", "socket", "select", "poll", "recv", "send", "_ssl")
+PARTS = ("engine", "codec", "database", "db_wait", "tasks", "other")
+_WAIT_WORDS = ("sqlite3.Cursor", "sqlite3.Connection", "wait_c", "select", "poll", "recv")
+_DB_WORDS = ("sqlite3", "psycopg", "socket", "send", "_ssl")
 
 
 def classify(filename: str, name: str) -> str:
     path = filename.replace("\\", "/")
     if path == "~":  # C functions: classify by their qualified name
+        if any(w in name for w in _WAIT_WORDS):
+            return "db_wait"
         if any(w in name for w in _DB_WORDS):
             return "database"
         return "codec" if "json" in name else "other"
+    if "psycopg" in path and name.startswith("wait"):
+        return "db_wait"
     if "/sayiir/core/codec" in path or "/json/" in path:
         return "codec"
     if "/sayiir/backends/" in path or "psycopg" in path or "/sqlite3/" in path:

@@ -77,6 +77,7 @@ DETAIL_HEADER = [
     "e2e p50/p99 ms",
     "makespan s",
     "peak RSS MiB",
+    "note",
 ]
 
 
@@ -91,7 +92,7 @@ def detail_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
     for r in results:
         head = [r["workload"], r["mode"], str(r["size"]), f"{r['runs']:,}", r["engine"]]
         if r.get("status") != "ok":
-            rows.append([*head, f"{r.get('status')}: {r.get('reason', '')}"[:60]] + [""] * 6)
+            rows.append([*head, str(r.get("status"))] + [""] * 6 + [str(r.get("reason", ""))])
             continue
         rows.append(
             [
@@ -103,6 +104,7 @@ def detail_rows(results: list[dict[str, Any]]) -> tuple[Row, list[Row]]:
                 _pair(r, "e2e_p50_ms", "e2e_p99_ms"),
                 _num(r.get("seconds"), 3),
                 _num(r.get("peak_rss_mib"), 0),
+                "",
             ]
         )
     return DETAIL_HEADER, rows
