@@ -5,6 +5,8 @@ first tasks (``s0``, ``b*``, ``first``) are ready when ``submit`` returned; ``jo
 last branch ended; after a signal, when both the previous task ended and the signal was
 sent; after the delay, ``SLEEP_SECONDS`` after the previous task ended; any other task when
 the previous one ended. End-to-end latency = the run's last task end - its submit time.
+Pickup is also split into first tasks (ready at submit: mostly the wait behind the backlog
+of submitted runs) and next tasks (ready when an earlier task of the same run ended).
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ def worker_metrics(workload: str, size: int, workdir: Path, t_go: float) -> dict
     preds = predecessors(workload, size)
     final = final_task(workload, size)
     resumed = chain_names(size)[0]
-    pickups: list[float] = []
+    firsts: list[float] = []  # tasks ready at submit: queueing behind the backlog
+    nexts: list[float] = []  # tasks ready when an earlier task of the run ended
     e2e: list[float] = []
     last_end = t_go
     for instance, submitted in submits.items():
@@ -96,17 +99,23 @@ def worker_metrics(workload: str, size: int, workdir: Path, t_go: float) -> dict
                 ready += SLEEP_SECONDS
             if workload == "signal" and task == resumed and instance in signals:
                 ready = max(ready, signals[instance])
-            pickups.append(max(0.0, span[0] - ready))
+            (nexts if before else firsts).append(max(0.0, span[0] - ready))
         done = tasks.get((instance, final))
         if done is not None:
             e2e.append(done[1] - submitted)
             last_end = max(last_end, done[1])
-    pickup = latency_summary(pickups)
+    pickup = latency_summary(firsts + nexts)
+    first = latency_summary(firsts)
+    later = latency_summary(nexts)
     end_to_end = latency_summary(e2e)
     return {
         "seconds": round(last_end - t_go, 6),
         "pickup_p50_ms": pickup["p50_ms"],
         "pickup_p99_ms": pickup["p99_ms"],
+        "pickup_first_p50_ms": first["p50_ms"],
+        "pickup_first_p99_ms": first["p99_ms"],
+        "pickup_next_p50_ms": later["p50_ms"],
+        "pickup_next_p99_ms": later["p99_ms"],
         "e2e_p50_ms": end_to_end["p50_ms"],
         "e2e_p99_ms": end_to_end["p99_ms"],
     }
