@@ -55,7 +55,8 @@ def _select(args: argparse.Namespace) -> list[plan.Case]:
 
 
 def _log(message: str) -> None:
-    print(f"[bench] {message}", flush=True)
+    sys.stdout.write(f"[bench] {message}\n")  # one write: threads log too
+    sys.stdout.flush()
 
 
 def _summary(result: dict[str, Any]) -> str:
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     engines = [e for e in plan.ENGINES if not args.engine or e in args.engine]
     ctx = runner.prepare(engines, not args.no_charts, _log)
     ctx.case_timeout = 300.0 if args.quick else 1800.0
-    ctx.stall = 10.0 if args.quick else 30.0
+    ctx.stall = 5.0 if args.quick else 30.0
     setup = time.monotonic() - started
     _log(f"{len(cases)} cases, engines {', '.join(engines)}; setup {setup:.0f} s")
     data: dict[str, Any] = {

@@ -73,13 +73,13 @@ _QUICK: dict[str, dict[str, dict[int, int]]] = {
         "sleep": {10: 50},
     },
     "sqlite": {
-        "linear": {4: 100, 10: 30},
+        "linear": {4: 100},
         "fanout": {10: 20},
         "signal": {10: 20},
         "sleep": {10: 20},
     },
     "postgres": {
-        "linear": {4: 100, 10: 20},
+        "linear": {4: 100},
         "fanout": {10: 20},
         "signal": {10: 20},
         "sleep": {10: 20},
