@@ -21,6 +21,7 @@ def _machine(m: dict[str, Any]) -> str:
         ("Python", m.get("python")),
         ("PostgreSQL", m.get("postgresql")),
         ("commit", m.get("commit")),
+        ("load average at start (1, 5, 15 min)", m.get("load_average_at_start", "?")),
     ]
     return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
 

@@ -54,4 +54,5 @@ def describe() -> dict[str, Any]:
         "python": platform.python_version(),
         "postgresql": pg.server_version(),
         "commit": _git_commit(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }

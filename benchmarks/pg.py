@@ -12,7 +12,12 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-ADMIN_URL = os.environ.get("SAYIIR_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+# A server URL whose role may create databases: $SAYIIR_BENCH_PG, else the test suite's DSN.
+ADMIN_URL = (
+    os.environ.get("SAYIIR_BENCH_PG")
+    or os.environ.get("SAYIIR_TEST_POSTGRES_DSN")
+    or "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 _counter = itertools.count()
 
 

@@ -119,7 +119,7 @@ def _group(mode: str) -> str:
 
 def build_plan(quick: bool) -> list[Case]:
     table = _QUICK if quick else _FULL
-    cases = []
+    cases: list[Case] = []
     for workload in ("linear", "fanout", "signal", "sleep"):
         for mode in MODES:
             sizes = dict(table[_group(mode)].get(workload, {}))
