@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from sayiir.backends.protocol import AsyncStorage, Storage
@@ -66,7 +67,27 @@ def _prime(branches: list[Yielding]) -> tuple[list[Any], list[tuple[int, Yieldin
     return results, live
 
 
+_BRANCH_THREADS = 64
+_branch_pool: ThreadPoolExecutor | None = None
+_branch_slots = threading.BoundedSemaphore(_BRANCH_THREADS)
+_pool_lock = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _branch_pool
+    with _pool_lock:
+        if _branch_pool is None:
+            _branch_pool = ThreadPoolExecutor(_BRANCH_THREADS, thread_name_prefix="sayiir-branch")
+        return _branch_pool
+
+
 def _parallel(branches: list[Yielding], storage: Storage | None) -> list[Any]:
+    """Run live branches on pooled threads (the first one here).
+
+    A branch is handed to the pool only when a pool thread is free for it; otherwise
+    this thread runs it after its own. So nested forks can never wait on each other
+    for threads (no deadlock), and reusing threads keeps a fork cheap.
+    """
     results, live = _prime(branches)
 
     def run(i: int, gen: Yielding, eff: Effect) -> None:
@@ -75,16 +96,23 @@ def _parallel(branches: list[Yielding], storage: Storage | None) -> list[Any]:
         except BaseException as exc:
             results[i] = exc
 
-    threads = [
-        threading.Thread(target=run, args=item, name="sayiir-branch", daemon=True)
-        for item in live[1:]
-    ]
-    for thread in threads:
-        thread.start()
-    if live:
-        run(*live[0])
-    for thread in threads:
-        thread.join()
+    def pooled(i: int, gen: Yielding, eff: Effect) -> None:
+        try:
+            run(i, gen, eff)
+        finally:
+            _branch_slots.release()
+
+    futures: list[Future[None]] = []
+    inline = live[:1]
+    for item in live[1:]:
+        if _branch_slots.acquire(blocking=False):
+            futures.append(_pool().submit(pooled, *item))
+        else:
+            inline.append(item)
+    for item in inline:
+        run(*item)
+    for future in futures:
+        future.result()
     return results
 
 
