@@ -170,15 +170,7 @@ def test_two_delays_with_the_same_name(backend, iid):
     assert status.status == "completed" and status.output == 4
 
 
-def test_wake_at_is_stable_across_reads(backend, backend_kind, iid, request):
-    if backend_kind == "postgres":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="BUG: PostgreSQL rounds wake_at to the microsecond differently from the "
-                "status returned at park time (1 µs off in ~10% of runs)",
-            )
-        )
+def test_wake_at_is_stable_across_reads(backend, iid):
     wf = Flow("stable").delay("nap", 60).build()
     client = WorkflowClient(backend)
     mismatches = []

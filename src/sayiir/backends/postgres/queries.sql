@@ -209,13 +209,13 @@ SELECT * FROM inst
 
 
 -- Pop the oldest buffered event of (instance, name) into checkpoint %(key)s. Returns
--- (instance exists, payload taken, checkpoint already there). %(retry)s is true only when
--- the call is re-sent after a lost connection: then an existing checkpoint means our first
--- attempt committed, and no second event is taken.
+-- (instance exists, payload taken, checkpoint already there). Idempotent per key: when the
+-- checkpoint exists (a repeated call, or a call re-sent after a lost connection whose first
+-- attempt committed), it is returned and no second event is taken.
 -- name: consume_signal
 WITH prev AS (
     SELECT c.output FROM {t_checkpoints} AS c
-    WHERE %(retry)s AND c.instance_id = %(id)s AND c.key = %(key)s
+    WHERE c.instance_id = %(id)s AND c.key = %(key)s
 ), sig AS (
     SELECT s.id FROM {t_signals} AS s
     WHERE s.instance_id = %(id)s AND s.signal_name = %(name)s AND s.consumed_at IS NULL
