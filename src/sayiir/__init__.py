@@ -14,6 +14,7 @@ imported on first use, so ``import sayiir`` needs nothing but the standard libra
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from sayiir._version import __version__ as __version__
@@ -43,6 +44,10 @@ from sayiir.executor import (
 from sayiir.flow import BranchBuilder, Flow, ForkBuilder, NodeInfo, Workflow
 from sayiir.loop_result import LoopResult, OnMax
 from sayiir.observability.tracing import init_tracing, shutdown_tracing
+
+# A library prints nothing unless asked to (init_tracing): without this handler, Python's
+# "last resort" handler would print our warnings (e.g. database retries) to stderr.
+logging.getLogger("sayiir").addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from sayiir.backends.postgres import PostgresBackend

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sayiir.backends._sqlfiles import Migration
-from sayiir.backends.postgres._names import migration_lock_key
+from sayiir.backends.postgres._names import TABLES, migration_lock_key
 from sayiir.backends.postgres._ops import Op, Q, Script
 from sayiir.errors import BackendError
 
@@ -142,6 +142,24 @@ def _privilege_error(
     return None
 
 
+def _refuse_foreign_tables(schema: str, table_prefix: str, where: str) -> Op[None]:
+    """Before the first migration, no table may already carry one of our names.
+
+    The reference sayiir 1.x names a table ``sayiir_workflow_signals`` too: installing
+    beside it would fail half-way (or, worse, reuse a table of another shape).
+    """
+    names = [table_prefix + t for key, t in TABLES.items() if key != "t_migrations"]
+    rows = yield Q("existing_tables", {"schema": schema, "names": names}, prepare=False)
+    if rows:
+        found = ", ".join(f'"{schema}.{r[0]}"' for r in rows)
+        raise BackendError(
+            f"PostgreSQL at {where}: {found} already exist(s) but were not created by "
+            f"sayiir's migrations (no {table_prefix}schema_migrations rows). They may belong "
+            "to the reference sayiir 1.x or to another application. Use a dedicated database, "
+            'or keep both apart with PostgresBackend(url, schema="...") or table_prefix="...".'
+        )
+
+
 def migrate(
     schema: str, table_prefix: str, migrations: Sequence[Migration], where: str
 ) -> Op[list[Migration]]:
@@ -168,6 +186,8 @@ def migrate(
             yield Q("create_migrations_table", prepare=False)
             applied = {}
         _check(applied, migrations, where)
+        if not applied:
+            yield from _refuse_foreign_tables(schema, table_prefix, where)
         if m.version not in applied:  # else another process applied it while we waited
             yield Script(m.version)
             yield Q(

@@ -701,6 +701,13 @@ FROM (SELECT) AS one
 LEFT JOIN pg_catalog.pg_namespace AS n ON n.nspname = %(schema)s
 
 -- Serialises migrators of one schema + prefix; released at commit (or when the session dies).
+-- Tables that carry our names in the schema (checked before the first migration: a
+-- table there that our migrations did not create belongs to someone else).
+-- name: existing_tables
+SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = %(schema)s AND c.relname = ANY (%(names)s::text[])
+ORDER BY c.relname
+
 -- name: migration_lock
 SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))
 
