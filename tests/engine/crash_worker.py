@@ -1,6 +1,7 @@
-"""Child process of ``test_crash_sqlite.py``: runs or resumes a 4-step durable workflow on SQLite.
+"""Child process of ``test_crash.py``: runs or resumes a 4-step durable workflow.
 
-Usage: ``python crash_worker.py DB LEDGER INSTANCE_ID MODE`` where MODE is
+Usage: ``python crash_worker.py DB LEDGER INSTANCE_ID MODE`` where DB is a SQLite file
+or a ``postgresql://`` URL, and MODE is
 
 * ``exit``   start the run; task 3 calls ``os._exit(137)`` (the process dies mid-task);
 * ``sleep``  start the run; task 3 prints ``IN_TASK_3`` and sleeps until it is killed;
@@ -24,6 +25,16 @@ from typing import Any
 
 from sayiir import Flow, RetryPolicy, Workflow, resume_workflow, run_durable_workflow, task
 from sayiir.backends.sqlite import SqliteBackend
+
+
+def open_backend(db: str) -> Any:
+    """The durable store named on the command line: a SQLite file or a PostgreSQL URL."""
+    if db.startswith(("postgresql://", "postgres://")):
+        from sayiir import PostgresBackend
+
+        return PostgresBackend(db)
+    return SqliteBackend(db)
+
 
 LEDGER = ""
 MODE = ""
@@ -97,7 +108,7 @@ def status_json(status: Any) -> str:
 def main(argv: list[str]) -> int:
     global LEDGER, MODE
     db, LEDGER, instance_id, MODE = argv
-    backend = SqliteBackend(db)
+    backend = open_backend(db)
     try:
         wf = build()
         if MODE == "many":

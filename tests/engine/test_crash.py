@@ -1,5 +1,5 @@
-"""Real process crashes on the SQLite backend (reliability plan §5, R2): a child process dies in
-the middle of task 3 (``os._exit(137)``, or SIGKILL from the parent while task 3 sleeps); a
+"""Real process crashes on SQLite and PostgreSQL (reliability plan §5, R2): a child process dies
+in the middle of task 3 (``os._exit(137)``, or SIGKILL from the parent while task 3 sleeps); a
 resume in another process must not re-run tasks 1-2, must re-run task 3 and finish correctly.
 
 A ledger file (one fsynced line per task execution, with the pid) proves what ran where.
@@ -24,6 +24,24 @@ from sayiir import WorkflowClient, resume_workflow
 sqlite_backend = pytest.importorskip("sayiir.backends.sqlite")
 SqliteBackend = sqlite_backend.SqliteBackend
 
+
+def open_backend(db: Any) -> Any:
+    """A SQLite file, or the module's PostgreSQL database (a ``postgresql://`` URL)."""
+    if str(db).startswith("postgresql://"):
+        from sayiir import PostgresBackend
+
+        return PostgresBackend(str(db))
+    return SqliteBackend(db)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """Where the crashing run keeps its state."""
+    if request.param == "postgres":
+        return request.getfixturevalue("pg_dsn")
+    return tmp_path / "crash.db"
+
+
 WORKER = Path(__file__).with_name("crash_worker.py")
 EXPECTED = ((1 + 1) * 2 + 10) * 3  # task_1: +1, task_2: *2, task_3: +10, task_4: *3
 
@@ -44,7 +62,7 @@ def assert_crashed_state(db: Path, ledger: Path, iid: str) -> int:
     assert [name for name, _ in entries] == ["task_1", "task_2", "task_3"]
     pids = {pid for _, pid in entries}
     assert len(pids) == 1
-    backend = SqliteBackend(db)
+    backend = open_backend(db)
     try:
         client = WorkflowClient(backend)
         assert client.status(iid).status == "in_progress"
@@ -67,8 +85,8 @@ def assert_resumed(ledger: Path, crashed_pid: int, resumed_pid: int | None) -> N
         assert all(pid == resumed_pid for _, pid in after)
 
 
-def test_os_exit_in_task_3_then_resume_in_another_process(tmp_path):
-    db, ledger, iid = tmp_path / "crash.db", tmp_path / "ledger.txt", "crash-exit"
+def test_os_exit_in_task_3_then_resume_in_another_process(store, tmp_path):
+    db, ledger, iid = store, tmp_path / "ledger.txt", f"crash-exit-{os.getpid()}-{time.time_ns()}"
     crashed = worker(db, ledger, iid, "exit")
     assert crashed.returncode == 137, crashed.stderr
     assert crashed.stdout == "", "the run must not have reported a status"
@@ -82,7 +100,7 @@ def test_os_exit_in_task_3_then_resume_in_another_process(tmp_path):
     assert resumed_pid not in (crashed_pid, os.getpid())
     assert_resumed(ledger, crashed_pid, resumed_pid)
 
-    backend = SqliteBackend(db)
+    backend = open_backend(db)
     try:
         final = WorkflowClient(backend).status(iid)
         assert final.status == "completed" and final.output == EXPECTED
@@ -90,8 +108,8 @@ def test_os_exit_in_task_3_then_resume_in_another_process(tmp_path):
         backend.close()
 
 
-def test_sigkill_while_task_3_sleeps_then_resume_in_process(tmp_path):
-    db, ledger, iid = tmp_path / "kill.db", tmp_path / "ledger.txt", "crash-kill"
+def test_sigkill_while_task_3_sleeps_then_resume_in_process(store, tmp_path):
+    db, ledger, iid = store, tmp_path / "ledger.txt", f"crash-kill-{os.getpid()}-{time.time_ns()}"
     args = [sys.executable, str(WORKER), str(db), str(ledger), iid, "sleep"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -113,7 +131,7 @@ def test_sigkill_while_task_3_sleeps_then_resume_in_process(tmp_path):
     # Resume in this process, with the worker's workflow definition and task code.
     module = load_worker()
     module.LEDGER, module.MODE = str(ledger), "resume"
-    backend = SqliteBackend(db)
+    backend = open_backend(db)
     try:
         status = resume_workflow(module.build(), iid, backend)
         assert status.status == "completed", status
@@ -207,7 +225,7 @@ def test_several_processes_share_one_sqlite_file(tmp_path):
         assert p.returncode == 0, err
         assert out.strip() == "15", err
     assert len(ledger_lines(ledger)) == 60
-    backend = SqliteBackend(db)
+    backend = open_backend(db)
     try:
         client = WorkflowClient(backend)
         assert {client.status(f"proc{p}-{n}").status for p in range(4) for n in range(15)} == {
