@@ -201,3 +201,15 @@ def test_tagged_tasks_run_only_on_workers_serving_the_tag(cluster: Cluster) -> N
     ran_on = {t: pid for _, t, pid, _ in cluster.lines()}
     assert ran_on["on_gpu"] == gpu.pid
     assert plain.poll() is None  # the plain worker is still serving
+
+
+def test_urgent_runs_are_claimed_before_older_lazy_ones(cluster: Cluster) -> None:
+    for i in range(5):
+        cluster.client.submit(workerapp.lazy_flow, f"lazy-{i}", i)
+    for i in range(5):
+        cluster.client.submit(workerapp.urgent_flow, f"urgent-{i}", i)
+    cluster.start("single", concurrency=1)
+    runs = [f"lazy-{i}" for i in range(5)] + [f"urgent-{i}" for i in range(5)]
+    wait_until(lambda: all(cluster.client.status(r).is_completed() for r in runs), what="done")
+    order = [task_id for _, task_id, _, _ in cluster.lines()]
+    assert order == ["urgent"] * 5 + ["lazy"] * 5  # priority 1 first, though submitted last

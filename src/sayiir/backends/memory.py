@@ -88,7 +88,7 @@ class InMemoryBackend:
             # The engine hands the record over and never touches it again: no copy needed.
             inst = self._instances[record.instance_id] = _Instance(record)
             if record.distributed:
-                self._enqueue(inst, [QueueItem("")])
+                self._enqueue(inst, [QueueItem("", priority=record.priority)])
             return None
 
     def load(self, instance_id: str) -> RunState | None:

@@ -95,6 +95,8 @@ class InstanceRecord:
     completed_at: float | None = None
     # Submitted for workers (``WorkflowClient.submit``): signals then enqueue a wake-up.
     distributed: bool = False
+    # Queue priority of a submitted run's first entry (its first task's priority).
+    priority: int = 3
 
 
 @dataclass(slots=True)

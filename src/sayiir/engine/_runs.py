@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sayiir.core.codec import Codec
-from sayiir.core.nodes import WorkflowDefinition
+from sayiir.core.nodes import Chain, ChildNode, ForkNode, LoopNode, TaskNode, WorkflowDefinition
 from sayiir.core.records import (
     ACTIVE,
     TERMINAL,
@@ -198,6 +198,20 @@ def start_run(
     return (yield from _execute(execution, instance_id, value, inline))
 
 
+def first_priority(chain: Chain) -> int:
+    """The priority of the first task a run executes (3, "normal", when it has none)."""
+    node = chain[0]
+    while not isinstance(node, TaskNode):
+        if isinstance(node, ForkNode):
+            node = node.branches[0][0]
+        elif isinstance(node, LoopNode | ChildNode):
+            node = node.body[0]
+        else:
+            return 3  # a route, delay or signal wait comes first
+    meta = node.metadata
+    return meta.priority if meta is not None and meta.priority is not None else 3
+
+
 def _create(
     definition: WorkflowDefinition,
     codec: Codec,
@@ -230,6 +244,7 @@ def _create(
         created_at=now,
         updated_at=now,
         distributed=distributed,
+        priority=first_priority(definition.nodes),
     )
     existing = yield Store("create_instance", record, replace=policy == "terminate_existing")
     if existing is not None:

@@ -140,6 +140,7 @@ def _instance_params(record: InstanceRecord, token: UUID | None) -> dict[str, An
         "request_reason": None if req is None else req.reason,
         "request_by": None if req is None else req.by,
         "distributed": record.distributed,
+        "priority": record.priority,
         "start_token": token,
         "created_at": record.created_at,
         "updated_at": record.updated_at,

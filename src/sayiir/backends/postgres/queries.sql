@@ -92,8 +92,8 @@ WITH ins AS (
     ON CONFLICT (instance_id) DO NOTHING
     RETURNING 1
 ), start AS (
-    INSERT INTO {t_task_queue} (instance_id, task_key, definition_hash)
-    SELECT %(id)s, '', %(definition_hash)s FROM ins WHERE %(distributed)s
+    INSERT INTO {t_task_queue} (instance_id, task_key, definition_hash, priority)
+    SELECT %(id)s, '', %(definition_hash)s, %(priority)s FROM ins WHERE %(distributed)s
     RETURNING 1
 ), wake AS (
     SELECT pg_notify({channel}, '') WHERE EXISTS (SELECT FROM start)
@@ -124,10 +124,10 @@ WITH del_cp AS (
     DELETE FROM {t_task_queue}
     WHERE instance_id = %(id)s AND (task_key <> '' OR NOT %(distributed)s)
 ), start AS (
-    INSERT INTO {t_task_queue} AS q (instance_id, task_key, definition_hash)
-    SELECT %(id)s, '', %(definition_hash)s WHERE %(distributed)s
+    INSERT INTO {t_task_queue} AS q (instance_id, task_key, definition_hash, priority)
+    SELECT %(id)s, '', %(definition_hash)s, %(priority)s WHERE %(distributed)s
     ON CONFLICT (instance_id, task_key) DO UPDATE
-    SET task_id = NULL, definition_hash = excluded.definition_hash, priority = 3,
+    SET task_id = NULL, definition_hash = excluded.definition_hash, priority = excluded.priority,
         tags = ARRAY[]::text[], available_at = now(), worker_id = NULL, attempt = 0, lease_expires_at = NULL,
         claim_token = NULL, created_at = now()
     RETURNING 1
