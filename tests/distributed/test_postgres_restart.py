@@ -111,13 +111,10 @@ def test_workers_survive_a_restart_and_finish_the_work(pg_dsn: str, tmp_path: Pa
         sys.executable, "-m", "sayiir.cli", "worker", "workerapp:workflows", "--url", pg_dsn,
         "--poll-interval", "0.5", "--claim-ttl", "5", "--concurrency", "2",
     ]  # fmt: skip
+    log = (tmp_path / "workers.log").open("wb")  # worker output, kept for debugging
     procs = [
         subprocess.Popen(
-            [*command, "--id", f"w{n}"],
-            cwd=HERE,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
+            [*command, "--id", f"w{n}"], cwd=HERE, env=env, stdout=log, stderr=subprocess.STDOUT
         )
         for n in range(2)
     ]
@@ -146,4 +143,5 @@ def test_workers_survive_a_restart_and_finish_the_work(pg_dsn: str, tmp_path: Pa
             p.terminate()
         for p in procs:
             p.wait(20)
+        log.close()
         backend.close()
