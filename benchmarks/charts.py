@@ -97,7 +97,7 @@ def _lines(ax: Any, rows: list[dict[str, Any]]) -> None:
     ax.set_ylabel("µs per step (log)")
     ax.set_title("cost per step as runs grow")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=6, ncol=2)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
 
 
 def render(data: dict[str, Any], out_dir: Path, log: Callable[[str], None]) -> list[str]:
@@ -113,7 +113,7 @@ def render(data: dict[str, Any], out_dir: Path, log: Callable[[str], None]) -> l
         size = _bar_size(rows)
         if size is None:
             continue
-        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+        fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.4))
         _bars(left, rows, size)
         _lines(right, rows)
         fig.suptitle(f"{workload} workload")
