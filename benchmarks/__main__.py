@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     ctx = runner.prepare(engines, not args.no_charts, _log)
     ctx.case_timeout = 300.0 if args.quick else 1800.0
     ctx.stall = 5.0 if args.quick else 30.0
+    ctx.repeats = 1 if args.quick else 3
     setup = time.monotonic() - started
     _log(f"{len(cases)} cases, engines {', '.join(engines)}; setup {setup:.0f} s")
     data: dict[str, Any] = {

@@ -29,6 +29,7 @@ from benchmarks.plan import Case
 REPO = Path(__file__).resolve().parent.parent
 WORKER_POLL_SECONDS = 0.01
 WORKER_CLAIM_TTL_SECONDS = 30.0
+REPEAT_BELOW_SECONDS = 3.0
 
 
 @dataclass
@@ -40,6 +41,7 @@ class Context:
     pg_missing: str | None = None
     case_timeout: float = 900.0
     stall: float = 30.0
+    repeats: int = 3
     scratch: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="sayiir-bench-")))
 
 
@@ -140,6 +142,8 @@ def _skip_reason(case: Case, engine: str, ctx: Context) -> str | None:
 
 
 def run_one(case: Case, engine: str, ctx: Context) -> dict[str, Any]:
+    """One case on one engine. A case measured in under ``REPEAT_BELOW_SECONDS`` is run
+    ``REPEATS`` times (each on a fresh database) and the median by workflows/s is kept."""
     record: dict[str, Any] = {
         "workload": case.workload,
         "mode": case.mode,
@@ -151,6 +155,19 @@ def run_one(case: Case, engine: str, ctx: Context) -> dict[str, Any]:
     reason = _skip_reason(case, engine, ctx)
     if reason is not None:
         return {**record, "status": "n/a", "reason": reason}
+    first = {**record, **_attempt(case, engine, ctx)}
+    if ctx.repeats <= 1 or first.get("status") != "ok":
+        return first
+    if first["seconds"] >= REPEAT_BELOW_SECONDS:
+        return first
+    tries = [first] + [{**record, **_attempt(case, engine, ctx)} for _ in range(ctx.repeats - 1)]
+    ok = sorted((t for t in tries if t.get("status") == "ok"), key=lambda t: t["workflows_per_s"])
+    chosen = ok[len(ok) // 2]
+    chosen["repeats"] = [t["workflows_per_s"] for t in ok]
+    return chosen
+
+
+def _attempt(case: Case, engine: str, ctx: Context) -> dict[str, Any]:
     python = ctx.pythons[engine]
     assert python is not None
     scratch = Path(tempfile.mkdtemp(prefix=f"{engine}-", dir=ctx.scratch))
@@ -161,8 +178,7 @@ def run_one(case: Case, engine: str, ctx: Context) -> dict[str, Any]:
                 where["url"] = url
             cmd = _command(case, engine, python, where, ctx)
             code, out, err, rss = _spawn(cmd, ctx.case_timeout)
-            record["peak_rss_mib"] = round(rss, 1)
-            return {**record, **_result(case, code, out, err)}
+            return {"peak_rss_mib": round(rss, 1), **_result(case, code, out, err)}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
