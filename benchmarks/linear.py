@@ -55,7 +55,7 @@ def expected(i: int) -> int:
 
 def make_backend(args: argparse.Namespace) -> Any:
     if args.mode == "sqlite":
-        from sayiir import SqliteBackend  # type: ignore[attr-defined]
+        from sayiir import SqliteBackend
 
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(args.path + suffix):
