@@ -413,18 +413,12 @@ class Execution:
             failures += 1
             if failures > max_retries:
                 if self.durable:  # the last attempt is a task execution too
-                    now = self.clock()
                     error = describe(result.error)
-                    attempt_record = AttemptRecord(
-                        key, node.id, failures, "failed", started, now, error,
-                        worker_id=self.worker_id,
-                    )  # fmt: skip
-                    yield from self.flush(lane, check=False)
-                    yield Store("record_attempt", self.instance_id, attempt_record)
+                    yield from self._store_failure(lane, key, node.id, failures, started, error)
                 raise _task_failure(result.error)
             assert policy is not None
             yield from self._record_failure(
-                lane, key, node.id, failures, describe(result.error), policy
+                lane, key, node.id, failures, started, describe(result.error), policy
             )
 
     def _restore_attempts(self, lane: Lane, key: str, node: TaskNode, max_retries: int) -> Yielding:
@@ -440,34 +434,50 @@ class Execution:
             if failures > max_retries:
                 raise Failure(error)
             assert meta is not None and meta.retries is not None
-            yield from self._record_failure(lane, key, node.id, failures, error, meta.retries)
+            yield from self._record_failure(
+                lane, key, node.id, failures, self.clock(), error, meta.retries
+            )
         elif state.next_retry_at is not None:
             wait = state.next_retry_at - self.clock()
             if wait > 0:
                 yield Sleep(wait)
         return failures
 
+    def _store_failure(
+        self,
+        lane: Lane,
+        key: str,
+        task_id: str,
+        attempt: int,
+        started: float,
+        error: str,
+        retry_in: float | None = None,
+    ) -> Yielding:
+        """Store a failed attempt; with ``retry_in``, stop if a cancel/pause is waiting."""
+        yield from self.flush(lane, check=retry_in is not None)
+        now = self.clock()
+        record = AttemptRecord(
+            key, task_id, attempt, "failed", started, now, error,
+            None if retry_in is None else now + retry_in, worker_id=self.worker_id,
+        )  # fmt: skip
+        if retry_in is None:
+            yield Store("record_attempt", self.instance_id, record)
+        else:
+            yield from self._store_checked("record_attempt", record)
+
     def _record_failure(
-        self, lane: Lane, key: str, task_id: str, failures: int, error: str, policy: Any
+        self,
+        lane: Lane,
+        key: str,
+        task_id: str,
+        failures: int,
+        started: float,
+        error: str,
+        policy: Any,
     ) -> Yielding:
         delay = policy.delay_for(failures)
         if self.durable:
-            yield from self.flush(lane)
-            now = self.clock()
-            yield from self._store_checked(
-                "record_attempt",
-                AttemptRecord(
-                    key,
-                    task_id,
-                    failures,
-                    "failed",
-                    now,
-                    now,
-                    error,
-                    now + delay,
-                    worker_id=self.worker_id,
-                ),
-            )
+            yield from self._store_failure(lane, key, task_id, failures, started, error, delay)
         if delay > 0:
             yield Sleep(delay)
             if self.durable:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from sayiir.backends.protocol import AsyncStorage, Storage
 from sayiir.core.codec import JsonCodec
@@ -25,14 +25,7 @@ Registry = Mapping[str, Callable[[Any], Any]]
 _JSON = JsonCodec()
 
 
-class _HasInner(Protocol):
-    _inner: WorkflowDefinition
-    _task_registry: dict[str, Callable[[Any], Any]]
-
-
-def resolve(
-    workflow: WorkflowDefinition | _HasInner | Any, registry: Registry | None
-) -> tuple[WorkflowDefinition, Registry]:
+def resolve(workflow: Any, registry: Registry | None) -> tuple[WorkflowDefinition, Registry]:
     """Accept a ``Workflow`` or its compiled ``_inner`` (with an explicit registry)."""
     definition = getattr(workflow, "_inner", workflow)
     if not isinstance(definition, WorkflowDefinition):
