@@ -160,10 +160,23 @@ def _obeyed(instance_id: str, row: tuple[Any, ...]) -> ControlRequest | None:
     return None if r_kind is None else ControlRequest(r_kind, r_reason, r_by)
 
 
-def _step_params(params: dict[str, Any], steps: Sequence[StepRecord]) -> dict[str, Any]:
-    if len(steps) > 1:
-        # One statement cannot upsert a row twice: the last write of a key wins, as in memory.
-        steps = list({s.key: s for s in steps}.values())
+def _step_params(params: dict[str, Any], steps: Sequence[StepRecord]) -> str:
+    """Add the parameters of ``{_steps}`` to ``params``; return the query-name suffix of
+    the variant they fit (``_sql.STEP_SOURCES``)."""
+    if not steps:
+        return "/0"
+    if len(steps) == 1:
+        step = steps[0]
+        params["s_key"] = step.key
+        params["s_task_id"] = step.task_id
+        params["s_output"] = step.output
+        params["s_attempt"] = step.attempt
+        params["s_started"] = step.started_at
+        params["s_finished"] = step.finished_at
+        params["s_worker"] = step.worker_id
+        return "/1"
+    # One statement cannot upsert a row twice: the last write of a key wins, as in memory.
+    steps = list({s.key: s for s in steps}.values())
     params["keys"] = [s.key for s in steps]
     params["task_ids"] = [s.task_id for s in steps]
     params["outputs"] = [s.output for s in steps]
@@ -171,7 +184,7 @@ def _step_params(params: dict[str, Any], steps: Sequence[StepRecord]) -> dict[st
     params["started"] = [s.started_at for s in steps]
     params["finished"] = [s.finished_at for s in steps]
     params["workers"] = [s.worker_id for s in steps]
-    return params
+    return ""
 
 
 # -- operations ----------------------------------------------------------------------------
@@ -228,7 +241,8 @@ def load(instance_id: str) -> Op[RunState | None]:
 
 
 def save_steps(instance_id: str, steps: Sequence[StepRecord]) -> Op[ControlRequest | None]:
-    rows = yield Q("save_steps", _step_params({"id": instance_id}, steps))
+    params: dict[str, Any] = {"id": instance_id}
+    rows = yield Q("save_steps" + _step_params(params, steps), params)
     if not rows:
         raise InstanceNotFoundError(instance_id)
     return _obeyed(instance_id, rows[0])
@@ -295,7 +309,7 @@ def _final_params(params: dict[str, Any], final: FinalState) -> dict[str, Any]:
 
 def finish(instance_id: str, final: FinalState, steps: Sequence[StepRecord]) -> Op[None]:
     params = _final_params({"id": instance_id}, final)
-    rows = yield Q("finish", _step_params(params, steps))
+    rows = yield Q("finish" + _step_params(params, steps), params)
     if not rows[0][0]:
         raise InstanceNotFoundError(instance_id)
 
@@ -491,13 +505,14 @@ def advance(
         "n_priority": None if nxt is None else nxt.priority,
         "n_tags": None if nxt is None else list(nxt.tags),
     }
-    _item_params(_step_params(params, steps), items)
+    variant = _step_params(params, steps)
+    _item_params(params, items)
     if final is not None:
-        rows = yield Q("advance_final", _final_params(params, final))
+        rows = yield Q("advance_final" + variant, _final_params(params, final))
         if not rows[0][0]:
             yield from _recover(claim, params, retry and give_up, final=True)
         return None, None
-    rows = yield Q("advance", params)
+    rows = yield Q("advance" + variant, params)
     row = rows[0]
     if not row[0]:
         return (yield from _recover(claim, params, retry and give_up, final=False))

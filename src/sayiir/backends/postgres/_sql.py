@@ -7,6 +7,7 @@ what the executors send (and what psycopg keys its prepared statements on).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 
@@ -17,6 +18,7 @@ from sayiir.backends.postgres._names import BARE_NAMES, TABLES, queue_channel
 
 __all__ = [
     "PACKAGE",
+    "STEP_SOURCES",
     "Compiled",
     "compile_sql",
     "identifiers",
@@ -80,20 +82,37 @@ def migrations() -> list[Migration]:
     return _sources()[1]
 
 
+# The sources of ``{_steps}`` by query-name suffix: a query that carries steps is compiled
+# once per source, and ``_ops`` picks the variant by the number of steps it writes.
+STEP_SOURCES = {"": "_steps_many", "/1": "_steps_one", "/0": "_steps_none"}
+_FRAGMENT = re.compile(r"\{(_\w+)\}")
+
+
+def _expand(text: str, sources: dict[str, str], steps: str) -> str:
+    """Inline the fragments ``text`` names (fragments may name fragments), with ``steps``
+    standing for ``{_steps}``. Only our own file's text is inlined; identifiers are still
+    filled by ``render`` alone."""
+
+    def inline(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return _expand(sources[steps if name == "_steps" else name], sources, steps)
+
+    return _FRAGMENT.sub(inline, text)
+
+
 @cache
 def compile_sql(schema: str, table_prefix: str) -> Compiled:
     """Render every query and migration for one schema + prefix (cached per pair)."""
     sources, migs = _sources()
     names = identifiers(schema, table_prefix)
-    fragments: dict[str, sql.Composable] = {
-        name: sql.SQL(render(text, names).decode())
-        for name, text in sources.items()
-        if name.startswith("_")
-    }
-    every = {**names, **fragments}
-    queries = {
-        name: render(text, every) for name, text in sources.items() if not name.startswith("_")
-    }
+    queries: dict[str, bytes] = {}
+    for name, text in sources.items():
+        if name.startswith("_"):
+            continue
+        texts = {suffix: _expand(text, sources, src) for suffix, src in STEP_SOURCES.items()}
+        for suffix, expanded in texts.items():
+            if not suffix or expanded != texts[""]:
+                queries[name + suffix] = render(expanded, names)
     return Compiled(queries, {m.version: render(m.sql, names) for m in migs})
 
 

@@ -53,15 +53,34 @@ inst AS (
 )
 
 
--- Checkpoints and their task executions from parallel arrays (one element per step).
+-- The steps a write carries, as rows (key, task_id, output, attempt, started, finished,
+-- worker_id). Every query that uses {_steps} is compiled once per source below (see
+-- _sql.STEP_SOURCES): parallel arrays for several steps, plain parameters for the common
+-- single step (binding seven one-element arrays cost more client CPU than the statement's
+-- server time), and no parameters at all for none.
+-- name: _steps_many
+SELECT * FROM unnest(%(keys)s::text[], %(task_ids)s::text[], %(outputs)s::bytea[],
+                     %(attempts)s::int4[], %(started)s::float8[], %(finished)s::float8[],
+                     %(workers)s::text[])
+
+
+-- name: _steps_one
+SELECT %(s_key)s::text, %(s_task_id)s::text, %(s_output)s::bytea, %(s_attempt)s::int4,
+       %(s_started)s::float8, %(s_finished)s::float8, %(s_worker)s::text
+
+
+-- name: _steps_none
+SELECT NULL::text, NULL::text, NULL::bytea, NULL::int4, NULL::float8, NULL::float8,
+       NULL::text
+LIMIT 0
+
+
+-- Checkpoints and their task executions, one per step.
 -- Needs the CTE "inst": nothing is written for an unknown instance.
 -- name: _write_steps
 steps AS (
     SELECT s.*
-    FROM unnest(%(keys)s::text[], %(task_ids)s::text[], %(outputs)s::bytea[],
-                %(attempts)s::int4[], %(started)s::float8[], %(finished)s::float8[],
-                %(workers)s::text[])
-         AS s (key, task_id, output, attempt, started, finished, worker_id)
+    FROM ({_steps}) AS s (key, task_id, output, attempt, started, finished, worker_id)
     WHERE EXISTS (SELECT FROM inst)
 ), cp AS (
     INSERT INTO {t_checkpoints} AS c (instance_id, key, task_id, output)
