@@ -327,7 +327,7 @@ def test_queue_statements_use_no_sequential_scan(
     params.update({k: v for k, v in _ops._instance_params(rec, uuid.uuid4()).items()
                    if k != "id"})  # fmt: skip
     queries = backend._compiled().queries
-    variants = [v for v in (name, name + "/1", name + "/0") if v in queries]  # one per step count
+    variants = [v for v in queries if v.split("/")[0] == name]  # one per step/item count
     big = {big_queue + "task_queue", big_queue + "workflow_instances"}
     for variant in variants:
         nodes = explain(db, backend, variant, params)

@@ -207,13 +207,15 @@ def test_one_step_is_bound_as_plain_parameters_and_none_as_no_parameters() -> No
     assert "keys" not in req.params
     (req,), _ = drive(_ops.finish("i", FinalState(Status.FAILED, error="x"), []), [(1,)])
     assert req.name == "finish/0" and "keys" not in req.params and "s_key" not in req.params
-    from sayiir.backends.postgres._sql import STEP_SOURCES, compile_sql
+    from sayiir.backends.postgres._sql import compile_sql
 
     queries = compile_sql("public", "sayiir_").queries
     for name in ("save_steps", "finish", "advance", "advance_final"):
-        for suffix in STEP_SOURCES:
+        for suffix in ("", "/1", "/0"):
             assert b"{" not in queries[name + suffix], name + suffix
-    assert "load/1" not in queries  # only queries that write steps have variants
+    for name in ("advance/1/q0", "advance_final/q0", "enqueue/q0"):
+        assert b"unnest(%(q_keys)s" not in queries[name] and b"LIMIT 0" in queries[name]
+    assert "load/1" not in queries and "finish/q0" not in queries  # only where a switch is used
 
 
 def test_touch_result_obeys_an_applied_cancel_first() -> None:
@@ -317,7 +319,7 @@ def test_queue_channel_is_per_schema_and_prefix_and_fits_a_name() -> None:
 
 def test_advance_keeps_the_claim_and_never_queues_its_own_key_then() -> None:
     (req,), result = advance(enqueue=[QueueItem("k"), QueueItem("x")])
-    assert req.name == "advance/0" and req.params["fate"] == "keep"
+    assert req.name == "advance/0" and req.params["fate"] == "keep"  # items: arrays
     assert req.params["q_keys"] == ["k", "x"]  # the SQL skips %(key)s while the claim is kept
     assert result == (None, CLAIM)
 
@@ -345,8 +347,9 @@ def test_advance_decides_the_fate_of_the_claim() -> None:
 def test_a_terminal_final_queues_nothing_and_drops_everything() -> None:
     done = FinalState(Status.COMPLETED, output=b"1")
     (req,), result = advance(final=done, enqueue=[QueueItem("x")], next_item=QueueItem("n"))
-    assert req.name == "advance_final/0"
-    assert (req.params["q_keys"], req.params["terminal"], req.params["move"]) == ([], True, False)
+    assert req.name == "advance_final/0/q0"  # nothing queued by a terminal final
+    assert (req.params["terminal"], req.params["move"]) == (True, False)
+    assert "q_keys" not in req.params
     assert result == (None, None)
 
 
@@ -358,7 +361,7 @@ def test_a_lost_claim_raises_unless_a_retry_finds_its_own_commit() -> None:
     obeyed = ("running", None, None, None, None, None, None)
     recover = [(*obeyed, "h", None, False)]
     reqs, result = advance(release=True, retry=True, replies=[LOST, recover])
-    assert [r.name for r in reqs] == ["advance/0", "advance_recover"] and result == (None, None)
+    assert [r.name for r in reqs] == ["advance/0/q0", "advance_recover"] and result == (None, None)
     moved = [(*obeyed, "h", 1, False)]
     _, result = advance(next_item=QueueItem("n"), retry=True, replies=[LOST, moved])
     assert result == (None, Claim("i", "n", 1, "w", "h"))

@@ -162,7 +162,7 @@ def _obeyed(instance_id: str, row: tuple[Any, ...]) -> ControlRequest | None:
 
 def _step_params(params: dict[str, Any], steps: Sequence[StepRecord]) -> str:
     """Add the parameters of ``{_steps}`` to ``params``; return the query-name suffix of
-    the variant they fit (``_sql.STEP_SOURCES``)."""
+    the variant they fit (``_sql.VARIANTS``)."""
     if not steps:
         return "/0"
     if len(steps) == 1:
@@ -374,8 +374,12 @@ def send_signal(
 # -- worker queue --------------------------------------------------------------------------
 
 
-def _item_params(params: dict[str, Any], items: Sequence[QueueItem]) -> dict[str, Any]:
-    """Parallel arrays of ``_queue_items``; each item's tags are a slice of one flat array."""
+def _item_params(params: dict[str, Any], items: Sequence[QueueItem]) -> str:
+    """Add the parameters of ``{_items}`` to ``params``; return the query-name suffix of
+    the variant they fit (``_sql.VARIANTS``). Parallel arrays; each item's tags are a slice
+    of one flat array."""
+    if not items:
+        return "/q0"
     tags: list[str] = []
     lo: list[int] = []
     hi: list[int] = []
@@ -390,7 +394,7 @@ def _item_params(params: dict[str, Any], items: Sequence[QueueItem]) -> dict[str
     params["q_tag_lo"] = lo
     params["q_tag_hi"] = hi
     params["q_at"] = [item.available_at for item in items]
-    return params
+    return ""
 
 
 def _claims(rows: Rows, worker_id: str) -> list[Claim]:
@@ -399,7 +403,8 @@ def _claims(rows: Rows, worker_id: str) -> list[Claim]:
 
 def enqueue(instance_id: str, items: Sequence[QueueItem]) -> Op[None]:
     """Add entries, skipping keys already queued or checkpointed (a repeat changes nothing)."""
-    yield Q("enqueue", _item_params({"id": instance_id, "key": None}, items))
+    params: dict[str, Any] = {"id": instance_id, "key": None}
+    yield Q("enqueue" + _item_params(params, items), params)
 
 
 def claim(
@@ -505,8 +510,7 @@ def advance(
         "n_priority": None if nxt is None else nxt.priority,
         "n_tags": None if nxt is None else list(nxt.tags),
     }
-    variant = _step_params(params, steps)
-    _item_params(params, items)
+    variant = _step_params(params, steps) + _item_params(params, items)
     if final is not None:
         rows = yield Q("advance_final" + variant, _final_params(params, final))
         if not rows[0][0]:

@@ -7,6 +7,7 @@ what the executors send (and what psycopg keys its prepared statements on).
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from functools import cache
@@ -18,7 +19,7 @@ from sayiir.backends.postgres._names import BARE_NAMES, TABLES, queue_channel
 
 __all__ = [
     "PACKAGE",
-    "STEP_SOURCES",
+    "VARIANTS",
     "Compiled",
     "compile_sql",
     "identifiers",
@@ -82,22 +83,44 @@ def migrations() -> list[Migration]:
     return _sources()[1]
 
 
-# The sources of ``{_steps}`` by query-name suffix: a query that carries steps is compiled
-# once per source, and ``_ops`` picks the variant by the number of steps it writes.
-STEP_SOURCES = {"": "_steps_many", "/1": "_steps_one", "/0": "_steps_none"}
+# Switches of the SQL text: ``{_steps}`` (the steps a write carries) and ``{_items}`` (the
+# queue entries it adds) each stand for one of several sources, chosen by a query-name
+# suffix. A query is compiled once per combination of the switches it uses, and ``_ops``
+# picks the variant that fits its arguments: binding arrays costs more client CPU than the
+# statement's server time when there is one element or none.
+VARIANTS: dict[str, dict[str, str]] = {
+    "_steps": {"": "_steps_many", "/1": "_steps_one", "/0": "_steps_none"},
+    "_items": {"": "_items_many", "/q0": "_items_none"},
+}
 _FRAGMENT = re.compile(r"\{(_\w+)\}")
 
 
-def _expand(text: str, sources: dict[str, str], steps: str) -> str:
-    """Inline the fragments ``text`` names (fragments may name fragments), with ``steps``
-    standing for ``{_steps}``. Only our own file's text is inlined; identifiers are still
-    filled by ``render`` alone."""
+def _expand(text: str, sources: dict[str, str], choice: dict[str, str]) -> str:
+    """Inline the fragments ``text`` names (fragments may name fragments). A switch of
+    ``VARIANTS`` becomes the source ``choice`` gives it, or stays as it is. Only our own
+    file's text is inlined; identifiers are still filled by ``render`` alone."""
 
     def inline(match: re.Match[str]) -> str:
         name = match.group(1)
-        return _expand(sources[steps if name == "_steps" else name], sources, steps)
+        if name in VARIANTS:
+            if name not in choice:
+                return match.group(0)
+            name = choice[name]
+        return _expand(sources[name], sources, choice)
 
     return _FRAGMENT.sub(inline, text)
+
+
+def _variants(text: str, sources: dict[str, str]) -> dict[str, str]:
+    """Query-name suffix -> expanded text, for every combination of the switches used."""
+    skeleton = _expand(text, sources, {})
+    used = [switch for switch in VARIANTS if "{" + switch + "}" in skeleton]
+    out = {}
+    for combo in itertools.product(*(VARIANTS[switch].items() for switch in used)):
+        suffix = "".join(option for option, _ in combo)
+        choice = {switch: source for switch, (_, source) in zip(used, combo, strict=True)}
+        out[suffix] = _expand(skeleton, sources, choice)
+    return out
 
 
 @cache
@@ -105,14 +128,12 @@ def compile_sql(schema: str, table_prefix: str) -> Compiled:
     """Render every query and migration for one schema + prefix (cached per pair)."""
     sources, migs = _sources()
     names = identifiers(schema, table_prefix)
-    queries: dict[str, bytes] = {}
-    for name, text in sources.items():
-        if name.startswith("_"):
-            continue
-        texts = {suffix: _expand(text, sources, src) for suffix, src in STEP_SOURCES.items()}
-        for suffix, expanded in texts.items():
-            if not suffix or expanded != texts[""]:
-                queries[name + suffix] = render(expanded, names)
+    queries = {
+        name + suffix: render(text, names)
+        for name, source in sources.items()
+        if not name.startswith("_")
+        for suffix, text in _variants(source, sources).items()
+    }
     return Compiled(queries, {m.version: render(m.sql, names) for m in migs})
 
 

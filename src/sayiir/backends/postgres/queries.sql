@@ -55,7 +55,7 @@ inst AS (
 
 -- The steps a write carries, as rows (key, task_id, output, attempt, started, finished,
 -- worker_id). Every query that uses {_steps} is compiled once per source below (see
--- _sql.STEP_SOURCES): parallel arrays for several steps, plain parameters for the common
+-- _sql.VARIANTS): parallel arrays for several steps, plain parameters for the common
 -- single step (binding seven one-element arrays cost more client CPU than the statement's
 -- server time), and no parameters at all for none.
 -- name: _steps_many
@@ -408,12 +408,18 @@ SELECT (SELECT inst.status FROM inst), (SELECT count(*) FROM wake)
 -- == Worker queue =========================================================================
 
 
+-- The queue entries a write adds, as the CTE "items" (key, task_id, priority, tags,
+-- available_at). Like {_steps}, {_items} is compiled once per source (_sql.VARIANTS): most
+-- advances of a worker add none, and then bind no arrays.
+-- name: _queue_items
+items AS ({_items})
+
+
 -- Queue entries from parallel arrays, one element per QueueItem (its tags are the slice
 -- q_tag_lo..q_tag_hi of the flat %(q_tags)s). One row per key: the first item's fields and
 -- the earliest due time (NULL: now), as InMemoryBackend._enqueue merges repeats. Keys
 -- already checkpointed are left out.
--- name: _queue_items
-items AS (
+-- name: _items_many
     SELECT DISTINCT ON (u.key) u.key, u.task_id, u.priority::int2 AS priority,
            (%(q_tags)s::text[])[u.lo:u.hi] AS tags,
            min(coalesce(to_timestamp(u.at), now())) OVER (PARTITION BY u.key) AS available_at
@@ -423,7 +429,12 @@ items AS (
     WHERE NOT EXISTS (SELECT FROM {t_checkpoints} AS c
                       WHERE c.instance_id = %(id)s AND c.key = u.key)
     ORDER BY u.key, u.n
-)
+
+
+-- name: _items_none
+SELECT NULL::text AS key, NULL::text AS task_id, NULL::int2 AS priority, NULL::text[] AS tags,
+       NULL::timestamptz AS available_at
+LIMIT 0
 
 
 -- Insert the "items" (except the key %(key)s) for the run in the CTE "inst" (column
