@@ -13,6 +13,7 @@ __all__ = [
     "InstanceAlreadyExistsError",
     "InstanceNotFoundError",
     "LeaseLostError",
+    "RunReplacedError",
     "TaskError",
     "WorkflowError",
 ]
@@ -69,3 +70,20 @@ class DeserializationError(WorkflowError):
 
 class LeaseLostError(BackendError):
     """A worker tried to write a result for a task it no longer owns (it was fenced off)."""
+
+
+class RunReplacedError(BackendError):
+    """This execution's run was replaced (``conflict_policy="terminate_existing"``).
+
+    A new run took over the instance id while this one was still executing; this one
+    stops at its next write and writes nothing into the new run.
+    """
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(
+            f"Workflow instance '{instance_id}' was replaced by a newer run "
+            "(conflict_policy='terminate_existing') while this execution was running; it "
+            "stopped here and wrote nothing into the new run. Query the instance for the "
+            "new run's status."
+        )
+        self.instance_id = instance_id

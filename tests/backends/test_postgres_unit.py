@@ -32,7 +32,7 @@ from sayiir.core.records import (
     StepRecord,
     control_decision,
 )
-from sayiir.errors import BackendError, InstanceNotFoundError, LeaseLostError
+from sayiir.errors import BackendError, InstanceNotFoundError, LeaseLostError, RunReplacedError
 
 SECRET = "S3cretPw"
 
@@ -226,7 +226,17 @@ def test_touch_result_obeys_an_applied_cancel_first() -> None:
 
 def test_writes_to_a_missing_instance_raise() -> None:
     with pytest.raises(InstanceNotFoundError):
-        drive(_ops.save_steps("gone", []), [])
+        drive(_ops.save_steps("gone", []), [], [])
+
+
+def test_a_write_that_matches_no_run_of_its_token_is_refused() -> None:
+    """No row changed, but the instance exists: another run (terminate_existing) owns it."""
+    token = "0b7e5d2c-6f7e-4a39-9d57-3c1c2a9f0e11"
+    row = ("i", "wf", "h", "running", b"1", *([None] * 11), 0.0, 0.0, None, False, None)
+    with pytest.raises(RunReplacedError):
+        drive(_ops.finish("i", FinalState(Status.COMPLETED), [], token), [(0,)], [row])
+    requests, _ = drive(_ops.save_steps("i", [], token), [("running", *([None] * 6))])
+    assert str(requests[0].params["token"]) == token
 
 
 @pytest.mark.parametrize("kind", ["cancel", "pause"])

@@ -319,7 +319,10 @@ def _schema(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
     rows = conn.execute(
         "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY type, name"
     ).fetchall()
-    return [(kind, name, " ".join(sql.split())) for kind, name, sql in rows]
+    # Layout-insensitive: ALTER TABLE ADD COLUMN stores "REAL , x TEXT)" where a fresh
+    # CREATE TABLE says "REAL, x TEXT )".
+    return [(kind, name, re.sub(r"\s*([,()])\s*", r"\1", " ".join(sql.split())))
+            for kind, name, sql in rows]  # fmt: skip
 
 
 def test_migrations_give_exactly_schema_sql(tmp_path: Path) -> None:
@@ -399,12 +402,13 @@ def test_edited_migration_is_refused(path: Path) -> None:
 
 def test_upgrade_applies_only_the_new_migrations(path: Path) -> None:
     SqliteBackend(path).close()
+    n = len(MIGRATIONS)
     newer = [
         *MIGRATIONS,
         Migration(
-            2, "add_note", "ALTER TABLE sayiir_checkpoints ADD COLUMN note TEXT;", "c2", True
+            n + 1, "add_note", "ALTER TABLE sayiir_checkpoints ADD COLUMN note TEXT;", "c2", True
         ),
-        Migration(3, "vacuum", "-- sayiir: no-transaction\nVACUUM;\n", "c3", False),
+        Migration(n + 2, "vacuum", "-- sayiir: no-transaction\nVACUUM;\n", "c3", False),
     ]
     db = Database(str(path), QUERIES, synchronous="full", busy_timeout=5.0)
     try:
@@ -415,24 +419,47 @@ def test_upgrade_applies_only_the_new_migrations(path: Path) -> None:
     with connect(path) as conn:
         versions = conn.execute("SELECT version, name FROM sayiir_schema_migrations").fetchall()
         columns = [row[1] for row in conn.execute("PRAGMA table_info(sayiir_checkpoints)")]
-    assert versions == [(1, "initial"), (2, "add_note"), (3, "vacuum")]
+    assert versions == [(m.version, m.name) for m in newer]
     assert "note" in columns
-    with pytest.raises(BackendError, match="schema version 3"):  # this release is older
+    with pytest.raises(BackendError, match=f"schema version {n + 2}"):  # this release is older
         SqliteBackend(path)
 
 
 def test_a_failing_migration_leaves_no_trace(path: Path) -> None:
     SqliteBackend(path).close()
-    broken = Migration(2, "broken", "CREATE TABLE x (a INT); SELECT * FROM nowhere;", "c2", True)
+    n = len(MIGRATIONS)
+    sql = "CREATE TABLE x (a INT); SELECT * FROM nowhere;"
+    broken = Migration(n + 1, "broken", sql, "c2", True)
     db = Database(str(path), QUERIES, synchronous="full", busy_timeout=5.0)
     try:
-        with pytest.raises(BackendError, match=r"0002_broken failed: no such table: nowhere"):
+        with pytest.raises(BackendError, match=rf"{n + 1:04d}_broken failed: no such table"):
             migrate(db, QUERIES, [*MIGRATIONS, broken])
     finally:
         db.close()
     with connect(path) as conn:
-        assert conn.execute("SELECT max(version) FROM sayiir_schema_migrations").fetchone() == (1,)
+        assert conn.execute("SELECT max(version) FROM sayiir_schema_migrations").fetchone() == (n,)
         assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'x'").fetchone() is None
+
+
+def test_a_database_from_before_run_tokens_keeps_working(path: Path) -> None:
+    """A file migrated by the release before 0002_run_token holds runs without a token:
+    they are upgraded in place, resumed, and accept every write."""
+    db = Database(str(path), QUERIES, synchronous="full", busy_timeout=5.0)
+    try:
+        migrate(db, QUERIES, MIGRATIONS[:1])
+    finally:
+        db.close()
+    with connect(path) as conn:
+        conn.execute(
+            "INSERT INTO sayiir_workflow_instances (instance_id, workflow_id, definition_hash,"
+            " status, input, created_at, updated_at) VALUES ('old', 'wf', 'h', 'running', ?, 0, 0)",
+            (b"1",),
+        )
+    with SqliteBackend(path) as backend:
+        rec = backend.get_instance("old")
+        assert rec is not None and rec.token is None
+        assert backend.save_steps("old", [StepRecord("a", b"2", "t")], token="any") is None
+        assert backend.get_checkpoint("old", "a") == b"2"
 
 
 def test_split_statements() -> None:

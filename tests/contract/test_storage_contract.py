@@ -73,6 +73,7 @@ def record(instance_id: str, status: Status = Status.RUNNING, **fields: object) 
         input=b'{"n": 1}',
         created_at=T0,
         updated_at=T0,
+        token=str(uuid.uuid5(uuid.NAMESPACE_URL, instance_id)),  # the engine always sets one
     )
     return replace(base, **fields)  # type: ignore[arg-type]
 

@@ -22,7 +22,8 @@ from sayiir import (
     task,
     unpause_workflow,
 )
-from sayiir.core.records import InstanceRecord, Status
+from sayiir.core.records import AttemptRecord, FinalState, InstanceRecord, Status, StepRecord
+from sayiir.errors import InstanceNotFoundError, RunReplacedError
 
 
 def echo(x: Any) -> Any:
@@ -362,11 +363,9 @@ def test_workflow_name_does_not_change_hash_but_structure_does():
     assert len(a.definition_hash) == 64 and a.definition_hash == a.definition_hash.lower()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a run replaced by terminate_existing keeps writing into the new instance",
-)
 def test_terminate_existing_while_old_run_executes(backend, iid, ledger):
+    """The replaced execution finishes its task, then stops at its next write: it raises
+    RunReplacedError and writes nothing into the new run (not its checkpoint, not its end)."""
     gate, started = threading.Event(), threading.Event()
 
     def first(x):
@@ -382,7 +381,14 @@ def test_terminate_existing_while_old_run_executes(backend, iid, ledger):
 
     wf = Flow("zombie").then(first).then(second).build()
     box: list[Any] = []
-    old = threading.Thread(target=lambda: box.append(run_durable_workflow(wf, iid, 1, backend)))
+
+    def old_run() -> None:
+        try:
+            box.append(run_durable_workflow(wf, iid, 1, backend))
+        except Exception as exc:
+            box.append(exc)
+
+    old = threading.Thread(target=old_run)
     old.start()
     try:
         assert started.wait(5)
@@ -393,11 +399,46 @@ def test_terminate_existing_while_old_run_executes(backend, iid, ledger):
     finally:
         gate.set()
         old.join(5)
-    # The replaced execution may finish its task, but must not touch the new instance.
+    [outcome] = box
+    assert isinstance(outcome, RunReplacedError) and outcome.instance_id == iid
+    assert "terminate_existing" in str(outcome)
+    assert sorted(ledger.entries) == ["first1", "first2", "second20"]  # old never reached second
     client = WorkflowClient(backend)
     assert client.get_task_result(iid, "first") == 20
     stored = client.status(iid)
     assert stored.status == "completed" and stored.output == 21
+
+
+def test_a_replaced_run_cannot_finish_into_the_new_one(backend, iid):
+    """Every engine write carrying a replaced run's token is refused and changes nothing;
+    the current token, and no token, are accepted."""
+    wf = Flow("tok").then(echo).build()
+    run_durable_workflow(wf, iid, 1, backend=backend)
+    old_token = backend.get_instance(iid).token
+    assert old_token is not None
+    run_durable_workflow(wf, iid, 2, backend=backend, conflict_policy="terminate_existing")
+    new = backend.get_instance(iid)
+    assert new.token not in (None, old_token)
+    steps = [StepRecord("x", b"1", "echo")]
+    with pytest.raises(RunReplacedError):
+        backend.save_steps(iid, steps, token=old_token)
+    with pytest.raises(RunReplacedError):
+        backend.finish(iid, FinalState(Status.FAILED, error="zombie"), steps, token=old_token)
+    with pytest.raises(RunReplacedError):
+        backend.record_attempt(
+            iid, AttemptRecord("y", "echo", 1, "failed", 0.0, 1.0, "e"), token=old_token
+        )
+    with pytest.raises(RunReplacedError):
+        backend.consume_signal(iid, "go", "sig-key", token=old_token)
+    after = backend.load(iid)
+    assert (after.record.status, after.record.output) == (new.status, new.output)
+    assert "x" not in after.checkpoints and "sig-key" not in after.checkpoints
+    assert after.attempts == {}
+    # The current token, and no token at all, are accepted.
+    assert backend.save_steps(iid, steps, token=new.token) is None
+    assert backend.save_steps(iid, steps) is None
+    with pytest.raises(InstanceNotFoundError):
+        backend.save_steps("no-such-run", steps, token=old_token)
 
 
 def test_use_existing_on_crashed_run_runs_nothing(backend, iid, ledger, crash_cls):

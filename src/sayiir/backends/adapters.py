@@ -47,22 +47,29 @@ class DirectAsyncStorage:
         return await self._call(self._s.load, instance_id)
 
     async def save_steps(
-        self, instance_id: str, steps: Sequence[StepRecord]
+        self, instance_id: str, steps: Sequence[StepRecord], *, token: str | None = None
     ) -> ControlRequest | None:
-        return await self._call(self._s.save_steps, instance_id, steps)
+        return await self._call(self._s.save_steps, instance_id, steps, token=token)
 
     async def record_attempt(
-        self, instance_id: str, attempt: AttemptRecord
+        self, instance_id: str, attempt: AttemptRecord, *, token: str | None = None
     ) -> ControlRequest | None:
-        return await self._call(self._s.record_attempt, instance_id, attempt)
+        return await self._call(self._s.record_attempt, instance_id, attempt, token=token)
 
-    async def consume_signal(self, instance_id: str, signal_name: str, key: str) -> bytes | None:
-        return await self._call(self._s.consume_signal, instance_id, signal_name, key)
+    async def consume_signal(
+        self, instance_id: str, signal_name: str, key: str, *, token: str | None = None
+    ) -> bytes | None:
+        return await self._call(self._s.consume_signal, instance_id, signal_name, key, token=token)
 
     async def finish(
-        self, instance_id: str, final: FinalState, steps: Sequence[StepRecord]
+        self,
+        instance_id: str,
+        final: FinalState,
+        steps: Sequence[StepRecord],
+        *,
+        token: str | None = None,
     ) -> None:
-        await self._call(self._s.finish, instance_id, final, steps)
+        await self._call(self._s.finish, instance_id, final, steps, token=token)
 
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
         return await self._call(self._s.get_instance, instance_id)

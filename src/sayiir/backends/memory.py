@@ -31,7 +31,7 @@ from sayiir.core.records import (
     control_decision,
     fold_attempt,
 )
-from sayiir.errors import InstanceNotFoundError, LeaseLostError
+from sayiir.errors import InstanceNotFoundError, LeaseLostError, RunReplacedError
 
 __all__ = ["InMemoryBackend"]
 
@@ -102,16 +102,20 @@ class InMemoryBackend:
                     fold_attempt(attempts.setdefault(attempt.key, AttemptState()), attempt)
             return RunState(_copy(inst.record), dict(inst.checkpoints), attempts)
 
-    def save_steps(self, instance_id: str, steps: Sequence[StepRecord]) -> ControlRequest | None:
+    def save_steps(
+        self, instance_id: str, steps: Sequence[StepRecord], *, token: str | None = None
+    ) -> ControlRequest | None:
         with self._lock:
-            inst = self._get(instance_id)
+            inst = self._get(instance_id, token)
             for step in steps:
                 inst.checkpoints[step.key] = step.output
             return self._touch(inst)
 
-    def record_attempt(self, instance_id: str, attempt: AttemptRecord) -> ControlRequest | None:
+    def record_attempt(
+        self, instance_id: str, attempt: AttemptRecord, *, token: str | None = None
+    ) -> ControlRequest | None:
         with self._lock:
-            inst = self._get(instance_id)
+            inst = self._get(instance_id, token)
             # One record per (key, attempt): a failure replaces the attempt's "running" row.
             inst.attempts = [
                 a for a in inst.attempts if (a.key, a.attempt) != (attempt.key, attempt.attempt)
@@ -119,9 +123,11 @@ class InMemoryBackend:
             inst.attempts.append(attempt)
             return self._touch(inst)
 
-    def consume_signal(self, instance_id: str, signal_name: str, key: str) -> bytes | None:
+    def consume_signal(
+        self, instance_id: str, signal_name: str, key: str, *, token: str | None = None
+    ) -> bytes | None:
         with self._lock:
-            inst = self._get(instance_id)
+            inst = self._get(instance_id, token)
             if key in inst.checkpoints:  # a repeated call: the event was consumed already
                 return inst.checkpoints[key]
             queue = self._signals.get((instance_id, signal_name))
@@ -132,9 +138,16 @@ class InMemoryBackend:
             self._touch(inst)
             return payload
 
-    def finish(self, instance_id: str, final: FinalState, steps: Sequence[StepRecord]) -> None:
+    def finish(
+        self,
+        instance_id: str,
+        final: FinalState,
+        steps: Sequence[StepRecord],
+        *,
+        token: str | None = None,
+    ) -> None:
         with self._lock:
-            self._finish(self._get(instance_id), final, steps)
+            self._finish(self._get(instance_id, token), final, steps)
 
     @staticmethod
     def _finish(inst: _Instance, final: FinalState, steps: Sequence[StepRecord]) -> None:
@@ -358,10 +371,14 @@ class InMemoryBackend:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _get(self, instance_id: str) -> _Instance:
+    def _get(self, instance_id: str, token: str | None = None) -> _Instance:
+        """The instance a write goes to; refused when it is another run than ``token``'s."""
         inst = self._instances.get(instance_id)
         if inst is None:
             raise InstanceNotFoundError(instance_id)
+        stored = inst.record.token
+        if token is not None and stored is not None and stored != token:
+            raise RunReplacedError(instance_id)
         return inst
 
     @staticmethod

@@ -31,12 +31,22 @@ __all__ = ["AsyncStorage", "QueueStorage", "Storage"]
 
 @runtime_checkable
 class Storage(Protocol):
-    """Synchronous storage operations (thread-safe: fork branches call them concurrently)."""
+    """Synchronous storage operations (thread-safe: fork branches call them concurrently).
+
+    The four writes of an executing engine (``save_steps``, ``record_attempt``,
+    ``consume_signal``, ``finish``) carry the run's ``token`` (``InstanceRecord.token``):
+    when the stored run has another token (``create_instance(replace=True)`` started a
+    new run under the id meanwhile), the write changes nothing and raises
+    ``RunReplacedError``. ``token=None``, or a stored run without one, skips the check.
+    """
 
     codec: Codec
 
     def create_instance(self, record: InstanceRecord, *, replace: bool) -> InstanceRecord | None:
         """Insert a new instance; return ``None`` when inserted.
+
+        ``record.token`` is stored as given (the engine always sets one; a backend may
+        store one of its own when it is ``None``).
 
         If the id exists: with ``replace=False`` return the existing record and
         change nothing; with ``replace=True`` atomically delete the old instance
@@ -49,7 +59,9 @@ class Storage(Protocol):
         """The instance record, all its checkpoints and attempt summaries, in one read."""
         ...
 
-    def save_steps(self, instance_id: str, steps: Sequence[StepRecord]) -> ControlRequest | None:
+    def save_steps(
+        self, instance_id: str, steps: Sequence[StepRecord], *, token: str | None = None
+    ) -> ControlRequest | None:
         """Store checkpoints (and their task executions), mark the instance running.
 
         Returns the pending cancel/pause request, if any, so the engine needs no
@@ -57,21 +69,32 @@ class Storage(Protocol):
         """
         ...
 
-    def record_attempt(self, instance_id: str, attempt: AttemptRecord) -> ControlRequest | None:
+    def record_attempt(
+        self, instance_id: str, attempt: AttemptRecord, *, token: str | None = None
+    ) -> ControlRequest | None:
         """Store a started (with deadline) or failed task attempt; return the pending request.
 
         There is one record per (key, attempt): a later record replaces an earlier one.
         """
         ...
 
-    def consume_signal(self, instance_id: str, signal_name: str, key: str) -> bytes | None:
+    def consume_signal(
+        self, instance_id: str, signal_name: str, key: str, *, token: str | None = None
+    ) -> bytes | None:
         """Atomically pop the oldest buffered event and store it as checkpoint ``key``.
 
         Idempotent per ``key``: if that checkpoint exists, return it and pop nothing.
         """
         ...
 
-    def finish(self, instance_id: str, final: FinalState, steps: Sequence[StepRecord]) -> None:
+    def finish(
+        self,
+        instance_id: str,
+        final: FinalState,
+        steps: Sequence[StepRecord],
+        *,
+        token: str | None = None,
+    ) -> None:
         """Store the final (terminal or parked) state, with the last checkpoints if any.
 
         Clears the pending request when the final status applies it.
@@ -119,19 +142,24 @@ class AsyncStorage(Protocol):
     async def load(self, instance_id: str) -> RunState | None: ...
 
     async def save_steps(
-        self, instance_id: str, steps: Sequence[StepRecord]
+        self, instance_id: str, steps: Sequence[StepRecord], *, token: str | None = None
     ) -> ControlRequest | None: ...
 
     async def record_attempt(
-        self, instance_id: str, attempt: AttemptRecord
+        self, instance_id: str, attempt: AttemptRecord, *, token: str | None = None
     ) -> ControlRequest | None: ...
 
     async def consume_signal(
-        self, instance_id: str, signal_name: str, key: str
+        self, instance_id: str, signal_name: str, key: str, *, token: str | None = None
     ) -> bytes | None: ...
 
     async def finish(
-        self, instance_id: str, final: FinalState, steps: Sequence[StepRecord]
+        self,
+        instance_id: str,
+        final: FinalState,
+        steps: Sequence[StepRecord],
+        *,
+        token: str | None = None,
     ) -> None: ...
 
     async def get_instance(self, instance_id: str) -> InstanceRecord | None: ...

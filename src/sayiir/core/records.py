@@ -97,6 +97,10 @@ class InstanceRecord:
     distributed: bool = False
     # Queue priority of a submitted run's first entry (its first task's priority).
     priority: int = 3
+    # Set when the run starts (a new one for a run that replaces another under the same
+    # id): writes that carry an older run's token are refused (``RunReplacedError``).
+    # ``None`` on rows written before tokens existed, which every write then accepts.
+    token: str | None = None
 
 
 @dataclass(slots=True)

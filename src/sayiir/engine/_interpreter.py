@@ -163,6 +163,7 @@ class Execution:
         attempts: dict[str, AttemptState] | None = None,
         worker_id: str | None = None,
         worker: WorkerMode | None = None,
+        token: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.definition = definition
@@ -174,6 +175,7 @@ class Execution:
         self.attempts = attempts if attempts is not None else {}
         self.worker_id = worker_id
         self.worker = worker
+        self.token = token  # the run's InstanceRecord.token: our writes carry it
         self.clock = clock
         self._roundtrip: Callable[[Any], Any] = getattr(
             codec, "roundtrip", lambda v: codec.decode(codec.encode(v))
@@ -349,7 +351,9 @@ class Execution:
         stored = self.checkpoints.get(key)
         if stored is None:
             yield from self.flush(lane)
-            stored = yield Store("consume_signal", self.instance_id, node.signal_name, key)
+            stored = yield Store(
+                "consume_signal", self.instance_id, node.signal_name, key, token=self.token
+            )
         if stored is not None:
             return self._decode(stored, key)
         wake_at = None
@@ -461,7 +465,7 @@ class Execution:
             None if retry_in is None else now + retry_in, worker_id=self.worker_id,
         )  # fmt: skip
         if retry_in is None:
-            yield Store("record_attempt", self.instance_id, record)
+            yield Store("record_attempt", self.instance_id, record, token=self.token)
         else:
             yield from self._store_checked("record_attempt", record)
 
@@ -567,12 +571,12 @@ class Execution:
                 lease_secs=worker.lease_secs,
             )
         else:
-            request = yield Store("save_steps", self.instance_id, steps)
+            request = yield Store("save_steps", self.instance_id, steps, token=self.token)
         if request is not None and check:
             raise _Stopped(request)
 
     def _store_checked(self, op: str, *args: Any) -> Yielding:
-        request = yield Store(op, self.instance_id, *args)
+        request = yield Store(op, self.instance_id, *args, token=self.token)
         if request is not None:
             raise _Stopped(request)
 

@@ -8,6 +8,7 @@ here touches a backend directly.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -143,7 +144,7 @@ def _check_hash(definition: WorkflowDefinition, record: InstanceRecord) -> None:
 
 def _execute(execution: Execution, instance_id: str, value: Any, inline: bool) -> Yielding:
     final, output, pending = yield from execution.run(value, inline)
-    yield Store("finish", instance_id, final, pending)
+    yield Store("finish", instance_id, final, pending, token=execution.token)
     return _status_from_final(final, output)
 
 
@@ -193,8 +194,10 @@ def start_run(
     created = yield from _create(definition, codec, instance_id, value, policy, clock, False)
     if isinstance(created, WorkflowStatus):
         return created
-    value = value if type(value) in _SCALARS else codec.decode(created)
-    execution = Execution(definition, registry, codec, instance_id, durable=True, clock=clock)
+    value = value if type(value) in _SCALARS else codec.decode(created.input)
+    execution = Execution(
+        definition, registry, codec, instance_id, durable=True, token=created.token, clock=clock
+    )
     return (yield from _execute(execution, instance_id, value, inline))
 
 
@@ -221,7 +224,7 @@ def _create(
     clock: Callable[[], float],
     distributed: bool,
 ) -> Yielding:
-    """Create the instance per the conflict policy; return its encoded input.
+    """Create the instance per the conflict policy; return the record stored.
 
     Returns the existing instance's status instead under ``use_existing``.
     """
@@ -245,11 +248,12 @@ def _create(
         updated_at=now,
         distributed=distributed,
         priority=first_priority(definition.nodes),
+        token=str(uuid.uuid4()),
     )
     existing = yield Store("create_instance", record, replace=policy == "terminate_existing")
     if existing is not None:
         return _existing(definition, codec, existing, policy, instance_id)
-    return data
+    return record
 
 
 def submit_run(
@@ -327,7 +331,7 @@ def resume_run(
     if request is not None:
         status = Status.CANCELLED if request.kind == "cancel" else Status.PAUSED
         final = FinalState(status, reason=request.reason, by=request.by)
-        yield Store("finish", instance_id, final, [])
+        yield Store("finish", instance_id, final, [], token=record.token)
         return _status_from_final(final, None)
     if record.status is Status.WAITING and record.wake_at is not None and clock() < record.wake_at:
         return status_from_record(record, codec)
@@ -335,7 +339,7 @@ def resume_run(
         value = codec.decode(record.input)
     except Exception as exc:
         final = _undecodable_input(instance_id, codec, exc)
-        yield Store("finish", instance_id, final, [])
+        yield Store("finish", instance_id, final, [], token=record.token)
         return _status_from_final(final, None)
     execution = Execution(
         definition,
@@ -345,6 +349,7 @@ def resume_run(
         durable=True,
         checkpoints=state.checkpoints,
         attempts=state.attempts,
+        token=record.token,
         clock=clock,
     )
     return (yield from _execute(execution, instance_id, value, inline))
@@ -398,6 +403,7 @@ def work_claim(
             attempts=state.attempts,
             worker_id=claim.worker_id,
             worker=worker,
+            token=record.token,
             clock=clock,
         )
         final: FinalState | None
@@ -420,7 +426,7 @@ def work_claim(
                     lease_secs=lease_secs,
                 )
             else:
-                yield Store("finish", instance_id, final, pending)
+                yield Store("finish", instance_id, final, pending, token=record.token)
                 yield Store("enqueue", instance_id, worker.drain())
             return _status_from_final(final, output)
         if held is not None:
@@ -434,7 +440,7 @@ def work_claim(
             )
         else:
             if pending:
-                yield Store("save_steps", instance_id, pending)
+                yield Store("save_steps", instance_id, pending, token=record.token)
             yield Store("enqueue", instance_id, worker.drain())
         current = None
         state = yield Store("load", instance_id)

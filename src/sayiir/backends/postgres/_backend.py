@@ -649,7 +649,7 @@ class PostgresBackend:
     # -- Storage ---------------------------------------------------------------------------
 
     def create_instance(self, record: InstanceRecord, *, replace: bool) -> InstanceRecord | None:
-        token = uuid4()
+        token = _ops.start_token(record)
         return self._run(
             "create_instance",
             lambda retry: _ops.create_instance(record, replace=replace, token=token, retry=retry),
@@ -658,20 +658,35 @@ class PostgresBackend:
     def load(self, instance_id: str) -> RunState | None:
         return self._run("load", lambda retry: _ops.load(instance_id))
 
-    def save_steps(self, instance_id: str, steps: Sequence[StepRecord]) -> ControlRequest | None:
-        return self._run("save_steps", lambda retry: _ops.save_steps(instance_id, steps))
+    def save_steps(
+        self, instance_id: str, steps: Sequence[StepRecord], *, token: str | None = None
+    ) -> ControlRequest | None:
+        return self._run("save_steps", lambda retry: _ops.save_steps(instance_id, steps, token))
 
-    def record_attempt(self, instance_id: str, attempt: AttemptRecord) -> ControlRequest | None:
-        return self._run("record_attempt", lambda retry: _ops.record_attempt(instance_id, attempt))
-
-    def consume_signal(self, instance_id: str, signal_name: str, key: str) -> bytes | None:
+    def record_attempt(
+        self, instance_id: str, attempt: AttemptRecord, *, token: str | None = None
+    ) -> ControlRequest | None:
         return self._run(
-            "consume_signal",
-            lambda retry: _ops.consume_signal(instance_id, signal_name, key, retry=retry),
+            "record_attempt", lambda retry: _ops.record_attempt(instance_id, attempt, token)
         )
 
-    def finish(self, instance_id: str, final: FinalState, steps: Sequence[StepRecord]) -> None:
-        self._run("finish", lambda retry: _ops.finish(instance_id, final, steps))
+    def consume_signal(
+        self, instance_id: str, signal_name: str, key: str, *, token: str | None = None
+    ) -> bytes | None:
+        return self._run(
+            "consume_signal",
+            lambda retry: _ops.consume_signal(instance_id, signal_name, key, token, retry=retry),
+        )
+
+    def finish(
+        self,
+        instance_id: str,
+        final: FinalState,
+        steps: Sequence[StepRecord],
+        *,
+        token: str | None = None,
+    ) -> None:
+        self._run("finish", lambda retry: _ops.finish(instance_id, final, steps, token))
 
     def get_instance(self, instance_id: str) -> InstanceRecord | None:
         return self._run("get_instance", lambda retry: _ops.get_instance(instance_id))
@@ -870,7 +885,7 @@ class AsyncPostgresStorage:
     async def create_instance(
         self, record: InstanceRecord, *, replace: bool
     ) -> InstanceRecord | None:
-        token = uuid4()
+        token = _ops.start_token(record)
         return await self._b._arun(
             "create_instance",
             lambda retry: _ops.create_instance(record, replace=replace, token=token, retry=retry),
@@ -880,27 +895,36 @@ class AsyncPostgresStorage:
         return await self._b._arun("load", lambda retry: _ops.load(instance_id))
 
     async def save_steps(
-        self, instance_id: str, steps: Sequence[StepRecord]
-    ) -> ControlRequest | None:
-        return await self._b._arun("save_steps", lambda retry: _ops.save_steps(instance_id, steps))
-
-    async def record_attempt(
-        self, instance_id: str, attempt: AttemptRecord
+        self, instance_id: str, steps: Sequence[StepRecord], *, token: str | None = None
     ) -> ControlRequest | None:
         return await self._b._arun(
-            "record_attempt", lambda retry: _ops.record_attempt(instance_id, attempt)
+            "save_steps", lambda retry: _ops.save_steps(instance_id, steps, token)
         )
 
-    async def consume_signal(self, instance_id: str, signal_name: str, key: str) -> bytes | None:
+    async def record_attempt(
+        self, instance_id: str, attempt: AttemptRecord, *, token: str | None = None
+    ) -> ControlRequest | None:
+        return await self._b._arun(
+            "record_attempt", lambda retry: _ops.record_attempt(instance_id, attempt, token)
+        )
+
+    async def consume_signal(
+        self, instance_id: str, signal_name: str, key: str, *, token: str | None = None
+    ) -> bytes | None:
         return await self._b._arun(
             "consume_signal",
-            lambda retry: _ops.consume_signal(instance_id, signal_name, key, retry=retry),
+            lambda retry: _ops.consume_signal(instance_id, signal_name, key, token, retry=retry),
         )
 
     async def finish(
-        self, instance_id: str, final: FinalState, steps: Sequence[StepRecord]
+        self,
+        instance_id: str,
+        final: FinalState,
+        steps: Sequence[StepRecord],
+        *,
+        token: str | None = None,
     ) -> None:
-        await self._b._arun("finish", lambda retry: _ops.finish(instance_id, final, steps))
+        await self._b._arun("finish", lambda retry: _ops.finish(instance_id, final, steps, token))
 
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
         return await self._b._arun("get_instance", lambda retry: _ops.get_instance(instance_id))

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from functools import cache
-from typing import Any, TypeVar
-from uuid import UUID
+from typing import Any, NoReturn, TypeVar
+from uuid import UUID, uuid4
 
 from sayiir.core.records import (
     TERMINAL,
@@ -34,7 +34,7 @@ from sayiir.core.records import (
     control_decision,
     fold_attempt,
 )
-from sayiir.errors import InstanceNotFoundError, LeaseLostError
+from sayiir.errors import InstanceNotFoundError, LeaseLostError, RunReplacedError
 
 __all__ = [
     "Op",
@@ -116,8 +116,27 @@ def _record(row: tuple[Any, ...], at: int = 0) -> InstanceRecord:
     return InstanceRecord(
         r[0], r[1], r[2], Status(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12],
         None if kind is None else ControlRequest(kind, r[14], r[15]),
-        r[16], r[17], r[18], r[19],
+        r[16], r[17], r[18], r[19], token=None if r[20] is None else str(r[20]),
     )  # fmt: skip
+
+
+def start_token(record: InstanceRecord) -> UUID:
+    """The ``start_token`` stored with a new run: its ``InstanceRecord.token`` (a UUID, as
+    the engine makes them), else a fresh one; it also lets a create re-sent after a lost
+    connection recognise its own row."""
+    return uuid4() if record.token is None else UUID(record.token)
+
+
+def _token(token: str | None) -> UUID | None:
+    return None if token is None else UUID(token)
+
+
+def _refused(instance_id: str) -> Op[NoReturn]:
+    """A write found no row it may change: the run is gone, or another run owns the id."""
+    rows = yield Q("get_instance", {"id": instance_id})
+    if rows:
+        raise RunReplacedError(instance_id)
+    raise InstanceNotFoundError(instance_id)
 
 
 def _instance_params(record: InstanceRecord, token: UUID | None) -> dict[str, Any]:
@@ -240,20 +259,25 @@ def load(instance_id: str) -> Op[RunState | None]:
     return state
 
 
-def save_steps(instance_id: str, steps: Sequence[StepRecord]) -> Op[ControlRequest | None]:
-    params: dict[str, Any] = {"id": instance_id}
+def save_steps(
+    instance_id: str, steps: Sequence[StepRecord], token: str | None = None
+) -> Op[ControlRequest | None]:
+    params: dict[str, Any] = {"id": instance_id, "token": _token(token)}
     rows = yield Q("save_steps" + _step_params(params, steps), params)
     if not rows:
-        raise InstanceNotFoundError(instance_id)
+        yield from _refused(instance_id)
     return _obeyed(instance_id, rows[0])
 
 
-def record_attempt(instance_id: str, attempt: AttemptRecord) -> Op[ControlRequest | None]:
+def record_attempt(
+    instance_id: str, attempt: AttemptRecord, token: str | None = None
+) -> Op[ControlRequest | None]:
     finished = attempt.finished_at
     rows = yield Q(
         "record_attempt",
         {
             "id": instance_id,
+            "token": _token(token),
             "key": attempt.key,
             "task_id": attempt.task_id,
             "attempt": attempt.attempt,
@@ -267,19 +291,18 @@ def record_attempt(instance_id: str, attempt: AttemptRecord) -> Op[ControlReques
         },
     )
     if not rows:
-        raise InstanceNotFoundError(instance_id)
+        yield from _refused(instance_id)
     return _obeyed(instance_id, rows[0])
 
 
 def consume_signal(
-    instance_id: str, signal_name: str, key: str, *, retry: bool
+    instance_id: str, signal_name: str, key: str, token: str | None = None, *, retry: bool
 ) -> Op[bytes | None]:
-    rows = yield Q(
-        "consume_signal", {"id": instance_id, "name": signal_name, "key": key, "retry": retry}
-    )
-    exists, payload, previous = rows[0]
-    if not exists:
-        raise InstanceNotFoundError(instance_id)
+    params = {"id": instance_id, "name": signal_name, "key": key, "token": _token(token)}
+    rows = yield Q("consume_signal", params)
+    ours, payload, previous = rows[0]
+    if not ours:
+        yield from _refused(instance_id)
     found: bytes | None = previous if previous is not None else payload
     return found
 
@@ -307,11 +330,13 @@ def _final_params(params: dict[str, Any], final: FinalState) -> dict[str, Any]:
     return params
 
 
-def finish(instance_id: str, final: FinalState, steps: Sequence[StepRecord]) -> Op[None]:
-    params = _final_params({"id": instance_id}, final)
+def finish(
+    instance_id: str, final: FinalState, steps: Sequence[StepRecord], token: str | None = None
+) -> Op[None]:
+    params = _final_params({"id": instance_id, "token": _token(token)}, final)
     rows = yield Q("finish" + _step_params(params, steps), params)
     if not rows[0][0]:
-        raise InstanceNotFoundError(instance_id)
+        yield from _refused(instance_id)
 
 
 def get_instance(instance_id: str) -> Op[InstanceRecord | None]:

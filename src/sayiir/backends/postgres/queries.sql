@@ -39,15 +39,24 @@ VALUES (%(id)s, %(workflow_id)s, %(definition_hash)s, %(status)s, %(input)s, %(o
         to_timestamp(%(completed_at)s::float8))
 
 
+-- The run a write of an executing engine may change: the one that carries its token
+-- (%(token)s; NULL, or a row from before tokens, skips the check). A write from a run that
+-- terminate_existing replaced matches no row, changes nothing, and the caller tells it so.
+-- name: _ours
+i.instance_id = %(id)s
+AND (%(token)s::uuid IS NULL OR i.start_token IS NULL OR i.start_token = %(token)s::uuid)
+
+
 -- The write every engine write carries (InMemoryBackend._touch): bump updated_at, make the
 -- instance running unless a cancel/pause was applied to it, and return what the engine must
--- obey next. Defines the CTE "inst"; it has no row when the instance does not exist.
+-- obey next. Defines the CTE "inst"; it has no row when the instance does not exist (or is
+-- another run's: _ours).
 -- name: _touch
 inst AS (
     UPDATE {t_instances} AS i
     SET updated_at = now(),
         status = CASE WHEN i.status IN ('cancelled', 'paused') THEN i.status ELSE 'running' END
-    WHERE i.instance_id = %(id)s
+    WHERE {_ours}
     RETURNING i.status, i.reason, i.cancelled_by, i.paused_by,
               i.request_kind, i.request_reason, i.request_by
 )
@@ -228,18 +237,22 @@ SELECT * FROM inst
 
 
 -- Pop the oldest buffered event of (instance, name) into checkpoint %(key)s. Returns
--- (instance exists, payload taken, checkpoint already there). Idempotent per key: when the
+-- (the run is ours, payload taken, checkpoint already there). Idempotent per key: when the
 -- checkpoint exists (a repeated call, or a call re-sent after a lost connection whose first
--- attempt committed), it is returned and no second event is taken.
+-- attempt committed), it is returned and no second event is taken. The run's row is locked
+-- first, so a terminate_existing replacing it waits, or is waited for and then seen (the
+-- lock re-checks _ours): an event is never taken by a replaced run.
 -- name: consume_signal
-WITH prev AS (
+WITH lock AS MATERIALIZED (
+    SELECT 1 FROM {t_instances} AS i WHERE {_ours} FOR NO KEY UPDATE
+), prev AS (
     SELECT c.output FROM {t_checkpoints} AS c
-    WHERE c.instance_id = %(id)s AND c.key = %(key)s
+    WHERE c.instance_id = %(id)s AND c.key = %(key)s AND EXISTS (SELECT FROM lock)
 ), sig AS (
     SELECT s.id FROM {t_signals} AS s
     WHERE s.instance_id = %(id)s AND s.signal_name = %(name)s AND s.consumed_at IS NULL
       AND NOT EXISTS (SELECT FROM prev)
-      AND EXISTS (SELECT FROM {t_instances} AS i WHERE i.instance_id = %(id)s)
+      AND EXISTS (SELECT FROM lock)
     ORDER BY s.id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
@@ -259,7 +272,7 @@ WITH prev AS (
     ON CONFLICT (instance_id, key) DO UPDATE
     SET task_id = excluded.task_id, output = excluded.output, created_at = excluded.created_at
 )
-SELECT EXISTS (SELECT FROM {t_instances} AS i WHERE i.instance_id = %(id)s),
+SELECT EXISTS (SELECT FROM lock),
        (SELECT t.payload FROM taken AS t),
        (SELECT p.output FROM prev AS p)
 
@@ -285,7 +298,7 @@ request_by = CASE WHEN %(clear_request)s THEN NULL ELSE i.request_by END
 WITH inst AS (
     UPDATE {t_instances} AS i
     SET {_finish_set}
-    WHERE i.instance_id = %(id)s
+    WHERE {_ours}
     RETURNING 1
 ), {_write_steps}, dq AS (
     DELETE FROM {t_task_queue} AS q

@@ -40,7 +40,7 @@ from sayiir.core.records import (
     control_decision,
     fold_attempt,
 )
-from sayiir.errors import BackendError, InstanceNotFoundError
+from sayiir.errors import BackendError, InstanceNotFoundError, RunReplacedError
 
 __all__ = ["SqliteBackend"]
 
@@ -168,16 +168,20 @@ class SqliteBackend:
 
         return self._db.run(f"load({instance_id!r})", tx, _BEGIN_READ)
 
-    def save_steps(self, instance_id: str, steps: Sequence[StepRecord]) -> ControlRequest | None:
+    def save_steps(
+        self, instance_id: str, steps: Sequence[StepRecord], *, token: str | None = None
+    ) -> ControlRequest | None:
         def tx(cur: sqlite3.Cursor) -> ControlRequest | None:
             now = time.time()
-            pending = self._touch(cur, instance_id, now)
+            pending = self._touch(cur, instance_id, now, token)
             _store_steps(cur, instance_id, steps, now)
             return pending
 
         return self._db.write(f"save_steps({instance_id!r})", tx)
 
-    def record_attempt(self, instance_id: str, attempt: AttemptRecord) -> ControlRequest | None:
+    def record_attempt(
+        self, instance_id: str, attempt: AttemptRecord, *, token: str | None = None
+    ) -> ControlRequest | None:
         a = attempt
         params = {
             "instance_id": instance_id,
@@ -195,18 +199,19 @@ class SqliteBackend:
         }
 
         def tx(cur: sqlite3.Cursor) -> ControlRequest | None:
-            pending = self._touch(cur, instance_id, time.time())
+            pending = self._touch(cur, instance_id, time.time(), token)
             cur.execute(_UPSERT_ATTEMPT, params)
             return pending
 
         return self._db.write(f"record_attempt({instance_id!r})", tx)
 
-    def consume_signal(self, instance_id: str, signal_name: str, key: str) -> bytes | None:
+    def consume_signal(
+        self, instance_id: str, signal_name: str, key: str, *, token: str | None = None
+    ) -> bytes | None:
         ids = {"instance_id": instance_id, "signal_name": signal_name}
 
         def tx(cur: sqlite3.Cursor) -> bytes | None:
-            if cur.execute(_SELECT_CONTROL, ids).fetchone() is None:
-                raise InstanceNotFoundError(instance_id)
+            _fence(cur.execute(_SELECT_CONTROL, ids).fetchone(), instance_id, token)
             done = cur.execute(_SELECT_CHECKPOINT, {"instance_id": instance_id, "key": key})
             found = done.fetchone()
             if found is not None:  # a repeated call: the event was consumed already
@@ -218,12 +223,19 @@ class SqliteBackend:
             now = time.time()
             cur.execute(_Q["mark_signal_consumed"], {"id": signal_id, "now": now})
             cur.execute(_UPSERT_CHECKPOINT, _checkpoint_params(instance_id, key, payload, now))
-            self._touch(cur, instance_id, now)
+            self._touch(cur, instance_id, now, token)
             return payload  # type: ignore[no-any-return]
 
         return self._db.write(f"consume_signal({instance_id!r}, {signal_name!r})", tx)
 
-    def finish(self, instance_id: str, final: FinalState, steps: Sequence[StepRecord]) -> None:
+    def finish(
+        self,
+        instance_id: str,
+        final: FinalState,
+        steps: Sequence[StepRecord],
+        *,
+        token: str | None = None,
+    ) -> None:
         status = Status(final.status)
         stopped = status is Status.CANCELLED or status is Status.PAUSED
 
@@ -246,8 +258,8 @@ class SqliteBackend:
                 "terminal": status in TERMINAL,
                 "clear_request": stopped or status in TERMINAL,
             }
-            if not cur.execute(_FINISH, params).rowcount:
-                raise InstanceNotFoundError(instance_id)
+            _fence(cur.execute(_SELECT_CONTROL, params).fetchone(), instance_id, token)
+            cur.execute(_FINISH, params)
             _store_steps(cur, instance_id, steps, now)
 
         self._db.write(f"finish({instance_id!r})", tx)
@@ -329,15 +341,15 @@ class SqliteBackend:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _touch(self, cur: sqlite3.Cursor, instance_id: str, now: float) -> ControlRequest | None:
+    def _touch(
+        self, cur: sqlite3.Cursor, instance_id: str, now: float, token: str | None
+    ) -> ControlRequest | None:
         """A write by the executing engine (``InMemoryBackend._touch``): mark the run running
         unless a cancel/pause was applied meanwhile; return what the engine must obey."""
         ids = {"instance_id": instance_id, "now": now}
-        if not cur.execute(_TOUCH, ids).rowcount:
-            raise InstanceNotFoundError(instance_id)
-        status, reason, cancelled_by, paused_by, kind, req_reason, req_by = cur.execute(
-            _SELECT_CONTROL, ids
-        ).fetchone()
+        row = _fence(cur.execute(_SELECT_CONTROL, ids).fetchone(), instance_id, token)
+        status, reason, cancelled_by, paused_by, kind, req_reason, req_by, _ = row
+        cur.execute(_TOUCH, ids)
         if status == "cancelled" or status == "paused":
             stopped = InstanceRecord(
                 instance_id, "", "", Status(status), b"", reason=reason,
@@ -375,6 +387,7 @@ class SqliteBackend:
             updated_at=row[17],
             completed_at=row[18],
             distributed=bool(row[19]),
+            token=row[20],
         )
 
 
@@ -401,7 +414,19 @@ def _instance_params(r: InstanceRecord) -> dict[str, Any]:
         "updated_at": r.updated_at,
         "completed_at": r.completed_at,
         "distributed": r.distributed,
+        "run_token": r.token,
     }
+
+
+def _fence(control: _Row | None, instance_id: str, token: str | None) -> _Row:
+    """The ``select_control`` row of the instance a write goes to; raise when there is none,
+    or when it belongs to another run than ``token``'s (``InMemoryBackend._get``)."""
+    if control is None:
+        raise InstanceNotFoundError(instance_id)
+    stored = control[7]
+    if token is not None and stored is not None and stored != token:
+        raise RunReplacedError(instance_id)
+    return control
 
 
 def _checkpoint_params(instance_id: str, key: str, output: bytes, now: float) -> dict[str, Any]:

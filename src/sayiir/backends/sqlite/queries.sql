@@ -52,7 +52,7 @@ VALUES (:version, :name, :checksum, :applied_at)
 SELECT instance_id, workflow_id, definition_hash, status, CAST(input AS BLOB),
        CAST(output AS BLOB), error, reason, cancelled_by, paused_by, wake_at, park_node,
        signal_name, request_kind, request_reason, request_by, created_at, updated_at,
-       completed_at, distributed
+       completed_at, distributed, run_token
 FROM sayiir_workflow_instances
 WHERE instance_id = :instance_id
 
@@ -60,11 +60,12 @@ WHERE instance_id = :instance_id
 INSERT INTO sayiir_workflow_instances (
     instance_id, workflow_id, definition_hash, status, input, output, error, reason,
     cancelled_by, paused_by, wake_at, park_node, signal_name, request_kind, request_reason,
-    request_by, created_at, updated_at, completed_at, distributed
+    request_by, created_at, updated_at, completed_at, distributed, run_token
 ) VALUES (
     :instance_id, :workflow_id, :definition_hash, :status, :input, :output, :error, :reason,
     :cancelled_by, :paused_by, :wake_at, :park_node, :signal_name, :request_kind,
-    :request_reason, :request_by, :created_at, :updated_at, :completed_at, :distributed
+    :request_reason, :request_by, :created_at, :updated_at, :completed_at, :distributed,
+    :run_token
 )
 ON CONFLICT (instance_id) DO NOTHING
 
@@ -79,8 +80,10 @@ DELETE FROM sayiir_task_executions WHERE instance_id = :instance_id
 DELETE FROM sayiir_workflow_instances WHERE instance_id = :instance_id
 
 -- name: select_control
--- The control columns: what _touch, request_control and unpause decide from.
-SELECT status, reason, cancelled_by, paused_by, request_kind, request_reason, request_by
+-- The control columns: what _touch, request_control and unpause decide from, and the run
+-- token the writes of an executing engine are checked against.
+SELECT status, reason, cancelled_by, paused_by, request_kind, request_reason, request_by,
+       run_token
 FROM sayiir_workflow_instances
 WHERE instance_id = :instance_id
 

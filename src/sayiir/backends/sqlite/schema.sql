@@ -14,7 +14,8 @@ CREATE TABLE IF NOT EXISTS sayiir_schema_migrations (
 
 -- One row per workflow run. BLOB payloads are codec-encoded bytes; times are Unix seconds.
 -- request_* hold a cancel/pause asked for while an engine executes the run; distributed (0/1)
--- marks a run submitted for workers.
+-- marks a run submitted for workers; run_token is the token of the run that owns the id
+-- (0002_run_token: writes of a replaced run are refused).
 CREATE TABLE sayiir_workflow_instances (
     instance_id     TEXT PRIMARY KEY NOT NULL,
     workflow_id     TEXT NOT NULL,
@@ -35,7 +36,8 @@ CREATE TABLE sayiir_workflow_instances (
     distributed     INTEGER NOT NULL DEFAULT 0,
     created_at      REAL NOT NULL,
     updated_at      REAL NOT NULL,
-    completed_at    REAL
+    completed_at    REAL,
+    run_token       TEXT
 );
 
 CREATE INDEX sayiir_workflow_instances_status_idx
