@@ -254,6 +254,29 @@ def test_claim_order_is_priority_then_due_time_and_limit_applies(
     assert take(queue, h) == []
 
 
+def test_waiting_entries_age_one_priority_level_per_300_seconds(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    """Low-priority work is never starved: an entry gains a level per 300 s waited."""
+    iid = new()
+    start(queue, h, iid)
+    t = time.time()
+    queue.enqueue(
+        iid,
+        [
+            item("p1-fresh", priority=1, available_at=t - 1),  # aged 0.997
+            item("p5-1300s", priority=5, available_at=t - 1300),  # aged 0.67: first
+            item("p3-300s", priority=3, available_at=t - 300),  # aged 2.0
+            item("p4-0s", priority=4),  # aged 4.0
+            item("p2-50s", priority=2, available_at=t - 50),  # aged 1.83
+            item("p9", priority=9, available_at=t - 5),  # clamped to 5: aged 4.98
+        ],
+    )
+    assert [c.key for c in take(queue, h, n=1)] == ["p5-1300s"]
+    assert [c.key for c in take(queue, h, n=10)] == ["p1-fresh", "p2-50s", "p3-300s", "p4-0s",
+                                                     "p9"]  # fmt: skip
+
+
 def test_claim_takes_due_entries_only(queue: QueueStorage, h: str, new: Callable[..., str]) -> None:
     iid = new()
     start(queue, h, iid)
@@ -262,6 +285,35 @@ def test_claim_takes_due_entries_only(queue: QueueStorage, h: str, new: Callable
     assert take(queue, h) == []
     time.sleep(0.6)
     assert [c.key for c in take(queue, h)] == ["soon"]
+
+
+def test_next_due_tells_an_idle_worker_when_to_look_again(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    assert queue.next_due([h], []) is None  # nothing waiting at all
+    iid = new()
+    start(queue, h, iid)
+    now = time.time()
+    queue.enqueue(
+        iid,
+        [
+            item("later", available_at=now + 3600),
+            item("soon", priority=5, available_at=now + 30),
+            item("gpu", tags=("gpu",), available_at=now + 5),
+        ],
+    )
+    due = queue.next_due([h], [])
+    assert due is not None and 25 < due <= 30  # the lowest priority counts too
+    gpu = queue.next_due([h], ["gpu"])
+    assert gpu is not None and 0 < gpu <= 5  # only entries this worker could claim
+    assert queue.next_due([f"other-{uuid.uuid4().hex}"], ["gpu"]) is None
+    paused = new(Status.PAUSED)
+    queue.enqueue(paused, [item("p", available_at=now + 1)])
+    gpu = queue.next_due([h], ["gpu"])
+    assert gpu is not None and 1 < gpu <= 5  # a paused run's entries are not claimable
+    queue.enqueue(iid, [item("now")])
+    again = queue.next_due([h], [])
+    assert again is not None and abs(again - due) < 1.0  # due entries: claim them instead
 
 
 def test_claim_serves_only_the_given_definitions(queue: QueueStorage, h: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from sayiir import Flow, InMemoryBackend, PostgresBackend, WorkflowClient, task
+from sayiir import Flow, InMemoryBackend, PostgresBackend, RetryPolicy, WorkflowClient, task
 from sayiir.backends.protocol import QueueStorage
 from sayiir.core.records import QueueItem, StepRecord
 from sayiir.errors import LeaseLostError
@@ -150,6 +150,57 @@ def test_delay_and_signal_need_no_worker_waiting(backend: Any, workers) -> None:
     client.send_signal("p", "go", 41)
     _wait_for(lambda: client.status("p").is_completed(), timeout=8)
     assert client.status("p").output == 42
+
+
+def test_an_idle_worker_wakes_when_a_timer_falls_due_not_at_its_next_poll(
+    backend: Any, workers
+) -> None:
+    """Nothing announces that a delay ended: the worker asks when the next entry falls due
+    (``next_due``) and sleeps that long, not the minute it would otherwise poll."""
+    wf = Flow("nap").then(prepare).delay("nap", 0.5).then(prepare, name="after").build()
+    client = WorkflowClient(backend)
+    workers(backend, [wf], "w1", poll_interval=60.0)
+    client.submit(wf, "n", 1)
+    _wait_for(lambda: client.status("n").is_completed(), timeout=20)
+    assert client.status("n").output == 3
+
+
+flaky_failures: list[int] = []
+
+
+@task(retries=RetryPolicy(max_retries=2, initial_delay_secs=1.5))
+def flaky(x: int) -> int:
+    _record("flaky")
+    if not flaky_failures:
+        flaky_failures.append(1)
+        raise ValueError("first attempt fails")
+    return x + 100
+
+
+@task
+def quick(x: int) -> int:
+    _record("quick")
+    return x
+
+
+def test_a_retry_backoff_frees_the_worker_for_other_runs(backend: Any, workers) -> None:
+    """The failing task goes back to the queue, due when its backoff ends; the worker's
+    only thread is free meanwhile, and the retry runs once the backoff is over."""
+    flaky_failures.clear()
+    slow = Flow("flaky").then(flaky).build()
+    fast = Flow("quick").then(quick).build()
+    client = WorkflowClient(backend)
+    workers(backend, [slow, fast], "w1", poll_interval=60.0)
+    client.submit(slow, "a", 1)
+    _wait_for(lambda: [n for n, _ in ledger] == ["flaky"])
+    failed_at = time.monotonic()
+    client.submit(fast, "b", 2)
+    _wait_for(lambda: client.status("b").is_completed())
+    assert client.status("a").status == "in_progress"  # still in its backoff
+    _wait_for(lambda: client.status("a").is_completed(), timeout=20)
+    assert time.monotonic() - failed_at >= 1.4  # the backoff was kept
+    assert client.status("a").output == 101
+    assert [n for n, _ in ledger] == ["flaky", "quick", "flaky"]
 
 
 def test_cancel_reaches_queued_work(backend: Any, workers) -> None:

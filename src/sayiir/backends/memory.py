@@ -28,6 +28,7 @@ from sayiir.core.records import (
     Status,
     StepRecord,
     applied_request,
+    claim_order,
     control_decision,
     fold_attempt,
 )
@@ -251,7 +252,7 @@ class InMemoryBackend:
         now = time.time()
         hashes, served = set(definition_hashes), set(tags)
         with self._lock:
-            ready: list[tuple[int, float, int, _Instance, _Entry]] = []
+            ready: list[tuple[float, float, int, _Instance, _Entry]] = []
             for inst in self._instances.values():
                 rec = inst.record
                 if rec.status not in ACTIVE or rec.definition_hash not in hashes:
@@ -261,7 +262,8 @@ class InMemoryBackend:
                     expired = entry.lease_expires_at is not None and entry.lease_expires_at < now
                     if (free or expired) and served.issuperset(entry.item.tags):
                         item = entry.item
-                        ready.append((item.priority, entry.available_at, entry.seq, inst, entry))
+                        order = claim_order(item.priority, entry.available_at, now)
+                        ready.append((order, entry.available_at, entry.seq, inst, entry))
             ready.sort(key=lambda r: r[:3])
             claims = []
             for _, _, _, inst, entry in ready[:limit]:
@@ -270,6 +272,21 @@ class InMemoryBackend:
                 entry.lease_expires_at = now + lease_secs
                 claims.append(_claim_of(inst, entry))
             return claims
+
+    def next_due(self, definition_hashes: Sequence[str], tags: Sequence[str]) -> float | None:
+        now = time.time()
+        hashes, served = set(definition_hashes), set(tags)
+        with self._lock:
+            due = [
+                entry.available_at
+                for inst in self._instances.values()
+                if inst.record.status in ACTIVE and inst.record.definition_hash in hashes
+                for entry in inst.queue.values()
+                if entry.worker_id is None
+                and entry.available_at > now
+                and served.issuperset(entry.item.tags)
+            ]
+        return min(due) - now if due else None
 
     def heartbeat(self, claims: Sequence[Claim], lease_secs: float) -> list[Claim]:
         now = time.time()

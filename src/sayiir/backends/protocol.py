@@ -207,6 +207,13 @@ class QueueStorage(Storage, Protocol):
         """
         ...
 
+    def next_due(self, definition_hashes: Sequence[str], tags: Sequence[str]) -> float | None:
+        """Seconds until the earliest unclaimed entry that ``claim`` would take falls due
+        (a timer, a retry backoff); ``None`` when none is waiting. An idle worker sleeps
+        that long instead of a whole poll interval: nothing announces the passage of time.
+        """
+        ...
+
     def heartbeat(self, claims: Sequence[Claim], lease_secs: float) -> list[Claim]:
         """Extend the leases; return the claims that were lost (to be abandoned)."""
         ...

@@ -11,6 +11,7 @@ from enum import StrEnum
 
 __all__ = [
     "ACTIVE",
+    "AGING_SECS",
     "TERMINAL",
     "AttemptRecord",
     "AttemptState",
@@ -23,8 +24,10 @@ __all__ = [
     "Status",
     "StepRecord",
     "applied_request",
+    "claim_order",
     "control_decision",
     "fold_attempt",
+    "queue_priority",
 ]
 
 
@@ -182,6 +185,26 @@ class QueueItem:
     priority: int = 3
     tags: tuple[str, ...] = ()
     available_at: float | None = None
+
+
+# Claim order ages waiting entries by one priority level per this many seconds.
+AGING_SECS = 300.0
+
+
+def queue_priority(priority: int) -> int:
+    """The priority a queue entry is stored and ordered with: the builder's range 1..5
+    (1 = most urgent). Backends clamp to it, so an entry is never out of every claim."""
+    return 1 if priority < 1 else 5 if priority > 5 else priority
+
+
+def claim_order(priority: int, available_at: float, now: float) -> float:
+    """The aged priority claims are ordered by (lower first): ``priority`` minus one level
+    per ``AGING_SECS`` waited since ``available_at``, so low-priority work is never starved.
+
+    >>> claim_order(5, 0.0, 600.0)
+    3.0
+    """
+    return queue_priority(priority) - (now - available_at) / AGING_SECS
 
 
 @dataclass(slots=True)

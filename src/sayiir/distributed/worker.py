@@ -33,6 +33,9 @@ log = logging.getLogger("sayiir.worker")
 
 Registry = dict[str, Callable[[Any], Any]]
 
+# Added to the time until the next entry falls due: wake just after it, not just before.
+_DUE_MARGIN = 0.002
+
 
 class WorkerHandle:
     """Controls a started worker.
@@ -213,11 +216,23 @@ class _Running:
                 self._stopping.wait(backoff)
                 continue
             if not claims:
-                self._wake.wait(self.worker.poll_interval)
+                self._wake.wait(self._idle_wait())
                 self._wake.clear()
                 continue
             for claim in claims:
                 self._work(claim)
+
+    def _idle_wait(self) -> float:
+        """How long to sleep with nothing to claim: a poll interval, or less when a timer or
+        a retry falls due sooner (new work wakes the worker earlier through ``_wake``)."""
+        wait = self.worker.poll_interval
+        try:
+            due = self.storage.next_due(self.hashes, self.worker.tags)
+        except BackendError:
+            return wait  # the next claim reports the outage
+        if due is not None:
+            wait = min(wait, max(due, 0.0) + _DUE_MARGIN)
+        return wait
 
     def _work(self, claim: Claim) -> None:
         definition, registry = self.table[claim.definition_hash]

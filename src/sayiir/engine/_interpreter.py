@@ -16,7 +16,7 @@ import json
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from sayiir.core.codec import Codec
 from sayiir.core.context import TaskExecutionContext
@@ -444,6 +444,8 @@ class Execution:
         elif state.next_retry_at is not None:
             wait = state.next_retry_at - self.clock()
             if wait > 0:
+                if self.worker is not None:
+                    self._retry_later(key, node.id, state.next_retry_at)
                 yield Sleep(wait)
         return failures
 
@@ -483,6 +485,8 @@ class Execution:
         if self.durable:
             yield from self._store_failure(lane, key, task_id, failures, started, error, delay)
         if delay > 0:
+            if self.worker is not None:
+                self._retry_later(key, task_id, self.clock() + delay)
             yield Sleep(delay)
             if self.durable:
                 # A cancel or pause asked for during the backoff stops the next attempt.
@@ -524,8 +528,7 @@ class Execution:
         if _holds(worker, key):
             lane.owned = True
             return
-        meta = self._meta(task_id, fn)
-        item = QueueItem(key, task_id, meta.priority or 3, tuple(meta.tags or ()))
+        item = self._queue_item(key, task_id, fn)
         serves = worker.tags.issuperset(item.tags)
         if not (lane.owned and worker.claim is not None and serves) or worker.stopping():
             worker.enqueued.append(item)
@@ -548,6 +551,20 @@ class Execution:
             raise _Stopped(request)
         if worker.claim is None:  # someone else holds that task already
             raise _Suspended
+
+    def _queue_item(
+        self, key: str, task_id: str, fn: Callable[[Any], Any], at: float | None = None
+    ) -> QueueItem:
+        meta = self._meta(task_id, fn)
+        return QueueItem(key, task_id, meta.priority or 3, tuple(meta.tags or ()), at)
+
+    def _retry_later(self, key: str, task_id: str, at: float) -> NoReturn:
+        """Worker mode: a retry backoff is not slept through holding the claim (one failing
+        task would idle the worker); the task goes back to the queue, due at ``at``, for
+        whichever worker is free then. Its failed attempts are stored already."""
+        assert self.worker is not None
+        self.worker.enqueued.append(self._queue_item(key, task_id, self._lookup(task_id), at))
+        raise _Suspended
 
     def _resume_later(self, parked: _Parked) -> None:
         """Worker mode: a timer (or a signal timeout) becomes a queue entry due at ``wake_at``."""

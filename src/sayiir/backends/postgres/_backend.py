@@ -733,6 +733,9 @@ class PostgresBackend:
             ),
         )
 
+    def next_due(self, definition_hashes: Sequence[str], tags: Sequence[str]) -> float | None:
+        return self._run("next_due", lambda retry: _ops.next_due(definition_hashes, tags))
+
     def heartbeat(self, claims: Sequence[Claim], lease_secs: float) -> list[Claim]:
         if not claims:
             return []

@@ -33,6 +33,7 @@ from sayiir.core.records import (
     applied_request,
     control_decision,
     fold_attempt,
+    queue_priority,
 )
 from sayiir.errors import InstanceNotFoundError, LeaseLostError, RunReplacedError
 
@@ -53,12 +54,14 @@ __all__ = [
     "get_instance",
     "heartbeat",
     "load",
+    "next_due",
     "ping",
     "record_attempt",
     "request_control",
     "retention_cutoff",
     "save_steps",
     "send_signal",
+    "start_token",
     "unpause",
 ]
 
@@ -159,7 +162,7 @@ def _instance_params(record: InstanceRecord, token: UUID | None) -> dict[str, An
         "request_reason": None if req is None else req.reason,
         "request_by": None if req is None else req.by,
         "distributed": record.distributed,
-        "priority": record.priority,
+        "priority": queue_priority(record.priority),
         "start_token": token,
         "created_at": record.created_at,
         "updated_at": record.updated_at,
@@ -414,7 +417,7 @@ def _item_params(params: dict[str, Any], items: Sequence[QueueItem]) -> str:
         hi.append(len(tags))
     params["q_keys"] = [item.key for item in items]
     params["q_task_ids"] = [item.task_id for item in items]
-    params["q_priorities"] = [item.priority for item in items]
+    params["q_priorities"] = [queue_priority(item.priority) for item in items]
     params["q_tags"] = tags
     params["q_tag_lo"] = lo
     params["q_tag_hi"] = hi
@@ -459,6 +462,13 @@ def claim(
         },
     )
     return _claims(rows, worker_id)
+
+
+def next_due(definition_hashes: Sequence[str], tags: Sequence[str]) -> Op[float | None]:
+    """Seconds until the next entry ``claim`` would take falls due (database clock)."""
+    rows = yield Q("next_due", {"hashes": list(definition_hashes), "tags": list(tags)})
+    due: float | None = rows[0][0]
+    return due
 
 
 def heartbeat(claims: Sequence[Claim], lease_secs: float) -> Op[list[Claim]]:
@@ -532,7 +542,7 @@ def advance(
         "move": nxt is not None and nxt.key != claim.key,
         "n_key": None if nxt is None else nxt.key,
         "n_task_id": None if nxt is None else nxt.task_id,
-        "n_priority": None if nxt is None else nxt.priority,
+        "n_priority": None if nxt is None else queue_priority(nxt.priority),
         "n_tags": None if nxt is None else list(nxt.tags),
     }
     variant = _step_params(params, steps) + _item_params(params, items)

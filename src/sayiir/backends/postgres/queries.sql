@@ -482,27 +482,36 @@ SELECT count(*) FROM wake
 
 
 -- Claim up to %(n)s entries: unclaimed and due, or claimed with an expired lease; of the
--- given definitions, with tags all served, of active runs; highest priority (lowest number)
--- first, then oldest. Each branch walks its partial index and locks rows as it goes
--- (SKIP LOCKED: concurrent claimers never wait on each other nor take the same row); the
--- outer LIMIT keeps the best %(n)s (the others, at most %(n)s, are unlocked at commit). The
--- database clock decides due and expired.
+-- given definitions, tags all served, instances neither paused nor finished. Order: the
+-- aged priority (_aged: priority minus one level per 300 s waited, as the reference's docs
+-- say, so low-priority work is never starved), then oldest. Unclaimed entries are taken
+-- from the ready index by one walk per priority level (1..5, the builder's range; writes
+-- clamp to it): within a level the oldest entries age the most, so the best %(n)s overall
+-- are among each level's %(n)s oldest. Each walk locks rows as it goes (SKIP LOCKED:
+-- concurrent claimers never wait on each other nor take the same row); the outer LIMIT
+-- keeps the best %(n)s (the others are unlocked at commit). The database clock decides
+-- due, expired and waited.
 -- "tags = '{}' OR": the same condition, written so that the planner estimates it from the
 -- column's common values (most entries are untagged) instead of the 0.5% default of <@
 -- without element statistics, which made it prefer a sequential scan and a sort.
+-- name: _aged
+(c.priority - extract(epoch FROM now() - c.available_at) / 300.0)
+
+
 -- name: claim
 WITH cand AS (
     SELECT c.instance_id, c.task_key
     FROM (
-        SELECT * FROM (
+        SELECT ready.* FROM generate_series(1, 5) AS p (priority)
+        CROSS JOIN LATERAL (
             SELECT q.instance_id, q.task_key, q.priority, q.available_at
             FROM {t_task_queue} AS q
             JOIN {t_instances} AS i ON i.instance_id = q.instance_id
-            WHERE q.worker_id IS NULL AND q.available_at <= now()
+            WHERE q.worker_id IS NULL AND q.priority = p.priority AND q.available_at <= now()
               AND q.definition_hash = ANY (%(hashes)s::text[])
               AND (q.tags = ARRAY[]::text[] OR q.tags <@ %(tags)s::text[])
               AND i.status IN ('running', 'waiting', 'awaiting_signal')
-            ORDER BY q.priority, q.available_at
+            ORDER BY q.available_at
             LIMIT %(n)s
             FOR UPDATE OF q SKIP LOCKED
         ) AS ready
@@ -520,7 +529,7 @@ WITH cand AS (
             FOR UPDATE OF q SKIP LOCKED
         ) AS expired
     ) AS c
-    ORDER BY c.priority, c.available_at
+    ORDER BY {_aged}, c.available_at
     LIMIT %(n)s
 ), claimed AS (
     UPDATE {t_task_queue} AS q
@@ -533,7 +542,26 @@ WITH cand AS (
 )
 SELECT c.instance_id, c.task_key, c.attempt, c.definition_hash
 FROM claimed AS c
-ORDER BY c.priority, c.available_at
+ORDER BY {_aged}, c.available_at
+
+
+-- Seconds until the earliest unclaimed entry the claim query would take falls due (NULL:
+-- none). One probe of the ready index per priority (1..5, as the builder allows), so the
+-- cost does not grow with the number of sleeping timers.
+-- name: next_due
+SELECT extract(epoch FROM min(d.at) - now())::float8
+FROM generate_series(1, 5) AS p (priority)
+CROSS JOIN LATERAL (
+    SELECT q.available_at AS at
+    FROM {t_task_queue} AS q
+    JOIN {t_instances} AS i ON i.instance_id = q.instance_id
+    WHERE q.worker_id IS NULL AND q.priority = p.priority AND q.available_at > now()
+      AND q.definition_hash = ANY (%(hashes)s::text[])
+      AND (q.tags = ARRAY[]::text[] OR q.tags <@ %(tags)s::text[])
+      AND i.status IN ('running', 'waiting', 'awaiting_signal')
+    ORDER BY q.available_at
+    LIMIT 1
+) AS d
 
 
 -- A claim re-sent after a lost connection: the entries its first attempt claimed.
