@@ -373,3 +373,25 @@ def test_documented_retention_query_deletes_only_old_finished_runs(pg_dsn: str) 
         assert backend.get_instance(done_id) is None
         assert left == (0, 0)
         assert backend.get_instance(wait_id) is not None  # still waiting: kept
+
+
+def test_the_retry_budget_of_a_first_call_starts_with_that_call(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A call made before the backend is ready (first contact, pool still opening) gets the
+    whole retry_timeout_secs: its budget once started at the epoch of time.monotonic(), so a
+    transient failure there (a pool checkout cut to 0.05 s) failed at once, reporting hours
+    of retrying."""
+    from sayiir.backends.postgres._io import DRIVER, Retry
+
+    budgets: list[float] = []
+
+    class Recording(Retry):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            budgets.append(self.remaining())
+
+    monkeypatch.setattr(DRIVER, "Retry", Recording)
+    with PostgresBackend(pg_dsn, retry_timeout_secs=30) as backend:
+        assert backend.load("nobody") is None
+    assert budgets and all(25 < left <= 30 for left in budgets), budgets

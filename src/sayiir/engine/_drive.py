@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sayiir.backends.protocol import AsyncStorage, Storage
@@ -81,39 +82,93 @@ def _pool() -> ThreadPoolExecutor:
         return _branch_pool
 
 
-def _parallel(branches: list[Yielding], storage: Storage | None) -> list[Any]:
-    """Run live branches on pooled threads (the first one here).
+# How long this thread runs branches alone before pool threads join in. Branches of plain
+# Python code finish well within it (no thread hand-off at all); a branch that blocks (I/O,
+# sleep, a storage write) lets the helpers start the others after this delay.
+_HELP_AFTER = 0.0005
 
-    A branch is handed to the pool only when a pool thread is free for it; otherwise
-    this thread runs it after its own. So nested forks can never wait on each other
-    for threads (no deadlock), and reusing threads keeps a fork cheap.
+
+def _parallel(branches: list[Yielding], storage: Storage | None) -> list[Any]:
+    """Run live branches, this thread first, pool threads joining in when it is held up.
+
+    This thread takes branches one by one from a shared queue. One pool thread waits
+    ``_HELP_AFTER`` for them to be done; if some are still queued it takes one, and each
+    helper that takes a branch first brings in another helper while branches remain, so
+    blocking branches end up running side by side. Trivial branches cost no hand-off.
+    A helper starts only when a pool thread is free (``_branch_slots``), and this thread
+    runs whatever is left itself, so nested forks never wait on each other for threads.
     """
     results, live = _prime(branches)
+    if len(live) == 1:
+        i, gen, eff = live[0]
+        results[i] = _run_branch(gen, eff, storage)
+    elif live:
+        _Fork(live, results, storage).run_all()
+    return results
 
-    def run(i: int, gen: Yielding, eff: Effect) -> None:
-        try:
-            results[i] = drive(gen, storage, eff)
-        except BaseException as exc:
-            results[i] = exc
 
-    def pooled(i: int, gen: Yielding, eff: Effect) -> None:
+_Job = tuple[int, Yielding, Effect]
+
+
+class _Fork:
+    """The shared queue of one fork's branches (see ``_parallel``)."""
+
+    def __init__(self, jobs: list[_Job], results: list[Any], storage: Storage | None) -> None:
+        self.queue = deque(jobs)
+        self.results = results
+        self.storage = storage
+        self.lock = threading.Lock()
+        self.settled = threading.Condition(self.lock)
+        self.taken_all = threading.Event()
+        self.running = 0
+
+    def run_all(self) -> None:
+        self.bring_helper(_HELP_AFTER)
+        while (job := self.take()) is not None:
+            self.run(job)
+        self.taken_all.set()
+        with self.lock:
+            while self.running:
+                self.settled.wait()
+
+    def take(self) -> _Job | None:
+        with self.lock:
+            if not self.queue:
+                return None
+            self.running += 1
+            return self.queue.popleft()
+
+    def run(self, job: _Job) -> None:
+        i, gen, eff = job
+        self.results[i] = _run_branch(gen, eff, self.storage)
+        with self.lock:
+            self.running -= 1
+            if not self.running:
+                self.settled.notify_all()
+
+    def helper(self, delay: float) -> None:
         try:
-            run(i, gen, eff)
+            if delay and self.taken_all.wait(delay):
+                return
+            while (job := self.take()) is not None:
+                self.bring_helper(0.0)
+                self.run(job)
         finally:
             _branch_slots.release()
 
-    futures: list[Future[None]] = []
-    inline = live[:1]
-    for item in live[1:]:
-        if _branch_slots.acquire(blocking=False):
-            futures.append(_pool().submit(pooled, *item))
-        else:
-            inline.append(item)
-    for item in inline:
-        run(*item)
-    for future in futures:
-        future.result()
-    return results
+    def bring_helper(self, delay: float) -> None:
+        if self.queue and _branch_slots.acquire(blocking=False):
+            try:
+                _pool().submit(self.helper, delay)
+            except RuntimeError:  # the interpreter is shutting down: this thread runs them
+                _branch_slots.release()
+
+
+def _run_branch(gen: Yielding, eff: Effect, storage: Storage | None) -> Any:
+    try:
+        return drive(gen, storage, eff)
+    except BaseException as exc:
+        return exc
 
 
 async def adrive(gen: Yielding, storage: AsyncStorage | None, first: Any = _NOTHING) -> Any:

@@ -433,7 +433,7 @@ class PostgresBackend:
         io = _io_module()
         pool = self._pool
         failure: BaseException | None = None
-        started = 0.0
+        started: float | None = None  # None: the retry budget starts at the first attempt
         if pool is not None and self._ready:
             # The hot path: no retry bookkeeping unless this first attempt fails.
             started = time.monotonic()
@@ -537,7 +537,7 @@ class PostgresBackend:
         io = _io_module()
         pool = self._apool
         failure: BaseException | None = None
-        started = 0.0
+        started: float | None = None
         if pool is not None and self._ready and (not self._owns_apool or self._aloop_ok()):
             started = time.monotonic()
             try:
