@@ -130,6 +130,25 @@ def test_branches_run_concurrently(path):
     assert elapsed < 0.55, f"fork branches ran sequentially ({elapsed:.2f}s)"
 
 
+def test_many_blocking_branches_all_run_side_by_side(path):
+    """The calling thread starts alone; once a branch blocks, helpers bring in helpers
+    until every blocked branch has a thread: 20 branches of 0.3 s take ~0.3 s, not 6."""
+
+    def nap(x):
+        time.sleep(0.3)
+        return x
+
+    flow = Flow("many").fork()
+    for i in range(20):
+        flow = flow.branch(nap, name=f"nap{i}")
+    wf = flow.join(lambda d: sorted(d), name="join").build()
+    t0 = time.perf_counter()
+    out = path.run(wf, 1)
+    elapsed = time.perf_counter() - t0
+    assert out.ok and len(out.value) == 20
+    assert elapsed < 1.5, f"blocking branches did not run side by side ({elapsed:.2f}s)"
+
+
 def test_async_branches_run_concurrently(path):
     import asyncio
 
