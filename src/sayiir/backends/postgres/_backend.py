@@ -675,7 +675,7 @@ class PostgresBackend:
     ) -> bytes | None:
         return self._run(
             "consume_signal",
-            lambda retry: _ops.consume_signal(instance_id, signal_name, key, token, retry=retry),
+            lambda retry: _ops.consume_signal(instance_id, signal_name, key, token),
         )
 
     def finish(
@@ -916,7 +916,7 @@ class AsyncPostgresStorage:
     ) -> bytes | None:
         return await self._b._arun(
             "consume_signal",
-            lambda retry: _ops.consume_signal(instance_id, signal_name, key, token, retry=retry),
+            lambda retry: _ops.consume_signal(instance_id, signal_name, key, token),
         )
 
     async def finish(

@@ -299,8 +299,9 @@ def record_attempt(
 
 
 def consume_signal(
-    instance_id: str, signal_name: str, key: str, token: str | None = None, *, retry: bool
+    instance_id: str, signal_name: str, key: str, token: str | None = None
 ) -> Op[bytes | None]:
+    """Idempotent per ``key``, so a call re-sent after a lost connection needs no flag."""
     params = {"id": instance_id, "name": signal_name, "key": key, "token": _token(token)}
     rows = yield Q("consume_signal", params)
     ours, payload, previous = rows[0]
