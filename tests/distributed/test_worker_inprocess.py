@@ -278,3 +278,63 @@ def test_priority_orders_claims(backend: Any) -> None:
     backend.enqueue("high", [QueueItem("prepare", "prepare", priority=1)])
     claims = backend.claim("w", [wf.definition_hash], [], 4, 30)
     assert (claims[0].instance_id, claims[0].key) == ("high", "prepare")
+
+
+def test_a_worker_killed_before_deciding_on_the_join_leaves_its_claim_to_expire() -> None:
+    """Two workers finish a fork's last branches at once; each re-reads the run after its
+    own commit. The one that re-reads last must queue the join, so it keeps its claim
+    until then: killed in between, the claim expires and another worker decides instead.
+    (Released with the checkpoint, as before, the join was never queued: a stuck run.)
+    Driven effect by effect through the sans-IO engine to force that interleaving."""
+    from sayiir.engine import _runs
+    from sayiir.engine._effects import Store
+    from sayiir.engine._interpreter import WorkerMode
+    from sayiir.engine.engines import resolve
+
+    backend = InMemoryBackend()
+    definition, registry = resolve(FORK, None)
+    client = WorkflowClient(backend)
+    client.submit(FORK, "j", 1)
+
+    def turn(worker_id: str) -> Any:
+        [claim] = backend.claim(worker_id, [definition.definition_hash], [], 1, 0.3)
+        mode = WorkerMode(claim, 0.3, lambda: False)
+        return claim, _runs.work_claim(definition, dict(registry), backend.codec, mode)
+
+    def perform(eff: Store) -> Any:
+        return getattr(backend, eff.op)(*eff.args, **eff.kwargs)
+
+    # Worker A: prepare, then the fork (right queued), then left; stop before left's write.
+    _, a = turn("A")
+    a_eff = next(a)
+    while not (a_eff.op == "advance" and [s.key for s in a_eff.args[1]] == ["left"]):
+        a_eff = a.send(perform(a_eff))
+    # Worker B runs right meanwhile and re-reads before A's write: left is not done yet.
+    claim_b, b = turn("B")
+    assert claim_b.key == "right"
+    b_eff = next(b)
+    with pytest.raises(StopIteration):
+        while True:
+            b_eff = b.send(perform(b_eff))
+    # A writes left's checkpoint and what its path leaves, then dies before it re-reads
+    # the run (the read that would show right done and make it queue the join).
+    a_eff = a.send(perform(a_eff))
+    while a_eff.op != "load":
+        a_eff = a.send(perform(a_eff))
+    a.close()
+    assert not client.status("j").is_completed()
+    # A's claim was kept: once its lease is over, another worker takes the decision over.
+    time.sleep(0.4)
+    handle = Worker("C", backend, poll_interval=0.05, claim_ttl=5.0).start([FORK])
+    try:
+        _wait_for(lambda: client.status("j").is_completed())
+    finally:
+        handle.shutdown()
+        handle.join(10)
+    assert client.status("j").output == 2 * 2 + 2 * 3
+    assert Counter(name for name, _ in ledger) == {
+        "prepare": 1,
+        "left": 1,
+        "right": 1,
+        "combine": 1,
+    }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -213,3 +214,51 @@ def test_urgent_runs_are_claimed_before_older_lazy_ones(cluster: Cluster) -> Non
     wait_until(lambda: all(cluster.client.status(r).is_completed() for r in runs), what="done")
     order = [task_id for _, task_id, _, _ in cluster.lines()]
     assert order == ["urgent"] * 5 + ["lazy"] * 5  # priority 1 first, though submitted last
+
+
+def test_kill_9_chaos_loses_nothing_and_completes_each_step_once(cluster: Cluster) -> None:
+    """R1 (scaled down): workers killed with SIGKILL at random every 1.5 s for 12 s, each
+    restarted under the same worker id 0.3 s later, while fork/join runs drain. Every run
+    completes with the right output, no step is checkpointed twice, and no step ran more
+    than 3 times (a kill mid-task re-runs it; a checkpointed one never is)."""
+    seed = int(os.environ.get("SAYIIR_CHAOS_SEED", str(time.time_ns() % 10_000)))
+    rnd = random.Random(seed)
+    env = {"SAYIIR_TEST_TASK_SECS": "0.15"}  # ~7 s of work for 6 slots: outlasts the chaos
+    runs = [f"chaos-{i}" for i in range(90)]
+    for i, run in enumerate(runs):
+        cluster.client.submit(workerapp.fan, run, i)
+    ids = ["c0", "c1", "c2"]
+    live = {wid: cluster.start(wid, claim_ttl=1.5, concurrency=2, env=env) for wid in ids}
+    kills = 0
+    chaos_ends = time.monotonic() + 12.0
+    while time.monotonic() < chaos_ends:
+        time.sleep(1.5)
+        victim = rnd.choice(ids)
+        os.kill(live[victim].pid, signal.SIGKILL)
+        live[victim].wait(5)
+        kills += 1
+        time.sleep(0.3)
+        live[victim] = cluster.start(victim, claim_ttl=1.5, concurrency=2, env=env)
+    wait_until(
+        lambda: all(cluster.client.status(r).is_completed() for r in runs),
+        120,
+        f"all runs done after {kills} kills (seed {seed})",
+    )
+    for i, run in enumerate(runs):
+        assert cluster.client.status(run).output == (3 * i + 6) * 10, (run, seed)
+    assert cluster.completed_twice() == [], seed
+    executions = Counter((inst, task) for inst, task, _, _ in cluster.lines() if inst in runs)
+    assert len(executions) == len(runs) * 6, seed  # every task of every run ran
+    assert max(executions.values()) <= 3, (executions.most_common(3), seed)
+    assert sum(executions.values()) > len(executions), seed  # kills did land mid-task
+    with psycopg.connect(cluster.dsn) as conn:
+        left = conn.execute(
+            "SELECT q.instance_id, q.task_key, q.worker_id, q.attempt, q.available_at,"
+            " q.created_at, i.status, i.completed_at FROM sayiir_task_queue AS q"
+            " JOIN sayiir_workflow_instances AS i USING (instance_id)"
+            " WHERE q.instance_id LIKE 'chaos-%' AND i.status NOT IN ('completed')"
+        ).fetchall()
+    # Nothing claimable is left behind. (A finished run may rarely keep a stray entry: an
+    # enqueue that commits while the final write runs on an older snapshot. It is never
+    # claimed, the run being finished, and goes with the run at retention; known gap.)
+    assert left == [], seed

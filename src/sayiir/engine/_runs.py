@@ -369,8 +369,9 @@ def work_claim(
     other worker is needed (the next task is claimed in the same write that
     checkpoints the previous one). Tasks of other paths become queue entries.
     When this path must wait for another worker's task, the run is re-read once
-    more: if that task finished meanwhile, the next step is queued from here, so
-    a join is never forgotten by two workers finishing branches at once.
+    more, the claim still held: if that task finished meanwhile, the next step is
+    queued from here, so a join is never forgotten by two workers finishing branches
+    at once, nor by one of them being killed before it decided.
     """
     claim = worker.claim
     assert claim is not None, "a worker turn starts with a claim"
@@ -429,23 +430,39 @@ def work_claim(
                 yield Store("finish", instance_id, final, pending, token=record.token)
                 yield Store("enqueue", instance_id, worker.drain())
             return _status_from_final(final, output)
-        if held is not None:
-            yield Store(
-                "advance",
-                held,
-                pending,
-                enqueue=worker.drain(),
-                release=True,
-                lease_secs=lease_secs,
-            )
-        else:
-            if pending:
-                yield Store("save_steps", instance_id, pending, token=record.token)
-            yield Store("enqueue", instance_id, worker.drain())
-        current = None
+        current = yield from _suspend(worker, held, pending, instance_id, record.token)
         state = yield Store("load", instance_id)
         if state is None or set(state.checkpoints) <= known:
+            if current is not None:
+                yield Store("advance", current, [], release=True, lease_secs=lease_secs)
             return None
+
+
+def _suspend(
+    worker: WorkerMode,
+    held: Claim | None,
+    pending: list[StepRecord],
+    instance_id: str,
+    token: str | None,
+) -> Yielding:
+    """Write what a path that must wait finished, and the entries it leaves queued; return
+    the claim still held for the re-read of the run (``None``: released)."""
+    if held is None:
+        if pending:
+            yield Store("save_steps", instance_id, pending, token=token)
+        yield Store("enqueue", instance_id, worker.drain())
+        return None
+    items = worker.drain()
+    lease = worker.lease_secs
+    if any(item.key == held.key for item in items):
+        # The claimed task itself goes back to the queue (a retry backoff).
+        yield Store("advance", held, pending, enqueue=items, release=True, lease_secs=lease)
+        return None
+    # The claim is kept until the run has been re-read and what comes next queued: a
+    # worker killed in between leaves a claim that expires, and whoever takes it over
+    # decides instead (released here, a join could be lost for good).
+    _, kept = yield Store("advance", held, pending, enqueue=items, lease_secs=lease)
+    return kept
 
 
 def _control(instance_id: str, kind: str, reason: str | None, by: str | None) -> Yielding:
