@@ -130,7 +130,8 @@ def test_every_queue_operation_is_one_statement(
     assert counter.take() == 1
     assert moved is not None
     backend.advance(moved, [step("c")], final=FinalState(Status.COMPLETED, b"1"))
-    assert counter.take() == 1
+    # A terminal final: BEGIN, the run row locked, the final write, COMMIT (one commit).
+    assert counter.take() == 4
 
 
 # -- retries recognise their own commit (R3) ---------------------------------------------------

@@ -356,8 +356,12 @@ def test_advance_decides_the_fate_of_the_claim() -> None:
 
 def test_a_terminal_final_queues_nothing_and_drops_everything() -> None:
     done = FinalState(Status.COMPLETED, output=b"1")
-    (req,), result = advance(final=done, enqueue=[QueueItem("x")], next_item=QueueItem("n"))
-    assert req.name == "advance_final/0/q0"  # nothing queued by a terminal final
+    requests, result = advance(
+        final=done, enqueue=[QueueItem("x")], next_item=QueueItem("n"), replies=[[], [], HELD, []]
+    )
+    names = [r.name for r in requests]
+    assert names == ["begin", "lock_instance", "advance_final/0/q0", "commit"]  # lock first
+    req = requests[2]
     assert (req.params["terminal"], req.params["move"]) == (True, False)
     assert "q_keys" not in req.params
     assert result == (None, None)

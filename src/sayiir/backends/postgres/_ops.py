@@ -508,7 +508,8 @@ def advance(
     token: UUID,
     retry: bool,
 ) -> Op[tuple[ControlRequest | None, Claim | None]]:
-    """``QueueStorage.advance`` in one fenced statement (see ``InMemoryBackend.advance``).
+    """``QueueStorage.advance`` in one fenced statement (see ``InMemoryBackend.advance``); a
+    terminal final locks the run row first, in a statement of its own (same transaction).
 
     The order of the reference: checkpoints; the claim given up (unless kept); new entries
     (a key checkpointed by this write is not queued; the claim's own key is queued again
@@ -548,7 +549,17 @@ def advance(
     }
     variant = _step_params(params, steps) + _item_params(params, items)
     if final is not None:
-        rows = yield Q("advance_final" + variant, _final_params(params, final))
+        _final_params(params, final)
+        if terminal:
+            # Locked first, in a statement of its own: the final write then reads a snapshot
+            # that has every entry a concurrent enqueue committed (in one statement its older
+            # snapshot could leave such an entry behind), and later enqueues find the run over.
+            yield Q("begin", prepare=False)
+            yield Q("lock_instance", {"id": claim.instance_id})
+            rows = yield Q("advance_final" + variant, params)
+            yield Q("commit", prepare=False)
+        else:
+            rows = yield Q("advance_final" + variant, params)
         if not rows[0][0]:
             yield from _recover(claim, params, retry and give_up, final=True)
         return None, None
