@@ -110,22 +110,7 @@ def test_os_exit_in_task_3_then_resume_in_another_process(store, tmp_path):
 
 def test_sigkill_while_task_3_sleeps_then_resume_in_process(store, tmp_path):
     db, ledger, iid = store, tmp_path / "ledger.txt", f"crash-kill-{os.getpid()}-{time.time_ns()}"
-    args = [sys.executable, str(WORKER), str(db), str(ledger), iid, "sleep"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.strip() == "IN_TASK_3", proc.stderr.read() if proc.stderr else line
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-    assert proc.returncode == -signal.SIGKILL
+    sigkill_at(db, ledger, iid, "sleep", "IN_TASK_3")
     crashed_pid = assert_crashed_state(db, ledger, iid)
 
     # Resume in this process, with the worker's workflow definition and task code.
@@ -153,23 +138,15 @@ def test_resume_twice_after_crash_runs_nothing_more(tmp_path):
     assert [name for name, _ in ledger_lines(ledger)].count("task_4") == 1
 
 
-def load_worker() -> Any:
-    spec = importlib.util.spec_from_file_location("sayiir_crash_worker", WORKER)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_sigkill_during_retry_backoff_keeps_the_attempt_counter(tmp_path):
-    db, ledger, iid = tmp_path / "backoff.db", tmp_path / "ledger.txt", "crash-backoff"
-    args = [sys.executable, str(WORKER), str(db), str(ledger), iid, "backoff"]
+def sigkill_at(db: Any, ledger: Any, iid: str, mode: str, marker: str, settle: float = 0.0) -> None:
+    """Run the worker in ``mode``; SIGKILL it ``settle`` s after it prints ``marker``."""
+    args = [sys.executable, str(WORKER), str(db), str(ledger), iid, mode]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
-        assert line.strip() == "FAILED_ONCE", proc.stderr.read() if proc.stderr else line
-        time.sleep(0.5)  # the failed attempt is recorded; the process sleeps in its backoff
+        assert line.strip() == marker, proc.stderr.read() if proc.stderr else line
+        time.sleep(settle)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -180,6 +157,20 @@ def test_sigkill_during_retry_backoff_keeps_the_attempt_counter(tmp_path):
             if stream is not None:
                 stream.close()
     assert proc.returncode == -signal.SIGKILL
+
+
+def load_worker() -> Any:
+    spec = importlib.util.spec_from_file_location("sayiir_crash_worker", WORKER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sigkill_during_retry_backoff_keeps_the_attempt_counter(tmp_path):
+    db, ledger, iid = tmp_path / "backoff.db", tmp_path / "ledger.txt", "crash-backoff"
+    # 0.5 s after the marker the failed attempt is recorded and the process sleeps its backoff.
+    sigkill_at(db, ledger, iid, "backoff", "FAILED_ONCE", settle=0.5)
     assert [name for name, _ in ledger_lines(ledger)] == ["task_1", "task_2", "task_3"]
     # The resumed run may retry once more (max_retries=1): attempt 2 fails, so the run fails.
     resumed = worker(db, ledger, iid, "resume-failing")

@@ -481,6 +481,18 @@ WITH inst AS (
 SELECT count(*) FROM wake
 
 
+-- The entries a worker may claim, of queue row q and its run's row i: of the definitions
+-- it serves, with tags it all serves, of runs neither paused nor finished. Shared by claim
+-- and next_due, so an idle worker never waits for an entry it could not claim.
+-- "tags = '{}' OR": the same condition, written so that the planner estimates it from the
+-- column's common values (most entries are untagged) instead of the 0.5% default of <@
+-- without element statistics, which made it prefer a sequential scan and a sort.
+-- name: _serves
+q.definition_hash = ANY (%(hashes)s::text[])
+AND (q.tags = ARRAY[]::text[] OR q.tags <@ %(tags)s::text[])
+AND i.status IN ('running', 'waiting', 'awaiting_signal')
+
+
 -- Claim up to %(n)s entries: unclaimed and due, or claimed with an expired lease; of the
 -- given definitions, tags all served, instances neither paused nor finished. Order: the
 -- aged priority (_aged: priority minus one level per 300 s waited, as the reference's docs
@@ -491,9 +503,6 @@ SELECT count(*) FROM wake
 -- concurrent claimers never wait on each other nor take the same row); the outer LIMIT
 -- keeps the best %(n)s (the others are unlocked at commit). The database clock decides
 -- due, expired and waited.
--- "tags = '{}' OR": the same condition, written so that the planner estimates it from the
--- column's common values (most entries are untagged) instead of the 0.5% default of <@
--- without element statistics, which made it prefer a sequential scan and a sort.
 -- name: _aged
 (c.priority - extract(epoch FROM now() - c.available_at) / 300.0)
 
@@ -508,9 +517,7 @@ WITH cand AS (
             FROM {t_task_queue} AS q
             JOIN {t_instances} AS i ON i.instance_id = q.instance_id
             WHERE q.worker_id IS NULL AND q.priority = p.priority AND q.available_at <= now()
-              AND q.definition_hash = ANY (%(hashes)s::text[])
-              AND (q.tags = ARRAY[]::text[] OR q.tags <@ %(tags)s::text[])
-              AND i.status IN ('running', 'waiting', 'awaiting_signal')
+              AND {_serves}
             ORDER BY q.available_at
             LIMIT %(n)s
             FOR UPDATE OF q SKIP LOCKED
@@ -521,9 +528,7 @@ WITH cand AS (
             FROM {t_task_queue} AS q
             JOIN {t_instances} AS i ON i.instance_id = q.instance_id
             WHERE q.worker_id IS NOT NULL AND q.lease_expires_at < now()
-              AND q.definition_hash = ANY (%(hashes)s::text[])
-              AND (q.tags = ARRAY[]::text[] OR q.tags <@ %(tags)s::text[])
-              AND i.status IN ('running', 'waiting', 'awaiting_signal')
+              AND {_serves}
             ORDER BY q.priority, q.available_at
             LIMIT %(n)s
             FOR UPDATE OF q SKIP LOCKED
@@ -556,9 +561,7 @@ CROSS JOIN LATERAL (
     FROM {t_task_queue} AS q
     JOIN {t_instances} AS i ON i.instance_id = q.instance_id
     WHERE q.worker_id IS NULL AND q.priority = p.priority AND q.available_at > now()
-      AND q.definition_hash = ANY (%(hashes)s::text[])
-      AND (q.tags = ARRAY[]::text[] OR q.tags <@ %(tags)s::text[])
-      AND i.status IN ('running', 'waiting', 'awaiting_signal')
+      AND {_serves}
     ORDER BY q.available_at
     LIMIT 1
 ) AS d
