@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
 from sayiir.backends.adapters import DirectAsyncStorage
@@ -250,20 +250,14 @@ class InMemoryBackend:
         lease_secs: float,
     ) -> list[Claim]:
         now = time.time()
-        hashes, served = set(definition_hashes), set(tags)
         with self._lock:
             ready: list[tuple[float, float, int, _Instance, _Entry]] = []
-            for inst in self._instances.values():
-                rec = inst.record
-                if rec.status not in ACTIVE or rec.definition_hash not in hashes:
-                    continue
-                for entry in inst.queue.values():
-                    free = entry.worker_id is None and entry.available_at <= now
-                    expired = entry.lease_expires_at is not None and entry.lease_expires_at < now
-                    if (free or expired) and served.issuperset(entry.item.tags):
-                        item = entry.item
-                        order = claim_order(item.priority, entry.available_at, now)
-                        ready.append((order, entry.available_at, entry.seq, inst, entry))
+            for inst, entry in self._servable(definition_hashes, tags):
+                free = entry.worker_id is None and entry.available_at <= now
+                expired = entry.lease_expires_at is not None and entry.lease_expires_at < now
+                if free or expired:
+                    order = claim_order(entry.item.priority, entry.available_at, now)
+                    ready.append((order, entry.available_at, entry.seq, inst, entry))
             ready.sort(key=lambda r: r[:3])
             claims = []
             for _, _, _, inst, entry in ready[:limit]:
@@ -275,18 +269,26 @@ class InMemoryBackend:
 
     def next_due(self, definition_hashes: Sequence[str], tags: Sequence[str]) -> float | None:
         now = time.time()
-        hashes, served = set(definition_hashes), set(tags)
         with self._lock:
             due = [
                 entry.available_at
-                for inst in self._instances.values()
-                if inst.record.status in ACTIVE and inst.record.definition_hash in hashes
-                for entry in inst.queue.values()
-                if entry.worker_id is None
-                and entry.available_at > now
-                and served.issuperset(entry.item.tags)
+                for _, entry in self._servable(definition_hashes, tags)
+                if entry.worker_id is None and entry.available_at > now
             ]
         return min(due) - now if due else None
+
+    def _servable(
+        self, definition_hashes: Sequence[str], tags: Sequence[str]
+    ) -> Iterator[tuple[_Instance, _Entry]]:
+        """The entries a worker may claim (of its definitions, tags all served, runs neither
+        paused nor finished), whether due or held; ``claim`` and ``next_due`` filter on."""
+        hashes, served = set(definition_hashes), set(tags)
+        for inst in self._instances.values():
+            rec = inst.record
+            if rec.status in ACTIVE and rec.definition_hash in hashes:
+                for entry in inst.queue.values():
+                    if served.issuperset(entry.item.tags):
+                        yield inst, entry
 
     def heartbeat(self, claims: Sequence[Claim], lease_secs: float) -> list[Claim]:
         now = time.time()
