@@ -11,6 +11,11 @@ Use in a test module::
         backend = PostgresBackend(pg_dsn)  # a fresh database, private to this module
 
 Any test that uses ``pg_database`` or ``pg_dsn`` is marked ``postgres`` automatically.
+
+A test that must restart PostgreSQL, or needs TLS or password authentication, uses
+``pg_cluster`` instead: a throwaway cluster of the module's own (``tests/pgcluster.py``),
+which needs no ``SAYIIR_TEST_POSTGRES_DSN`` and never touches the shared server. It is
+skipped only where ``pg_createcluster`` is not installed.
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ from urllib.parse import quote, urlencode
 
 import pytest
 
+from tests.pgcluster import PrivateCluster, cluster_tools_missing, private_cluster
+
 DSN_ENV = "SAYIIR_TEST_POSTGRES_DSN"
 _PG_FIXTURES = frozenset({"pg_database", "pg_dsn"})
+_CLUSTER_FIXTURE = "pg_cluster"
 _MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
 
 
@@ -81,9 +89,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     skip = pytest.mark.skip(reason=f"PostgreSQL test: set {DSN_ENV} to run it")
     have_dsn = admin_dsn() is not None
     for item in items:
-        if _PG_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        fixtures = getattr(item, "fixturenames", ())
+        shared = bool(_PG_FIXTURES.intersection(fixtures))
+        if shared or _CLUSTER_FIXTURE in fixtures:
             item.add_marker(pytest.mark.postgres)
-        if not have_dsn and item.get_closest_marker("postgres") is not None:
+        own_cluster_only = _CLUSTER_FIXTURE in fixtures and not shared
+        if not have_dsn and not own_cluster_only and item.get_closest_marker("postgres"):
             item.add_marker(skip)
 
 
@@ -113,6 +124,18 @@ def pg_database(request: pytest.FixtureRequest) -> Iterator[str]:
 def pg_dsn(pg_database: str) -> str:
     """The URL of this module's fresh PostgreSQL database (shared by the module's tests)."""
     return pg_database
+
+
+@pytest.fixture(scope="module")
+def pg_cluster(request: pytest.FixtureRequest) -> Iterator[PrivateCluster]:
+    """A PostgreSQL cluster of this module's own (TLS on, scram for roles other than
+    ``postgres``), on a free port, dropped after the module: restart it at will."""
+    missing = cluster_tools_missing()
+    if missing is not None:
+        pytest.skip(missing)
+    label = re.sub(r"[^a-z0-9]+", "_", request.module.__name__.rsplit(".", 1)[-1].lower())
+    with private_cluster(label.removeprefix("test_")) as cluster:
+        yield cluster
 
 
 @pytest.fixture

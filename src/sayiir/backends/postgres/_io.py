@@ -18,7 +18,7 @@ import psycopg
 from psycopg.pq import ExecStatus, TransactionStatus
 
 from sayiir.backends.postgres._conninfo import Target
-from sayiir.backends.postgres._errors import describe, is_transient, translate
+from sayiir.backends.postgres._errors import describe, is_transient, mark_lost, translate
 from sayiir.backends.postgres._ops import Op, Q, Request, Rows
 from sayiir.backends.postgres._sql import Compiled
 from sayiir.errors import BackendError
@@ -66,7 +66,8 @@ def execute(conn: psycopg.Connection[Any], compiled: Compiled, op: Op[T]) -> T:
             # Not cur.description: it builds a Column object per column on every call.
             res = cur.pgresult
             rows = cur.fetchall() if res is not None and res.status == _TUPLES_OK else []
-    except BaseException:
+    except BaseException as exc:
+        mark_lost(exc, conn.closed)
         if conn.info.transaction_status in _IN_TRANSACTION:
             with contextlib.suppress(psycopg.Error):
                 conn.rollback()
@@ -93,7 +94,8 @@ async def aexecute(conn: psycopg.AsyncConnection[Any], compiled: Compiled, op: O
             cur = await conn.execute(query, params, prepare=prepare, binary=prepare)
             res = cur.pgresult
             rows = await cur.fetchall() if res is not None and res.status == _TUPLES_OK else []
-    except BaseException:
+    except BaseException as exc:
+        mark_lost(exc, conn.closed)
         if conn.info.transaction_status in _IN_TRANSACTION:
             with contextlib.suppress(psycopg.Error):
                 await conn.rollback()
