@@ -31,8 +31,15 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors exit with status 1, like every other error of this command."""
 
     def error(self, message: str) -> NoReturn:
-        self.print_usage(sys.stderr)
-        self.exit(1, f"{self.prog}: error: {message}\n")
+        self.print_usage(sys.stderr)  # usage errors may quote an argument: a URL, say
+        self.exit(1, f"{self.prog}: error: {_redact(message)}\n")
+
+
+def _redact(text: str) -> str:
+    """``text`` without URL passwords or ``*password*=`` values (psycopg is not loaded)."""
+    from sayiir.backends.postgres._conninfo import redact
+
+    return redact(text)
 
 
 def _parser() -> _Parser:
@@ -231,6 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return command(args)
     except (WorkflowError, ValueError, TypeError, ImportError, AttributeError) as exc:
-        # Our errors are already redacted (BackendError never carries the password).
-        print(f"sayiir {args.command}: error: {exc}", file=sys.stderr)
+        # Our errors are redacted already (BackendError never carries the password); a
+        # ValueError or TypeError from elsewhere is scrubbed too.
+        print(f"sayiir {args.command}: error: {_redact(str(exc))}", file=sys.stderr)
         return 1

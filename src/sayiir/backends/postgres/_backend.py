@@ -127,6 +127,10 @@ class PostgresBackend:
         status = await CheckpointingRunner(backend).run(workflow, "order-123", 42)
         await backend.aclose()
 
+    ``password=`` takes the password apart from the URL, or a function called for each new
+    connection, so that a rotated password is picked up without a restart (so is a changed
+    ``~/.pgpass``/``PGPASSFILE`` entry, which libpq reads for each new connection).
+
     Several applications can share a database with ``schema=`` and ``table_prefix=``; a
     least-privilege user on PostgreSQL 15+ needs ``schema="sayiir"`` (see docs/postgres.md).
     Database outages are retried with backoff for up to ``retry_timeout_secs`` seconds, then
@@ -155,6 +159,7 @@ class PostgresBackend:
         codec: Codec | None = None,
         auto_migrate: bool = True,
         retry_timeout_secs: float = 30.0,
+        password: str | Callable[[], str] | None = None,
     ) -> None:
         options = _Options(
             max_connections,
@@ -165,8 +170,10 @@ class PostgresBackend:
             statement_timeout_secs,
             idle_in_transaction_session_timeout_secs,
         )
-        self._setup(parse_target(url), options, schema, table_prefix, codec, auto_migrate,
+        target = parse_target(url)
+        self._setup(target, options, schema, table_prefix, codec, auto_migrate,
                     retry_timeout_secs)  # fmt: skip
+        self._password = _check_password(password, target)
 
     def _setup(
         self,
@@ -204,6 +211,7 @@ class PostgresBackend:
         self._foreign_kwargs: dict[str, Any] = {}
         self._closing: asyncio.Task[None] | None = None
         self._listener: Listener | None = None
+        self._password: str | Callable[[], str] | None = None
 
     # -- construction ----------------------------------------------------------------------
 
@@ -351,8 +359,10 @@ class PostgresBackend:
             raise BackendError(f"{self!r} is closed")
 
     def _pool_kwargs(self) -> dict[str, Any]:
+        """Connection arguments; the pools call this for each new connection."""
         params = self._target.params
         kwargs: dict[str, Any] = {**self._foreign_kwargs, "autocommit": True}
+        self._add_password(kwargs)
         if "connect_timeout" not in params:
             kwargs["connect_timeout"] = _DEFAULT_CONNECT_TIMEOUT
         if "application_name" not in params:
@@ -371,7 +381,8 @@ class PostgresBackend:
     def _pool_args(self) -> dict[str, Any]:
         opts = self._options
         return {
-            "kwargs": self._pool_kwargs(),
+            # A function, not a dict: a password function is asked again for each connection.
+            "kwargs": self._pool_kwargs,
             "min_size": opts.min_size,
             "max_size": opts.max_size,
             "timeout": opts.acquire_timeout,
@@ -424,10 +435,33 @@ class PostgresBackend:
     def _direct_kwargs(self, retry: Retry) -> dict[str, Any]:
         """Connection arguments for first contact: no session settings, bounded wait."""
         kwargs: dict[str, Any] = {**self._foreign_kwargs, "autocommit": True}
+        self._add_password(kwargs)
         if "connect_timeout" not in self._target.params:
             left = max(1, round(retry.remaining()))
             kwargs.setdefault("connect_timeout", min(_DEFAULT_CONNECT_TIMEOUT, left))
         return kwargs
+
+    def _add_password(self, kwargs: dict[str, Any]) -> None:
+        """The current password from ``password=`` (never cached: it may have rotated)."""
+        source = self._password
+        if source is None:
+            return
+        if isinstance(source, str):
+            kwargs["password"] = source
+            return
+        try:
+            value = source()
+        except Exception as exc:
+            raise BackendError(
+                f"the password function of {self!r} raised {type(exc).__name__}"
+            ) from exc
+        if not isinstance(value, str) or not value:
+            raise BackendError(
+                f"the password function of {self!r} must return a non-empty str, "
+                f"not {type(value).__name__}"
+            )
+        self._target.learn(value)
+        kwargs["password"] = value
 
     def _run(self, doing: str, make: Make[T]) -> T:
         io = _io_module()
@@ -832,6 +866,25 @@ class PostgresBackend:
         older = _non_negative("older_than_secs", older_than_secs)
         cutoff = self._run("count_finished", lambda retry: _ops.retention_cutoff(older))
         return self._run("count_finished", lambda retry: _ops.count_finished(cutoff))
+
+
+def _check_password(
+    password: str | Callable[[], str] | None, target: Target
+) -> str | Callable[[], str] | None:
+    if password is None:
+        return None
+    if not (isinstance(password, str) or callable(password)):
+        raise TypeError(
+            f"password must be a str or a function returning one, not {type(password).__name__}"
+        )
+    if target.has_password:
+        raise ValueError(
+            "the URL has a password and password= was given too: keep one of them "
+            "(password= alone, for rotation)"
+        )
+    if isinstance(password, str):
+        target.learn(password)
+    return password
 
 
 def _nothing() -> None:
