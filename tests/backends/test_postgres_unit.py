@@ -153,6 +153,105 @@ def test_redact_scrubs_urls_and_keywords() -> None:
     assert out.count("***") == 3
 
 
+# Strings that are not libpq URLs, or carry a bad option value: each fails at construction
+# (no network), with a clear reason, and the password never shows.
+MALFORMED = [
+    (f"postgresql+psycopg://app:{SECRET}@db/x", "drop the driver suffix"),
+    (f"POSTGRESQL://app:{SECRET}@db/x", "lower case"),
+    (f"Postgres://app:{SECRET}@db/x?sslpassword={SECRET}", "lower case"),
+    (f"postgressql://app:{SECRET}@db/x", "unknown scheme 'postgressql'"),
+    (f"mysql://app:{SECRET}@db/x", "unknown scheme 'mysql'"),
+    (f"postgresql:/app:{SECRET}@db/x", "two slashes"),
+    (f"postgresql:app:{SECRET}@db/x", "two slashes"),
+    (f"postgresql://app:{SECRET}@db:notaport/x", "port must be a number"),
+    (f"postgresql://app:{SECRET}@db:99999/x", "port must be a number"),
+    (f"postgresql://app:{SECRET}@db/x?sslmode=requir", "sslmode must be one of"),
+    (f"postgresql://app:{SECRET}@db/x?connect_timeout=10s", "connect_timeout must be an integer"),
+    (f"host=db password={SECRET} target_session_attrs=rw", "target_session_attrs must be one of"),
+]
+
+
+@pytest.mark.parametrize("url, reason", MALFORMED)
+def test_a_malformed_url_fails_at_construction_without_the_password(url: str, reason: str) -> None:
+    with pytest.raises(BackendError) as info:
+        PostgresBackend(url)  # the host "db" does not exist: nothing is contacted
+    exc = info.value
+    assert reason in str(exc)
+    for text in (str(exc), repr(exc)):
+        assert SECRET not in text
+    assert "***" in str(exc)  # the string is shown, with its secret masked
+    assert exc.__cause__ is None and exc.__context__ is None
+
+
+@pytest.mark.parametrize(
+    "url, display",
+    [
+        (
+            f"postgresql://app@db/x?sslpassword={SECRET}&sslmode=require",
+            "postgresql://app@db/x?sslpassword=***&sslmode=require",
+        ),
+        (
+            f"postgresql://app:{SECRET}@db/x?sslkey=/k.pem&sslpassword={SECRET}x",
+            "postgresql://app:***@db/x?sslkey=/k.pem&sslpassword=***",
+        ),
+        (f"host=db sslpassword={SECRET} dbname=x", "host=db sslpassword=*** dbname=x"),
+        (f"host=db sslpassword = '{SECRET} 2' dbname=x", "host=db sslpassword = *** dbname=x"),
+    ],
+)
+def test_every_password_parameter_is_hidden(url: str, display: str) -> None:
+    target = parse_target(url)
+    assert target.display == display
+    backend = PostgresBackend(url)
+    assert SECRET not in repr(backend) and SECRET not in str(backend)
+    assert SECRET not in repr(target)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"postgresql+psycopg://app:{SECRET}@db/x",
+        f"POSTGRESQL://app:{SECRET}@db/x",
+        f"postgressql://app:{SECRET}@db/x",
+        f"postgresql:/app:{SECRET}@db/x",
+        f"redis://:{SECRET}@cache:6379/0",
+        f"see postgres://app:p@{SECRET}@db/x for details",
+        f"postgresql://app@db/x?sslmode=require&sslpassword={SECRET}",
+        f"host=db PASSWORD={SECRET}",
+        f"host=db sslpassword='{SECRET}' user=app",
+    ],
+)
+def test_redact_hides_every_url_password_and_password_parameter(text: str) -> None:
+    out = redact(text)
+    assert SECRET not in out
+    assert "***" in out
+
+
+def test_redact_leaves_ordinary_text_alone() -> None:
+    text = (
+        'connection failed: connection to server at "127.0.0.1", port 5432 failed: '
+        'FATAL:  password authentication failed for user "app" at 12:30:45'
+    )
+    assert redact(text) == text
+    url = "postgresql://app@db.example.com:5432/sayiir?sslmode=require"
+    assert redact(url) == url
+
+
+def test_password_option_is_checked_and_never_called_at_construction() -> None:
+    calls: list[int] = []
+
+    def password() -> str:
+        calls.append(1)
+        return SECRET
+
+    backend = PostgresBackend("postgresql://app@nohost.invalid/x", password=password)
+    assert calls == [] and SECRET not in repr(backend)
+    backend.close()
+    with pytest.raises(ValueError, match="keep one of them"):
+        PostgresBackend(f"postgresql://app:{SECRET}@db/x", password=password)
+    with pytest.raises(TypeError, match="password must be a str or a function"):
+        PostgresBackend("postgresql://app@db/x", password=b"bytes")  # type: ignore[arg-type]
+
+
 # -- SQL files ---------------------------------------------------------------------------------
 
 
