@@ -13,6 +13,8 @@ import logging
 import secrets
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -153,6 +155,69 @@ def test_wrong_password_fails_the_async_connect_too(fake_server: FakeAuthServer)
     exc = asyncio.run(main())
     assert "password authentication failed" in str(exc)
     assert_no_secret(exc)
+
+
+def test_a_password_function_is_used_and_never_shown(
+    fake_server: FakeAuthServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    url = f"postgresql://app@127.0.0.1:{fake_server.port}/sayiir"
+    backend = PostgresBackend(url, password=lambda: SECRET)
+    with pytest.raises(BackendError) as info:
+        backend.get_instance("x")
+    assert fake_server.passwords == [SECRET]  # sent, and echoed back by the server
+    assert "password authentication failed" in str(info.value)
+    assert_no_secret(info.value)
+    assert SECRET not in repr(backend) and SECRET not in caplog.text
+
+    async def main() -> BackendError:
+        with pytest.raises(BackendError) as info:
+            await PostgresBackend.connect(url, password=lambda: SECRET)
+        return info.value
+
+    assert_no_secret(asyncio.run(main()))
+
+
+def sayiir_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "sayiir.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"postgresql+psycopg://app:{SECRET}@db/x",
+        f"POSTGRESQL://app:{SECRET}@db/x",
+        f"postgressql://app:{SECRET}@db/x",
+        f"postgresql:/app:{SECRET}@db/x",
+        f"postgresql://app:{SECRET}%zz@db/x",
+        f"postgresql://app@db/x?sslmode=bogus&sslpassword={SECRET}",
+    ],
+)
+def test_cli_errors_never_print_the_password(url: str) -> None:
+    for args in (("migrate", url), ("retention", url, "--older-than-days", "30")):
+        done = sayiir_cli(*args, "--timeout", "1")
+        assert done.returncode == 1, done
+        assert SECRET not in done.stdout + done.stderr, done.stderr
+        assert "invalid PostgreSQL" in done.stderr
+    usage = sayiir_cli("retention", url, url, "--older-than-days", "1")  # one URL too many
+    assert usage.returncode == 1 and "unrecognized arguments" in usage.stderr
+    assert SECRET not in usage.stdout + usage.stderr, usage.stderr
+
+
+def test_cli_output_never_prints_the_password(pg_dsn: str, fake_server: FakeAuthServer) -> None:
+    refused = f"postgresql://app:{SECRET}@127.0.0.1:{fake_server.port}/sayiir"
+    done = sayiir_cli("migrate", refused, "--timeout", "1")
+    assert done.returncode == 1 and "password authentication failed" in done.stderr
+    assert SECRET in fake_server.passwords and SECRET not in done.stdout + done.stderr
+    # The shared server trusts us: the password and sslpassword are sent, and ignored.
+    url = f"{with_password(pg_dsn, SECRET)}?sslpassword={SECRET}2"
+    for args in (("migrate", url), ("migrate", url, "--dry-run"),
+                 ("retention", url, "--older-than-days", "30", "--dry-run")):  # fmt: skip
+        done = sayiir_cli(*args)
+        assert done.returncode == 0, done.stderr
+        assert SECRET not in done.stdout + done.stderr
+        assert "sslpassword=***" in done.stdout, done.stdout
 
 
 def test_unreachable_server_retries_then_says_so(caplog: pytest.LogCaptureFixture) -> None:
