@@ -25,6 +25,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlencode
 
 __all__ = ["PrivateCluster", "cluster_tools_missing", "private_cluster"]
@@ -75,7 +76,9 @@ def _free_port() -> int:
 
 
 def _version() -> str:
-    versions = sorted(os.listdir("/usr/lib/postgresql"), key=lambda v: [int(p) for p in v.split(".")])
+    versions = sorted(
+        os.listdir("/usr/lib/postgresql"), key=lambda v: [int(p) for p in v.split(".")]
+    )
     return versions[-1]
 
 
@@ -110,7 +113,7 @@ class PrivateCluster:
         """Superuser over the Unix socket (no TLS, no password): for setup and checks."""
         return f"host=/var/run/postgresql port={self.port} user=postgres dbname={dbname}"
 
-    def execute(self, statement: str, dbname: str = "postgres") -> list[tuple[object, ...]]:
+    def execute(self, statement: str, dbname: str = "postgres") -> list[tuple[Any, ...]]:
         """Run one statement as the superuser, in autocommit; return its rows (if any)."""
         import psycopg
 

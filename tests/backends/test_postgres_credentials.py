@@ -78,7 +78,9 @@ class Runs:
         i = 0
         try:
             while not self._stop.is_set():
-                status = run_durable_workflow(WORKFLOW, f"{self.label}-{i}", i, backend=self.backend)
+                status = run_durable_workflow(
+                    WORKFLOW, f"{self.label}-{i}", i, backend=self.backend
+                )
                 with self.progress:
                     self.done.append((status.status, status.output))
                     self.progress.notify_all()

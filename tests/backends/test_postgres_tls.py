@@ -243,7 +243,7 @@ def test_a_stopped_server_is_retried_while_down(cluster: PrivateCluster) -> None
     cluster.stop(mode="immediate")
     try:
         for conn in conns:
-            exc = caught(lambda conn=conn: run_on(conn))  # type: ignore[misc]
+            exc = caught(lambda conn=conn: run_on(conn))
             assert is_transient(exc), str(exc)
             conn.close()
         refused = caught(lambda: connect(cluster.url(sslmode="require")))
@@ -357,7 +357,7 @@ def test_a_run_under_sslmode_require_survives_a_restart(
         f"WHERE instance_id = 'through-{mode}' AND status = 'completed' GROUP BY 1",
         dbname,
     )
-    assert dict(rows) == {"first": 1, "slow": 1, "third": 1, "fourth": 1}  # type: ignore[misc]
+    assert dict(rows) == {"first": 1, "slow": 1, "third": 1, "fourth": 1}
     retries = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
     assert retries, "the restart should have been met and retried"
     if mode == "immediate":  # the TLS stream just ended: the case the issue is about

@@ -142,6 +142,7 @@ class PostgresBackend:
     """
 
     codec: Codec
+    _password: str | Callable[[], str] | None
 
     def __init__(
         self,
@@ -211,7 +212,7 @@ class PostgresBackend:
         self._foreign_kwargs: dict[str, Any] = {}
         self._closing: asyncio.Task[None] | None = None
         self._listener: Listener | None = None
-        self._password: str | Callable[[], str] | None = None
+        self._password = None
 
     # -- construction ----------------------------------------------------------------------
 

@@ -207,4 +207,3 @@ def parse_target(url: str) -> Target:
         secrets=tuple(dict.fromkeys(secrets)),
         has_password=bool(raw.get("password")),
     )
-
