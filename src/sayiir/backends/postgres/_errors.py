@@ -64,6 +64,8 @@ _CLIENT_SETTING = re.compile(
     r"root certificate file|certificate file|private key file|could not load|"
     r"GSSAPI encryption required|gssencmode value|channel binding|"
     r"authentication method requirement|no password supplied|"
+    r"alert (?:unknown ca|bad certificate|certificate required|handshake failure|"
+    r"protocol version|access denied)|"
     r"Name or service not known|nodename nor servname|No address associated",
     re.MULTILINE,
 )
