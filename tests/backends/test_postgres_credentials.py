@@ -10,6 +10,7 @@ authenticated with the new password (the old one no longer works).
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 import pytest
 
-from sayiir import Flow, PostgresBackend, run_durable_workflow, task
+from sayiir import CheckpointingRunner, Flow, PostgresBackend, run_durable_workflow, task
 
 if TYPE_CHECKING:
     from tests.pgcluster import PrivateCluster
@@ -172,3 +173,31 @@ def test_pgpassfile_is_read_again_for_each_new_connection(
     url = pg_cluster.url(app_db, user="app", sslmode="require")  # no password in the URL
     with PostgresBackend(url, retry_timeout_secs=120) as backend:
         rotate_while_running(pg_cluster, app_db, backend, lambda: write(NEW))
+
+
+@pytest.mark.usefixtures("reset_password")
+def test_the_async_pool_asks_the_password_function_too(
+    pg_cluster: PrivateCluster, app_db: str
+) -> None:
+    current = [OLD]
+    url = pg_cluster.url(app_db, user="app", sslmode="require")
+
+    async def main() -> list[Any]:
+        backend = await PostgresBackend.connect(
+            url, password=lambda: current[0], retry_timeout_secs=120
+        )
+        async with backend:
+            runner = CheckpointingRunner(backend)
+            outputs = [(await runner.run(WORKFLOW, f"async-old-{i}", i)).output for i in range(3)]
+            pg_cluster.execute(f"ALTER ROLE app PASSWORD '{NEW}'")
+            current[0] = NEW
+            pg_cluster.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE usename = 'app' AND backend_type = 'client backend'"
+            )
+            for i in range(3, 6):
+                outputs.append((await runner.run(WORKFLOW, f"async-new-{i}", i)).output)
+            return outputs
+
+    assert asyncio.run(main()) == [(i + 1) * 2 for i in range(6)]
+    assert not logs_in(pg_cluster, app_db, OLD)

@@ -80,16 +80,17 @@ class Target:
     params: dict[str, str] = field(repr=False)
     secrets: tuple[str, ...] = field(repr=False)
     has_password: bool = False  # the string itself carries a password
-    learned: dict[str, None] = field(default_factory=dict, repr=False, compare=False)
+    # One slot holding a tuple, swapped whole: pool threads learn while others redact.
+    learned: list[tuple[str, ...]] = field(default_factory=lambda: [()], repr=False,
+                                           compare=False)  # fmt: skip
 
     def learn(self, secret: str) -> None:
-        if secret and secret not in self.learned:
-            self.learned[secret] = None
-            while len(self.learned) > _LEARNED_MAX:
-                del self.learned[next(iter(self.learned))]
+        known = self.learned[0]
+        if secret and secret not in known:
+            self.learned[0] = (*known, secret)[-_LEARNED_MAX:]
 
     def redact(self, text: str) -> str:
-        return redact(text, (*self.secrets, *self.learned))
+        return redact(text, (*self.secrets, *self.learned[0]))
 
 
 def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
