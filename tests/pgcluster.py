@@ -181,32 +181,37 @@ def _make_certificate(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+def _create(version: str, label: str) -> PrivateCluster:
+    name = f"sayiir_{label[:20]}_{os.getpid()}_{secrets.token_hex(3)}"
+    data = Path("/var/lib/postgresql") / version / name
+    conf = Path("/etc/postgresql") / version / name
+    cluster = PrivateCluster(version, name, _free_port(), data / "server.crt")
+    try:
+        _run("pg_createcluster", version, name, "-p", str(cluster.port), "--",
+             "--auth-local=trust")  # fmt: skip
+        cert, key = _make_certificate(data)
+        with (conf / "postgresql.conf").open("a") as settings:
+            settings.write(_SETTINGS.format(cert=cert, key=key))
+        (conf / "pg_hba.conf").write_text(_HBA)
+        cluster.start()
+    except BaseException:
+        cluster.drop()
+        raise
+    return cluster
+
+
 @contextlib.contextmanager
 def private_cluster(label: str = "t") -> Iterator[PrivateCluster]:
     """Create, configure and start a cluster on a free port; drop it on exit."""
     version = _version()
-    for attempt in range(5):
-        name = f"sayiir_{label[:20]}_{os.getpid()}_{secrets.token_hex(3)}"
-        port = _free_port()
-        _run("pg_createcluster", version, name, "-p", str(port), "--", "--auth-local=trust")
-        conf = Path("/etc/postgresql") / version / name
-        data = Path("/var/lib/postgresql") / version / name
-        cluster = PrivateCluster(version, name, port, data / "server.crt")
+    for attempt in range(3):
         try:
-            cert, key = _make_certificate(data)
-            with (conf / "postgresql.conf").open("a") as settings:
-                settings.write(_SETTINGS.format(cert=cert, key=key))
-            (conf / "pg_hba.conf").write_text(_HBA)
-            try:
-                cluster.start()
-            except RuntimeError:
-                if attempt == 4:
-                    raise
-                continue  # most likely the port was taken meanwhile: another one
+            cluster = _create(version, label)
             break
-        finally:
-            if not cluster.is_ready():
-                cluster.drop()
+        except RuntimeError:
+            if attempt == 2:
+                raise
+            # most likely the free port was taken meanwhile: another name, another port
     try:
         yield cluster
     finally:
