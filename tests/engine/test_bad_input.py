@@ -55,24 +55,6 @@ def test_non_callable_task_is_a_clear_error_at_build(build):
     assert any(word in text for word in ("callable", "function", "Workflow", "task")), text
 
 
-@pytest.mark.parametrize(
-    "build",
-    [
-        lambda: Flow("d").then(double).then(double),
-        lambda: Flow("d").then(double).fork().branch(double).branch(add_one).join(dict),
-        lambda: Flow("d").fork().branch(add_one, double).branch(str, double).join(dict),
-        lambda: Flow("d").fork().branch(add_one).branch(double).join(double),
-        lambda: Flow("d").then(double).loop(double),
-        lambda: Flow("d").then(double).then_flow(Flow("c").then(add_one).then(double).build()),
-        lambda: Flow("d").route(lambda x: "a", keys=["a"]).branch("a", double, double).done(),
-    ],
-    ids=["then", "fork", "fork-chain", "join", "loop", "child", "route-chain"],
-)
-def test_duplicate_task_ids_rejected(build):
-    with pytest.raises(ValueError, match="Duplicate task id: 'double'"):
-        build().build()
-
-
 def test_same_task_in_two_route_branches_is_allowed(path):
     wf = (
         Flow("rb")

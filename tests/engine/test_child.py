@@ -80,10 +80,11 @@ def test_child_failure_fails_the_parent(path, ledger):
     assert ledger.entries == []
 
 
-def test_same_child_workflow_object_twice_is_rejected():
+def test_same_child_workflow_object_twice_runs_twice(path):
     child = Flow("c").then(inc).build()
-    with pytest.raises(ValueError, match="Duplicate task id: 'inc'"):
-        Flow("p").then_flow(child).then_flow(child).build()
+    out = path.run(Flow("p").then_flow(child).then_flow(child).build(), 1)
+    assert out.ok, out.error
+    assert out.value == 3
 
 
 def test_then_flow_requires_a_workflow():

@@ -27,6 +27,7 @@ from sayiir.core.nodes import (
     SignalNode,
     TaskNode,
     WorkflowDefinition,
+    walk_nodes,
 )
 from sayiir.decorators import task
 from sayiir.flow import BranchBuilder, Flow, ForkBuilder, Workflow
@@ -256,9 +257,8 @@ def test_then_flow_rejects_a_different_callable_under_the_same_id() -> None:
 
 def test_then_flow_accepts_the_same_callable_under_the_same_id() -> None:
     shared = Flow("c").then(b).build()
-    flow = Flow("p").then_flow(shared).then(b)  # merging is fine ...
-    with pytest.raises(ValueError, match=r"^Duplicate task id: 'b'$"):
-        flow.build()  # ... but the id is used twice
+    wf = Flow("p").then_flow(shared).then(b).build()  # merging is fine, and so is the reuse
+    assert keys(wf) == ["b", "b#2"]
 
 
 def test_ids_generated_after_a_child_skip_the_childs_ids() -> None:
@@ -469,7 +469,8 @@ def test_fork_branch_name_overrides_the_first_task_only() -> None:
 
 
 def test_fork_branches_with_the_same_first_id_are_rejected() -> None:
-    with pytest.raises(ValueError, match=r"^Duplicate task id: 'b'$"):
+    # Not a key problem: the join's input is keyed by each branch's first step id.
+    with pytest.raises(ValueError, match=r"^Duplicate task id: 'b' starts two branches of one fo"):
         Flow().fork().branch(b).branch(b).join(j)
 
 
@@ -764,34 +765,43 @@ def test_hash_is_deterministic_across_processes() -> None:
     assert digests == {namespace["result"]}
 
 
-# -- duplicate ids (§8.3, decision: reject at build) -------------------------------------------
+# -- repeated ids (§8.3, decision: accepted, one checkpoint key per use) ------------------------
 
 
-def _dup(flow: Flow, task_id: str, what: str = "task") -> None:
-    with pytest.raises(ValueError, match=f"^Duplicate {what} id: '{task_id}'$"):
+def keys(wf: Workflow) -> list[str]:
+    """Checkpoint keys of the tasks and waits, in definition order (loop scopes aside)."""
+    steps = (TaskNode, DelayNode, SignalNode)
+    return [n.key for n in walk_nodes(wf._inner.nodes) if isinstance(n, steps)]
+
+
+def _dup(flow: Flow, task_id: str) -> None:
+    with pytest.raises(ValueError, match=f"^Duplicate task id: '{task_id}'$"):
         flow.build()
 
 
-def test_duplicate_in_sequence_fails_at_build_not_before() -> None:
-    flow = Flow().then(double).then(double)
-    _dup(flow, "double")
+def test_a_task_used_twice_gets_a_key_per_use() -> None:
+    wf = Flow().then(double).then(double).build()
+    assert ids(wf) == ["double", "double"]  # the id stays the function's
+    assert keys(wf) == ["double", "double#2"]
 
 
-def test_duplicate_across_fork_branch_and_sequence() -> None:
-    _dup(Flow().then(a).fork().branch(b, a).join(j), "a")
+def test_a_task_reused_in_a_fork_branch_and_the_sequence() -> None:
+    assert keys(Flow().then(a).fork().branch(b, a).join(j).build()) == ["a", "b", "a#2", "j"]
 
 
-def test_join_duplicating_a_task() -> None:
-    _dup(Flow().then(j).fork().branch(a).join(j), "j")
+def test_a_join_reusing_a_task() -> None:
+    assert keys(Flow().then(j).fork().branch(a).join(j).build()) == ["j", "a", "j#2"]
 
 
-def test_duplicate_inside_and_outside_a_loop() -> None:
-    _dup(Flow().then(a).loop(a), "a")
+def test_a_task_inside_and_outside_a_loop() -> None:
+    assert keys(Flow().then(a).loop(a).build()) == ["a", "a#2"]
 
 
-def test_duplicate_with_a_child_workflow() -> None:
+def test_a_child_workflow_used_twice() -> None:
     child = Flow("c").then(b).build()
-    _dup(Flow().then_flow(child).then_flow(child), "b")
+    wf = Flow().then_flow(child).then_flow(child).build()
+    assert ids(wf) == ["child_0", "b", "child_1", "b"]
+    assert keys(wf) == ["b", "b#2"]
 
 
 def test_duplicate_by_different_callables() -> None:
@@ -806,23 +816,34 @@ def test_different_callables_in_route_branches_under_one_id() -> None:
 def test_route_branches_may_share_a_task() -> None:
     wf = Flow().route(c, keys=["p", "q"]).branch("p", a).branch("q", a).default_branch(a).done()
     assert ids(wf.build()) == ["branch_0", "a", "a", "a"]
+    assert keys(wf.build()) == ["a", "a", "a"]  # only one branch runs: one key for all
 
 
-def test_route_branch_ids_may_not_repeat_outside_the_route() -> None:
-    _dup(Flow().route(c).branch("p", a).branch("q", b).done().then(b), "b")
-    _dup(Flow().then(a).route(c).branch("p", a).done(), "a")
+def test_a_task_of_a_route_branch_reused_outside_the_route() -> None:
+    wf = Flow().route(c).branch("p", a).branch("q", b).done().then(b).then(a).build()
+    assert keys(wf) == ["a", "b", "b#2", "a#2"]
+    assert keys(Flow().then(a).route(c).branch("p", a).branch("q", a, a).done().build()) == [
+        "a",
+        "a#2",
+        "a#2",
+        "a#3",
+    ]
 
 
-def test_route_branch_ids_may_not_repeat_within_a_branch() -> None:
-    _dup(Flow().route(c).branch("p", a, a).done(), "a")
+def test_waits_count_their_uses_across_route_branches_as_before() -> None:
+    # Keys of runs in flight must not change: waits keep numbering across route branches.
+    nap = Flow("nap").then(b).delay("w", 1).build()
+    wf = Flow().route(c).branch("p", nap).branch("q", nap).done().delay("w", 1).build()
+    assert keys(wf) == ["b", "w", "b", "w#2", "w#3"]
 
 
-def test_delay_and_signal_ids_share_the_namespace() -> None:
-    # Waits may reuse an id (each gets its own checkpoint key), but not a task's id.
+def test_delay_and_signal_ids_may_repeat_but_not_a_tasks_key() -> None:
     waits = Flow().delay("w", 1).delay("w", 2).wait_for_signal("s").wait_for_signal("s").build()
-    assert [n.key for n in waits._inner.nodes] == ["w", "w#2", "s", "s#2"]  # type: ignore[union-attr]
-    _dup(Flow().then(a).wait_for_signal("a"), "a", "step")
-    _dup(Flow().delay("w", 1).then(a, name="w"), "w")
+    assert keys(waits) == ["w", "w#2", "s", "s#2"]
+    with pytest.raises(ValueError, match=r"^task 'a' and signal wait 'a' would share the chec"):
+        Flow().then(a).wait_for_signal("a").build()
+    with pytest.raises(ValueError, match=r"^delay 'w' and task 'w' would share the checkpoint"):
+        Flow().delay("w", 1).then(a, name="w").build()
 
 
 # -- FlowBuilder (§7.4) -----------------------------------------------------------------------
@@ -904,12 +925,11 @@ def test_builder_snapshots_metadata() -> None:
     assert (info.timeout_secs, info.retry_policy) == (1.0, RetryPolicy(1))
 
 
-def test_builder_rejects_duplicates_at_build() -> None:
+def test_builder_keys_each_use_of_an_id() -> None:
     builder = FlowBuilder("f")
     builder.then("a")
     builder.then("a")
-    with pytest.raises(ValueError, match=r"^Duplicate task id: 'a'$"):
-        builder.build()
+    assert [n.key for n in builder.build().nodes] == ["a", "a#2"]  # type: ignore[union-attr]
 
 
 def test_builder_child_from_definition_and_generated_id() -> None:

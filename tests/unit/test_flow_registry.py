@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sayiir.core.nodes import ChildNode, ForkNode, LoopNode, RouteNode
+from sayiir.core.nodes import ChildNode, ForkNode, LoopNode, RouteNode, TaskNode, walk_nodes
 from sayiir.decorators import task
 from sayiir.flow import Flow, Workflow
 from sayiir.loop_result import LoopResult
@@ -275,10 +275,14 @@ def test_loop_body_workflow_ending_with_a_signal_is_accepted() -> None:
     assert wf._task_registry["a"] is a  # the payload is the envelope; nothing to wrap
 
 
-def test_workflow_steps_count_in_duplicate_checks() -> None:
+def test_workflow_steps_count_as_uses_of_their_ids() -> None:
     sub = Flow("sub").then(a).build()
-    with pytest.raises(ValueError, match=r"^Duplicate task id: 'a'$"):
-        Flow().then(a).fork().branch(sub).join(j).build()
+    wf = Flow().then(a).fork().branch(sub).join(j).build()
+    assert [n.key for n in walk_nodes(wf._inner.nodes) if isinstance(n, TaskNode)] == [
+        "a",
+        "a#2",
+        "j",
+    ]
 
 
 def test_join_must_be_a_task() -> None:

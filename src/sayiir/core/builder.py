@@ -8,12 +8,12 @@ by ``Flow``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import TypeAlias
 
 from sayiir.core.durations import to_seconds
+from sayiir.core.keys import assign_keys, check_keys, check_names
 from sayiir.core.metadata import RetryPolicy, TaskMetadata
 from sayiir.core.nodes import (
     Chain,
@@ -26,7 +26,7 @@ from sayiir.core.nodes import (
     SignalNode,
     TaskNode,
     WorkflowDefinition,
-    key_fn_id,
+    walk_nodes,
 )
 
 __all__ = ["FlowBuilder", "Step", "envelope_task_id"]
@@ -93,7 +93,7 @@ class FlowBuilder:
 
     def append(self, node: Node) -> None:
         """Append a ready node, e.g. one made by ``child_node`` (ours; not in the reference)."""
-        self._taken.update(n.id for n in _iter_nodes((node,)))
+        self._taken.update(n.id for n in walk_nodes((node,)))
         self._nodes.append(node)
 
     # -- steps -------------------------------------------------------------------------
@@ -133,7 +133,11 @@ class FlowBuilder:
         keys = [chain[0].id for chain in chains]
         for i, key in enumerate(keys):
             if key in keys[:i]:  # the join dict would silently lose a branch
-                raise ValueError(f"Duplicate task id: {key!r}")
+                raise ValueError(
+                    f"Duplicate task id: {key!r} starts two branches of one fork; the join "
+                    "receives {first step id: output} of each branch, so one output would be "
+                    "lost: pass name= to one of the branches"
+                )
         self.append(ForkNode("||".join(keys), chains, _task(join_id, join_metadata)))
 
     def add_branch(
@@ -194,7 +198,7 @@ class FlowBuilder:
         The child's ids are reserved first, so later ``lambda_N``/``branch_N`` ids avoid them.
         """
         definition = child.build() if isinstance(child, FlowBuilder) else child
-        self._taken.update(n.id for n in _iter_nodes(definition.nodes))
+        self._taken.update(n.id for n in walk_nodes(definition.nodes))
         node_id = child_id if child_id is not None else self.next_child_id()
         self._taken.add(node_id)
         return ChildNode(node_id, definition.workflow_id, definition.nodes)
@@ -211,8 +215,9 @@ class FlowBuilder:
         """The compiled definition; the builder stays usable (``build()`` may be called again)."""
         if not self._nodes:
             raise ValueError("Workflow must have at least one task")
-        nodes = _key_waits(tuple(self._nodes), {})
-        _claim_ids(nodes, {})
+        nodes = assign_keys(tuple(self._nodes))
+        check_names(self._name, nodes)
+        check_keys(nodes)
         return WorkflowDefinition(self._name, nodes, self._metadata_json)
 
     def __repr__(self) -> str:
@@ -280,84 +285,3 @@ def _chain(steps: Sequence[Step]) -> Chain:
     if not steps:
         raise ValueError("Branch must have at least one step")
     return tuple(_step(s) for s in steps)
-
-
-def _iter_nodes(chain: Chain) -> Iterator[Node]:
-    """Every node of ``chain``, composites and their contents, joins included."""
-    for node in chain:
-        yield node
-        if isinstance(node, ForkNode):
-            for branch in node.branches:
-                yield from _iter_nodes(branch)
-            yield node.join
-        elif isinstance(node, RouteNode):
-            for _, branch in node.branches:
-                yield from _iter_nodes(branch)
-            if node.default is not None:
-                yield from _iter_nodes(node.default)
-        elif isinstance(node, LoopNode | ChildNode):
-            yield from _iter_nodes(node.body)
-
-
-def _key_waits(chain: Chain, uses: dict[str, int]) -> Chain:
-    """Give every delay and signal wait its own checkpoint key.
-
-    Waits may share an id (two ``wait_for_signal("approve")`` consume two events
-    in turn, as in the reference); the second and later ones are keyed ``id#2``...
-    """
-    out: list[Node] = []
-    for node in chain:
-        if isinstance(node, DelayNode | SignalNode):
-            uses[node.id] = count = uses.get(node.id, 0) + 1
-            if count > 1:
-                node = replace(node, key=f"{node.id}#{count}")
-        elif isinstance(node, ForkNode):
-            node = replace(node, branches=tuple(_key_waits(b, uses) for b in node.branches))
-        elif isinstance(node, RouteNode):
-            node = replace(
-                node,
-                branches=tuple((k, _key_waits(b, uses)) for k, b in node.branches),
-                default=None if node.default is None else _key_waits(node.default, uses),
-            )
-        elif isinstance(node, LoopNode | ChildNode):
-            node = replace(node, body=_key_waits(node.body, uses))
-        out.append(node)
-    return tuple(out)
-
-
-def _claim_ids(chain: Chain, seen: dict[str, None]) -> None:
-    """Reject an id used twice by steps whose results are checkpointed under their id.
-
-    Tasks, delays, signals and route keys (``branch_N::key_fn``) share one namespace,
-    including inside forks, loops and children: a durable run caches results by id, so
-    a repeated id would silently reuse the first result. Branches of one route may
-    share ids with each other, since only one of them runs.
-    """
-    for node in chain:
-        if isinstance(node, TaskNode):
-            _claim(node.id, f"Duplicate task id: {node.id!r}", seen)
-        elif isinstance(node, DelayNode | SignalNode):
-            _claim(node.key, f"Duplicate step id: {node.key!r}", seen)
-        elif isinstance(node, ForkNode):
-            for branch in node.branches:
-                _claim_ids(branch, seen)
-            _claim(node.join.id, f"Duplicate task id: {node.join.id!r}", seen)
-        elif isinstance(node, RouteNode):
-            _claim(key_fn_id(node.id), f"Duplicate route id: {node.id!r}", seen)
-            alternatives = [b for _, b in node.branches]
-            if node.default is not None:
-                alternatives.append(node.default)
-            added: dict[str, None] = {}
-            for branch in alternatives:
-                local = dict(seen)
-                _claim_ids(branch, local)
-                added.update((k, None) for k in local if k not in seen)
-            seen.update(added)
-        else:
-            _claim_ids(node.body, seen)
-
-
-def _claim(key: str, error: str, seen: dict[str, None]) -> None:
-    if key in seen:
-        raise ValueError(error)
-    seen[key] = None

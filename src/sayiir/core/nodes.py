@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -27,20 +29,66 @@ __all__ = [
     "TaskNode",
     "WorkflowDefinition",
     "key_fn_id",
+    "loop_iterations",
+    "loop_scope",
+    "occurrence_key",
+    "timeout_key",
+    "walk_nodes",
 ]
+
+# Checkpoint key formats (``core.keys`` checks that no two steps share a key). They are
+# stored with every run: changing one strands the runs in flight.
 
 
 def key_fn_id(route_id: str) -> str:
-    """Registry id of a route's key function (``"branch_0::key_fn"``)."""
+    """Registry id and checkpoint key of a route's key function (``"branch_0::key_fn"``)."""
     return f"{route_id}::key_fn"
+
+
+def occurrence_key(step_id: str, n: int) -> str:
+    """Checkpoint key of the ``n``-th step using ``step_id``: ``id``, then ``id#2``, ..."""
+    return step_id if n == 1 else f"{step_id}#{n}"
+
+
+def timeout_key(key: str) -> str:
+    """Checkpoint key of the deadline of the signal wait keyed ``key``."""
+    return f"{key}~timeout"
+
+
+def loop_scope(scope: str, loop_id: str, iteration: int) -> str:
+    """The prefix of the keys of iteration ``iteration`` of a loop: ``"loop_0@2/"``."""
+    return f"{scope}{loop_id}@{iteration}/"
+
+
+_LOOP_SCOPES = re.compile(r"(?:loop_\d+@\d+/)+")
+
+
+def loop_iterations(prefix: str) -> list[int] | None:
+    """The iteration numbers of a key prefix made of loop scopes only, else ``None``.
+
+    >>> loop_iterations("loop_0@2/loop_1@10/"), loop_iterations("a/")
+    ([2, 10], None)
+    """
+    if _LOOP_SCOPES.fullmatch(prefix) is None:
+        return None
+    return [int(part.rpartition("@")[2]) for part in prefix.split("/")[:-1]]
 
 
 @dataclass(frozen=True, slots=True)
 class TaskNode:
-    """Run the registry callable ``id`` on the current value."""
+    """Run the registry callable ``id`` on the current value.
+
+    ``key`` is the checkpoint key: the id, or ``id#N`` for the N-th task using the id
+    (a task may be used several times; each use needs its own checkpoint).
+    """
 
     id: str
     metadata: TaskMetadata | None = None
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", self.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +176,23 @@ _KINDS: dict[type[Any], str] = {
     LoopNode: "loop",
     ChildNode: "child_workflow",
 }
+
+
+def walk_nodes(chain: Chain) -> Iterator[Node]:
+    """Every node of ``chain``, composites and their contents, joins included."""
+    for node in chain:
+        yield node
+        if isinstance(node, ForkNode):
+            for branch in node.branches:
+                yield from walk_nodes(branch)
+            yield node.join
+        elif isinstance(node, RouteNode):
+            for _, branch in node.branches:
+                yield from walk_nodes(branch)
+            if node.default is not None:
+                yield from walk_nodes(node.default)
+        elif isinstance(node, LoopNode | ChildNode):
+            yield from walk_nodes(node.body)
 
 
 def _first_id(chain: Chain) -> str:

@@ -5,9 +5,10 @@ It performs no I/O itself. It is a generator that yields effects
 async driver with ``await``. The plain in-memory path uses the same code with
 ``durable=False`` (no checkpoints, delays sleep, signals are refused).
 
-Checkpoint keys are node ids (unique within a workflow), prefixed by a scope
-for loop iterations (``"loop_0@2/body"``), so replay needs no position pointer:
-a node whose key has a checkpoint is skipped, and its stored output is used.
+Checkpoint keys are the node keys given at build (``core.keys``: the id, ``id#N``
+for the N-th use of an id; never shared by two steps), prefixed by a scope for loop
+iterations (``"loop_0@2/body"``), so replay needs no position pointer: a node whose
+key has a checkpoint is skipped, and its stored output is used.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from sayiir.core.nodes import (
     TaskNode,
     WorkflowDefinition,
     key_fn_id,
+    loop_scope,
+    timeout_key,
 )
 from sayiir.core.records import (
     AttemptRecord,
@@ -323,7 +326,7 @@ class Execution:
 
     def loop(self, node: LoopNode, value: Any, scope: str, lane: Lane) -> Yielding:
         for i in range(node.max_iterations):
-            out = yield from self.chain(node.body, value, f"{scope}{node.id}@{i}/", lane)
+            out = yield from self.chain(node.body, value, loop_scope(scope, node.id, i), lane)
             done, value = _loop_envelope(out, node.id)
             if done:
                 return value
@@ -358,7 +361,7 @@ class Execution:
             return self._decode(stored, key)
         wake_at = None
         if node.timeout_secs is not None:
-            wake_at = self._timer(key + "~timeout", node.timeout_secs, lane)
+            wake_at = self._timer(timeout_key(key), node.timeout_secs, lane)
             if self.clock() >= wake_at:
                 raise Failure(f"Signal '{node.signal_name}' timed out")
         raise _Parked(Status.AWAITING_SIGNAL, wake_at, node.id, node.signal_name)
@@ -366,7 +369,7 @@ class Execution:
     # -- tasks ---------------------------------------------------------------------------
 
     def task(self, node: TaskNode, value: Any, scope: str, lane: Lane) -> Yielding:
-        key = scope + node.id
+        key = scope + node.key
         stored = self.checkpoints.get(key)
         if stored is not None:
             return self._decode(stored, key)

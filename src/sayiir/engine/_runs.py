@@ -13,7 +13,16 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sayiir.core.codec import Codec
-from sayiir.core.nodes import Chain, ChildNode, ForkNode, LoopNode, TaskNode, WorkflowDefinition
+from sayiir.core.keys import unstorable
+from sayiir.core.nodes import (
+    Chain,
+    ChildNode,
+    ForkNode,
+    LoopNode,
+    TaskNode,
+    WorkflowDefinition,
+    loop_iterations,
+)
 from sayiir.core.records import (
     ACTIVE,
     TERMINAL,
@@ -73,9 +82,19 @@ def check_policy(policy: str | None) -> str:
     return policy
 
 
+def check_stored_name(what: str, name: str) -> None:
+    """Refuse a name no backend query may carry (NUL, lone surrogates) the same way on every
+    backend, before anything is read or written (PostgreSQL would fail mid-run)."""
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be a str, not {type(name).__name__}")
+    reason = unstorable(name)
+    if reason is not None:
+        raise WorkflowError(f"{what} {name!r} {reason}; use a name every backend can store")
+
+
 def check_instance_id(instance_id: str) -> None:
-    if not isinstance(instance_id, str):
-        raise TypeError(f"instance_id must be a str, not {type(instance_id).__name__}")
+    """A new instance's id: storable, not empty, at most ``MAX_INSTANCE_ID_BYTES``."""
+    check_stored_name("instance_id", instance_id)
     if not instance_id:
         raise WorkflowError("instance_id must not be empty")
     size = len(instance_id.encode())
@@ -273,17 +292,28 @@ def submit_run(
 
 
 def task_result(codec: Codec, instance_id: str, task_id: str) -> Yielding:
-    """The decoded output of a task of an instance (its last loop iteration), else ``None``."""
+    """The decoded output of a task of an instance, else ``None``.
+
+    A task used several times answers with its first use (``task_id#2`` names the second
+    one: its checkpoint key); a task inside a loop, with its last iteration.
+    """
+    check_stored_name("instance_id", instance_id)
+    check_stored_name("task_id", task_id)
     data = yield Store("get_checkpoint", instance_id, task_id)
     if data is None:
         state = yield Store("load", instance_id)
         if state is None:
             raise InstanceNotFoundError(instance_id)
-        suffix = "/" + task_id
-        scoped = [k for k in state.checkpoints if k.endswith(suffix)]
-        if not scoped:
+        # Inside loops: the key behind loop scopes only (a top-level task "a/x" is not "x").
+        best: tuple[list[int], bytes] | None = None
+        for key, stored in state.checkpoints.items():
+            if key.endswith(task_id) and key != task_id:
+                order = loop_iterations(key[: -len(task_id)])
+                if order is not None and (best is None or order > best[0]):
+                    best = (order, stored)
+        if best is None:
             return None
-        data = state.checkpoints[max(scoped, key=_iteration_order)]
+        data = best[1]
     try:
         return codec.decode(data)
     except Exception as exc:
@@ -293,17 +323,9 @@ def task_result(codec: Codec, instance_id: str, task_id: str) -> Yielding:
         ) from None
 
 
-def _iteration_order(key: str) -> list[int]:
-    """Sort ``loop_0@2/loop_1@10/x`` by its iteration numbers, not as text."""
-    order = []
-    for part in key.split("/")[:-1]:
-        _, _, number = part.rpartition("@")
-        order.append(int(number) if number.isdigit() else -1)
-    return order
-
-
 def instance_status(codec: Codec, instance_id: str) -> Yielding:
     """The stored status of an instance."""
+    check_stored_name("instance_id", instance_id)
     record = yield Store("get_instance", instance_id)
     if record is None:
         raise InstanceNotFoundError(instance_id)
@@ -320,6 +342,7 @@ def resume_run(
     clock: Callable[[], float] = time.time,
 ) -> Yielding:
     """Continue an instance from its checkpoints; finished steps are never re-run."""
+    check_stored_name("instance_id", instance_id)
     state = yield Store("load", instance_id)
     if state is None:
         raise InstanceNotFoundError(instance_id)
@@ -466,6 +489,7 @@ def _suspend(
 
 
 def _control(instance_id: str, kind: str, reason: str | None, by: str | None) -> Yielding:
+    check_stored_name("instance_id", instance_id)
     found = yield Store("request_control", instance_id, ControlRequest(kind, reason, by))
     if found is None:
         raise InstanceNotFoundError(instance_id)
@@ -487,6 +511,7 @@ def pause_run(instance_id: str, reason: str | None, by: str | None) -> Yielding:
 
 def unpause_run(instance_id: str) -> Yielding:
     """Make a paused run runnable again (it does not run it)."""
+    check_stored_name("instance_id", instance_id)
     found = yield Store("unpause", instance_id)
     if found is None:
         raise InstanceNotFoundError(instance_id)
@@ -499,6 +524,8 @@ def unpause_run(instance_id: str) -> Yielding:
 
 def send_signal_op(codec: Codec, instance_id: str, name: str, payload: Any) -> Yielding:
     """Buffer a signal event; refuse one for a finished run."""
+    check_stored_name("instance_id", instance_id)
+    check_stored_name("Signal name", name)
     data = codec.encode(payload)
     found = yield Store("send_signal", instance_id, name, data)
     if found in TERMINAL:
