@@ -165,6 +165,40 @@ def test_an_idle_worker_wakes_when_a_timer_falls_due_not_at_its_next_poll(
     assert client.status("n").output == 3
 
 
+@task
+def bump(x: int) -> int:
+    _record("bump")
+    time.sleep(0.1)
+    return x + 1
+
+
+def test_a_task_used_twice_runs_twice_on_workers(backend: Any, workers) -> None:
+    """Each use has its own checkpoint key, hence its own queue entry: the second use is
+    claimed in the write that checkpoints the first, and again after a signal."""
+    wf = Flow("twice").then(bump).then(bump).wait_for_signal("go").then(bump).build()
+    client = WorkflowClient(backend)
+    workers(backend, [wf], "w1")
+    client.submit(wf, "t", 1)
+    _wait_for(lambda: client.status("t").is_awaiting_signal())
+    client.send_signal("t", "go", 40)
+    _wait_for(lambda: client.status("t").is_completed())
+    assert client.status("t").output == 41
+    assert [n for n, _ in ledger] == ["bump", "bump", "bump"]
+    assert [client.get_task_result("t", k) for k in ("bump", "bump#2", "bump#3")] == [2, 3, 41]
+
+
+def test_the_same_task_in_two_fork_branches_on_two_workers(backend: Any, workers) -> None:
+    wf = Flow("forked").fork().branch(left, bump).branch(right, bump).join(combine).build()
+    client = WorkflowClient(backend)
+    workers(backend, [wf], "w1")
+    workers(backend, [wf], "w2")
+    for i in range(3):
+        client.submit(wf, f"f{i}", i)
+    _wait_for(lambda: all(client.status(f"f{i}").is_completed() for i in range(3)))
+    assert [client.status(f"f{i}").output for i in range(3)] == [2, 7, 12]
+    assert Counter(n for n, _ in ledger) == {"left": 3, "right": 3, "bump": 6, "combine": 3}
+
+
 flaky_failures: list[int] = []
 
 

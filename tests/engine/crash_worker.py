@@ -9,7 +9,10 @@ or a ``postgresql://`` URL, and MODE is
   process idles in the 1.5 s retry backoff (the parent kills it there);
 * ``resume`` resume the instance and print its status as JSON;
 * ``resume-failing`` resume, with task 3 failing on every attempt;
-* ``many``   run 15 small workflows (ids ``<INSTANCE_ID>-<n>``) and print how many completed.
+* ``many``   run 15 small workflows (ids ``<INSTANCE_ID>-<n>``) and print how many completed;
+* ``repeat-exit`` start a run of ``task_1, task_2, task_1`` (one task used twice); the second
+  use of task_1 calls ``os._exit(137)``;
+* ``repeat-resume`` resume that run and print its status as JSON.
 
 Every task execution appends ``<task> <pid>`` to LEDGER (flushed and fsynced) before its work,
 so the parent can prove which tasks ran in which process.
@@ -49,6 +52,8 @@ def record(name: str) -> None:
 
 def task_1(x: int) -> int:
     record("task_1")
+    if MODE == "repeat-exit" and executions("task_1") == 2:
+        os._exit(137)
     return x + 1
 
 
@@ -87,6 +92,10 @@ def build() -> Workflow:
     return Flow("crash-demo").then(task_1).then(task_2).then(task_3).then(task_4).build()
 
 
+def repeat_flow() -> Workflow:
+    return Flow("repeat").then(task_1).then(task_2).then(task_1).build()
+
+
 def many_flow() -> Workflow:
     def one(x: int) -> int:
         record("one")
@@ -119,7 +128,9 @@ def main(argv: list[str]) -> int:
                 done += st.status == "completed" and st.output == (n + 1) * 2 - 1
             print(done, flush=True)
             return 0
-        if MODE in ("resume", "resume-failing"):
+        if MODE.startswith("repeat-"):
+            wf = repeat_flow()
+        if MODE in ("resume", "resume-failing", "repeat-resume"):
             status = resume_workflow(wf, instance_id, backend)
         else:
             status = run_durable_workflow(wf, instance_id, 1, backend=backend)

@@ -108,6 +108,21 @@ def test_os_exit_in_task_3_then_resume_in_another_process(store, tmp_path):
         backend.close()
 
 
+def test_os_exit_in_the_second_use_of_a_task_then_resume(store, tmp_path):
+    """A task used twice (issue 10 item 8): the process dies in its second use; the resume,
+    in another process, runs that use again (not the first one's stored result)."""
+    db, ledger, iid = store, tmp_path / "ledger.txt", f"crash-rep-{os.getpid()}-{time.time_ns()}"
+    crashed = worker(db, ledger, iid, "repeat-exit")
+    assert crashed.returncode == 137, crashed.stderr
+    resumed = worker(db, ledger, iid, "repeat-resume")
+    assert resumed.returncode == 0, resumed.stderr
+    status = json.loads(resumed.stdout)
+    assert status == {"status": "completed", "output": (1 + 1) * 2 + 1, "error": None}
+    entries = ledger_lines(ledger)
+    assert [name for name, _ in entries] == ["task_1", "task_2", "task_1", "task_1"]
+    assert entries[2][1] == entries[0][1] != entries[3][1]  # the last one in the new process
+
+
 def test_sigkill_while_task_3_sleeps_then_resume_in_process(store, tmp_path):
     db, ledger, iid = store, tmp_path / "ledger.txt", f"crash-kill-{os.getpid()}-{time.time_ns()}"
     sigkill_at(db, ledger, iid, "sleep", "IN_TASK_3")

@@ -26,6 +26,7 @@ from sayiir.core.nodes import (
     SignalNode,
     TaskNode,
     WorkflowDefinition,
+    key_fn_id,
     walk_nodes,
 )
 
@@ -82,7 +83,9 @@ class FlowBuilder:
 
     def _peek(self, prefix: str) -> tuple[str, int]:
         n = self._counters.get(prefix, 0)
-        while prefix in _REGISTRY_PREFIXES and f"{prefix}_{n}" in self._taken:
+        while prefix in _REGISTRY_PREFIXES and (
+            f"{prefix}_{n}" in self._taken or key_fn_id(f"{prefix}_{n}") in self._taken
+        ):
             n += 1
         return f"{prefix}_{n}", n
 
