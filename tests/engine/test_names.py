@@ -101,22 +101,12 @@ def test_a_task_named_like_a_signal_timeout_is_refused():
             "delay 'w' and task 'w#2' would share the checkpoint key 'w#2'",
         ),
         (
-            lambda: (
-                Flow("t")
-                .route(str)
-                .branch("1", double)
-                .done()
-                .then(add_one, name="branch_0::key_fn")
-            ),
-            "Duplicate task id: 'branch_0::key_fn'",
-        ),
-        (
             lambda: Flow("t").then(add_one, name="loop_0@1/double").loop(double),
             "task 'loop_0@1/double' has checkpoint key 'loop_0@1/double', which starts like the "
             "keys of the steps of loop 'loop_0'",
         ),
     ],
-    ids=["use", "wait-use", "route", "loop"],
+    ids=["use", "wait-use", "loop"],
 )
 def test_ids_colliding_with_engine_keys_are_refused(build, text):
     with pytest.raises(ValueError) as info:
