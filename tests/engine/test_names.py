@@ -9,6 +9,7 @@ named ``go~timeout`` beside a wait for ``go`` with a timeout). Names no backend 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -178,7 +179,7 @@ def test_instance_ids_no_backend_can_store_are_refused_everywhere(backend, backe
     iid = BAD_NAMES[bad]
     wf = Flow("i").then(add_one).build()
     client = WorkflowClient(backend)
-    calls = {
+    calls: dict[str, Callable[[], Any]] = {
         "run": lambda: run_durable_workflow(wf, iid, 1, backend=backend),
         "submit": lambda: client.submit(wf, iid, 1),
         "resume": lambda: resume_workflow(wf, iid, backend),

@@ -9,6 +9,7 @@ by the task, its executions and its errors stays the function's.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def close(x: Any) -> LoopResult[Any]:
     return LoopResult.done(x)
 
 
-FLOWS = {
+FLOWS: dict[str, tuple[Callable[[], Any], Any]] = {
     "then": (lambda: Flow("d").then(double).then(double), 12),
     "fork": (
         lambda: Flow("d").then(double).fork().branch(double).branch(add_one).join(dict),
@@ -120,7 +121,7 @@ def test_a_resumed_run_runs_the_second_use_once(backend, iid, ledger, crash_cls)
 
 
 def test_each_use_reports_the_function_id(backend, backend_kind, iid, tmp_path, request):
-    seen: list[tuple[str, str]] = []
+    seen: list[tuple[str, str | None]] = []
 
     @task(timeout="60s")  # a deadline: every backend records the attempt with its task id
     def where(x):
