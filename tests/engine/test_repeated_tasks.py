@@ -8,6 +8,7 @@ by the task, its executions and its errors stays the function's.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -16,10 +17,12 @@ from typing import Any
 import pytest
 
 from sayiir import (
+    CheckpointingRunner,
     Flow,
     LoopResult,
     RetryPolicy,
     WorkflowClient,
+    WorkflowError,
     get_task_context,
     resume_workflow,
     run_durable_workflow,
@@ -118,6 +121,36 @@ def test_a_resumed_run_runs_the_second_use_once(backend, iid, ledger, crash_cls)
     status = resume_workflow(wf, iid, backend)
     assert (status.status, status.output) == ("completed", 21)
     assert ledger.entries == ["bump", "bump"]
+
+
+def test_the_asyncio_runner_runs_each_use(backend, iid, ledger):
+    async def a_bump(x):
+        await asyncio.sleep(0)
+        ledger.add("a_bump")
+        return x + 1
+
+    wf = (
+        Flow("async")
+        .then(a_bump)
+        .fork().branch(identity, a_bump).branch(double, a_bump).join(dict)
+        .wait_for_signal("go")
+        .then(a_bump)
+        .build()
+    )  # fmt: skip
+
+    async def main() -> Any:
+        runner = CheckpointingRunner(backend)
+        parked = await runner.run(wf, iid, 1)
+        with pytest.raises(WorkflowError, match=r"^Signal name 'g\\x00' contains NUL"):
+            await runner.send_signal(iid, "g\x00", 1)
+        assert parked.status == "awaiting_signal"
+        await runner.send_signal(iid, "go", 10)
+        return await runner.resume(wf, iid)
+
+    done = asyncio.run(main())
+    assert (done.status, done.output) == ("completed", 11)
+    assert ledger.count("a_bump") == 4
+    assert WorkflowClient(backend).get_task_result(iid, "a_bump#3") == 5  # the double branch
 
 
 def test_each_use_reports_the_function_id(backend, backend_kind, iid, tmp_path, request):
