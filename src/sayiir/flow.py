@@ -162,7 +162,10 @@ class Flow:
     def build(self) -> Workflow:
         """Check the flow and compile it; the flow stays usable afterwards."""
         if self._conflicts:
-            raise ValueError(f"Duplicate task id: {self._conflicts[0]!r}")
+            raise ValueError(
+                f"Duplicate task id: {self._conflicts[0]!r} names two different functions; "
+                "pass name= to tell them apart (one function may be used several times)"
+            )
         inner = self._builder.build()
         return Workflow(inner, dict(self._task_registry), self._builder)
 

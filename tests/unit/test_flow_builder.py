@@ -775,7 +775,7 @@ def keys(wf: Workflow) -> list[str]:
 
 
 def _dup(flow: Flow, task_id: str) -> None:
-    with pytest.raises(ValueError, match=f"^Duplicate task id: '{task_id}'$"):
+    with pytest.raises(ValueError, match=f"^Duplicate task id: '{task_id}' names two different"):
         flow.build()
 
 
