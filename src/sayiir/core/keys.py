@@ -32,8 +32,10 @@ from sayiir.core.nodes import (
 
 __all__ = ["assign_keys", "check_keys", "check_names", "unstorable"]
 
+# Who stores a key: the node, and what of it ("step", or "timeout" for a wait's deadline).
+_Owner = tuple[str, Node]
 # Loop path (ids of the enclosing loops) -> {checkpoint key: the step that stores it}.
-_Spaces = dict[tuple[str, ...], dict[str, str]]
+_Spaces = dict[tuple[str, ...], dict[str, _Owner]]
 # Loop path -> ids of the loops directly in that scope.
 _Loops = dict[tuple[str, ...], dict[str, None]]
 
@@ -105,33 +107,53 @@ def _assign(chain: Chain, tasks: dict[str, int], waits: dict[str, int]) -> Chain
             node = _use(node, tasks)
         elif isinstance(node, DelayNode | SignalNode):
             waits[node.id] = count = waits.get(node.id, 0) + 1
-            node = replace(node, key=occurrence_key(node.id, count))
+            key = occurrence_key(node.id, count)
+            if node.key != key:
+                node = replace(node, key=key)
         elif isinstance(node, ForkNode):
             branches = tuple(_assign(b, tasks, waits) for b in node.branches)
-            node = replace(node, branches=branches, join=_use(node.join, tasks))
+            join = _use(node.join, tasks)
+            if join is not node.join or not _same(branches, node.branches):
+                node = replace(node, branches=branches, join=join)
         elif isinstance(node, RouteNode):
-            start, ends = dict(tasks), []
-            branches_out: list[tuple[str, Chain]] = []
-            for key, branch in node.branches:
-                ends.append(dict(start))
-                branches_out.append((key, _assign(branch, ends[-1], waits)))
-            default = None
-            if node.default is not None:
-                ends.append(dict(start))
-                default = _assign(node.default, ends[-1], waits)
-            for end in ends:
-                for task_id, count in end.items():
-                    tasks[task_id] = max(tasks.get(task_id, 0), count)
-            node = replace(node, branches=tuple(branches_out), default=default)
+            node = _assign_route(node, tasks, waits)
         elif isinstance(node, LoopNode | ChildNode):
-            node = replace(node, body=_assign(node.body, tasks, waits))
+            body = _assign(node.body, tasks, waits)
+            if body is not node.body:
+                node = replace(node, body=body)
         out.append(node)
-    return tuple(out)
+    result = tuple(out)
+    return chain if _same(result, chain) else result
+
+
+def _assign_route(node: RouteNode, tasks: dict[str, int], waits: dict[str, int]) -> RouteNode:
+    """Tasks of each branch count from the same point; afterwards, from the highest count."""
+    start, ends = dict(tasks), []
+    branches: list[tuple[str, Chain]] = []
+    for key, branch in node.branches:
+        ends.append(dict(start))
+        branches.append((key, _assign(branch, ends[-1], waits)))
+    default = None
+    if node.default is not None:
+        ends.append(dict(start))
+        default = _assign(node.default, ends[-1], waits)
+    for end in ends:
+        for task_id, count in end.items():
+            tasks[task_id] = max(tasks.get(task_id, 0), count)
+    changed = default is not node.default or any(
+        new is not old for (_, new), (_, old) in zip(branches, node.branches, strict=True)
+    )
+    return replace(node, branches=tuple(branches), default=default) if changed else node
+
+
+def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 def _use(node: TaskNode, tasks: dict[str, int]) -> TaskNode:
     tasks[node.id] = count = tasks.get(node.id, 0) + 1
-    return replace(node, key=occurrence_key(node.id, count))
+    key = occurrence_key(node.id, count)
+    return node if node.key == key else replace(node, key=key)
 
 
 # -- checking keys -------------------------------------------------------------------------
@@ -152,29 +174,27 @@ def check_keys(chain: Chain) -> None:
             for loop_id in ids:
                 if key.startswith(loop_id + "@"):
                     raise ValueError(
-                        f"{owner} has checkpoint key {key!r}, which starts like the keys of "
-                        f"the steps of loop {loop_id!r} ({loop_id}@<iteration>/...): it could "
-                        "read back one of their results; rename it"
+                        f"{_describe(owner)} has checkpoint key {key!r}, which starts like the "
+                        f"keys of the steps of loop {loop_id!r} ({loop_id}@<iteration>/...): "
+                        "it could read back one of their results; rename it"
                     )
 
 
 def _walk(chain: Chain, path: tuple[str, ...], spaces: _Spaces, loops: _Loops) -> None:
     for node in chain:
         seen = spaces.setdefault(path, {})
-        if isinstance(node, TaskNode):
-            _claim(seen, node.key, _task_owner(node))
-        elif isinstance(node, DelayNode):
-            _claim(seen, node.key, f"delay {node.id!r}")
+        if isinstance(node, TaskNode | DelayNode):
+            _claim(seen, node.key, ("step", node))
         elif isinstance(node, SignalNode):
-            _claim(seen, node.key, f"signal wait {node.id!r}")
+            _claim(seen, node.key, ("step", node))
             if node.timeout_secs is not None:
-                _claim(seen, timeout_key(node.key), f"the timeout of signal wait {node.id!r}")
+                _claim(seen, timeout_key(node.key), ("timeout", node))
         elif isinstance(node, ForkNode):
             for branch in node.branches:
                 _walk(branch, path, spaces, loops)
-            _claim(seen, node.join.key, _task_owner(node.join))
+            _claim(seen, node.join.key, ("step", node.join))
         elif isinstance(node, RouteNode):
-            _claim(seen, key_fn_id(node.id), f"the key function of route {node.id!r}")
+            _claim(seen, key_fn_id(node.id), ("step", node))
             _walk_route(node, path, spaces, loops)
         elif isinstance(node, LoopNode):
             loops.setdefault(path, {})[node.id] = None
@@ -196,7 +216,16 @@ def _walk_route(node: RouteNode, path: tuple[str, ...], spaces: _Spaces, loops: 
             spaces.setdefault(p, {}).update(keys)  # in place: callers hold these dicts
 
 
-def _task_owner(node: TaskNode) -> str:
+def _describe(owner: _Owner) -> str:
+    what, node = owner
+    if isinstance(node, SignalNode):
+        wait = f"signal wait {node.id!r}"
+        return f"the timeout of {wait}" if what == "timeout" else wait
+    if isinstance(node, DelayNode):
+        return f"delay {node.id!r}"
+    if isinstance(node, RouteNode):
+        return f"the key function of route {node.id!r}"
+    assert isinstance(node, TaskNode)
     if node.key == node.id:
         return f"task {node.id!r}"
     n = int(node.key[len(node.id) + 1 :])
@@ -204,11 +233,12 @@ def _task_owner(node: TaskNode) -> str:
     return f"task {node.id!r} ({n}{suffix} use)"
 
 
-def _claim(seen: dict[str, str], key: str, owner: str) -> None:
+def _claim(seen: dict[str, _Owner], key: str, owner: _Owner) -> None:
     first = seen.get(key)
     if first is not None:
         raise ValueError(
-            f"{first} and {owner} would share the checkpoint key {key!r}: a durable run "
-            "would give one of them the other's stored result; rename one of them"
+            f"{_describe(first)} and {_describe(owner)} would share the checkpoint key "
+            f"{key!r}: a durable run would give one of them the other's stored result; "
+            "rename one of them"
         )
     seen[key] = owner
