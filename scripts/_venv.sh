@@ -1,8 +1,9 @@
 # shellcheck shell=bash
-# Sourced by scripts/test, scripts/check, scripts/example and .ci/run. Not executable on its own.
+# Sourced by scripts/test, check, example, bench, docs, wheel-smoke and .ci/run. Not executable on its own.
 #
 # Defines REPO_ROOT, VENV, PY and `ensure_venv`, which makes sure $VENV exists and holds an
-# editable install of this repo with the `dev` extra (`pip install -e '.[dev]'`).
+# editable install of this repo with the `dev` extra (`pip install -e '.[dev]'`), and
+# `ensure_extra NAME`, which adds the packages of another extra (docs, release) to it.
 # The install is skipped when nothing it depends on changed: a stamp in $VENV records a hash of
 # pyproject.toml, the repo path and the interpreter. Delete .venv (or the stamp) to force a rebuild.
 #
@@ -97,4 +98,36 @@ ensure_venv() {
         _sayiir_ensure_venv_locked || rc=$?
     fi
     return "$rc"
+}
+
+_sayiir_extra_requirements() {
+    # The requirements of one optional extra, read from pyproject.toml (one per line).
+    "$PY" - "$REPO_ROOT/pyproject.toml" "$1" <<'PYEOF'
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    extras = tomllib.load(f)["project"]["optional-dependencies"]
+if sys.argv[2] not in extras:
+    sys.exit(f"pyproject.toml has no extra {sys.argv[2]!r}")
+print("\n".join(extras[sys.argv[2]]))
+PYEOF
+}
+
+ensure_extra() {
+    # Install the requirements of extra $1 (e.g. docs, release) into $VENV, once per version
+    # of pyproject.toml (a stamp per extra). The editable sayiir install is left as it is:
+    # only the extra's own packages are installed, so this is quick and needs no rebuild.
+    local name="$1" stamp="$VENV/.sayiir-extra-$1-stamp" want text
+    local -a reqs
+    want="$(_sayiir_wanted_stamp)" || return 1
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        return 0
+    fi
+    text="$(_sayiir_extra_requirements "$name")" || return 1
+    mapfile -t reqs <<<"$text"
+    _sayiir_log "installing the [$name] extra into $VENV"
+    if ! "$PY" -m pip install --quiet "${reqs[@]}"; then
+        _sayiir_log "pip install of the [$name] extra failed"
+        return 1
+    fi
+    printf '%s\n' "$want" >"$stamp"
 }

@@ -1,0 +1,104 @@
+"""MkDocs hooks for the documentation site (mkdocs.yml ``hooks:``; run by ./scripts/docs).
+
+Why a hook and not copies: README.md, CHANGELOG.md and CONTRIBUTING.md live at the repo root,
+where people read them, and the site must not drift from them. The hook adds them as pages
+(``index.md``, ``changelog.md``, ``contributing.md``) and rewrites the links between the repo's
+layout and the site's, so the strict build still checks every one of those links.
+
+It also fails the build when:
+
+* the API reference (``docs/reference.md``) misses a name of ``sayiir.__all__``, so a new public
+  name cannot ship undocumented;
+* a built page loads a stylesheet, script, image or font from another site: the docs must work
+  offline and fetch nothing (no web fonts, no CDN).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+from typing import Any
+
+from mkdocs.exceptions import PluginError
+from mkdocs.structure.files import File, Files
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# repo file -> site page
+ROOT_PAGES = {"README.md": "index.md", "CHANGELOG.md": "changelog.md", "CONTRIBUTING.md": "contributing.md"}
+
+_LINK = re.compile(r"\]\((?P<target>[^)\s#]+)(?P<anchor>#[^)\s]*)?\)")
+# A resource the browser would fetch from elsewhere: <link href=http...>, <script src=http...>,
+# <img src=http...>, CSS url(http...). Plain <a href> links to other sites are fine.
+_EXTERNAL_ASSET = re.compile(
+    r"<(?:link|script|img|iframe|source)\b[^>]*\b(?:href|src)=[\"']?(?:https?:)?//"
+    r"|url\(\s*[\"']?(?:https?:)?//",
+    re.IGNORECASE,
+)
+
+
+def _public_names() -> list[str]:
+    """``sayiir.__all__``, read without importing sayiir (the docs tools may run anywhere)."""
+    tree = ast.parse((ROOT / "src" / "sayiir" / "__init__.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+        ):
+            value = ast.literal_eval(node.value)
+            return [str(name) for name in value]
+    raise PluginError("src/sayiir/__init__.py has no __all__")
+
+
+def _rewrite(markdown: str, page_uri: str) -> str:
+    """Turn repo-relative links into site links (``docs/x.md`` -> ``x.md``, ...)."""
+    from_root = page_uri in ROOT_PAGES.values()
+
+    def fix(match: re.Match[str]) -> str:
+        target, anchor = match["target"], match["anchor"] or ""
+        if "://" in target or target.startswith("mailto:"):
+            return match[0]
+        if from_root:
+            if target.startswith("docs/"):
+                target = target.removeprefix("docs/")
+            elif target in ROOT_PAGES:
+                target = ROOT_PAGES[target]
+        elif target.startswith("../") and target[3:] in ROOT_PAGES:
+            target = ROOT_PAGES[target[3:]]
+        return f"]({target}{anchor})"
+
+    return _LINK.sub(fix, markdown)
+
+
+def on_files(files: Files, config: Any) -> Files:
+    for source, page in ROOT_PAGES.items():
+        path = ROOT / source
+        if not path.is_file():
+            raise PluginError(f"{source} is missing at the repo root")
+        files.append(File.generated(config, page, content=path.read_text(encoding="utf-8")))
+    return files
+
+
+def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:
+    uri = page.file.src_uri
+    if uri == "reference.md":
+        documented = set(re.findall(r"^::: sayiir\.(\w+)\s*$", markdown, re.MULTILINE))
+        missing = [name for name in _public_names() if name not in documented]
+        if missing:
+            raise PluginError(
+                "docs/reference.md does not document these names of sayiir.__all__: "
+                + ", ".join(missing)
+                + " (add a '::: sayiir.NAME' line for each)"
+            )
+    return _rewrite(markdown, uri)
+
+
+def on_post_page(output: str, page: Any, config: Any) -> str:
+    found = _EXTERNAL_ASSET.search(output)
+    if found is not None:
+        start = max(found.start() - 80, 0)
+        raise PluginError(
+            f"page {page.file.src_uri} loads a resource from another site "
+            f"({output[start : found.end() + 60]!r}); the docs must fetch nothing"
+        )
+    return output
