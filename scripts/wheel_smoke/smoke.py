@@ -1,0 +1,263 @@
+"""Scenarios run by scripts/wheel-smoke inside a fresh venv holding the built wheel.
+
+    python smoke.py core|quickstart|postgres|pydantic|otel
+
+It runs from a temporary directory outside the source tree (``SAYIIR_SOURCE_TREE`` names the
+tree, so the test can prove that ``sayiir`` was not imported from it). Each scenario prints
+what it checked and raises (exit 1) on the first failure. Only the standard library and the
+installed wheel (with the extra under test) are used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.resources
+import importlib.util
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+OPTIONAL = ("psycopg", "psycopg_pool", "pydantic", "opentelemetry")
+
+
+def say(message: str) -> None:
+    print(f"  ok: {message}", flush=True)
+
+
+def check(condition: bool, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)
+
+
+def run(cmd: list[str], *, expect: int = 0, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=HERE)
+    if proc.returncode != expect:
+        raise AssertionError(
+            f"{' '.join(cmd[:3])} ... exited {proc.returncode}, expected {expect}\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+        )
+    return proc
+
+
+def bin_path(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def installed_sayiir() -> Any:
+    import sayiir
+
+    location = Path(sayiir.__file__).resolve()
+    source = Path(os.environ["SAYIIR_SOURCE_TREE"]).resolve()
+    check(not location.is_relative_to(source), f"sayiir imported from the source tree: {location}")
+    check(location.is_relative_to(Path(sys.prefix).resolve()), f"sayiir not in the venv: {location}")
+    check(
+        importlib.metadata.version("sayiir") == sayiir.__version__,
+        f"metadata version {importlib.metadata.version('sayiir')} != {sayiir.__version__}",
+    )
+    return sayiir
+
+
+def scenario_core() -> None:
+    """No extra: the core imports and runs on the standard library alone."""
+    for name in OPTIONAL:
+        check(importlib.util.find_spec(name) is None, f"{name} is installed without its extra")
+    say(f"none of {', '.join(OPTIONAL)} is installed")
+    sayiir = installed_sayiir()
+    say(f"sayiir {sayiir.__version__} imported from {Path(sayiir.__file__).parent}")
+    for name in sayiir.__all__:
+        if name != "PostgresBackend":  # resolves lazily; its first use needs the extra
+            getattr(sayiir, name)
+    check(not any(m.split(".")[0] in OPTIONAL for m in sys.modules), "an optional module loaded")
+    say(f"every name of sayiir.__all__ resolves ({len(sayiir.__all__)})")
+    for backend in ("sqlite", "postgres"):
+        files = importlib.resources.files(f"sayiir.backends.{backend}")
+        check(files.joinpath("schema.sql").is_file(), f"{backend} schema.sql missing")
+        migrations = sorted(p.name for p in files.joinpath("migrations").iterdir())
+        check(any(m.startswith("0001_") for m in migrations), f"{backend}: {migrations}")
+    say("schema.sql and migrations are package resources")
+
+    flow = sayiir.Flow("core").then(lambda x: x + 1).build()
+    check(sayiir.run_workflow(flow, 41) == 42, "run_workflow")
+    with sayiir.SqliteBackend(str(HERE / "core.db")) as backend:
+        status = sayiir.run_durable_workflow(flow, "core-1", 1, backend=backend)
+        check(status.output == 2, f"durable SQLite run: {status}")
+    say("in-memory and durable SQLite runs")
+
+    proc = run([bin_path("sayiir"), "migrate", "postgresql://127.0.0.1/none", "--dry-run"], expect=1)
+    check("sayiir[postgres]" in proc.stderr, f"missing-extra error is unclear: {proc.stderr}")
+    say("`sayiir migrate` without the postgres extra says which extra to install")
+    run([bin_path("sayiir"), "--help"])
+    run([sys.executable, "-m", "sayiir.cli", "--help"])
+    say("`sayiir --help` and `python -m sayiir.cli --help`")
+    # HOOK(console): once `sayiir ui` exists: without the [ui] extra it must exit 1 naming it.
+
+
+def scenario_quickstart() -> None:
+    """examples/quickstart.py, copied next to this file, on SQLite."""
+    installed_sayiir()
+    db = HERE / "quickstart.db"
+    first = run([sys.executable, "quickstart.py", str(db)]).stdout
+    check("signal sent, resumed -> completed" in first, f"quickstart output:\n{first}")
+    check("shipped order order-1001 (approved by alice)" in first, f"quickstart output:\n{first}")
+    say("quickstart ran to completion (delay, signal, retry, fork)")
+    second = run([sys.executable, "quickstart.py", str(db)]).stdout
+    check("already completed by an earlier run" in second, f"second run output:\n{second}")
+    say("a second run finds the first one's checkpoints in the file")
+
+
+def _database_url(name: str) -> str:
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(os.environ["SAYIIR_TEST_POSTGRES_DSN"], dbname=name)
+
+
+def _admin(statement: str, name: str) -> None:
+    """Run ``statement`` (a template with one ``{}``) on the server's maintenance database."""
+    import psycopg
+    from psycopg import sql
+
+    query = sql.SQL(statement).format(sql.Identifier(name))  # type: ignore[arg-type]
+    with psycopg.connect(os.environ["SAYIIR_TEST_POSTGRES_DSN"], autocommit=True) as conn:
+        conn.execute(query)
+
+
+def scenario_postgres() -> None:
+    """[postgres]: migrate --dry-run, migrate, one durable run, then `sayiir worker` runs."""
+    if not os.environ.get("SAYIIR_TEST_POSTGRES_DSN"):
+        raise AssertionError("SAYIIR_TEST_POSTGRES_DSN is not set")
+    sayiir = installed_sayiir()
+    name = f"sayiir_wheel_{secrets.token_hex(4)}"
+    _admin("CREATE DATABASE {}", name)
+    try:
+        _postgres_in(sayiir, name)
+    finally:
+        _admin("DROP DATABASE IF EXISTS {} WITH (FORCE)", name)
+
+
+def _postgres_in(sayiir: Any, name: str) -> None:
+    import psycopg
+
+    url = _database_url(name)
+    proc = run([bin_path("sayiir"), "migrate", url, "--dry-run"])
+    check("pending migration(s)" in proc.stdout and "CREATE TABLE" in proc.stdout, proc.stdout)
+    with psycopg.connect(url) as conn:
+        tables = conn.execute("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'sayiir%'")
+        check(tables.fetchone() == (0,), "--dry-run created tables")
+    say(f"`sayiir migrate --dry-run` printed the SQL and applied nothing (database {name})")
+    proc = run([bin_path("sayiir"), "migrate", url])
+    check("applied" in proc.stdout, proc.stdout)
+    proc = run([bin_path("sayiir"), "migrate", url])
+    check("schema up to date" in proc.stdout, proc.stdout)
+    say("`sayiir migrate` applied the migrations, then found the schema up to date")
+
+    import smoke_app
+
+    with sayiir.PostgresBackend(url, auto_migrate=False) as backend:
+        status = sayiir.run_durable_workflow(smoke_app.flow, "pg-1", 3, backend=backend)
+        check(status.output == smoke_app.expected(3), f"PostgreSQL run: {status}")
+    say("one durable run on PostgreSQL")
+
+    runs = {f"worker-{i}": i for i in range(5)}
+    with sayiir.PostgresBackend(url) as backend:
+        client = sayiir.WorkflowClient(backend)
+        for instance, value in runs.items():
+            client.submit(smoke_app.flow, instance, value)
+        log = (HERE / "worker.log").open("w")
+        worker = subprocess.Popen(
+            [bin_path("sayiir"), "worker", "smoke_app:workflows", "--url", url, "--concurrency", "2"],
+            cwd=HERE,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 180
+            pending = dict(runs)
+            while pending and time.monotonic() < deadline and worker.poll() is None:
+                for instance in list(pending):
+                    if client.status(instance).status in ("completed", "failed", "cancelled"):
+                        del pending[instance]
+                time.sleep(0.2)
+            check(worker.poll() is None, f"the worker exited early ({worker.returncode})")
+            check(not pending, f"runs not finished within 180 s: {sorted(pending)}")
+            for instance, value in runs.items():
+                status = client.status(instance)
+                check(status.output == smoke_app.expected(value), f"{instance}: {status}")
+            say(f"`sayiir worker` ran {len(runs)} submitted runs (fork and join) to completion")
+        finally:
+            if worker.poll() is None:
+                worker.send_signal(signal.SIGTERM)
+            try:
+                code = worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                code = worker.wait()
+            log.close()
+    output = (HERE / "worker.log").read_text()
+    check(code == 0, f"the worker exited {code} after SIGTERM; its log:\n{output}")
+    check("Traceback" not in output, f"the worker logged a traceback:\n{output}")
+    say("the worker stopped on SIGTERM with status 0")
+
+
+def scenario_pydantic() -> None:
+    """[pydantic]: a model crosses a durable checkpoint and comes back as the model."""
+    import pydantic
+    from smoke_models import Order
+
+    sayiir = installed_sayiir()
+
+    @sayiir.task
+    def make(qty: int) -> Order:
+        return Order(sku="BOOK", qty=qty)
+
+    @sayiir.task
+    def count(order: Order) -> int:
+        check(isinstance(order, Order), f"got {type(order).__name__}, not Order")
+        return order.qty * 2
+
+    flow = sayiir.Flow("pyd").then(make).then(count).build()
+    with sayiir.SqliteBackend(str(HERE / "pydantic.db")) as backend:
+        status = sayiir.run_durable_workflow(flow, "pyd-1", 21, backend=backend)
+        check(status.output == 42, f"pydantic run: {status}")
+    say(f"pydantic {pydantic.VERSION} model round trip through a SQLite checkpoint")
+
+
+def scenario_otel() -> None:
+    """[otel]: init_tracing installs the OTLP exporter when an endpoint is configured."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+
+    sayiir = installed_sayiir()
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:4317"
+    os.environ["SAYIIR_LOG"] = "warning"
+    sayiir.init_tracing()
+    try:
+        provider = trace.get_tracer_provider()
+        check(isinstance(provider, TracerProvider), f"tracer provider is {provider!r}")
+        flow = sayiir.Flow("otel").then(lambda x: x * 2).build()
+        check(sayiir.run_workflow(flow, 21) == 42, "run with tracing")
+    finally:
+        sayiir.shutdown_tracing()
+    say("init_tracing installed an OpenTelemetry SDK provider with the OTLP exporter")
+
+
+SCENARIOS = {
+    "core": scenario_core,
+    "quickstart": scenario_quickstart,
+    "postgres": scenario_postgres,
+    "pydantic": scenario_pydantic,
+    "otel": scenario_otel,
+}
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))  # smoke_app (the worker finds it through its cwd)
+    for arg in sys.argv[1:]:
+        print(f"[wheel-smoke] scenario {arg}", flush=True)
+        SCENARIOS[arg]()
