@@ -272,3 +272,79 @@ def test_cli_as_a_module(pg_dsn: str, prefix: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "0001_initial" in done.stdout
+
+
+# -- across releases (docs/compatibility.md) ---------------------------------------------------
+
+
+CALLS: list[int] = []
+
+
+def _plus_one(x: int) -> int:
+    CALLS.append(x)
+    return x + 1
+
+
+def test_the_first_released_schema_is_upgraded_and_its_runs_continue(
+    pg_dsn: str, prefix: str, db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database migrated by a release that shipped only 0001 (before the worker queue),
+    holding a run that had checkpointed its first task (written as that release wrote it: no
+    start token): this release applies the rest on first use, and the run continues where it
+    stopped."""
+    from sayiir import Flow, WorkflowClient, resume_workflow, send_signal
+
+    shipped = migrations()
+    monkeypatch.setattr("sayiir.backends.postgres._sql.migrations", lambda: shipped[:1])
+    with PostgresBackend(pg_dsn, table_prefix=prefix) as old:
+        old.migrate()
+    monkeypatch.undo()
+    assert versions(db, prefix) == [1]
+    assert tables(db, prefix) == FOUR | {"schema_migrations"}
+    flow = Flow("upgrade").then(_plus_one).wait_for_signal("go").then(_plus_one, name="again")
+    workflow = flow.build()
+    names = {t: sql.Identifier(prefix + t) for t in FOUR}
+    db.execute(
+        sql.SQL(
+            "INSERT INTO {} (instance_id, workflow_id, definition_hash, status, input)"
+            " VALUES ('old-run', 'upgrade', %s, 'running', '1')"
+        ).format(names["workflow_instances"]),
+        (workflow.definition_hash,),
+    )
+    db.execute(
+        sql.SQL(
+            "INSERT INTO {} (instance_id, key, task_id, output)"
+            " VALUES ('old-run', '_plus_one', '_plus_one', '2')"
+        ).format(names["checkpoints"])
+    )
+    CALLS.clear()
+
+    with PostgresBackend(pg_dsn, table_prefix=prefix) as new:
+        assert resume_workflow(workflow, "old-run", new).status == "awaiting_signal"
+        send_signal("old-run", "go", 10, new)
+        assert resume_workflow(workflow, "old-run", new).output == 11
+        assert CALLS == [10]  # the checkpointed first task did not run again
+        client = WorkflowClient(new)
+        assert client.submit(workflow, "new-run", 5).status == "in_progress"  # 0002's queue
+    assert versions(db, prefix) == list(range(1, LATEST + 1))
+    assert tables(db, prefix) == ALL | {"schema_migrations"}
+
+
+def test_cli_refuses_a_newer_database_and_changes_nothing(
+    pg_dsn: str, prefix: str, db: psycopg.Connection[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(["migrate", pg_dsn, "--table-prefix", prefix]) == 0
+    table = sql.Identifier(prefix + "schema_migrations")
+    db.execute(
+        sql.SQL("INSERT INTO {} (version, name, checksum) VALUES (%s, 'future', 'x')").format(
+            table
+        ),
+        (LATEST + 1,),
+    )
+    capsys.readouterr()
+    for dry_run in ([], ["--dry-run"]):
+        assert cli(["migrate", pg_dsn, "--table-prefix", prefix, *dry_run]) == 1
+        err = capsys.readouterr().err
+        assert f"at version {LATEST + 1}, newer than" in err, err
+        assert "Upgrade sayiir" in err
+    assert versions(db, prefix) == [*range(1, LATEST + 1), LATEST + 1]
