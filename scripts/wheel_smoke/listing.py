@@ -76,49 +76,54 @@ def tracked(prefix: str) -> set[str]:
 def check_wheel(path: Path, problems: list[str]) -> list[str]:
     with zipfile.ZipFile(path) as zf:
         names = [n for n in zf.namelist() if not n.endswith("/")]
-        ver = version()
-        dist_info = f"sayiir-{ver}.dist-info/"
+        dist_info = f"sayiir-{version()}.dist-info/"
         package = {n for n in names if not n.startswith(dist_info)}
-        expected = {f[len("src/") :] for f in tracked(PACKAGE)}
-        for name in sorted(expected - package):
-            problems.append(f"wheel: missing {name}")
-        for name in sorted(package - expected):
-            problems.append(f"wheel: unexpected file {name} (not a tracked file of src/sayiir)")
-        for name in names:
-            if any(bad in name for bad in WHEEL_FORBIDDEN):
-                problems.append(f"wheel: forbidden file {name}")
-        kinds = Counter(Path(n).suffix or Path(n).name for n in package)
-        for must in ("sayiir/py.typed",):
-            if must not in package:
-                problems.append(f"wheel: missing {must}")
-        for backend in ("sqlite", "postgres"):
-            base = f"sayiir/backends/{backend}/"
-            for sql in ("queries.sql", "schema.sql", "migrations/0001_initial.sql"):
-                if base + sql not in package:
-                    problems.append(f"wheel: missing {base}{sql}")
-        # HOOK(console): once `sayiir ui` exists, name its entry template and one static asset
-        # here as well (they are already covered by "every tracked file of src/sayiir").
+        _check_package_files(names, package, problems)
         if dist_info + "METADATA" not in names:
-            problems.append(f"wheel: no {dist_info}METADATA (version {ver} expected)")
-            return []
-        meta = Parser().parsestr(zf.read(dist_info + "METADATA").decode())
-        if meta["Version"] != ver:
-            problems.append(f"wheel: METADATA version {meta['Version']}, _version.py says {ver}")
-        provided = set(meta.get_all("Provides-Extra") or [])
-        for extra in EXTRAS:
-            if extra not in provided:
-                problems.append(f"wheel: extra [{extra}] is not declared")
-        entry_points = zf.read(dist_info + "entry_points.txt").decode()
-        if "sayiir = sayiir.cli.app:main" not in entry_points:
-            problems.append("wheel: the `sayiir` console script is not declared")
-        # HOOK(pytest plugin): once the plugin exists, require its [pytest11] entry point here.
-        size = path.stat().st_size
-        summary = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
-        migrations = sorted(n for n in package if "/migrations/" in n and n.endswith(".sql"))
-        return [
-            f"wheel {path.name}: {size / 1024:.0f} KiB, {len(package)} package files ({summary})",
-            f"  migrations: {', '.join(m.split('/backends/')[1] for m in migrations)}",
-        ]
+            problems.append(f"wheel: no {dist_info}METADATA (version {version()} expected)")
+        else:
+            _check_metadata(zf, dist_info, problems)
+    kinds = Counter(Path(n).suffix or Path(n).name for n in package)
+    summary = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+    migrations = sorted(n for n in package if "/migrations/" in n and n.endswith(".sql"))
+    return [
+        f"wheel {path.name}: {path.stat().st_size / 1024:.0f} KiB, {len(package)} package files"
+        f" ({summary})",
+        f"  migrations: {', '.join(m.split('/backends/')[1] for m in migrations)}",
+    ]
+
+
+def _check_package_files(names: list[str], package: set[str], problems: list[str]) -> None:
+    """Exactly the tracked files of src/sayiir, and the ones named below for certain."""
+    expected = {f[len("src/") :] for f in tracked(PACKAGE)}
+    for name in sorted(expected - package):
+        problems.append(f"wheel: missing {name}")
+    for name in sorted(package - expected):
+        problems.append(f"wheel: unexpected file {name} (not a tracked file of src/sayiir)")
+    for name in names:
+        if any(bad in name for bad in WHEEL_FORBIDDEN):
+            problems.append(f"wheel: forbidden file {name}")
+    must = ["sayiir/py.typed"]
+    for backend in ("sqlite", "postgres"):
+        base = f"sayiir/backends/{backend}/"
+        must += [base + f for f in ("queries.sql", "schema.sql", "migrations/0001_initial.sql")]
+    # HOOK(console): once `sayiir ui` exists, name its entry template and one static asset
+    # here as well (they are already covered by "every tracked file of src/sayiir").
+    problems.extend(f"wheel: missing {name}" for name in must if name not in package)
+
+
+def _check_metadata(zf: zipfile.ZipFile, dist_info: str, problems: list[str]) -> None:
+    meta = Parser().parsestr(zf.read(dist_info + "METADATA").decode())
+    if meta["Version"] != version():
+        problems.append(f"wheel: METADATA version {meta['Version']}, _version.py: {version()}")
+    provided = set(meta.get_all("Provides-Extra") or [])
+    for extra in EXTRAS:
+        if extra not in provided:
+            problems.append(f"wheel: extra [{extra}] is not declared")
+    entry_points = zf.read(dist_info + "entry_points.txt").decode()
+    if "sayiir = sayiir.cli.app:main" not in entry_points:
+        problems.append("wheel: the `sayiir` console script is not declared")
+    # HOOK(pytest plugin): once the plugin exists, require its [pytest11] entry point here.
 
 
 def check_sdist(path: Path, problems: list[str]) -> list[str]:

@@ -16,7 +16,6 @@ import importlib.resources
 import importlib.util
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -37,7 +36,9 @@ def check(condition: bool, message: str) -> None:
         raise AssertionError(message)
 
 
-def run(cmd: list[str], *, expect: int = 0, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: list[str], *, expect: int = 0, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=HERE)
     if proc.returncode != expect:
         raise AssertionError(
@@ -57,7 +58,9 @@ def installed_sayiir() -> Any:
     location = Path(sayiir.__file__).resolve()
     source = Path(os.environ["SAYIIR_SOURCE_TREE"]).resolve()
     check(not location.is_relative_to(source), f"sayiir imported from the source tree: {location}")
-    check(location.is_relative_to(Path(sys.prefix).resolve()), f"sayiir not in the venv: {location}")
+    check(
+        location.is_relative_to(Path(sys.prefix).resolve()), f"sayiir not in the venv: {location}"
+    )
     check(
         importlib.metadata.version("sayiir") == sayiir.__version__,
         f"metadata version {importlib.metadata.version('sayiir')} != {sayiir.__version__}",
@@ -91,7 +94,9 @@ def scenario_core() -> None:
         check(status.output == 2, f"durable SQLite run: {status}")
     say("in-memory and durable SQLite runs")
 
-    proc = run([bin_path("sayiir"), "migrate", "postgresql://127.0.0.1/none", "--dry-run"], expect=1)
+    proc = run(
+        [bin_path("sayiir"), "migrate", "postgresql://127.0.0.1/none", "--dry-run"], expect=1
+    )
     check("sayiir[postgres]" in proc.stderr, f"missing-extra error is unclear: {proc.stderr}")
     say("`sayiir migrate` without the postgres extra says which extra to install")
     run([bin_path("sayiir"), "--help"])
@@ -124,7 +129,7 @@ def _admin(statement: str, name: str) -> None:
     import psycopg
     from psycopg import sql
 
-    query = sql.SQL(statement).format(sql.Identifier(name))  # type: ignore[arg-type]
+    query = sql.SQL(statement).format(sql.Identifier(name))
     with psycopg.connect(os.environ["SAYIIR_TEST_POSTGRES_DSN"], autocommit=True) as conn:
         conn.execute(query)
 
@@ -158,7 +163,7 @@ def _postgres_in(sayiir: Any, name: str) -> None:
     check("schema up to date" in proc.stdout, proc.stdout)
     say("`sayiir migrate` applied the migrations, then found the schema up to date")
 
-    import smoke_app
+    import smoke_app  # type: ignore[import-not-found]  # beside this file
 
     with sayiir.PostgresBackend(url, auto_migrate=False) as backend:
         status = sayiir.run_durable_workflow(smoke_app.flow, "pg-1", 3, backend=backend)
@@ -172,7 +177,15 @@ def _postgres_in(sayiir: Any, name: str) -> None:
             client.submit(smoke_app.flow, instance, value)
         log = (HERE / "worker.log").open("w")
         worker = subprocess.Popen(
-            [bin_path("sayiir"), "worker", "smoke_app:workflows", "--url", url, "--concurrency", "2"],
+            [
+                bin_path("sayiir"),
+                "worker",
+                "smoke_app:workflows",
+                "--url",
+                url,
+                "--concurrency",
+                "2",
+            ],
             cwd=HERE,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -209,22 +222,23 @@ def _postgres_in(sayiir: Any, name: str) -> None:
 def scenario_pydantic() -> None:
     """[pydantic]: a model crosses a durable checkpoint and comes back as the model."""
     import pydantic
-    from smoke_models import Order
+    from smoke_models import Order  # type: ignore[import-not-found]  # beside this file
 
-    sayiir = installed_sayiir()
+    installed_sayiir()
+    from sayiir import Flow, SqliteBackend, run_durable_workflow, task
 
-    @sayiir.task
+    @task
     def make(qty: int) -> Order:
         return Order(sku="BOOK", qty=qty)
 
-    @sayiir.task
+    @task
     def count(order: Order) -> int:
         check(isinstance(order, Order), f"got {type(order).__name__}, not Order")
-        return order.qty * 2
+        return int(order.qty) * 2
 
-    flow = sayiir.Flow("pyd").then(make).then(count).build()
-    with sayiir.SqliteBackend(str(HERE / "pydantic.db")) as backend:
-        status = sayiir.run_durable_workflow(flow, "pyd-1", 21, backend=backend)
+    flow = Flow("pyd").then(make).then(count).build()
+    with SqliteBackend(str(HERE / "pydantic.db")) as backend:
+        status = run_durable_workflow(flow, "pyd-1", 21, backend=backend)
         check(status.output == 42, f"pydantic run: {status}")
     say(f"pydantic {pydantic.VERSION} model round trip through a SQLite checkpoint")
 
