@@ -3,15 +3,19 @@
 Our docstrings are plain prose with ``>>>`` examples (run by doctest-minded readers, not
 parsed into sections). Markdown would render ``>>> x`` as a quote and the output lines as
 text (``['a', 'b']`` even as a link), so every doctest block (the ``>>>``/``...`` lines and
-the output up to the next blank line) is wrapped in a ``pycon`` fence before rendering.
-The docstrings themselves stay as they are.
+the output up to the next blank line) is wrapped in a ``pycon`` fence before rendering, and
+``# doctest: +SKIP``-style flags are dropped from it. The docstrings themselves stay as they
+are.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import griffe
+
+_FLAGS = re.compile(r"\s*#\s*doctest:.*$")
 
 
 def fence_doctests(text: str) -> str:
@@ -28,7 +32,7 @@ def fence_doctests(text: str) -> str:
         elif in_block and not stripped:
             out.append(f"{indent}```")
             in_block = False
-        out.append(line)
+        out.append(_FLAGS.sub("", line) if in_block else line)
     if in_block:
         out.append(f"{indent}```")
     return "\n".join(out)
