@@ -33,13 +33,29 @@ ROOT_PAGES = {
 }
 
 _LINK = re.compile(r"\]\((?P<target>[^)\s#]+)(?P<anchor>#[^)\s]*)?\)")
-# A resource the browser would fetch from elsewhere: <link href=http...>, <script src=http...>,
-# <img src=http...>, CSS url(http...). Plain <a href> links to other sites are fine.
-_EXTERNAL_ASSET = re.compile(
-    r"<(?:link|script|img|iframe|source)\b[^>]*\b(?:href|src)=[\"']?(?:https?:)?//"
+# A resource the browser would fetch from elsewhere: <script|img|iframe|source src=//...>, a
+# <link> that loads something (stylesheet, font preload, icon, ...) and CSS url(//...). Plain
+# <a href> links to other sites are fine, and so is <link rel="canonical">, which loads nothing.
+_EXTERNAL_SRC = re.compile(
+    r"<(?:script|img|iframe|source)\b[^>]*\bsrc=[\"']?(?:https?:)?//"
     r"|url\(\s*[\"']?(?:https?:)?//",
     re.IGNORECASE,
 )
+_LINK_TAG = re.compile(r"<link\b[^>]*>", re.IGNORECASE)
+_LINK_LOADS = re.compile(
+    r"\brel=[\"']?(?:stylesheet|preload|modulepreload|preconnect|prefetch|dns-prefetch|icon|"
+    r"shortcut icon|apple-touch-icon|manifest)\b",
+    re.IGNORECASE,
+)
+_EXTERNAL_HREF = re.compile(r"\bhref=[\"']?(?:https?:)?//", re.IGNORECASE)
+
+
+def _external_asset(html: str) -> re.Match[str] | None:
+    """The first place where ``html`` makes the browser fetch from another site."""
+    for tag in _LINK_TAG.finditer(html):
+        if _LINK_LOADS.search(tag[0]) and _EXTERNAL_HREF.search(tag[0]):
+            return tag
+    return _EXTERNAL_SRC.search(html)
 
 
 def _public_names() -> list[str]:
@@ -98,7 +114,7 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str
 
 
 def on_post_page(output: str, page: Any, config: Any) -> str:
-    found = _EXTERNAL_ASSET.search(output)
+    found = _external_asset(output)
     if found is not None:
         start = max(found.start() - 80, 0)
         raise PluginError(
