@@ -126,16 +126,38 @@ def ledger() -> Ledger:
 
 
 class Crash(BaseException):
-    """Raised by a task to stop the whole process-like execution without a checkpoint.
+    """Raised by a task (with the ``crash_cls`` fixture) to emulate the process dying in it.
 
-    A ``BaseException`` is not a task failure: it escapes the engine the way a dying
-    process would leave the stored state (the instance stays ``running`` at its last
-    checkpoint), so a later resume must continue from there.
+    Whatever a task raises is a task failure, ``BaseException`` included (as in the
+    reference). ``crash_cls`` makes this one class pass the engine's call boundary instead,
+    so the execution stops right there and writes nothing more: the stored state is what a
+    process killed during that task leaves (the instance stays ``running`` at its last
+    checkpoint), and a later resume must continue from there. Real process deaths are in
+    ``test_crash.py``; this keeps the many resume scenarios in-process and on every backend.
     """
 
 
 @pytest.fixture
-def crash_cls() -> type[Crash]:
+def crash_cls(monkeypatch: pytest.MonkeyPatch) -> type[Crash]:
+    from sayiir.engine import _drive, _interpreter, _invoke
+
+    real_sync, real_async = _invoke.call_sync, _invoke.call_async
+
+    def call_sync(*args: Any) -> Any:
+        result = real_sync(*args)
+        if isinstance(result.error, Crash):
+            raise result.error
+        return result
+
+    async def call_async(*args: Any) -> Any:
+        result = await real_async(*args)
+        if isinstance(result.error, Crash):
+            raise result.error
+        return result
+
+    monkeypatch.setattr(_interpreter, "call_sync", call_sync)
+    monkeypatch.setattr(_drive, "call_sync", call_sync)
+    monkeypatch.setattr(_drive, "call_async", call_async)
     return Crash
 
 

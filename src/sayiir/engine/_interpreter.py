@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import time
-import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 from sayiir.core.codec import Codec
 from sayiir.core.context import TaskExecutionContext
+from sayiir.core.describe import describe as describe_exception
+from sayiir.core.describe import exc_text, storable
 from sayiir.core.metadata import TaskMetadata
 from sayiir.core.nodes import (
     Chain,
@@ -48,7 +49,8 @@ from sayiir.core.records import (
     applied_request,
 )
 from sayiir.engine._effects import Call, Parallel, Sleep, Store, Yielding
-from sayiir.engine._invoke import CallResult, TaskTimeout, call_sync
+from sayiir.engine._invoke import CallResult, TaskTimeout, call_sync, user_traceback
+from sayiir.errors import BackendError
 
 __all__ = ["Execution", "Failure", "Lane", "WorkerMode"]
 
@@ -60,6 +62,7 @@ class Failure(Exception):
     """The run failed; ``error`` is what the status shows, ``detail`` adds the traceback."""
 
     def __init__(self, error: str, detail: str | None = None, *, decode: bool = False) -> None:
+        error = storable(error)  # user text (a message, a route key) may hold NUL/surrogates
         super().__init__(error)
         self.error = error
         self.detail = detail
@@ -135,10 +138,10 @@ class WorkerMode:
 
 
 def describe(exc: BaseException) -> str:
-    """``"<ExcType>: <message>"``, the error text of statuses and ``TaskError``."""
-    if isinstance(exc, TaskTimeout):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    """``"<ExcType>: <message>"``, the error text of statuses and ``TaskError``; never raises."""
+    if type(exc) is TaskTimeout:
+        return exc_text(exc)
+    return describe_exception(exc)
 
 
 def _loop_envelope(value: Any, loop_id: str) -> tuple[bool, Any]:
@@ -197,6 +200,7 @@ class Execution:
         lane = Lane(inline, owned=worker is not None and _holds(worker, ""))
         try:
             output = yield from self.chain(self.definition.nodes, value, "", lane)
+            data = self._final_output(output)
         except Failure as f:
             return FinalState(Status.FAILED, error=f.error), f, lane.pending
         except _Parked as p:
@@ -209,11 +213,26 @@ class Execution:
             req = s.request
             status = Status.CANCELLED if req.kind == "cancel" else Status.PAUSED
             return FinalState(status, reason=req.reason, by=req.by), None, lane.pending
-        data = None
-        if self.durable:
-            last_value, last_data = self._last_encoded
-            data = last_data if output is last_value else self.codec.encode(output)
+        except BackendError:
+            raise  # storage failed or refused: the run keeps what storage has (a resume goes on)
+        except Exception as exc:
+            # Anything else is the engine's (or a codec's) own failure: the run is failed with
+            # it, never left running.
+            f = _engine_failure(exc)
+            return FinalState(Status.FAILED, error=f.error), f, lane.pending
         return FinalState(Status.COMPLETED, output=data), output, lane.pending
+
+    def _final_output(self, output: Any) -> bytes | None:
+        """The encoded output of the run (usually the last task's, encoded already)."""
+        if not self.durable:
+            return None
+        last_value, last_data = self._last_encoded
+        if output is last_value:
+            return last_data
+        try:
+            return _encoded(self.codec, output)
+        except Exception as exc:
+            raise _task_failure(exc, f"{describe(exc)} (output of the workflow)") from None
 
     # -- structure -----------------------------------------------------------------------
 
@@ -315,9 +334,11 @@ class Execution:
                 )
             if self.durable:
                 now = self.clock()
-                lane.pending.append(
-                    StepRecord(ckey, self.codec.encode(key), fn_id, 1, now, now, self.worker_id)
-                )
+                try:
+                    data = _encoded(self.codec, key)
+                except Exception as exc:
+                    raise _task_failure(exc, f"{describe(exc)} (branch key of '{fn_id}')") from None
+                lane.pending.append(StepRecord(ckey, data, fn_id, 1, now, now, self.worker_id))
         chosen = dict(node.branches).get(key, node.default)
         if chosen is None:
             raise Failure(f"Branch node '{node.id}': no branch matches key '{key}'")
@@ -403,7 +424,7 @@ class Execution:
                 out = result.value
                 try:
                     if self.durable:
-                        data = self.codec.encode(out)
+                        data = _encoded(self.codec, out)
                         nxt = out if type(out) in _SCALARS else self.codec.decode(data)
                         self._last_encoded = (nxt, data)
                         lane.pending.append(
@@ -414,19 +435,17 @@ class Execution:
                     else:
                         nxt = self._roundtrip(out)
                     return nxt
-                except (TypeError, ValueError) as exc:
-                    result = CallResult(False, error=_encode_error(exc, node.id))
+                except Exception as exc:  # RecursionError, a custom codec's error: all count
+                    result = _output_failure(exc, node.id)
             assert result.error is not None
             failures += 1
+            error = result.text or describe(result.error)
             if failures > max_retries:
                 if self.durable:  # the last attempt is a task execution too
-                    error = describe(result.error)
                     yield from self._store_failure(lane, key, node.id, failures, started, error)
-                raise _task_failure(result.error)
+                raise _task_failure(result.error, error)
             assert policy is not None
-            yield from self._record_failure(
-                lane, key, node.id, failures, started, describe(result.error), policy
-            )
+            yield from self._record_failure(lane, key, node.id, failures, started, error, policy)
 
     def _restore_attempts(self, lane: Lane, key: str, node: TaskNode, max_retries: int) -> Yielding:
         """Continue the retry schedule of earlier executions; return the failures so far."""
@@ -617,7 +636,7 @@ class Execution:
         except Exception as exc:
             raise Failure(
                 f"DeserializationError: checkpoint '{key}' of instance '{self.instance_id}' "
-                f"cannot be decoded with codec '{self.codec.name}': {exc}",
+                f"cannot be decoded with codec '{self.codec.name}': {exc_text(exc)}",
                 decode=True,
             ) from None
 
@@ -646,14 +665,36 @@ def _holds(worker: WorkerMode, key: str) -> bool:
     return worker.claim is not None and worker.claim.key == key
 
 
-def _task_failure(exc: BaseException) -> Failure:
-    detail = "".join(traceback.format_exception(exc))
-    return Failure(describe(exc), detail)
+def _task_failure(exc: BaseException, text: str | None = None) -> Failure:
+    """The run's failure from a task's (or a codec's) exception: its text and user frames."""
+    return Failure(text or describe(exc), user_traceback(exc))
 
 
-def _encode_error(exc: Exception, task_id: str) -> Exception:
-    """Name the task in an output-encoding error, keeping the reference's message first."""
-    return type(exc)(f"{exc} (output of task '{task_id}')")
+def _engine_failure(exc: Exception) -> Failure:
+    return _task_failure(exc, f"{describe(exc)} (raised inside sayiir while running the workflow)")
+
+
+def _encoded(codec: Codec, value: Any) -> bytes:
+    data = codec.encode(value)
+    if type(data) is not bytes:
+        raise TypeError(
+            f"codec {codec.name!r} returned {type(data).__name__} from encode(), not bytes"
+        )
+    return data
+
+
+def _output_failure(exc: Exception, task_id: str) -> CallResult:
+    """A task output that could not be encoded: a failed attempt of that task.
+
+    The exception is kept as it is (never rebuilt: its class may not take one message); the
+    task is named in a note and in the error text, after the reference's message.
+    """
+    note = f"while encoding the output of task {task_id!r}"
+    try:
+        exc.add_note(note)
+    except Exception:  # __notes__ replaced by something that is not a list
+        pass
+    return CallResult(False, error=exc, text=f"{describe(exc)} (output of task '{task_id}')")
 
 
 def _merge_parked(parked: list[_Parked]) -> _Parked:

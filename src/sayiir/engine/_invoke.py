@@ -1,15 +1,24 @@
 """Calling user tasks: sync or async, with the task context set and timeouts enforced.
 
-Sync and async tasks go through these few functions, for every driver.
+Sync and async tasks go through these few functions, for every driver. Whatever a task
+raises, ``BaseException`` included (``SystemExit``, ``KeyboardInterrupt``, its own
+``asyncio.CancelledError``), is a failed attempt, as in the reference: it is retried per the
+task's policy and then fails the run; it never escapes into the engine, the caller or a
+worker thread. Only the cancellation of the coroutine that drives the run (the caller gave
+up on it) passes through, as a process exit would.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
+import os
 import threading
+import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sayiir.core.context import TaskExecutionContext, current_context
@@ -17,7 +26,14 @@ from sayiir.core.context import TaskExecutionContext, current_context
 # Results that are certainly not awaitable: skip the (slow) ABC check for them.
 _PLAIN = frozenset({str, int, float, bool, type(None), dict, list, tuple})
 
-__all__ = ["CallResult", "TaskTimeout", "await_with_timeout", "call_async", "call_sync"]
+__all__ = [
+    "CallResult",
+    "TaskTimeout",
+    "await_with_timeout",
+    "call_async",
+    "call_sync",
+    "user_traceback",
+]
 
 
 class TaskTimeout(Exception):
@@ -28,14 +44,24 @@ class TaskTimeout(Exception):
 
 
 class CallResult:
-    """Outcome of one task call: ``ok`` with ``value``, or the exception raised."""
+    """Outcome of one task call: ``ok`` with ``value``, or the exception raised.
 
-    __slots__ = ("error", "ok", "value")
+    ``text``, when set, is the error text to show instead of the exception's description.
+    """
 
-    def __init__(self, ok: bool, value: Any = None, error: BaseException | None = None) -> None:
+    __slots__ = ("error", "ok", "text", "value")
+
+    def __init__(
+        self,
+        ok: bool,
+        value: Any = None,
+        error: BaseException | None = None,
+        text: str | None = None,
+    ) -> None:
         self.ok = ok
         self.value = value
         self.error = error
+        self.text = text
 
 
 async def await_with_timeout(awaitable: Any, task_id: str, timeout: float | None) -> Any:
@@ -122,7 +148,7 @@ def call_sync(
         if type(value) not in _PLAIN and inspect.isawaitable(value):
             value = _run_coroutine(value, ctx.task_id, timeout)
         return CallResult(True, value)
-    except Exception as exc:
+    except BaseException as exc:  # whatever the task raised is its failure (module docstring)
         return CallResult(False, error=exc)
     finally:
         current_context.reset(token)
@@ -144,7 +170,53 @@ async def call_async(
         if inspect.isawaitable(value):
             value = await value
         return CallResult(True, value)
-    except Exception as exc:
+    except asyncio.CancelledError as exc:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise  # the driving coroutine is cancelled: stop here, as a process exit would
+        return CallResult(False, error=exc)  # the task raised it itself: a failure
+    except BaseException as exc:
         return CallResult(False, error=exc)
     finally:
         current_context.reset(token)
+
+
+# -- the traceback of a task error -------------------------------------------------------------
+
+_PACKAGE = str(Path(__file__).resolve().parent.parent) + os.sep
+_HERE = str(Path(__file__).resolve())
+# The functions of this module from which user code is entered (``target``: the threads).
+_ENTRIES = frozenset({"call_sync", "call_async", "await_with_timeout", "target"})
+_HEADER = "Traceback (most recent call last):\n"
+
+
+def user_traceback(exc: BaseException) -> str | None:
+    """The frames of ``exc``'s traceback that are the user's, formatted; ``None`` if none.
+
+    As the reference shows them: from the task's own frame down, without any frame of
+    sayiir's modules (the engine's calls, the codec), without chained exceptions and
+    without the final ``Type: message`` line (the error text already starts with it).
+    Never raises.
+    """
+    try:
+        stack = traceback.TracebackException(
+            type(exc), exc, exc.__traceback__, lookup_lines=True, compact=True
+        ).stack
+        start = 0
+        for i, frame in enumerate(stack):
+            if frame.name in _ENTRIES and _resolved(frame.filename) == _HERE:
+                start = i + 1
+        kept = [f for f in stack[start:] if not _resolved(f.filename).startswith(_PACKAGE)]
+        if not kept:
+            return None
+        return _HEADER + "".join(traceback.StackSummary.from_list(kept).format())
+    except Exception:  # formatting a traceback must never be what fails a run
+        return None
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved(filename: str) -> str:
+    try:
+        return str(Path(filename).resolve())
+    except (OSError, ValueError):
+        return filename

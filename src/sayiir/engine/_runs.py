@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sayiir.core.codec import Codec
+from sayiir.core.describe import exc_text, storable
 from sayiir.core.keys import unstorable
 from sayiir.core.nodes import (
     Chain,
@@ -114,7 +115,7 @@ def status_from_record(record: InstanceRecord, codec: Codec) -> WorkflowStatus:
         except Exception as exc:
             raise DeserializationError(
                 f"stored output of instance '{record.instance_id}' cannot be decoded with "
-                f"codec '{codec.name}': {exc}"
+                f"codec '{codec.name}': {exc_text(exc)}"
             ) from None
     return WorkflowStatus(
         "in_progress" if st is Status.RUNNING else st.value,
@@ -151,8 +152,10 @@ def _status_from_final(final: FinalState, output: Any) -> WorkflowStatus:
 def _undecodable_input(instance_id: str, codec: Codec, exc: Exception) -> FinalState:
     return FinalState(
         Status.FAILED,
-        error=f"DeserializationError: input of instance '{instance_id}' cannot be decoded "
-        f"with codec '{codec.name}': {exc}",
+        error=storable(
+            f"DeserializationError: input of instance '{instance_id}' cannot be decoded "
+            f"with codec '{codec.name}': {exc_text(exc)}"
+        ),
     )
 
 
@@ -213,10 +216,16 @@ def start_run(
     created = yield from _create(definition, codec, instance_id, value, policy, clock, False)
     if isinstance(created, WorkflowStatus):
         return created
-    value = value if type(value) in _SCALARS else codec.decode(created.input)
     execution = Execution(
         definition, registry, codec, instance_id, durable=True, token=created.token, clock=clock
     )
+    if type(value) not in _SCALARS:
+        try:
+            value = codec.decode(created.input)
+        except Exception as exc:  # a codec that cannot read what it wrote: fail, never hang
+            final = _undecodable_input(instance_id, codec, exc)
+            yield Store("finish", instance_id, final, [], token=created.token)
+            return _status_from_final(final, None)
     return (yield from _execute(execution, instance_id, value, inline))
 
 
@@ -319,7 +328,7 @@ def task_result(codec: Codec, instance_id: str, task_id: str) -> Yielding:
     except Exception as exc:
         raise DeserializationError(
             f"stored output of task '{task_id}' of instance '{instance_id}' cannot be decoded "
-            f"with codec '{codec.name}': {exc}"
+            f"with codec '{codec.name}': {exc_text(exc)}"
         ) from None
 
 
