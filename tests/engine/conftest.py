@@ -43,29 +43,31 @@ BACKENDS = [
 PATHS = ["plain", *BACKENDS]
 
 
-def make_backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    """A new, connected backend of ``kind``; skips when its package is not there (yet)."""
-    backend = _new_backend(kind, request, tmp_path)
+def make_backend(
+    kind: str, request: pytest.FixtureRequest, tmp_path: Path, codec: Any = None
+) -> Any:
+    """A new, connected backend of ``kind`` (with ``codec``, else the default JSON one)."""
+    backend = _new_backend(kind, request, tmp_path, codec)
     if kind != "memory":
         # Connect (and migrate) now, so that timing assertions in tests measure the engine.
         backend.get_instance("warm-up")
     return backend
 
 
-def _new_backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+def _new_backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path, codec: Any) -> Any:
     if kind == "memory":
-        return InMemoryBackend()
+        return InMemoryBackend(codec=codec)
     if kind == "sqlite":
         sqlite_mod = pytest.importorskip("sayiir.backends.sqlite")
         if not hasattr(sqlite_mod, "SqliteBackend"):
             pytest.skip("sayiir.backends.sqlite has no SqliteBackend yet")
-        return sqlite_mod.SqliteBackend(tmp_path / "s.db")
+        return sqlite_mod.SqliteBackend(tmp_path / "s.db", codec=codec)
     if kind == "postgres":
         dsn = request.getfixturevalue("pg_dsn")
         pg_mod = pytest.importorskip("sayiir.backends.postgres")
         if not hasattr(pg_mod, "PostgresBackend"):
             pytest.skip("sayiir.backends.postgres has no PostgresBackend yet")
-        return pg_mod.PostgresBackend(dsn)
+        return pg_mod.PostgresBackend(dsn, codec=codec)
     raise AssertionError(kind)
 
 
