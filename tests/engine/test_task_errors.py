@@ -250,3 +250,77 @@ def test_system_exit_is_retried_like_any_failure(picky, iid):
     status = run_durable_workflow(Flow("exit-retry").then(leaves).build(), iid, 1, backend=picky)
     assert status.status == "completed" and status.output == 10
     assert len(attempts) == 3
+
+
+# -- the traceback in a TaskError: the user's frames only (issue 10, item 8) ----------------------
+
+
+def helper_raise(x: int) -> int:
+    raise ValueError(f"boom {x}")
+
+
+def sync_task(x: int) -> int:
+    return helper_raise(x)
+
+
+async def async_task(x: int) -> int:
+    await asyncio.sleep(0)
+    return helper_raise(x)
+
+
+@task(timeout="60s")
+def timed_task(x: int) -> int:
+    return helper_raise(x)
+
+
+@task(retries=RetryPolicy(max_retries=1, initial_delay_secs=0.0))
+def retried_task(x: int) -> int:
+    return helper_raise(x)
+
+
+def chained_task(x: int) -> int:
+    try:
+        return {}[x]  # type: ignore[no-any-return]
+    except KeyError:
+        return helper_raise(x)
+
+
+def _fork_of(fn: Callable[[int], int]) -> Any:
+    return Flow("tb-fork").fork().branch(ok).branch(fn).join(lambda d: d, name="j").build()
+
+
+TRACEBACK_SHAPES: dict[str, tuple[Callable[[], Any], str]] = {
+    "sync": (lambda: Flow("tb").then(sync_task).build(), "sync_task"),
+    "async": (lambda: Flow("tb").then(async_task).build(), "async_task"),
+    "timed-thread": (lambda: Flow("tb").then(timed_task).build(), "timed_task"),
+    "retried": (lambda: Flow("tb").then(retried_task).build(), "retried_task"),
+    "chained": (lambda: Flow("tb").then(chained_task).build(), "chained_task"),
+    "fork-branch": (lambda: _fork_of(sync_task), "sync_task"),
+    "async-fork-branch": (lambda: _fork_of(async_task), "async_task"),
+}
+
+
+@pytest.mark.parametrize("shape", list(TRACEBACK_SHAPES))
+def test_task_error_traceback_shows_the_users_frames_only(shape):
+    build, task_name = TRACEBACK_SHAPES[shape]
+    with pytest.raises(TaskError) as info:
+        run_workflow(build(), 1)
+    head, sep, tail = str(info.value).partition("\n\n")
+    assert head == "ValueError: boom 1"
+    assert tail.startswith("Traceback (most recent call last):\n"), tail
+    files = [line for line in tail.splitlines() if line.startswith("  File ")]
+    # The task's own frame first, then what it called; no frame of sayiir, asyncio or threads.
+    assert files == [
+        f'  File "{__file__}", line {_line_of(task_name)}, in {task_name}',
+        f'  File "{__file__}", line {_line_of("helper_raise")}, in helper_raise',
+    ], tail
+    # The reference's shape: no "During handling..." chain and no repeated last line.
+    assert tail.endswith('    raise ValueError(f"boom {x}")\n'), tail
+
+
+def _line_of(fn_name: str) -> int:
+    """The line of the frame shown for ``fn_name``: its call of helper_raise, or the raise."""
+    needle = 'raise ValueError(f"boom {x}")' if fn_name == "helper_raise" else "helper_raise(x)"
+    lines = Path(__file__).read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"def {fn_name}(") or line.startswith(f"async def {fn_name}("))
+    return next(i for i in range(start, len(lines)) if needle in lines[i]) + 1
