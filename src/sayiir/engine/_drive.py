@@ -7,6 +7,7 @@ interpreter and in ``_runs``; a driver only knows how to wait.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections import deque
@@ -82,6 +83,24 @@ def _pool() -> ThreadPoolExecutor:
         return _branch_pool
 
 
+def _reset_after_fork() -> None:
+    """In a forked child, start the branch pool afresh.
+
+    Only the forking thread exists in the child: the parent's pool threads are gone, yet the
+    pool object believes some are idle (so it would start none), and the slots, the lock and
+    the pool's own locks may have been held by threads that will never release them. A new
+    pool is made on first use (``os.fork``, multiprocessing's fork start, gunicorn preload).
+    """
+    global _branch_pool, _branch_slots, _pool_lock
+    _branch_pool = None
+    _branch_slots = threading.BoundedSemaphore(_BRANCH_THREADS)
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; there is no fork elsewhere
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 # How long this thread runs branches alone before pool threads join in. Branches of plain
 # Python code finish well within it (no thread hand-off at all); a branch that blocks (I/O,
 # sleep, a storage write) lets the helpers start the others after this delay.
@@ -146,7 +165,7 @@ class _Fork:
             if not self.running:
                 self.settled.notify_all()
 
-    def helper(self, delay: float) -> None:
+    def helper(self, delay: float, slots: threading.BoundedSemaphore) -> None:
         try:
             if delay and self.taken_all.wait(delay):
                 return
@@ -154,14 +173,15 @@ class _Fork:
                 self.bring_helper(0.0)
                 self.run(job)
         finally:
-            _branch_slots.release()
+            slots.release()  # the semaphore it came from (a fork may have replaced the global)
 
     def bring_helper(self, delay: float) -> None:
-        if self.queue and _branch_slots.acquire(blocking=False):
+        slots = _branch_slots
+        if self.queue and slots.acquire(blocking=False):
             try:
-                _pool().submit(self.helper, delay)
+                _pool().submit(self.helper, delay, slots)
             except RuntimeError:  # the interpreter is shutting down: this thread runs them
-                _branch_slots.release()
+                slots.release()
 
 
 def _run_branch(gen: Yielding, eff: Effect, storage: Storage | None) -> Any:

@@ -19,6 +19,16 @@ _handler: logging.Handler | None = None
 _provider: Any = None
 
 
+def _reset_after_fork() -> None:
+    """A forked child gets a fresh lock: another thread of the parent may have held it."""
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 def _level() -> int:
     raw = os.environ.get("SAYIIR_LOG") or os.environ.get("RUST_LOG") or "info"
     first = raw.split(",")[0].split("=")[-1].strip().upper()
