@@ -55,8 +55,10 @@ CASES: dict[str, tuple[Callable[[int], Any], Callable[[str], bool]]] = {
     "str-raises": (str_raises, lambda e: e == "Weird: <exception str() failed>"),
     "deep-output": (
         deep,
-        lambda e: e.startswith("RecursionError: maximum recursion depth exceeded")
-        and e.endswith("(output of task 'deep')"),
+        lambda e: (
+            e.startswith("RecursionError: maximum recursion depth exceeded")
+            and e.endswith("(output of task 'deep')")
+        ),
     ),
 }
 

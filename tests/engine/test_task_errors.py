@@ -155,7 +155,9 @@ CASES: dict[str, tuple[Callable[[int], Any], Callable[[str], bool], bool]] = {
     "surrogate-in-message": (surrogate_message, _exact("ValueError: bad \\ud800 text"), False),
     "codec-unicode-error": (
         unicode_poison,
-        _starts_ends("UnicodeEncodeError: 'utf-8' codec can't encode", "(output of task 'unicode_poison')"),
+        _starts_ends(
+            "UnicodeEncodeError: 'utf-8' codec can't encode", "(output of task 'unicode_poison')"
+        ),
         True,
     ),
     "codec-kw-only-exception": (
@@ -280,12 +282,13 @@ def retried_task(x: int) -> int:
 
 def chained_task(x: int) -> int:
     try:
-        return {}[x]  # type: ignore[no-any-return]
+        table: dict[int, int] = {}
+        return table[x]
     except KeyError:
         return helper_raise(x)
 
 
-def _fork_of(fn: Callable[[int], int]) -> Any:
+def _fork_of(fn: Callable[[int], Any]) -> Any:
     return Flow("tb-fork").fork().branch(ok).branch(fn).join(lambda d: d, name="j").build()
 
 
@@ -305,7 +308,7 @@ def test_task_error_traceback_shows_the_users_frames_only(shape):
     build, task_name = TRACEBACK_SHAPES[shape]
     with pytest.raises(TaskError) as info:
         run_workflow(build(), 1)
-    head, sep, tail = str(info.value).partition("\n\n")
+    head, _, tail = str(info.value).partition("\n\n")
     assert head == "ValueError: boom 1"
     assert tail.startswith("Traceback (most recent call last):\n"), tail
     files = [line for line in tail.splitlines() if line.startswith("  File ")]
@@ -322,5 +325,9 @@ def _line_of(fn_name: str) -> int:
     """The line of the frame shown for ``fn_name``: its call of helper_raise, or the raise."""
     needle = 'raise ValueError(f"boom {x}")' if fn_name == "helper_raise" else "helper_raise(x)"
     lines = Path(__file__).read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(f"def {fn_name}(") or line.startswith(f"async def {fn_name}("))
+    start = next(
+        i
+        for i, line in enumerate(lines)
+        if line.startswith((f"def {fn_name}(", f"async def {fn_name}("))
+    )
     return next(i for i in range(start, len(lines)) if needle in lines[i]) + 1

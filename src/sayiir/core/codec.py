@@ -86,6 +86,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
+from sayiir.core.describe import describe
 from sayiir.errors import DeserializationError
 
 __all__ = ["Codec", "JsonCodec"]
@@ -386,7 +387,7 @@ def _object_hook(obj: dict[str, Any]) -> Any:
         raise
     except Exception as exc:
         raise DeserializationError(
-            f"stored value has a malformed {kind!r} tag: {type(exc).__name__}: {exc}"
+            f"stored value has a malformed {kind!r} tag: {describe(exc)}"
         ) from exc
 
 
@@ -572,7 +573,7 @@ def _untag_dataclass(obj: dict[str, Any]) -> Any:
         instance = cls(**init)
     except Exception as exc:
         raise DeserializationError(
-            f"cannot decode dataclass {ref}: calling it failed with {type(exc).__name__}: {exc}"
+            f"cannot decode dataclass {ref}: calling it failed with {describe(exc)}"
         ) from exc
     for name, value in late.items():
         object.__setattr__(instance, name, value)

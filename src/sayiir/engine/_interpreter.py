@@ -13,6 +13,7 @@ key has a checkpoint is skipped, and its stored output is used.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -218,8 +219,8 @@ class Execution:
         except Exception as exc:
             # Anything else is the engine's (or a codec's) own failure: the run is failed with
             # it, never left running.
-            f = _engine_failure(exc)
-            return FinalState(Status.FAILED, error=f.error), f, lane.pending
+            failure = _engine_failure(exc)
+            return FinalState(Status.FAILED, error=failure.error), failure, lane.pending
         return FinalState(Status.COMPLETED, output=data), output, lane.pending
 
     def _final_output(self, output: Any) -> bytes | None:
@@ -689,11 +690,8 @@ def _output_failure(exc: Exception, task_id: str) -> CallResult:
     The exception is kept as it is (never rebuilt: its class may not take one message); the
     task is named in a note and in the error text, after the reference's message.
     """
-    note = f"while encoding the output of task {task_id!r}"
-    try:
-        exc.add_note(note)
-    except Exception:  # __notes__ replaced by something that is not a list
-        pass
+    with contextlib.suppress(Exception):  # __notes__ replaced by something not a list
+        exc.add_note(f"while encoding the output of task {task_id!r}")
     return CallResult(False, error=exc, text=f"{describe(exc)} (output of task '{task_id}')")
 
 
