@@ -79,6 +79,8 @@ class PickyCodec:
         return self._json.encode(value)
 
     def decode(self, data: bytes) -> object:
+        if b"decode-poison" in data:
+            raise StrictError(code=9)  # a buggy codec: not even a DeserializationError
         return self._json.decode(data)
 
 
@@ -132,6 +134,10 @@ def text_poison(x: int) -> str:
     return "text-poison"
 
 
+def decode_poison(x: int) -> list[str]:
+    return ["decode-poison"]
+
+
 def _exact(text: str) -> Callable[[str], bool]:
     return lambda error: error == text
 
@@ -168,6 +174,11 @@ CASES: dict[str, tuple[Callable[[int], Any], Callable[[str], bool], bool]] = {
     "codec-exception-init-raises": (
         picky_poison,
         _exact("PickyError: 7 (output of task 'picky_poison')"),
+        True,
+    ),
+    "codec-cannot-decode-output": (
+        decode_poison,
+        _exact("StrictError: code 9 (output of task 'decode_poison')"),
         True,
     ),
     "codec-returns-text": (
@@ -219,6 +230,22 @@ def test_a_failing_task_or_output_fails_the_run(picky, iid, name):
 def test_a_failing_task_or_output_fails_the_run_async(picky, iid, name):
     status = asyncio.run(CheckpointingRunner(picky).run(_workflow(name), iid, 1))
     _assert_failed_and_stored(picky, iid, status, name)
+
+
+@pytest.mark.parametrize("runner", ["sync", "async"])
+def test_an_input_the_codec_cannot_read_back_fails_the_run(picky, iid, runner):
+    wf = Flow("bad-input").then(ok).build()
+    if runner == "sync":
+        status = run_durable_workflow(wf, iid, ["decode-poison"], backend=picky)
+    else:
+        status = asyncio.run(CheckpointingRunner(picky).run(wf, iid, ["decode-poison"]))
+    expected = (
+        f"DeserializationError: input of instance '{iid}' cannot be decoded with codec "
+        "'picky-json': code 9"
+    )
+    assert status.status == "failed" and status.error == expected
+    stored = WorkflowClient(picky).status(iid)
+    assert stored.status == "failed" and stored.error == expected
 
 
 @pytest.mark.parametrize("name", PLAIN_CASES)

@@ -676,8 +676,9 @@ def _engine_failure(exc: Exception) -> Failure:
 
 
 def _encoded(codec: Codec, value: Any) -> bytes:
+    """``codec.encode(value)``, refusing a result no backend could store as bytes."""
     data = codec.encode(value)
-    if type(data) is not bytes:
+    if type(data) is not bytes and not isinstance(data, bytes | bytearray):
         raise TypeError(
             f"codec {codec.name!r} returned {type(data).__name__} from encode(), not bytes"
         )
