@@ -31,6 +31,7 @@ from sayiir.core.records import (
     claim_order,
     control_decision,
     fold_attempt,
+    lease_expired,
 )
 from sayiir.errors import InstanceNotFoundError, LeaseLostError, RunReplacedError
 
@@ -50,7 +51,9 @@ class _Instance:
 class _Entry:
     """A queue entry of a worker-run instance (see ``QueueStorage``)."""
 
-    __slots__ = ("attempt", "available_at", "item", "lease_expires_at", "seq", "worker_id")
+    __slots__ = (
+        "attempt", "available_at", "item", "last_error", "lease_expires_at", "seq", "worker_id",
+    )  # fmt: skip
 
     def __init__(self, item: QueueItem, available_at: float, seq: int) -> None:
         self.item = item
@@ -59,6 +62,7 @@ class _Entry:
         self.attempt = 0
         self.worker_id: str | None = None
         self.lease_expires_at: float | None = None
+        self.last_error: str | None = None  # why the last claim ended without an outcome
 
 
 class InMemoryBackend:
@@ -261,6 +265,8 @@ class InMemoryBackend:
             ready.sort(key=lambda r: r[:3])
             claims = []
             for _, _, _, inst, entry in ready[:limit]:
+                if entry.worker_id is not None:  # taken over: its lease ran out
+                    entry.last_error = lease_expired(entry.worker_id, entry.attempt)
                 entry.attempt += 1
                 entry.worker_id = worker_id
                 entry.lease_expires_at = now + lease_secs
@@ -347,6 +353,19 @@ class InMemoryBackend:
             nxt.attempt, nxt.worker_id, nxt.lease_expires_at = 1, claim.worker_id, now + lease_secs
             return request, _claim_of(inst, nxt)
 
+    def abandon(self, claim: Claim, error: str, *, retry_in: float) -> bool:
+        with self._lock:
+            entry = self._held(claim)
+            if entry is None:
+                return False
+            entry.worker_id = entry.lease_expires_at = None
+            entry.available_at = time.time() + max(retry_in, 0.0)
+            entry.last_error = error
+            if retry_in <= 0:
+                for listener in self._listeners:
+                    listener()
+            return True
+
     def _held(self, claim: Claim) -> _Entry | None:
         inst = self._instances.get(claim.instance_id)
         entry = None if inst is None else inst.queue.get(claim.key)
@@ -415,7 +434,12 @@ def _claim_of(inst: _Instance, entry: _Entry) -> Claim:
     assert entry.worker_id is not None
     rec = inst.record
     return Claim(
-        rec.instance_id, entry.item.key, entry.attempt, entry.worker_id, rec.definition_hash
+        rec.instance_id,
+        entry.item.key,
+        entry.attempt,
+        entry.worker_id,
+        rec.definition_hash,
+        entry.last_error,
     )
 
 

@@ -203,7 +203,9 @@ class QueueStorage(Storage, Protocol):
 
         Entries whose lease expired are available again (with ``attempt + 1``).
         Only entries of the given definitions, whose tags are all in ``tags``,
-        of instances that are neither paused nor finished, are claimed.
+        of instances that are neither paused nor finished, are claimed. Each claim's
+        ``last_error`` says why the entry's previous claim ended without an outcome: its
+        lease expired (``records.lease_expired``), or the error given to ``abandon``.
         """
         ...
 
@@ -238,5 +240,13 @@ class QueueStorage(Storage, Protocol):
         entry) or ``release`` is set. Returns the pending cancel/pause request and
         the claim now held. Raises ``LeaseLostError`` (writing nothing) when
         ``claim`` is no longer the current claim of its entry.
+        """
+        ...
+
+    def abandon(self, claim: Claim, error: str, *, retry_in: float) -> bool:
+        """Give up ``claim`` without an outcome: the entry becomes claimable again in
+        ``retry_in`` seconds, keeps its ``attempt`` count (the next claim is ``attempt + 1``,
+        as after an expired lease, so dead-lettering counts it) and remembers ``error`` as
+        the cause. False, and nothing written, when ``claim`` is no longer held.
         """
         ...

@@ -122,6 +122,22 @@ def _parser() -> _Parser:
     worker.add_argument("--poll-interval", type=float, default=5.0, metavar="SECS")
     worker.add_argument("--claim-ttl", type=float, default=300.0, metavar="SECS")
     worker.add_argument("--tags", default="", help="comma-separated task tags this worker serves")
+    worker.add_argument(
+        "--max-claim-attempts",
+        type=int,
+        default=5,
+        metavar="N",
+        help="fail (dead-letter) a run whose task was claimed N times without an outcome, "
+        "its workers killed or failing in the engine every time (5)",
+    )
+    worker.add_argument(
+        "--outage-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECS",
+        help="exit with status 1 when the database stays unreachable, or refuses the "
+        "credentials, this long (300)",
+    )
     worker.add_argument("--log-level", default="info", help="debug, info, warning (info)")
     return parser
 
@@ -155,18 +171,27 @@ def _worker(args: argparse.Namespace) -> int:
     os.environ.setdefault("SAYIIR_LOG", args.log_level)
     init_tracing()
     workflows = _load_workflows(args.target)
-    backend = PostgresBackend(args.url, schema=args.schema, table_prefix=args.table_prefix)
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     tags = [t.strip() for t in args.tags.split(",") if t.strip()]
+    backend = PostgresBackend(
+        args.url,
+        schema=args.schema,
+        table_prefix=args.table_prefix,
+        # One storage call never retries past the worker's own budget (checked by Worker).
+        retry_timeout_secs=min(30.0, max(args.outage_timeout, 0.0)),
+    )
+    worker = Worker(
+        worker_id,
+        backend,
+        poll_interval=args.poll_interval,
+        claim_ttl=args.claim_ttl,
+        max_concurrent_tasks=args.concurrency,
+        tags=tags,
+        max_claim_attempts=args.max_claim_attempts,
+        outage_timeout=args.outage_timeout,
+    )
     with backend:
-        Worker(
-            worker_id,
-            backend,
-            poll_interval=args.poll_interval,
-            claim_ttl=args.claim_ttl,
-            max_concurrent_tasks=args.concurrency,
-            tags=tags,
-        ).run(workflows)
+        worker.run(workflows)  # raises when the worker stops by itself (logged)
     return 0
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "claim_order",
     "control_decision",
     "fold_attempt",
+    "lease_expired",
     "queue_priority",
 ]
 
@@ -209,13 +210,28 @@ def claim_order(priority: int, available_at: float, now: float) -> float:
 
 @dataclass(slots=True)
 class Claim:
-    """A queue entry held by a worker; ``attempt`` is the fencing token of every write."""
+    """A queue entry held by a worker; ``attempt`` is the fencing token of every write.
+
+    ``attempt`` also counts the claims of the entry since it was last queued afresh: every
+    claim before this one ended without an outcome (its worker died, stalled, or gave the
+    entry up with ``QueueStorage.abandon``). ``last_error`` says why the previous one ended,
+    so a worker that dead-letters the run can tell what went wrong.
+    """
 
     instance_id: str
     key: str
     attempt: int
     worker_id: str
     definition_hash: str = ""
+    last_error: str | None = field(default=None, compare=False)
+
+
+def lease_expired(worker_id: str, attempt: int) -> str:
+    """The cause of a claim that ended by running out of lease (every backend's wording)."""
+    return (
+        f"worker '{worker_id}' stopped renewing its lease during attempt {attempt} "
+        "(the process died or was killed, or stalled past claim_ttl)"
+    )
 
 
 def applied_request(record: InstanceRecord) -> ControlRequest | None:

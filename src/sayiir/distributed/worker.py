@@ -7,6 +7,12 @@ dies stops renewing, its entries become claimable again when the lease ends,
 and a worker that wakes up late finds its writes refused (``LeaseLostError``).
 Wake-ups come from the backend (LISTEN/NOTIFY on PostgreSQL); polling every
 ``poll_interval`` stays as the safety net.
+
+A worker is never half-alive: whatever one run does (a task's ``SystemExit``, an error
+the engine cannot turn into an outcome) ends that claim, never a thread; an error of the
+worker's own loops, or a database that stays unusable for ``outage_timeout``, stops the
+whole worker with the cause logged (``WorkerHandle.error``; ``run()`` raises it). A run
+whose claims keep ending without an outcome is dead-lettered after ``max_claim_attempts``.
 """
 
 from __future__ import annotations
@@ -20,12 +26,12 @@ from typing import Any
 
 from sayiir.backends.protocol import QueueStorage
 from sayiir.core.nodes import WorkflowDefinition
-from sayiir.core.records import Claim
+from sayiir.core.records import Claim, FinalState, Status
 from sayiir.engine import _runs
 from sayiir.engine._drive import drive
 from sayiir.engine._interpreter import WorkerMode
 from sayiir.engine.engines import resolve
-from sayiir.errors import BackendError, LeaseLostError
+from sayiir.errors import BackendError, LeaseLostError, WorkflowError
 
 __all__ = ["Worker", "WorkerHandle"]
 
@@ -35,6 +41,8 @@ Registry = dict[str, Callable[[Any], Any]]
 
 # Added to the time until the next entry falls due: wake just after it, not just before.
 _DUE_MARGIN = 0.002
+# The longest cause kept for a dead-letter error (an exception's text can be huge).
+_MAX_CAUSE = 1000
 
 
 class WorkerHandle:
@@ -59,6 +67,12 @@ class WorkerHandle:
     def running(self) -> bool:
         return self._worker.alive()
 
+    @property
+    def error(self) -> BaseException | None:
+        """What stopped the worker by itself (an internal error, or a database that stayed
+        unusable for ``outage_timeout``); ``None`` while it runs or after ``shutdown()``."""
+        return self._worker.fatal
+
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"WorkerHandle(worker_id={self._worker.worker_id!r}, {state})"
@@ -74,6 +88,10 @@ class Worker:
     long is run again elsewhere. ``max_concurrent_tasks`` threads run tasks
     (default 1). ``tags``: the task tags this worker serves; a task with tags
     only runs on a worker that serves all of them, untagged tasks run anywhere.
+    ``max_claim_attempts``: a queue entry claimed that many times without an outcome (its
+    worker died, stalled, or met an error it could not record) fails its run, dead-lettered,
+    at the next claim. ``outage_timeout``: how long the worker keeps retrying while the
+    database is unreachable or refuses it (a wrong password) before it stops with an error.
     """
 
     def __init__(
@@ -85,6 +103,8 @@ class Worker:
         claim_ttl: float = 300.0,
         max_concurrent_tasks: int | None = None,
         tags: Sequence[str] | None = None,
+        max_claim_attempts: int = 5,
+        outage_timeout: float = 300.0,
     ) -> None:
         if not worker_id:
             raise ValueError("worker_id must not be empty")
@@ -93,8 +113,12 @@ class Worker:
                 f"{type(backend).__name__} cannot serve workers: use PostgresBackend "
                 "(or InMemoryBackend for workers in one process)"
             )
-        if poll_interval <= 0 or claim_ttl <= 0:
-            raise ValueError("poll_interval and claim_ttl must be positive")
+        if not poll_interval > 0 or not claim_ttl > 0 or not outage_timeout > 0:
+            raise ValueError("poll_interval, claim_ttl and outage_timeout must be positive")
+        if isinstance(max_claim_attempts, bool) or not isinstance(max_claim_attempts, int):
+            raise TypeError("max_claim_attempts must be an int")
+        if max_claim_attempts < 1:
+            raise ValueError("max_claim_attempts must be at least 1")
         if max_concurrent_tasks is not None and max_concurrent_tasks < 1:
             raise ValueError("max_concurrent_tasks must be at least 1")
         self.worker_id = worker_id
@@ -103,6 +127,8 @@ class Worker:
         self.claim_ttl = claim_ttl
         self.max_concurrent_tasks = max_concurrent_tasks or 1
         self.tags = tuple(tags or ())
+        self.max_claim_attempts = max_claim_attempts
+        self.outage_timeout = float(outage_timeout)
 
     def start(self, workflows: Sequence[Any]) -> WorkerHandle:
         """Start serving ``workflows`` in background threads; returns at once."""
@@ -111,7 +137,12 @@ class Worker:
         return WorkerHandle(running)
 
     def run(self, workflows: Sequence[Any]) -> None:
-        """Serve until SIGTERM or SIGINT (or KeyboardInterrupt), then stop gracefully."""
+        """Serve until SIGTERM or SIGINT (or KeyboardInterrupt), then stop gracefully.
+
+        Raises when the worker stopped by itself (``WorkerHandle.error``): the
+        ``BackendError`` of a database that stayed unusable, or a ``WorkflowError`` whose
+        cause is the internal error (its traceback is logged).
+        """
         handle = self.start(workflows)
         stop = threading.Event()
         previous = {}
@@ -129,11 +160,21 @@ class Worker:
             handle.join()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        error = handle.error
+        if isinstance(error, BackendError):
+            raise error
+        if error is not None:
+            raise WorkflowError(
+                f"worker {self.worker_id!r} stopped on an internal error: {_describe(error)} "
+                "(traceback logged)"
+            ) from error
 
     def __repr__(self) -> str:
         return (
             f"Worker(worker_id={self.worker_id!r}, poll_interval={self.poll_interval}, "
-            f"claim_ttl={self.claim_ttl}, max_concurrent_tasks={self.max_concurrent_tasks})"
+            f"claim_ttl={self.claim_ttl}, max_concurrent_tasks={self.max_concurrent_tasks}, "
+            f"max_claim_attempts={self.max_claim_attempts}, "
+            f"outage_timeout={self.outage_timeout:g})"
         )
 
 
@@ -164,6 +205,9 @@ class _Running:
         self._active_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._unsubscribe: Callable[[], None] | None = None
+        self.fatal: BaseException | None = None  # what stopped the worker by itself
+        self._fatal_lock = threading.Lock()
+        self._outage_since: float | None = None  # monotonic time of the first failed claim
 
     def start(self) -> None:
         subscribe = getattr(self.storage, "subscribe", None)
@@ -175,9 +219,29 @@ class _Running:
         log.info("worker %s started (%d workflows)", self.worker_id, len(self.table))
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread = threading.Thread(target=self._guarded, args=(target,), name=name, daemon=True)
         self._threads.append(thread)
         thread.start()
+
+    def _guarded(self, target: Callable[[], None]) -> None:
+        """A thread of the worker ends only when the worker stops: an error escaping its
+        loop (a bug of ours, never a task's) stops every thread, logged, not this one alone."""
+        try:
+            target()
+        except BaseException as exc:
+            self._die(exc, f"internal error in {threading.current_thread().name}")
+
+    def _die(self, exc: BaseException, what: str) -> None:
+        with self._fatal_lock:
+            first = self.fatal is None
+            if first:
+                self.fatal = exc
+        if first:
+            if isinstance(exc, BackendError):
+                log.critical("worker %s stopped: %s", self.worker_id, exc)
+            else:
+                log.critical("worker %s stopped (%s)", self.worker_id, what, exc_info=exc)
+        self.stop()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -205,15 +269,10 @@ class _Running:
                     self.worker_id, self.hashes, self.worker.tags, 1, self.worker.claim_ttl
                 )
                 backoff = 0.0
+                self._outage_since = None
             except BackendError as exc:
                 backoff = min(max(backoff * 2, 0.5), 30.0)
-                log.error(
-                    "worker %s cannot claim work (%s); retrying in %.1fs",
-                    self.worker_id,
-                    exc,
-                    backoff,
-                )
-                self._stopping.wait(backoff)
+                self._stopping.wait(self._outage(exc, backoff))
                 continue
             if not claims:
                 self._wake.wait(self._idle_wait())
@@ -221,6 +280,34 @@ class _Running:
                 continue
             for claim in claims:
                 self._work(claim)
+
+    def _outage(self, exc: BackendError, backoff: float) -> float:
+        """A failed claim: how long to wait before the next one. Past ``outage_timeout``
+        of failures in a row (on any of its threads), the whole worker stops instead."""
+        now = time.monotonic()
+        with self._fatal_lock:
+            if self._outage_since is None:
+                self._outage_since = now
+            failing = now - self._outage_since
+        budget = self.worker.outage_timeout
+        if failing >= budget:
+            self._die(
+                BackendError(
+                    f"worker {self.worker_id!r} gave up: the database kept failing for "
+                    f"{failing:.0f}s (outage_timeout={budget:g}s); last error: {exc}"
+                ),
+                "outage",
+            )
+            return 0.0
+        wait = min(backoff, budget - failing)
+        log.error(
+            "worker %s cannot claim work (%s); retrying in %.1fs (giving up after %.0fs more)",
+            self.worker_id,
+            exc,
+            wait,
+            budget - failing,
+        )
+        return wait
 
     def _idle_wait(self) -> float:
         """How long to sleep with nothing to claim: a poll interval, or less when a timer or
@@ -236,6 +323,9 @@ class _Running:
 
     def _work(self, claim: Claim) -> None:
         definition, registry = self.table[claim.definition_hash]
+        if claim.attempt > self.worker.max_claim_attempts:
+            self._dead_letter(claim)
+            return
         mode = WorkerMode(
             claim, self.worker.claim_ttl, self._stopping.is_set, frozenset(self.worker.tags)
         )
@@ -244,7 +334,11 @@ class _Running:
             self._active[key] = mode
         try:
             op = _runs.work_claim(definition, registry, self.storage.codec, mode)
-            drive(op, self.storage)
+            status = drive(op, self.storage)
+            if status is not None and status.status == "failed":
+                log.warning(
+                    "worker %s: run %r failed: %s", self.worker_id, claim.instance_id, status.error
+                )
         except LeaseLostError as exc:
             log.warning("worker %s: %s", self.worker_id, exc)
         except BackendError as exc:
@@ -255,16 +349,55 @@ class _Running:
                 claim.instance_id,
                 exc,
             )
-        except Exception:
-            log.exception(
-                "worker %s: unexpected error on %r of %r",
-                self.worker_id,
-                claim.key,
-                claim.instance_id,
-            )
+        except BaseException as exc:  # anything this run does ends its claim, not the thread
+            self._abandon(mode.claim, exc)
         finally:
             with self._active_lock:
                 self._active.pop(key, None)
+
+    def _abandon(self, held: Claim | None, exc: BaseException) -> None:
+        """The engine raised instead of reaching an outcome: give the claim up with the
+        cause, due again after a backoff; the attempt counts towards dead-lettering."""
+        what = "the run" if held is None else _step(held)
+        log.error(
+            "worker %s: %s ended without an outcome (it will be retried): %s",
+            self.worker_id,
+            what,
+            _describe(exc),
+            exc_info=exc,
+        )
+        if held is None:
+            return
+        cause = f"{_describe(exc)} (raised while the worker ran {what})"
+        retry_in = min(self.worker.claim_ttl, 2.0 ** (held.attempt - 1))
+        try:
+            self.storage.abandon(held, cause[:_MAX_CAUSE], retry_in=retry_in)
+        except BackendError as err:
+            log.error(
+                "worker %s: cannot give up %s (its lease will run out instead): %s",
+                self.worker_id,
+                what,
+                err,
+            )
+
+    def _dead_letter(self, claim: Claim) -> None:
+        """Fail the run of an entry whose claims keep ending without an outcome."""
+        tries = claim.attempt - 1
+        cause = (claim.last_error or "no cause was recorded")[:_MAX_CAUSE]
+        error = (
+            f"dead-lettered after {tries} attempts: {cause} [{_step(claim)} was claimed "
+            f"{tries} times without an outcome; max_claim_attempts="
+            f"{self.worker.max_claim_attempts}]"
+        )
+        final = FinalState(Status.FAILED, error=error)
+        try:
+            self.storage.advance(claim, [], final=final, lease_secs=self.worker.claim_ttl)
+        except LeaseLostError:
+            return  # taken over meanwhile: that worker decides
+        except BackendError as exc:
+            log.error("worker %s cannot dead-letter %r: %s", self.worker_id, claim.instance_id, exc)
+            return
+        log.error("worker %s: run %r %s", self.worker_id, claim.instance_id, error)
 
     # -- heartbeat -----------------------------------------------------------------------
 
@@ -289,3 +422,17 @@ class _Running:
                 t.is_alive() for t in self._threads if t is not threading.current_thread()
             ):
                 return
+
+
+def _step(claim: Claim) -> str:
+    where = f"task '{claim.key}'" if claim.key else "the next step"
+    return f"{where} of run '{claim.instance_id}'"
+
+
+def _describe(exc: BaseException) -> str:
+    """``"Type: message"``, even for an exception whose ``__str__`` raises."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<the exception's message cannot be printed>"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -803,6 +803,9 @@ class PostgresBackend:
             ),
         )
 
+    def abandon(self, claim: Claim, error: str, *, retry_in: float) -> bool:
+        return self._run("abandon", lambda retry: _ops.abandon(claim, error, retry_in))
+
     def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback`` when queue work may be ready; returns the unsubscribe function.
 

@@ -33,6 +33,7 @@ from sayiir.core.records import (
     applied_request,
     control_decision,
     fold_attempt,
+    lease_expired,
     queue_priority,
 )
 from sayiir.errors import InstanceNotFoundError, LeaseLostError, RunReplacedError
@@ -42,6 +43,7 @@ __all__ = [
     "Q",
     "Rows",
     "Script",
+    "abandon",
     "advance",
     "claim",
     "consume_signal",
@@ -427,7 +429,19 @@ def _item_params(params: dict[str, Any], items: Sequence[QueueItem]) -> str:
 
 
 def _claims(rows: Rows, worker_id: str) -> list[Claim]:
-    return [Claim(r[0], r[1], r[2], worker_id, r[3]) for r in rows]
+    """Claims from rows (instance, key, attempt, hash, worker whose lease expired, last
+    error); a lease taken over is the cause of the previous claim's end."""
+    return [
+        Claim(
+            r[0],
+            r[1],
+            r[2],
+            worker_id,
+            r[3],
+            r[5] if r[4] is None else lease_expired(r[4], r[2] - 1),
+        )
+        for r in rows
+    ]
 
 
 def enqueue(instance_id: str, items: Sequence[QueueItem]) -> Op[None]:
@@ -573,6 +587,22 @@ def advance(
     if row[9] is None or nxt is None:
         return request, None
     return request, Claim(claim.instance_id, nxt.key, row[9], claim.worker_id, row[8])
+
+
+def abandon(claim: Claim, error: str, retry_in: float) -> Op[bool]:
+    """``QueueStorage.abandon``: one fenced statement (a re-sent one finds the claim gone)."""
+    rows = yield Q(
+        "abandon",
+        {
+            "id": claim.instance_id,
+            "key": claim.key,
+            "attempt": claim.attempt,
+            "worker": claim.worker_id,
+            "error": error,
+            "retry_in": max(float(retry_in), 0.0),
+        },
+    )
+    return bool(rows[0][0])
 
 
 def _recover(

@@ -502,18 +502,20 @@ AND i.status IN ('running', 'waiting', 'awaiting_signal')
 -- are among each level's %(n)s oldest. Each walk locks rows as it goes (SKIP LOCKED:
 -- concurrent claimers never wait on each other nor take the same row); the outer LIMIT
 -- keeps the best %(n)s (the others are unlocked at commit). The database clock decides
--- due, expired and waited.
+-- due, expired and waited. Each claim also returns the worker whose lease it took over (NULL
+-- for an unclaimed entry) and the entry's last_error: why its previous claim ended without
+-- an outcome, as the dead-lettering worker reports it.
 -- name: _aged
 (c.priority - extract(epoch FROM now() - c.available_at) / 300.0)
 
 
 -- name: claim
 WITH cand AS (
-    SELECT c.instance_id, c.task_key
+    SELECT c.instance_id, c.task_key, c.worker_id AS expired_from
     FROM (
         SELECT ready.* FROM generate_series(1, 5) AS p (priority)
         CROSS JOIN LATERAL (
-            SELECT q.instance_id, q.task_key, q.priority, q.available_at
+            SELECT q.instance_id, q.task_key, q.priority, q.available_at, q.worker_id
             FROM {t_task_queue} AS q
             JOIN {t_instances} AS i ON i.instance_id = q.instance_id
             WHERE q.worker_id IS NULL AND q.priority = p.priority AND q.available_at <= now()
@@ -524,7 +526,7 @@ WITH cand AS (
         ) AS ready
         UNION ALL
         SELECT * FROM (
-            SELECT q.instance_id, q.task_key, q.priority, q.available_at
+            SELECT q.instance_id, q.task_key, q.priority, q.available_at, q.worker_id
             FROM {t_task_queue} AS q
             JOIN {t_instances} AS i ON i.instance_id = q.instance_id
             WHERE q.worker_id IS NOT NULL AND q.lease_expires_at < now()
@@ -543,9 +545,9 @@ WITH cand AS (
     FROM cand
     WHERE q.instance_id = cand.instance_id AND q.task_key = cand.task_key
     RETURNING q.instance_id, q.task_key, q.attempt, q.definition_hash, q.priority,
-              q.available_at
+              q.available_at, cand.expired_from, q.last_error
 )
-SELECT c.instance_id, c.task_key, c.attempt, c.definition_hash
+SELECT c.instance_id, c.task_key, c.attempt, c.definition_hash, c.expired_from, c.last_error
 FROM claimed AS c
 ORDER BY {_aged}, c.available_at
 
@@ -569,7 +571,7 @@ CROSS JOIN LATERAL (
 
 -- A claim re-sent after a lost connection: the entries its first attempt claimed.
 -- name: claimed_by_token
-SELECT q.instance_id, q.task_key, q.attempt, q.definition_hash
+SELECT q.instance_id, q.task_key, q.attempt, q.definition_hash, NULL::text, q.last_error
 FROM {t_task_queue} AS q
 WHERE q.worker_id = %(worker)s AND q.claim_token = %(token)s
 ORDER BY q.priority, q.available_at
@@ -609,7 +611,7 @@ lock AS MATERIALIZED (
 requeued AS (
     UPDATE {t_task_queue} AS q
     SET worker_id = NULL, lease_expires_at = NULL, attempt = 0, claim_token = NULL,
-        task_id = it.task_id, priority = it.priority, tags = it.tags,
+        last_error = NULL, task_id = it.task_id, priority = it.priority, tags = it.tags,
         available_at = it.available_at
     FROM items AS it
     WHERE %(fate)s = 'requeue' AND it.key = %(key)s
@@ -617,9 +619,10 @@ requeued AS (
     RETURNING q.available_at <= now() AS ready
 ), renewed AS (
     UPDATE {t_task_queue} AS q
-    SET attempt = 1, lease_expires_at = now() + make_interval(secs => %(lease)s),
-        claim_token = %(token)s, task_id = %(n_task_id)s, priority = %(n_priority)s,
-        tags = %(n_tags)s::text[], available_at = now()
+    SET attempt = 1, last_error = NULL,
+        lease_expires_at = now() + make_interval(secs => %(lease)s), claim_token = %(token)s,
+        task_id = %(n_task_id)s, priority = %(n_priority)s, tags = %(n_tags)s::text[],
+        available_at = now()
     WHERE %(fate)s = 'renew' AND q.instance_id = %(id)s AND q.task_key = %(key)s
       AND EXISTS (SELECT FROM held)
       AND NOT EXISTS (SELECT FROM {t_checkpoints} AS c
@@ -689,6 +692,22 @@ WITH {_held}, inst AS (
        OR EXISTS (SELECT FROM requeued WHERE requeued.ready)
 )
 SELECT EXISTS (SELECT FROM held), (SELECT count(*) FROM wake)
+
+
+-- abandon(): the claim given up without an outcome. The entry is unclaimed again, due in
+-- %(retry_in)s seconds, keeps its attempt count (the next claim is attempt + 1, as after an
+-- expired lease) and remembers %(error)s. Returns (abandoned, notified).
+-- name: abandon
+WITH {_held}, gone AS (
+    UPDATE {t_task_queue} AS q
+    SET worker_id = NULL, lease_expires_at = NULL, claim_token = NULL,
+        available_at = now() + make_interval(secs => %(retry_in)s), last_error = %(error)s
+    WHERE q.instance_id = %(id)s AND q.task_key = %(key)s AND EXISTS (SELECT FROM held)
+    RETURNING q.available_at <= now() AS ready
+), wake AS (
+    SELECT pg_notify({channel}, '') WHERE EXISTS (SELECT FROM gone WHERE gone.ready)
+)
+SELECT EXISTS (SELECT FROM gone), (SELECT count(*) FROM wake)
 
 
 -- An advance re-sent after a lost connection found its claim gone: did the first attempt

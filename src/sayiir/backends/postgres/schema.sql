@@ -122,7 +122,8 @@ CREATE INDEX {n_signals_instance_idx} ON {t_signals} (instance_id);
 -- a lost connection recognises its own row. Rows are inserted, claimed once or twice and
 -- deleted, so the table stays small; fillfactor 70 and an eager autovacuum keep its pages
 -- and indexes compact under that churn. The foreign key cascades: deleting a run (retention)
--- deletes its entries.
+-- deletes its entries. last_error (migration 0004) is why the entry's last claim ended
+-- without an outcome, given by the worker that abandoned it (dead-lettering reports it).
 CREATE TABLE {t_task_queue} (
     instance_id       text        NOT NULL,
     task_key          text        NOT NULL,
@@ -136,6 +137,7 @@ CREATE TABLE {t_task_queue} (
     lease_expires_at  timestamptz,
     claim_token       uuid,
     created_at        timestamptz NOT NULL DEFAULT now(),
+    last_error        text,
     CONSTRAINT {n_task_queue_pkey} PRIMARY KEY (instance_id, task_key),
     CONSTRAINT {n_task_queue_instance_fkey} FOREIGN KEY (instance_id)
         REFERENCES {t_instances} (instance_id) ON DELETE CASCADE,
