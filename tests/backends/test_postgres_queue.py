@@ -304,6 +304,7 @@ def test_the_claim_query_walks_the_partial_indexes(
 @pytest.mark.parametrize(
     "name",
     ["advance", "advance_final", "advance_recover", "heartbeat", "enqueue", "claimed_by_token",
+     "abandon",
      "count_finished", "delete_finished", "create_instance", "send_signal", "unpause",
      "request_control", "finish"],
 )  # fmt: skip
@@ -318,7 +319,7 @@ def test_queue_statements_use_no_sequential_scan(
         "workers": ["w", "w"], "cutoff": time.time(), "batch": 100, "name": "go",
         "payload": b"1", "send_id": uuid.uuid4(), "kind": "cancel", "reason": None,
         "by": None, "applied_status": "cancelled", "apply": ["waiting"],
-        "request": ["running"],
+        "request": ["running"], "error": "boom", "retry_in": 1.0,
     }  # fmt: skip
     _ops._item_params(params, [QueueItem("k9", "t", tags=("a",)), QueueItem("k10")])
     _ops._step_params(params, [step("k7"), step("k8")])

@@ -30,6 +30,7 @@ from sayiir.core.records import (
     QueueItem,
     Status,
     StepRecord,
+    lease_expired,
 )
 from sayiir.errors import LeaseLostError
 
@@ -698,3 +699,103 @@ def test_enqueue_leaves_a_claimed_entry_alone(
     queue.enqueue(iid, [QueueItem("", available_at=time.time() - 100)])
     assert take(queue, h, "w2") == []
     assert queue.heartbeat([claim], LONG) == []
+
+
+# -- abandon and the causes of claims without an outcome (dead-lettering) ----------------------
+
+
+def test_a_fresh_entry_has_no_last_error(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    new()
+    [claim] = take(queue, h)
+    assert (claim.attempt, claim.last_error) == (1, None)
+
+
+def test_a_lease_taken_over_names_the_worker_that_stopped_renewing_it(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    new()
+    [first] = take(queue, h, "w1", lease=0.2)
+    time.sleep(0.4)
+    [second] = take(queue, h, "w2", lease=0.2)
+    assert second.attempt == 2
+    assert second.last_error == lease_expired("w1", 1)
+    assert second.last_error == (
+        "worker 'w1' stopped renewing its lease during attempt 1 "
+        "(the process died or was killed, or stalled past claim_ttl)"
+    )
+    time.sleep(0.4)
+    [third] = take(queue, h, "w3")
+    assert (third.attempt, third.last_error) == (3, lease_expired("w2", 2))
+    assert first.attempt == 1
+
+
+def test_abandon_keeps_the_claim_count_and_remembers_the_cause(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    claim = start(queue, h, iid, "w1")
+    assert queue.abandon(claim, "RuntimeError: corrupt row", retry_in=0.0) is True
+    # Given up: no longer held (its writes are refused, its heartbeat reports it lost).
+    assert queue.heartbeat([claim], LONG) == [claim]
+    with pytest.raises(LeaseLostError):
+        queue.advance(claim, [step("a")])
+    [again] = take(queue, h, "w2")
+    assert (again.key, again.attempt, again.worker_id) == ("", 2, "w2")
+    assert again.last_error == "RuntimeError: corrupt row"
+    assert queue.abandon(again, "second cause", retry_in=0.0)
+    [third] = take(queue, h, "w1")
+    assert (third.attempt, third.last_error) == (3, "second cause")
+
+
+def test_abandon_makes_the_entry_due_after_retry_in(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    claim = start(queue, h, iid)
+    assert queue.abandon(claim, "boom", retry_in=0.5)
+    assert take(queue, h) == []
+    due = queue.next_due([h], [])
+    assert due is not None and 0.0 < due <= 0.5
+    time.sleep(0.6)
+    [again] = take(queue, h)
+    assert (again.attempt, again.last_error) == (2, "boom")
+
+
+def test_abandon_of_a_claim_no_longer_held_writes_nothing(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    new()
+    [old] = take(queue, h, "w1", lease=0.2)
+    time.sleep(0.4)
+    [current] = take(queue, h, "w2")
+    assert queue.abandon(old, "stale", retry_in=0.0) is False
+    assert queue.heartbeat([current], LONG) == []  # w2 still holds it
+    assert queue.abandon(current, "w2's cause", retry_in=0.0)
+    [after] = take(queue, h, "w3")
+    assert (after.attempt, after.last_error) == (3, "w2's cause")
+
+
+def test_an_entry_queued_afresh_counts_claims_from_one_again(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    """A retry backoff (the claim's own key queued again) or the claim moved to its own key
+    is an outcome: the count and the cause start over."""
+    iid = new()
+    claim = start(queue, h, iid)
+    queue.advance(claim, [], enqueue=[item("a")], release=True)
+    [a] = take(queue, h)
+    assert queue.abandon(a, "cause", retry_in=0.0)
+    [a2] = take(queue, h)
+    assert (a2.attempt, a2.last_error) == (2, "cause")
+    queue.advance(a2, [], enqueue=[item("a")], release=True)  # requeued
+    [a3] = take(queue, h)
+    assert (a3.key, a3.attempt, a3.last_error) == ("a", 1, None)
+    assert queue.abandon(a3, "again", retry_in=0.0)
+    [a4] = take(queue, h)
+    _, renewed = queue.advance(a4, [], next_item=item("a"))
+    assert renewed is not None and (renewed.attempt, renewed.last_error) == (1, None)
+    assert queue.abandon(renewed, "third", retry_in=0.0)
+    [a5] = take(queue, h)
+    assert (a5.attempt, a5.last_error) == (2, "third")
