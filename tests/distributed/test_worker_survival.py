@@ -79,6 +79,7 @@ class FaultyLoad:
     that is no outcome: the run can never be read). Mixed into a real backend."""
 
     loads: Counter[str]
+    dsn: str
 
     def load(self, instance_id: str) -> RunState | None:
         if instance_id.startswith("poison"):
@@ -88,11 +89,11 @@ class FaultyLoad:
 
 
 class FaultyMemory(FaultyLoad, InMemoryBackend):
-    loads: Counter[str] = Counter()
+    pass
 
 
 class FaultyPostgres(FaultyLoad, PostgresBackend):
-    loads: Counter[str] = Counter()
+    pass
 
 
 @pytest.fixture(params=["memory", "postgres"])
@@ -213,9 +214,7 @@ def test_a_worker_gives_up_after_outage_timeout_and_says_why(
     error = handle.error
     assert isinstance(error, BackendError)
     assert str(error).startswith("worker 'w1' gave up: the database kept failing for ")
-    assert "(outage_timeout=1s); last error: PostgreSQL at db:5432/app is unreachable" in str(
-        error
-    )
+    assert "(outage_timeout=1s); last error: PostgreSQL at db:5432/app is unreachable" in str(error)
     assert "worker w1 stopped: worker 'w1' gave up" in caplog.text
     with pytest.raises(BackendError, match="gave up: the database kept failing"):
         Worker("w2", Outage(float("inf")), poll_interval=0.1, outage_timeout=0.5).run([PLAIN])
@@ -251,7 +250,7 @@ def test_worker_options_are_checked() -> None:
 
 
 def queue_rows(backend: Any, instance_id: str) -> int:
-    if isinstance(backend, PostgresBackend):
+    if isinstance(backend, FaultyPostgres):
         table = f"{backend._prefix}task_queue"
         with psycopg.connect(backend.dsn) as conn:
             row = conn.execute(
