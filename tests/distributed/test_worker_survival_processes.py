@@ -2,7 +2,7 @@
 
 - a task raising ``SystemExit`` fails its run; the worker process serves on;
 - a task that SIGKILLs its worker on every claim is dead-lettered after
-  ``--max-claim-attempts`` claims, and no worker claims it again;
+  ``--max-claim-attempts`` claims (5 by default), and no worker claims it again;
 - a wrong password (a real role of a cluster of our own with password authentication) and
   an unreachable server end the worker with exit status 1 after ``--outage-timeout``, with
   a clear message that never shows the password.
@@ -130,10 +130,10 @@ def test_a_worker_process_whose_task_raises_system_exit_serves_on(workers: Worke
 
 
 def test_a_run_that_kills_its_worker_on_every_claim_is_dead_lettered(workers: Workers) -> None:
-    n = 3
+    n = 5  # the default --max-claim-attempts
     client = workers.client
     client.submit(app.poison_flow, "poison", 1)
-    options = ("--claim-ttl", "1", "--max-claim-attempts", str(n), "--log-level", "warning")
+    options = ("--claim-ttl", "1", "--log-level", "warning")
     started: list[subprocess.Popen[bytes]] = []
     # Restart a worker whenever the last one died, as a process manager would.
     for k in range(n + 3):
@@ -159,11 +159,11 @@ def test_a_run_that_kills_its_worker_on_every_claim_is_dead_lettered(workers: Wo
     assert status.error.startswith(
         f"dead-lettered after {n} attempts: worker 'k{n - 1}' stopped renewing its lease "
         f"during attempt {n} (the process died or was killed, or stalled past claim_ttl) "
-        "[task 'poison' of run 'poison' was claimed 3 times without an outcome; "
-        "max_claim_attempts=3]"
+        f"[task 'poison' of run 'poison' was claimed {n} times without an outcome; "
+        f"max_claim_attempts={n}]"
     ), status.error
     assert workers.queue_rows("poison") == 0
-    assert "run 'poison' dead-lettered after 3 attempts" in workers.log(f"k{n}")
+    assert f"run 'poison' dead-lettered after {n} attempts" in workers.log(f"k{n}")
     # No worker ever claims it again; the survivor and a new worker serve other runs.
     workers.start("fresh", *options)
     for i in range(4):
