@@ -207,7 +207,7 @@ class _Running:
         self._unsubscribe: Callable[[], None] | None = None
         self.fatal: BaseException | None = None  # what stopped the worker by itself
         self._fatal_lock = threading.Lock()
-        self._outage_since: float | None = None  # monotonic time of the first failed claim
+        self._outage_since: float | None = None  # when the first failed claim of a row began
 
     def start(self) -> None:
         subscribe = getattr(self.storage, "subscribe", None)
@@ -264,6 +264,7 @@ class _Running:
     def _run_tasks(self) -> None:
         backoff = 0.0
         while not self._stopping.is_set():
+            began = time.monotonic()
             try:
                 claims = self.storage.claim(
                     self.worker_id, self.hashes, self.worker.tags, 1, self.worker.claim_ttl
@@ -272,7 +273,7 @@ class _Running:
                 self._outage_since = None
             except BackendError as exc:
                 backoff = min(max(backoff * 2, 0.5), 30.0)
-                self._stopping.wait(self._outage(exc, backoff))
+                self._stopping.wait(self._outage(exc, backoff, began))
                 continue
             if not claims:
                 self._wake.wait(self._idle_wait())
@@ -281,13 +282,13 @@ class _Running:
             for claim in claims:
                 self._work(claim)
 
-    def _outage(self, exc: BackendError, backoff: float) -> float:
-        """A failed claim: how long to wait before the next one. Past ``outage_timeout``
-        of failures in a row (on any of its threads), the whole worker stops instead."""
+    def _outage(self, exc: BackendError, backoff: float, began: float) -> float:
+        """A failed claim (made at ``began``): how long to wait before the next one. Past
+        ``outage_timeout`` of failures in a row (on any thread), the whole worker stops."""
         now = time.monotonic()
         with self._fatal_lock:
             if self._outage_since is None:
-                self._outage_since = now
+                self._outage_since = began
             failing = now - self._outage_since
         budget = self.worker.outage_timeout
         if failing >= budget:
