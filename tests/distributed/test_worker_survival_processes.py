@@ -3,7 +3,7 @@
 - a task raising ``SystemExit`` fails its run; the worker process serves on;
 - a task that SIGKILLs its worker on every claim is dead-lettered after
   ``--max-claim-attempts`` claims (5 by default), and no worker claims it again;
-- a wrong password (a real role of a cluster of our own with password authentication) and
+- a wrong password (a real role of a cluster of the module's own, ``pg_cluster``) and
   an unreachable server end the worker with exit status 1 after ``--outage-timeout``, with
   a clear message that never shows the password.
 """
@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import importlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ import psycopg
 import pytest
 
 from sayiir import PostgresBackend, WorkflowClient
+from tests.pgcluster import PrivateCluster
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
@@ -183,44 +182,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class PasswordCluster:
-    """A PostgreSQL cluster of our own whose TCP connections need a password (the shared
-    test server trusts everyone, so a wrong password cannot fail there)."""
-
-    def __init__(self) -> None:
-        self.version = sorted(os.listdir("/usr/lib/postgresql"), key=int)[-1]
-        self.name = f"sayiir_pw_{uuid.uuid4().hex[:8]}"
-        self.port = free_port()
-
-    def __enter__(self) -> PasswordCluster:
-        create = ["pg_createcluster", self.version, self.name, "-p", str(self.port)]
-        auth = ["--", "--auth-local=trust", "--auth-host=scram-sha-256"]
-        subprocess.run([*create, *auth], check=True, capture_output=True, timeout=180)
-        ctl = ["pg_ctlcluster", "--skip-systemctl-redirect", self.version, self.name, "start"]
-        subprocess.run(ctl, check=True, capture_output=True, timeout=120)
-        return self
-
-    def admin(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(
-            f"host=/var/run/postgresql port={self.port} user=postgres dbname=postgres",
-            autocommit=True,
-        )
-
-    def __exit__(self, *exc: object) -> None:
-        subprocess.run(
-            ["pg_dropcluster", "--stop", self.version, self.name], capture_output=True, timeout=180
-        )
-
-
 @pytest.fixture(scope="module")
-def password_cluster() -> Iterator[PasswordCluster]:
-    for tool in ("pg_createcluster", "pg_ctlcluster", "pg_dropcluster"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"needs a PostgreSQL cluster of its own: {tool} is not installed")
-    with PasswordCluster() as cluster:
-        with cluster.admin() as conn:
-            conn.execute(f"CREATE ROLE sayiir_app LOGIN PASSWORD 'right-{SECRET}'")
-        yield cluster
+def app_role(pg_cluster: PrivateCluster) -> PrivateCluster:
+    """A role of a cluster of the module's own that logs in with a password (the shared
+    test server trusts everyone, so a wrong password cannot fail there)."""
+    pg_cluster.execute(f"CREATE ROLE sayiir_app LOGIN PASSWORD 'right-{SECRET}'")
+    return pg_cluster
 
 
 def run_worker_until_exit(url: str, *extra: str, timeout: float = 90.0) -> tuple[int, str, float]:
@@ -234,9 +201,9 @@ def run_worker_until_exit(url: str, *extra: str, timeout: float = 90.0) -> tuple
 
 
 def test_a_worker_with_a_wrong_password_exits_1_after_its_budget(
-    password_cluster: PasswordCluster,
+    app_role: PrivateCluster,
 ) -> None:
-    url = f"postgresql://sayiir_app:{SECRET}@127.0.0.1:{password_cluster.port}/postgres"
+    url = app_role.url(user="sayiir_app", password=SECRET)
     code, output, took = run_worker_until_exit(url, "--outage-timeout", "3")
     assert code == 1, output
     last = output.strip().splitlines()[-1]
