@@ -178,6 +178,7 @@ def test_an_internal_error_stops_the_whole_worker_with_its_traceback_logged(
     handle = Worker("w1", ClaimBug(), poll_interval=0.1, max_concurrent_tasks=2).start([PLAIN])
     wait_for(lambda: not handle.running, what="every thread of the worker stopped")
     assert isinstance(handle.error, AttributeError)
+    assert repr(handle) == "WorkerHandle(worker_id='w1', stopped by AttributeError)"
     assert "worker w1 stopped (internal error in sayiir-worker-w1-" in caplog.text
     assert "Traceback" in caplog.text and "no attribute 'attempt'" in caplog.text
     handle.join(5)

@@ -75,6 +75,8 @@ class WorkerHandle:
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
+        if self.error is not None:
+            state += f" by {type(self.error).__name__}"
         return f"WorkerHandle(worker_id={self._worker.worker_id!r}, {state})"
 
 
