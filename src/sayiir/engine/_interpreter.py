@@ -539,8 +539,7 @@ class Execution:
             self._workflow_metadata,
         )
         if lane.inline:
-            # On a worker, a task's SystemExit fails the attempt instead of the thread.
-            return call_sync(fn, value, ctx, timeout, contain=self.worker is not None)
+            return call_sync(fn, value, ctx, timeout)
         return (yield Call(fn, value, ctx, timeout))
 
     # -- worker mode -----------------------------------------------------------------------

@@ -137,19 +137,9 @@ def _run_with_deadline(fn: Callable[[Any], Any], arg: Any, ctx: TaskExecutionCon
 
 
 def call_sync(
-    fn: Callable[[Any], Any],
-    arg: Any,
-    ctx: TaskExecutionContext,
-    timeout: float | None,
-    *,
-    contain: bool = False,
+    fn: Callable[[Any], Any], arg: Any, ctx: TaskExecutionContext, timeout: float | None
 ) -> CallResult:
-    """Call a task from a blocking driver; never raises for task errors.
-
-    ``contain``: a ``BaseException`` of the task (``SystemExit``, ``KeyboardInterrupt``...)
-    is a failed attempt too, as on a worker thread, where no signal can have raised it and
-    letting it through would end the thread (docs/workers.md).
-    """
+    """Call a task from a blocking driver; never raises for task errors."""
     token = current_context.set(ctx)
     try:
         if timeout is not None and not inspect.iscoroutinefunction(fn):
@@ -159,10 +149,6 @@ def call_sync(
             value = _run_coroutine(value, ctx.task_id, timeout)
         return CallResult(True, value)
     except BaseException as exc:  # whatever the task raised is its failure (module docstring)
-        return CallResult(False, error=exc)
-    except BaseException as exc:
-        if not contain:
-            raise
         return CallResult(False, error=exc)
     finally:
         current_context.reset(token)
