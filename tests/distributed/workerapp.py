@@ -3,14 +3,20 @@
 Every task appends "<instance> <task> <pid> <event>" to the ledger file named by
 $SAYIIR_TEST_LEDGER (one small O_APPEND write per line, so lines never mix), which
 lets the tests see which process ran what, and how often.
+
+$SAYIIR_TEST_EXIT_AFTER_WRITES=k makes a worker process die (``os._exit``, as SIGKILL
+would) right after its k-th storage write: a crash at a chosen point of its work.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
-from sayiir import Flow, get_task_context, task
+from sayiir import Flow, PostgresBackend, get_task_context, task
 
 
 def note(event: str = "run") -> None:
@@ -117,4 +123,40 @@ tagged = Flow("tagged").then(begin).then(on_gpu).build()
 urgent_flow = Flow("urgent").then(urgent).build()
 lazy_flow = Flow("lazy").then(lazy).build()
 
-workflows = [fan, sleepy, parked, tagged, urgent_flow, lazy_flow]
+duo = Flow("duo").then(begin).then(finish).build()
+signalled = Flow("signalled").then(begin).then(slow).wait_for_signal("go").then(finish).build()
+
+workflows = [fan, sleepy, parked, tagged, urgent_flow, lazy_flow, duo, signalled]
+
+_WRITES = ("advance", "finish", "save_steps", "enqueue", "record_attempt")
+
+
+def _exit_after_writes(count: int) -> None:
+    """Die, as SIGKILL would, right after the ``count``-th write this process commits."""
+    done = [0]
+    lock = threading.Lock()
+
+    def wrap(name: str) -> None:
+        original: Callable[..., Any] = getattr(PostgresBackend, name)
+
+        def write(self: PostgresBackend, *args: Any, **kwargs: Any) -> Any:
+            result = original(self, *args, **kwargs)
+            with lock:
+                done[0] += 1
+                if done[0] >= count:
+                    os._exit(137)
+            return result
+
+        setattr(PostgresBackend, name, write)
+
+    for name in _WRITES:
+        wrap(name)
+
+
+def _install_hooks() -> None:
+    exit_after = os.environ.get("SAYIIR_TEST_EXIT_AFTER_WRITES")
+    if exit_after:
+        _exit_after_writes(int(exit_after))
+
+
+_install_hooks()

@@ -556,9 +556,17 @@ class Execution:
         if not (lane.owned and worker.claim is not None and serves) or worker.stopping():
             worker.enqueued.append(item)
             raise _Suspended
-        if worker.claim.key == "" and not lane.pending and not worker.enqueued:
-            # A "continue" claim covers the first task it reaches: the claim moves only
+        if (
+            worker.claim.key == ""
+            and not lane.pending
+            and not worker.enqueued
+            and not self.checkpoints
+            and not self.attempts
+        ):
+            # A "continue" claim covers the first task of a fresh run: the claim moves only
             # with that task's checkpoint (a crash before it re-runs the task, as it should).
+            # Only there: a later wake-up (a signal sent while a task runs) must not run a
+            # task that another worker may hold; the write below claims it or finds it held.
             return
         # Continue this lane here: checkpoint the last task and claim this one in one write.
         steps, lane.pending = lane.pending, []
