@@ -107,7 +107,7 @@ class Turn:
         self.backend = backend
         mode = WorkerMode(claim, lease, lambda: False)
         self.gen: Yielding = _runs.work_claim(definition, dict(registry), backend.codec, mode)
-        self.eff: Store | None = next(self.gen)
+        self.eff: Any = next(self.gen)  # only Store effects: tasks run inline
         self.result: Any = None
 
     def step(self) -> bool:
@@ -134,7 +134,7 @@ class Turn:
         return self.result
 
 
-def claim_one(backend: Any, wf: Any, worker_id: str, lease: float) -> Claim:
+def claim_one(backend: QueueStorage, wf: Any, worker_id: str, lease: float) -> Claim:
     [claim] = backend.claim(worker_id, [wf.definition_hash], [], 1, lease)
     return claim
 
@@ -174,7 +174,7 @@ def test_a_task_longer_than_its_lease_keeps_its_claim_and_runs_once(backend: Any
     original = backend.heartbeat
 
     def counting(claims: list[Claim], lease_secs: float) -> list[Claim]:
-        lost = original(claims, lease_secs)
+        lost: list[Claim] = original(claims, lease_secs)
         with _lock:
             renewals.extend(c for c in claims if c.instance_id == "long" and c not in lost)
             if len(renewals) >= RENEWALS:
