@@ -259,3 +259,115 @@ def test_kill_9_chaos_loses_nothing_and_completes_each_step_once(cluster: Cluste
             " WHERE q.instance_id LIKE 'chaos-%'"
         ).fetchall()
     assert left == [], seed  # finished runs keep no queue entries
+
+
+def test_a_task_three_times_the_lease_runs_once_and_its_lease_is_renewed(cluster: Cluster) -> None:
+    """Two workers with a 1 s lease, a task that runs 3 s: the worker running it renews
+    its lease all along (the renewals are seen in the queue row), and the other worker
+    never takes the task over."""
+    env = {"SAYIIR_TEST_SLOW_SECS": "3"}
+    cluster.start("a", claim_ttl=1.0, env=env)
+    cluster.start("b", claim_ttl=1.0, env=env)
+    cluster.client.submit(workerapp.sleepy, "long", 1)
+    wait_until(lambda: any(t == "slow" for _, t, _, _ in cluster.lines()), what="slow started")
+    leases: set[Any] = set()
+    attempts: set[Any] = set()
+    with psycopg.connect(cluster.dsn, autocommit=True) as conn:
+        while not any(t == "slow" and ev == "end" for _, t, _, ev in cluster.lines()):
+            for lease, attempt in conn.execute(
+                "SELECT lease_expires_at, attempt FROM sayiir_task_queue"
+                " WHERE instance_id = 'long' AND worker_id IS NOT NULL"
+            ).fetchall():
+                leases.add(lease)
+                attempts.add(attempt)
+            time.sleep(0.05)
+    wait_until(lambda: cluster.client.status("long").is_completed(), 30, "run completed")
+    starts = [pid for _, t, pid, ev in cluster.lines() if t == "slow" and ev == "start"]
+    assert len(starts) == 1, starts
+    assert len(leases) >= 3, leases  # renewed (every claim_ttl / 3) while it ran
+    assert attempts == {1}  # never taken over
+    assert cluster.client.status("long").output == {"value": 2, "pid": starts[0]}
+    assert cluster.completed_twice() == []
+
+
+def test_a_stalled_worker_is_fenced_off_by_its_own_restarted_self(cluster: Cluster) -> None:
+    """As the stalled-worker test, but the worker that takes over has the same worker id
+    (a restart under a fixed --id): the fence tells the claims apart by attempt number."""
+    env = {"SAYIIR_TEST_SLOW_SECS": "2"}
+    zombie = cluster.start("same", claim_ttl=1.0, env=env)
+    cluster.client.submit(workerapp.sleepy, "stall-same", 1)
+    wait_until(lambda: any(t == "slow" for _, t, _, _ in cluster.lines()), what="slow started")
+    os.kill(zombie.pid, signal.SIGSTOP)
+    healthy = cluster.start("same", claim_ttl=5.0, env=env)
+    wait_until(
+        lambda: any(pid == healthy.pid for _, t, pid, _ in cluster.lines() if t == "slow"),
+        what="slow taken over",
+    )
+    os.kill(zombie.pid, signal.SIGCONT)
+    wait_until(lambda: cluster.client.status("stall-same").is_completed(), 30, "run completed")
+    ends = [pid for _, t, pid, ev in cluster.lines() if t == "slow" and ev == "end"]
+    assert zombie.pid in ends and healthy.pid in ends
+    expected = {"value": 2, "pid": healthy.pid}
+    assert cluster.client.get_task_result("stall-same", "slow") == expected
+    assert cluster.client.status("stall-same").output == expected
+    assert cluster.completed_twice() == []
+
+
+def test_a_worker_dying_right_after_any_write_leaves_the_run_to_another(cluster: Cluster) -> None:
+    """A worker process dies (os._exit) right after its 1st, 2nd, 3rd storage write on a
+    two-task run; each time another worker finishes the run once its lease is over. A
+    worker that gave its claim up in one write and wrote the final status in another
+    would leave, killed in between, a run that nobody can ever finish."""
+    for writes in (1, 2, 3):
+        run = f"dies-{writes}"
+        cluster.client.submit(workerapp.duo, run, writes)
+        dying = cluster.start(
+            f"dying-{writes}", claim_ttl=1.0, env={"SAYIIR_TEST_EXIT_AFTER_WRITES": str(writes)}
+        )
+        wait_until(
+            lambda: dying.poll() is not None or cluster.client.status(run).is_completed(),  # noqa: B023
+            what=f"worker exit after {writes} writes",
+        )
+        dying.kill()
+        dying.wait(10)
+        rescuer = cluster.start(f"rescuer-{writes}", claim_ttl=5.0)
+        wait_until(
+            lambda: cluster.client.status(run).is_completed(),  # noqa: B023
+            30,
+            f"run completed after a death at write {writes}",
+        )
+        rescuer.terminate()
+        rescuer.wait(15)
+        assert cluster.client.status(run).output == writes * 10
+    assert cluster.completed_twice() == []
+
+
+def test_a_signal_sent_while_a_task_runs_does_not_run_it_on_another_worker(
+    cluster: Cluster,
+) -> None:
+    """A signal sent early (while the task before the wait runs on one worker) queues a
+    wake-up of the run; the other, idle, worker takes it and must leave the running task
+    alone (it ran it a second time, at once, and wrote its checkpoint behind its back)."""
+    env = {"SAYIIR_TEST_SLOW_SECS": "2"}
+    cluster.start("a", env=env)
+    cluster.start("b", env=env)
+    wait_until(lambda: listeners(cluster.dsn) >= 2, what="both workers listening")
+    cluster.client.submit(workerapp.signalled, "early", 1)
+    wait_until(lambda: any(t == "slow" for _, t, _, _ in cluster.lines()), what="slow started")
+    cluster.client.send_signal("early", "go", 8)
+    wait_until(lambda: cluster.client.status("early").is_completed(), 30, "run completed")
+    assert cluster.client.status("early").output == 80
+    tasks = Counter(t for _, t, _, ev in cluster.lines() if ev in ("run", "start"))
+    assert tasks == {"begin": 1, "slow": 1, "finish": 1}
+    assert cluster.completed_twice() == []
+
+
+def listeners(dsn: str) -> int:
+    """Sessions of this database whose last statement was a LISTEN: one per live worker."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query LIKE 'LISTEN%%'"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
