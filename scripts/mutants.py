@@ -209,7 +209,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "src/sayiir/core/metadata.py",
         "self.backoff_multiplier ** (retry - 1)",
         "self.backoff_multiplier ** retry",
-        (E + "test_retry_schedule.py",),
+        (E + "test_retry_schedule.py", "src/sayiir/core/metadata.py"),
     ),
     # -- codec -------------------------------------------------------------------------------
     Mutant(

@@ -107,10 +107,12 @@ def _is_model(hint: Any, base: type) -> bool:
 def wrap_pydantic(fn: TaskFn) -> TaskFn:
     """Validate a model input and dump a model output; ``fn`` itself when no models are involved.
 
-    >>> class Order(BaseModel):  # doctest: +SKIP
+    >>> from pydantic import BaseModel
+    >>> class Order(BaseModel):
     ...     id: int
-    >>> def total(order: Order) -> Order: ...  # doctest: +SKIP
-    >>> wrap_pydantic(total)({"id": 1})  # validates, calls, dumps  # doctest: +SKIP
+    >>> def total(order: Order) -> Order:
+    ...     return order
+    >>> wrap_pydantic(total)({"id": "1"})  # validates, calls, dumps
     {'id': 1}
     """
     base = _model_base()

@@ -35,7 +35,8 @@ def run_workflow(
 ) -> Any:
     """Run a workflow and return its output; raises ``TaskError`` when a task fails.
 
-    >>> run_workflow(Flow("double").then(lambda x: x * 2).build(), 21)  # doctest: +SKIP
+    >>> from sayiir import Flow
+    >>> run_workflow(Flow("double").then(lambda x: x * 2, name="double").build(), 21)
     42
 
     With ``instance_id`` the run is durable (see ``run_durable_workflow``) and
@@ -61,8 +62,10 @@ def run_durable_workflow(
 ) -> WorkflowStatus:
     """Start a durable run, checkpointing after every task; return its status.
 
-    >>> backend = SqliteBackend("runs.db")  # doctest: +SKIP
-    >>> run_durable_workflow(wf, "order-123", 42, backend=backend).status  # doctest: +SKIP
+    >>> from sayiir import Flow, SqliteBackend
+    >>> wf = Flow("double").then(lambda x: x * 2, name="double").build()
+    >>> backend = SqliteBackend("runs.db")
+    >>> run_durable_workflow(wf, "order-123", 42, backend=backend).status
     'completed'
 
     Task failures are reported as ``status="failed"``, not raised. Without a
@@ -75,8 +78,14 @@ def run_durable_workflow(
 def resume_workflow(workflow: Any, instance_id: str, backend: Any) -> WorkflowStatus:
     """Continue a run from its last checkpoint (after a crash, a delay or a signal).
 
-    >>> resume_workflow(wf, "order-123", backend).status  # doctest: +SKIP
-    'completed'
+    >>> from sayiir import Flow, InMemoryBackend
+    >>> wf = Flow("approve").wait_for_signal("ok").then(lambda x: x + 1, name="inc").build()
+    >>> backend = InMemoryBackend()
+    >>> run_durable_workflow(wf, "order-123", 0, backend).status
+    'awaiting_signal'
+    >>> send_signal("order-123", "ok", 41, backend)
+    >>> resume_workflow(wf, "order-123", backend).output
+    42
     """
     return DurableEngine(backend).resume(workflow, instance_id)
 
@@ -86,7 +95,14 @@ def cancel_workflow(
 ) -> None:
     """Cancel a run: at once if parked, else when its running task finishes.
 
-    >>> cancel_workflow("order-1", backend, reason="dup", cancelled_by="ops")  # doctest: +SKIP
+    >>> from sayiir import Flow, InMemoryBackend
+    >>> backend = InMemoryBackend()
+    >>> wf = Flow("approve").wait_for_signal("ok").then(lambda x: x, name="ship").build()
+    >>> run_durable_workflow(wf, "order-1", 1, backend).status
+    'awaiting_signal'
+    >>> cancel_workflow("order-1", backend, reason="dup", cancelled_by="ops")
+    >>> backend.get_instance("order-1").status.value
+    'cancelled'
     """
     DurableEngine(backend).cancel(instance_id, reason, cancelled_by)
 
@@ -96,7 +112,14 @@ def pause_workflow(
 ) -> None:
     """Pause a run: at once if parked, else when its running task finishes.
 
-    >>> pause_workflow("order-123", backend, reason="maintenance")  # doctest: +SKIP
+    >>> from sayiir import Flow, InMemoryBackend
+    >>> backend = InMemoryBackend()
+    >>> wf = Flow("approve").wait_for_signal("ok").then(lambda x: x, name="ship").build()
+    >>> run_durable_workflow(wf, "order-123", 1, backend).status
+    'awaiting_signal'
+    >>> pause_workflow("order-123", backend, reason="maintenance")
+    >>> resume_workflow(wf, "order-123", backend).status
+    'paused'
     """
     DurableEngine(backend).pause(instance_id, reason, paused_by)
 
@@ -104,7 +127,15 @@ def pause_workflow(
 def unpause_workflow(instance_id: str, backend: Any) -> None:
     """Make a paused run runnable again; call ``resume_workflow`` (or let a worker) run it.
 
-    >>> unpause_workflow("order-123", backend)  # doctest: +SKIP
+    >>> from sayiir import Flow, InMemoryBackend
+    >>> backend = InMemoryBackend()
+    >>> wf = Flow("approve").wait_for_signal("ok").then(lambda x: x, name="ship").build()
+    >>> run_durable_workflow(wf, "order-123", 1, backend).status
+    'awaiting_signal'
+    >>> pause_workflow("order-123", backend)
+    >>> unpause_workflow("order-123", backend)
+    >>> resume_workflow(wf, "order-123", backend).status
+    'awaiting_signal'
     """
     DurableEngine(backend).unpause(instance_id)
 
@@ -112,6 +143,13 @@ def unpause_workflow(instance_id: str, backend: Any) -> None:
 def send_signal(instance_id: str, signal_name: str, payload: Any, backend: Any) -> None:
     """Buffer an event for ``wait_for_signal(signal_name)``; it never runs the workflow.
 
-    >>> send_signal("order-123", "approved", {"by": "alice"}, backend)  # doctest: +SKIP
+    >>> from sayiir import Flow, InMemoryBackend
+    >>> backend = InMemoryBackend()
+    >>> wf = Flow("approve").wait_for_signal("approved").then(lambda a: a["by"], name="by").build()
+    >>> run_durable_workflow(wf, "order-123", 1, backend).status
+    'awaiting_signal'
+    >>> send_signal("order-123", "approved", {"by": "alice"}, backend)
+    >>> resume_workflow(wf, "order-123", backend).output
+    'alice'
     """
     DurableEngine(backend).send_signal(instance_id, signal_name, payload)

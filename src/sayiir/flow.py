@@ -32,8 +32,8 @@ StepFn: TypeAlias = "TaskFn | Workflow"
 class Workflow:
     """A built workflow: the compiled definition plus the task registry it runs with.
 
-    >>> wf = Flow("pipeline").then(lambda x: x * 2).build()  # doctest: +SKIP
-    >>> wf.workflow_id, len(wf.definition_hash)  # doctest: +SKIP
+    >>> wf = Flow("pipeline").then(lambda x: x * 2, name="double").build()
+    >>> wf.workflow_id, len(wf.definition_hash)
     ('pipeline', 64)
     """
 
@@ -73,12 +73,23 @@ class Workflow:
 class Flow:
     """Build a workflow step by step; every method returns the flow (or a sub-builder).
 
+    >>> from sayiir import run_workflow, task
+    >>> @task
+    ... def validate(order): return order
+    >>> @task
+    ... def charge(order): return order["total"]
+    >>> @task
+    ... def reserve(order): return len(order["items"])
+    >>> @task
+    ... def confirm(parts): return f"charged {parts['charge']}, reserved {parts['reserve']}"
     >>> wf = (
     ...     Flow("orders", metadata={"team": "billing"})
     ...     .then(validate)
     ...     .fork().branch(charge).branch(reserve).join(confirm)
     ...     .build()
-    ... )  # doctest: +SKIP
+    ... )
+    >>> run_workflow(wf, {"total": 9.5, "items": ["pen", "ink"]})
+    'charged 9.5, reserved 2'
     """
 
     def __init__(self, name: str = "workflow", *, metadata: dict[str, Any] | None = None) -> None:
@@ -233,7 +244,17 @@ class Flow:
 class ForkBuilder:
     """Branches of a fork; ``join`` closes it and returns the ``Flow``.
 
-    >>> flow.fork().branch(step_a, step_b).branch(other).join(merge)  # doctest: +SKIP
+    >>> from sayiir import run_workflow
+    >>> flow = Flow("f")
+    >>> wf = (
+    ...     flow.fork()
+    ...     .branch(lambda x: x + 1, lambda x: x * 10, name="step_a")
+    ...     .branch(lambda x: -x, name="other")
+    ...     .join(lambda parts: sorted(parts.items()), name="merge")
+    ...     .build()
+    ... )
+    >>> run_workflow(wf, 1)
+    [['other', -1], ['step_a', 20]]
     """
 
     def __init__(self, flow: Flow) -> None:
@@ -257,8 +278,17 @@ class ForkBuilder:
 class BranchBuilder:
     """Branches of a route, by key; ``done`` checks them and returns the ``Flow``.
 
-    >>> (flow.route(lambda r: r["kind"], keys=["a", "b"])
-    ...     .branch("a", handle_a).branch("b", handle_b).done())  # doctest: +SKIP
+    >>> from sayiir import run_workflow
+    >>> flow = Flow("r")
+    >>> wf = (
+    ...     flow.route(lambda r: r["kind"], keys=["a", "b"])
+    ...     .branch("a", lambda r: "handled a", name="handle_a")
+    ...     .branch("b", lambda r: "handled b", name="handle_b")
+    ...     .done()
+    ...     .build()
+    ... )
+    >>> run_workflow(wf, {"kind": "b"})
+    {'branch': 'b', 'result': 'handled b'}
     """
 
     def __init__(self, flow: Flow, key_fn: TaskFn, *, keys: Sequence[str] | None = None) -> None:

@@ -68,8 +68,13 @@ class _Entry:
 class InMemoryBackend:
     """Thread-safe in-process store; state lives as long as the object.
 
+    >>> from sayiir import Flow, run_durable_workflow
+    >>> wf = Flow("inc").then(lambda x: x + 1, name="inc").build()
     >>> backend = InMemoryBackend()
-    >>> status = run_durable_workflow(wf, "run-1", 1, backend=backend)  # doctest: +SKIP
+    >>> run_durable_workflow(wf, "run-1", 1, backend=backend).output
+    2
+    >>> backend.get_checkpoint("run-1", "inc")
+    b'2'
     """
 
     def __init__(self, codec: Codec | None = None) -> None:

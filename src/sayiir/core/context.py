@@ -13,10 +13,13 @@ __all__ = ["TaskExecutionContext", "current_context", "get_task_context"]
 class TaskExecutionContext(NamedTuple):
     """Where the running task is: workflow, instance, task id and options (read-only).
 
+    >>> from sayiir import Flow, run_durable_workflow, task
     >>> @task
     ... def charge(order):
     ...     ctx = get_task_context()
     ...     return f"{ctx.instance_id}/{ctx.task_id}"
+    >>> run_durable_workflow(Flow("shop").then(charge).build(), "order-7", {}).output
+    'order-7/charge'
     """
 
     workflow_id: str

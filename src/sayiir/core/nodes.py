@@ -202,8 +202,15 @@ def _first_id(chain: Chain) -> str:
 class NodeInfo:
     """Read-only description of one node, as listed by ``Workflow.iter_nodes()``.
 
-    >>> [n.kind for n in workflow.iter_nodes()]  # doctest: +SKIP
-    ['task', 'fork', 'task', 'task']
+    >>> from sayiir import Flow
+    >>> workflow = (
+    ...     Flow("w").then(lambda x: x, name="a")
+    ...     .fork().branch(lambda x: x, name="b").branch(lambda x: x, name="c")
+    ...     .join(lambda parts: parts, name="d")
+    ...     .build()
+    ... )
+    >>> [(n.id, n.kind) for n in workflow.iter_nodes()]
+    [('a', 'task'), ('b||c', 'fork'), ('b', 'task'), ('c', 'task'), ('d', 'task')]
     """
 
     __slots__ = ("id", "kind", "predecessor_id", "priority", "retry_policy", "timeout_secs")

@@ -23,8 +23,10 @@ def _opt(value: str | None) -> str:
 class WorkflowStatus:
     """Outcome of a durable run.
 
-    >>> status = run_durable_workflow(wf, "order-1", 42)  # doctest: +SKIP
-    >>> status.is_completed(), status.output  # doctest: +SKIP
+    >>> from sayiir import Flow, run_durable_workflow
+    >>> wf = Flow("double").then(lambda x: x * 2, name="double").build()
+    >>> status = run_durable_workflow(wf, "order-1", 42)
+    >>> status.is_completed(), status.output
     (True, 84)
     """
 

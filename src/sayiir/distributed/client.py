@@ -15,10 +15,14 @@ __all__ = ["WorkflowClient"]
 class WorkflowClient(Controls):
     """Submit runs for workers, read their status, cancel, pause, signal.
 
-    >>> client = WorkflowClient(PostgresBackend("postgresql://localhost/sayiir"))  # doctest: +SKIP
-    >>> client.submit(workflow, "order-42", {"amount": 10}).status  # doctest: +SKIP
+    >>> from sayiir import Flow, InMemoryBackend
+    >>> workflow = Flow("order").wait_for_signal("approved").then(lambda a: a, name="ship").build()
+    >>> client = WorkflowClient(InMemoryBackend())  # PostgresBackend(url) to share with workers
+    >>> client.submit(workflow, "order-42", {"amount": 10}).status
     'in_progress'
-    >>> client.send_signal("order-42", "approved", {"by": "alice"})  # doctest: +SKIP
+    >>> client.send_signal("order-42", "approved", {"by": "alice"})
+    >>> client.status("order-42").status  # no worker has run it yet
+    'in_progress'
     """
 
     def __init__(self, backend: Any, *, conflict_policy: str | None = None) -> None:

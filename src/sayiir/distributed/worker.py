@@ -48,8 +48,14 @@ _MAX_CAUSE = 1000
 class WorkerHandle:
     """Controls a started worker.
 
-    >>> handle = Worker("w1", backend).start([workflow])  # doctest: +SKIP
-    >>> handle.shutdown(); handle.join()  # doctest: +SKIP
+    >>> from sayiir import Flow, InMemoryBackend
+    >>> workflow = Flow("double").then(lambda x: x * 2, name="double").build()
+    >>> handle = Worker("w1", InMemoryBackend()).start([workflow])
+    >>> handle.running
+    True
+    >>> handle.shutdown(); handle.join()
+    >>> handle.running
+    False
     """
 
     def __init__(self, worker: _Running) -> None:
@@ -83,8 +89,20 @@ class WorkerHandle:
 class Worker:
     """A process's share of the work: claims queued tasks and runs them.
 
-    >>> worker = Worker("worker-1", PostgresBackend(url), poll_interval=1.0)  # doctest: +SKIP
-    >>> handle = worker.start([order_workflow])  # doctest: +SKIP
+    >>> import time
+    >>> from sayiir import Flow, InMemoryBackend, WorkflowClient
+    >>> order_workflow = Flow("order").then(lambda x: x * 2, name="double").build()
+    >>> backend = InMemoryBackend()  # PostgresBackend(url) for workers in many processes
+    >>> client = WorkflowClient(backend)
+    >>> client.submit(order_workflow, "order-1", 21).status
+    'in_progress'
+    >>> worker = Worker("worker-1", backend, poll_interval=1.0)
+    >>> handle = worker.start([order_workflow])
+    >>> while not client.status("order-1").is_completed():
+    ...     time.sleep(0.01)
+    >>> client.status("order-1").output
+    42
+    >>> handle.shutdown(); handle.join()
 
     ``claim_ttl`` is the lease: a task whose worker stops heart-beating for that
     long is run again elsewhere. ``max_concurrent_tasks`` threads run tasks

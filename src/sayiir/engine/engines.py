@@ -58,7 +58,9 @@ def backend_storage(backend: Any) -> Storage:
 class WorkflowEngine:
     """Runs a workflow in memory, without checkpoints; returns the output.
 
-    >>> WorkflowEngine().run(wf._inner, 21, wf._task_registry)  # doctest: +SKIP
+    >>> from sayiir import Flow
+    >>> wf = Flow("double").then(lambda x: x * 2, name="double").build()
+    >>> WorkflowEngine().run(wf._inner, 21, wf._task_registry)
     42
     """
 
@@ -94,8 +96,10 @@ class Controls:
 class DurableEngine(Controls):
     """Runs workflows with a checkpoint after every task, in the given backend.
 
-    >>> engine = DurableEngine(InMemoryBackend())  # doctest: +SKIP
-    >>> engine.run(wf._inner, "inst-1", 21, wf._task_registry).output  # doctest: +SKIP
+    >>> from sayiir import Flow, InMemoryBackend
+    >>> wf = Flow("double").then(lambda x: x * 2, name="double").build()
+    >>> engine = DurableEngine(InMemoryBackend())
+    >>> engine.run(wf._inner, "inst-1", 21, wf._task_registry).output
     42
     """
 
@@ -164,8 +168,17 @@ def _async_storage(backend: Any) -> AsyncStorage:
 class CheckpointingRunner:
     """The asyncio form of ``DurableEngine``: async tasks run on your event loop.
 
-    >>> backend = await PostgresBackend.connect("postgresql://localhost/sayiir")  # doctest: +SKIP
-    >>> status = await CheckpointingRunner(backend).run(wf, "order-123", 42)  # doctest: +SKIP
+    >>> import asyncio
+    >>> from sayiir import Flow, InMemoryBackend
+    >>> async def double(x):
+    ...     await asyncio.sleep(0)
+    ...     return x * 2
+    >>> wf = Flow("double").then(double).build()
+    >>> runner = CheckpointingRunner(InMemoryBackend())
+    >>> asyncio.run(runner.run(wf, "order-123", 21)).output
+    42
+
+    With PostgreSQL, ``backend = await PostgresBackend.connect(url)`` opens an async pool.
     """
 
     def __init__(self, backend: Any, conflict_policy: str | None = None) -> None:

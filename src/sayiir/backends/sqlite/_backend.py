@@ -69,8 +69,12 @@ _Row = tuple[Any, ...]
 class SqliteBackend:
     """Durable storage in one SQLite file (stdlib ``sqlite3``, WAL), safe for several processes.
 
-    >>> with SqliteBackend("runs.db") as backend:  # doctest: +SKIP
+    >>> from sayiir import Flow, run_durable_workflow
+    >>> wf = Flow("double").then(lambda x: x * 2, name="double").build()
+    >>> with SqliteBackend("runs.db") as backend:
     ...     status = run_durable_workflow(wf, "order-1", 42, backend=backend)
+    >>> status.output
+    84
 
     ``synchronous="full"`` (the default) syncs the WAL on every commit, so a committed
     checkpoint survives a power cut; ``"normal"`` is faster and survives a crash or ``kill -9``
