@@ -129,7 +129,10 @@ MUTANTS: tuple[Mutant, ...] = (
         RUNS,
         "if state is None or set(state.checkpoints) <= known:",
         "if True:",
-        (D + "test_worker_inprocess.py::test_two_workers_drain_fork_runs_each_task_once",),
+        (
+            D + "test_claim_races.py::"
+            "test_two_workers_finishing_the_last_branches_at_once_both_re_read_and_queue_the_join",
+        ),
     ),
     Mutant(
         "resume-runs-a-paused-run",
@@ -201,7 +204,10 @@ MUTANTS: tuple[Mutant, ...] = (
         "\n"
         "    def _call(",
         "                pass\n\n    def _call(",
-        (E + "test_control.py", E + "test_retries_timeouts.py"),
+        (
+            E
+            + "test_retry_schedule.py::test_a_cancel_asked_for_during_a_backoff_stops_the_run_before_the_next_attempt",
+        ),
     ),
     # -- retry policy (core) -----------------------------------------------------------------
     Mutant(
@@ -242,7 +248,7 @@ MUTANTS: tuple[Mutant, ...] = (
         """        if token is not None and stored is not None and stored != token:
             raise RunReplacedError(instance_id)""",
         """        pass""",
-        (C + "test_storage_contract.py", E),
+        (E + "test_edges.py::test_a_replaced_run_cannot_finish_into_the_new_one",),
     ),
     # -- SQLite ------------------------------------------------------------------------------
     Mutant(
@@ -251,7 +257,7 @@ MUTANTS: tuple[Mutant, ...] = (
         """    if token is not None and stored is not None and stored != token:
         raise RunReplacedError(instance_id)""",
         """    pass""",
-        (C + "test_storage_contract.py", B + "test_sqlite_backend.py"),
+        (E + "test_edges.py::test_a_replaced_run_cannot_finish_into_the_new_one",),
     ),
     Mutant(
         "sqlite-store-request-replaces-pending-cancel",

@@ -258,6 +258,30 @@ def test_a_worker_killed_between_any_two_writes_leaves_a_run_others_finish(
     assert crash_point >= 2
 
 
+def test_two_workers_finishing_the_last_branches_at_once_both_re_read_and_queue_the_join(
+    backend: Any,
+) -> None:
+    """A and B each run a branch while the other's is not checkpointed yet, then both
+    commit, then both re-read the run: each sees the fork complete only on that re-read,
+    so the re-read must queue the join (once), or the run is stuck for good."""
+    client = WorkflowClient(backend)
+    client.submit(FORK, "both", 1)
+    a = Turn(backend, FORK, claim_one(backend, FORK, "A", 30.0), 30.0)
+    a.until(lambda e: e.op == "advance" and [s.key for s in e.args[1]] == ["left"])
+    b = Turn(backend, FORK, claim_one(backend, FORK, "B", 30.0), 30.0)
+    b.until(lambda e: e.op == "advance" and [s.key for s in e.args[1]] == ["right"])
+    a.step()  # A commits left ...
+    a.until(lambda e: e.op == "load")
+    b.step()  # ... and B right; then both re-read the run
+    b.until(lambda e: e.op == "load")
+    assert a.finish() is None
+    assert b.finish() is None
+    assert "combine" not in ran
+    drain(backend, FORK, "C")
+    assert client.status("both").output == 2 * 2 + 2 * 3
+    assert ran == {"one": 1, "left": 1, "right": 1, "combine": 1}
+
+
 # -- 4. a path never runs a task that another worker holds -----------------------------------
 
 

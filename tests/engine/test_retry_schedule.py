@@ -9,11 +9,12 @@ tell ``initial * multiplier ** (k - 1)`` from ``initial * multiplier ** k``; the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from sayiir import Flow, InMemoryBackend, RetryPolicy, WorkflowClient, task
+from sayiir import Flow, InMemoryBackend, RetryPolicy, WorkflowClient, cancel_workflow, task
 from sayiir.engine import _runs
 from sayiir.engine._effects import Call, Sleep, Store, Yielding
 from sayiir.engine._interpreter import WorkerMode
@@ -45,10 +46,17 @@ class Driver:
     stored just before (``load(...).attempts``), so the test reads both exactly.
     """
 
-    def __init__(self, backend: Any, clock: VirtualClock, instance_id: str) -> None:
+    def __init__(
+        self,
+        backend: Any,
+        clock: VirtualClock,
+        instance_id: str,
+        during_sleep: Callable[[], None] = lambda: None,
+    ) -> None:
         self.backend = backend
         self.clock = clock
         self.instance_id = instance_id
+        self.during_sleep = during_sleep
         self.sleeps: list[tuple[float, float]] = []  # (asked at, seconds)
         self.stored_next_retry: list[float | None] = []
 
@@ -67,6 +75,7 @@ class Driver:
                 self.stored_next_retry.append(attempt.next_retry_at)
                 self.sleeps.append((self.clock.now, eff.seconds))
                 self.clock.now += eff.seconds
+                self.during_sleep()
                 result = None
             else:
                 assert isinstance(eff, Call)
@@ -119,7 +128,7 @@ def test_a_resumed_run_keeps_the_stored_schedule(backend, iid) -> None:
     op = _runs.start_run(
         definition, registry, backend.codec, iid, 1, "fail", inline=True, clock=clock
     )
-    eff = next(op)
+    eff: Any = next(op)
     while not isinstance(eff, Sleep):  # up to the first backoff: the process dies there
         eff = op.send(getattr(backend, eff.op)(*eff.args, **eff.kwargs))
     op.close()
@@ -132,6 +141,27 @@ def test_a_resumed_run_keeps_the_stored_schedule(backend, iid) -> None:
     assert (status.status, status.output) == ("completed", 2)
     assert [seconds for _, seconds in driver.sleeps] == [1.5, SCHEDULE[1]]
     assert calls == [T0, T0 + 2.0, T0 + 8.0]
+
+
+def test_a_cancel_asked_for_during_a_backoff_stops_the_run_before_the_next_attempt(
+    backend, iid
+) -> None:
+    clock = VirtualClock()
+    calls: list[float] = []
+    wf = Flow("retry-cancel").then(failing_then_ok(3, calls, clock)).build()
+    definition, registry = resolve(wf, None)
+
+    def cancel() -> None:
+        cancel_workflow(iid, backend, reason="enough", cancelled_by="ops")
+
+    driver = Driver(backend, clock, iid, during_sleep=cancel)
+    op = _runs.start_run(
+        definition, registry, backend.codec, iid, 1, "fail", inline=True, clock=clock
+    )
+    status = driver.run(op)
+    assert (status.status, status.reason, status.cancelled_by) == ("cancelled", "enough", "ops")
+    assert calls == [T0]  # no attempt after the backoff
+    assert [seconds for _, seconds in driver.sleeps] == [SCHEDULE[0]]
 
 
 @pytest.mark.parametrize("kind", ["memory", pytest.param("postgres", marks=pytest.mark.postgres)])
