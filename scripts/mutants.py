@@ -205,8 +205,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "    def _call(",
         "                pass\n\n    def _call(",
         (
-            E
-            + "test_retry_schedule.py::test_a_cancel_asked_for_during_a_backoff_stops_the_run_before_the_next_attempt",
+            E + "test_retry_schedule.py::"
+            "test_a_cancel_asked_for_during_a_backoff_stops_the_run_before_the_next_attempt",
         ),
     ),
     # -- retry policy (core) -----------------------------------------------------------------
