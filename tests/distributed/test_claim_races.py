@@ -206,19 +206,24 @@ def test_a_task_longer_than_its_lease_keeps_its_claim_and_runs_once(backend: Any
 
 def test_a_stale_claim_of_the_same_worker_cannot_write(backend: Any) -> None:
     """A worker restarted under the same id re-claims its own expired entry (attempt 2):
-    the stale claim (attempt 1, same worker, same key) is fenced off all the same."""
+    the stale claim (attempt 1, same worker, same key) is fenced off all the same, and its
+    heartbeats extend nothing (the new claim's lease still runs out)."""
     WorkflowClient(backend).submit(LINEAR, "x", 1)
     old = claim_one(backend, LINEAR, "w", 0.05)
     time.sleep(0.1)
-    new = claim_one(backend, LINEAR, "w", 30.0)
+    new = claim_one(backend, LINEAR, "w", 0.3)
     assert (new.key, new.worker_id, new.attempt) == (old.key, old.worker_id, old.attempt + 1)
     with pytest.raises(LeaseLostError, match="lost its claim"):
         backend.advance(old, [StepRecord("one", b"99", "one")])
     with pytest.raises(LeaseLostError):
         backend.advance(old, [], release=True)
     assert backend.get_checkpoint("x", "one") is None
-    assert backend.heartbeat([old, new], 30.0) == [old]
-    backend.advance(new, [StepRecord("one", b"2", "one")], release=True)
+    assert backend.heartbeat([old], 30.0) == [old]
+    time.sleep(0.4)  # the new claim's lease ends: the stale heartbeat did not extend it
+    third = claim_one(backend, LINEAR, "w", 30.0)
+    assert third.attempt == new.attempt + 1
+    assert backend.heartbeat([old, new, third], 30.0) == [old, new]
+    backend.advance(third, [StepRecord("one", b"2", "one")], release=True)
     assert backend.get_checkpoint("x", "one") == b"2"
 
 
