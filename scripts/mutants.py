@@ -328,7 +328,7 @@ MUTANTS: tuple[Mutant, ...] = (
         PGSQL,
         "WHERE q.worker_id IS NULL AND q.priority = p.priority AND q.available_at <= now()",
         "WHERE q.worker_id IS NULL AND q.priority = p.priority",
-        (D + "test_worker_inprocess.py::test_a_retry_backoff_frees_the_worker_for_other_runs",),
+        (C + "test_queue_contract.py::test_claim_takes_due_entries_only",),
     ),
     Mutant(
         "postgres-claims-entries-of-paused-runs",
