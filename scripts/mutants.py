@@ -176,10 +176,10 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "one-retry-too-many",
         INTERP,
-        """            failures += 1
-            if failures > max_retries:""",
-        """            failures += 1
-            if failures > max_retries + 1:""",
+        "            error = result.text or describe(result.error)\n"
+        "            if failures > max_retries:",
+        "            error = result.text or describe(result.error)\n"
+        "            if failures > max_retries + 1:",
         (E + "test_retries_timeouts.py",),
     ),
     Mutant(
