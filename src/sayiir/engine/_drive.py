@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sayiir.backends.protocol import AsyncStorage, Storage
 from sayiir.engine._effects import Call, Effect, Sleep, Store, Yielding
+from sayiir.engine._hooks import asleep, sleep
 from sayiir.engine._invoke import call_async, call_sync
 
 __all__ = ["adrive", "drive"]
@@ -50,7 +50,7 @@ def _perform(eff: Effect, storage: Storage | None) -> Any:
     if kind is Call:
         return call_sync(eff.fn, eff.arg, eff.ctx, eff.timeout)  # type: ignore[union-attr]
     if kind is Sleep:
-        time.sleep(eff.seconds)  # type: ignore[union-attr]
+        sleep(eff.clock, eff.seconds)  # type: ignore[union-attr]
         return None
     return _parallel(eff.branches, storage)  # type: ignore[union-attr]
 
@@ -218,7 +218,7 @@ async def _aperform(eff: Effect, storage: AsyncStorage | None) -> Any:
     if kind is Call:
         return await call_async(eff.fn, eff.arg, eff.ctx, eff.timeout)  # type: ignore[union-attr]
     if kind is Sleep:
-        await asyncio.sleep(eff.seconds)  # type: ignore[union-attr]
+        await asleep(eff.clock, eff.seconds)  # type: ignore[union-attr]
         return None
     results, live = _prime(eff.branches)  # type: ignore[union-attr]
     done = await asyncio.gather(

@@ -7,6 +7,7 @@ That is how one engine implementation serves both the sync and the async API.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -45,12 +46,13 @@ class Call:
 
 
 class Sleep:
-    """Wait (a retry backoff or an in-memory delay)."""
+    """Wait (a retry backoff or an in-memory delay) on ``clock`` (a virtual one in tests)."""
 
-    __slots__ = ("seconds",)
+    __slots__ = ("clock", "seconds")
 
-    def __init__(self, seconds: float) -> None:
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.time) -> None:
         self.seconds = seconds
+        self.clock = clock
 
 
 class Parallel:

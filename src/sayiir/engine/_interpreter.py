@@ -359,7 +359,7 @@ class Execution:
     def delay(self, node: DelayNode, value: Any, scope: str, lane: Lane) -> Yielding:
         if not self.durable:
             if node.seconds > 0:
-                yield Sleep(node.seconds)
+                yield Sleep(node.seconds, self.clock)
             return value
         key = scope + node.key
         wake_at = self._timer(key, node.seconds, lane)
@@ -469,7 +469,7 @@ class Execution:
             if wait > 0:
                 if self.worker is not None:
                     self._retry_later(key, node.id, state.next_retry_at)
-                yield Sleep(wait)
+                yield Sleep(wait, self.clock)
         return failures
 
     def _store_failure(
@@ -510,7 +510,7 @@ class Execution:
         if delay > 0:
             if self.worker is not None:
                 self._retry_later(key, task_id, self.clock() + delay)
-            yield Sleep(delay)
+            yield Sleep(delay, self.clock)
             if self.durable:
                 # A cancel or pause asked for during the backoff stops the next attempt.
                 record = yield Store("get_instance", self.instance_id)

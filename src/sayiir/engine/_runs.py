@@ -37,6 +37,7 @@ from sayiir.core.records import (
 )
 from sayiir.core.status import WorkflowStatus, format_wake_at
 from sayiir.engine._effects import Store, Yielding
+from sayiir.engine._hooks import reached
 from sayiir.engine._interpreter import Execution, Failure, WorkerMode
 from sayiir.errors import (
     BackendError,
@@ -185,12 +186,18 @@ def _existing(
 
 
 def plain_run(
-    definition: WorkflowDefinition, registry: Registry, codec: Codec, value: Any
+    definition: WorkflowDefinition,
+    registry: Registry,
+    codec: Codec,
+    value: Any,
+    clock: Callable[[], float] = time.time,
 ) -> Yielding:
     """The in-memory path: no storage; returns the output or raises ``TaskError``."""
     roundtrip = getattr(codec, "roundtrip", None)
     value = roundtrip(value) if roundtrip else codec.decode(codec.encode(value))
-    execution = Execution(definition, registry, codec, definition.workflow_id, durable=False)
+    execution = Execution(
+        definition, registry, codec, definition.workflow_id, durable=False, clock=clock
+    )
     final, output, _ = yield from execution.run(value, True)
     if final.status is Status.COMPLETED:
         return output
@@ -365,7 +372,8 @@ def resume_run(
         final = FinalState(status, reason=request.reason, by=request.by)
         yield Store("finish", instance_id, final, [], token=record.token)
         return _status_from_final(final, None)
-    if record.status is Status.WAITING and record.wake_at is not None and clock() < record.wake_at:
+    wake_at = record.wake_at
+    if record.status is Status.WAITING and wake_at is not None and not reached(clock, wake_at):
         return status_from_record(record, codec)
     try:
         value = codec.decode(record.input)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from sayiir.backends.protocol import AsyncStorage, Storage
 from sayiir.core.codec import JsonCodec
@@ -11,6 +13,7 @@ from sayiir.core.nodes import WorkflowDefinition
 from sayiir.core.status import WorkflowStatus
 from sayiir.engine import _runs
 from sayiir.engine._drive import adrive, drive
+from sayiir.engine._hooks import ACTIVE
 
 __all__ = [
     "CheckpointingRunner",
@@ -23,6 +26,24 @@ __all__ = [
 
 Registry = Mapping[str, Callable[[Any], Any]]
 _JSON = JsonCodec()
+_S = TypeVar("_S")
+
+
+def _hooked(
+    registry: Registry, storage: _S, engine: Any = None, *run: Any
+) -> tuple[Registry, _S, Callable[[], float]]:
+    """The tasks, storage and clock of one call: the real ones unless ``sayiir.testing``
+    installed hooks (a virtual clock, crash points, task mocks) for this test.
+
+    ``run`` is ``(workflow, instance_id, task_registry)``: ``engine.resume(*run)``
+    continues the run when the virtual clock reaches its timer.
+    """
+    hooks = ACTIVE.get()
+    if hooks is None:
+        return registry, storage, time.time
+    if engine is not None:
+        hooks.watch(storage, run[1], functools.partial(engine.resume, *run))
+    return hooks.tasks(registry), hooks.storage(storage), hooks.clock
 
 
 def resolve(workflow: Any, registry: Registry | None) -> tuple[WorkflowDefinition, Registry]:
@@ -66,7 +87,10 @@ class WorkflowEngine:
 
     def run(self, workflow: Any, input: Any, task_registry: Registry | None = None) -> Any:
         definition, registry = resolve(workflow, task_registry)
-        return drive(_runs.plain_run(definition, registry, _JSON, input), None)
+        if ACTIVE.get() is None:
+            return drive(_runs.plain_run(definition, registry, _JSON, input), None)
+        registry, _, clock = _hooked(registry, None)
+        return drive(_runs.plain_run(definition, registry, _JSON, input, clock), None)
 
     def __repr__(self) -> str:
         return "WorkflowEngine()"
@@ -119,9 +143,17 @@ class DurableEngine(Controls):
         task_registry: Registry | None = None,
     ) -> WorkflowStatus:
         definition, registry = resolve(workflow, task_registry)
-        s = self._storage
+        run = (workflow, instance_id, task_registry)
+        registry, s, clock = _hooked(registry, self._storage, self, *run)
         op = _runs.start_run(
-            definition, registry, s.codec, instance_id, input, self._policy, inline=True
+            definition,
+            registry,
+            s.codec,
+            instance_id,
+            input,
+            self._policy,
+            inline=True,
+            clock=clock,
         )
         result: WorkflowStatus = drive(op, s)
         return result
@@ -130,10 +162,10 @@ class DurableEngine(Controls):
         self, workflow: Any, instance_id: str, task_registry: Registry | None = None
     ) -> WorkflowStatus:
         definition, registry = resolve(workflow, task_registry)
-        s = self._storage
-        result: WorkflowStatus = drive(
-            _runs.resume_run(definition, registry, s.codec, instance_id, inline=True), s
-        )
+        run = (workflow, instance_id, task_registry)
+        registry, s, clock = _hooked(registry, self._storage, self, *run)
+        op = _runs.resume_run(definition, registry, s.codec, instance_id, inline=True, clock=clock)
+        result: WorkflowStatus = drive(op, s)
         return result
 
     def cancel(
@@ -193,9 +225,17 @@ class CheckpointingRunner:
         task_registry: Registry | None = None,
     ) -> WorkflowStatus:
         definition, registry = resolve(workflow, task_registry)
-        s = self._storage
+        run = (workflow, instance_id, task_registry)
+        registry, s, clock = _hooked(registry, self._storage, self, *run)
         op = _runs.start_run(
-            definition, registry, s.codec, instance_id, input, self._policy, inline=False
+            definition,
+            registry,
+            s.codec,
+            instance_id,
+            input,
+            self._policy,
+            inline=False,
+            clock=clock,
         )
         result: WorkflowStatus = await adrive(op, s)
         return result
@@ -204,8 +244,9 @@ class CheckpointingRunner:
         self, workflow: Any, instance_id: str, task_registry: Registry | None = None
     ) -> WorkflowStatus:
         definition, registry = resolve(workflow, task_registry)
-        s = self._storage
-        op = _runs.resume_run(definition, registry, s.codec, instance_id, inline=False)
+        run = (workflow, instance_id, task_registry)
+        registry, s, clock = _hooked(registry, self._storage, self, *run)
+        op = _runs.resume_run(definition, registry, s.codec, instance_id, inline=False, clock=clock)
         result: WorkflowStatus = await adrive(op, s)
         return result
 
