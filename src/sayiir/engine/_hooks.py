@@ -25,12 +25,9 @@ class Hooks(Protocol):
 
     clock: Callable[[], float]
 
-    def tasks(self, registry: Registry) -> Registry:
-        """The task functions to call (mocks and crash points wrap them)."""
-        ...
-
-    def storage(self, storage: S) -> S:
-        """The storage to write through (crash points wrap it)."""
+    def prepare(self, registry: Registry, storage: S) -> tuple[Registry, S]:
+        """The task functions to call and the storage to write through, for one call
+        (mocks and crash points wrap them)."""
         ...
 
     def watch(self, storage: Any, instance_id: str, resume: Callable[[], Any]) -> None:

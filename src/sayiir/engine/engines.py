@@ -43,7 +43,8 @@ def _hooked(
         return registry, storage, time.time
     if engine is not None:
         hooks.watch(storage, run[1], functools.partial(engine.resume, *run))
-    return hooks.tasks(registry), hooks.storage(storage), hooks.clock
+    registry, storage = hooks.prepare(registry, storage)
+    return registry, storage, hooks.clock
 
 
 def resolve(workflow: Any, registry: Registry | None) -> tuple[WorkflowDefinition, Registry]:
