@@ -1,0 +1,229 @@
+"""The pytest plugin of ``sayiir.testing`` (loaded through the ``pytest11`` entry point).
+
+Fixtures
+    ``sayiir_backend``
+        a fresh durable backend per test, parametrised: ``memory``, ``sqlite`` (a file in
+        ``tmp_path``) and ``postgres`` when ``SAYIIR_TEST_POSTGRES_DSN`` is set (a new
+        database per test, copied from a migrated template built once per schema
+        version; safe under pytest-xdist). Closed, and its database dropped, after the test.
+    ``virtual_clock``
+        the test runs on a ``VirtualClock`` (auto-skip on).
+    ``crash_point``
+        one ``CrashPoint`` per parameter of the ``sayiir_crash_points`` marker.
+
+Marker
+    ``@pytest.mark.sayiir_crash_points(*points, workflow=None, writes=0)`` runs the test
+    once per crash point: the strings given (``"after:charge"``, ``"write:3"``), plus,
+    with ``workflow=``, every task's ``before``/``during``/``after`` point and
+    ``write:1..writes``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sayiir.testing._clock import VirtualClock, virtual_time
+from sayiir.testing._crash import CrashPoint, crash_points
+
+__all__ = ["DSN_ENV"]
+
+DSN_ENV = "SAYIIR_TEST_POSTGRES_DSN"
+_MARKER = "sayiir_crash_points"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{_MARKER}(*points, workflow=None, writes=0): run the test once per crash point "
+        "(fixture crash_point)",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "crash_point" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker(_MARKER)
+    if marker is None:
+        raise pytest.UsageError(
+            f"{metafunc.definition.nodeid} uses the crash_point fixture without a "
+            f"@pytest.mark.{_MARKER}(...) marker naming the points"
+        )
+    points = [str(p) for p in marker.args]
+    workflow = marker.kwargs.get("workflow")
+    writes = int(marker.kwargs.get("writes", 0))
+    if workflow is not None:
+        points += crash_points(workflow, writes=writes)
+    elif writes:
+        points += [f"write:{n}" for n in range(1, writes + 1)]
+    for point in points:
+        CrashPoint.parse(point)  # a typo fails at collection, with the reason
+    metafunc.parametrize("crash_point", points, indirect=True, ids=points)
+
+
+@pytest.fixture
+def crash_point(request: pytest.FixtureRequest) -> CrashPoint:
+    """The crash point of this parametrisation (not armed: ``with crash_point: ...``)."""
+    return CrashPoint.parse(request.param)
+
+
+@pytest.fixture
+def virtual_clock() -> Iterator[VirtualClock]:
+    """Run the test on a virtual clock (``sayiir.testing.virtual_time()``)."""
+    with virtual_time() as clock:
+        yield clock
+
+
+_BACKENDS = [
+    "memory",
+    "sqlite",
+    pytest.param(
+        "postgres",
+        marks=pytest.mark.skipif(
+            not os.environ.get(DSN_ENV), reason=f"PostgreSQL: set {DSN_ENV} to run it"
+        ),
+    ),
+]
+
+
+@pytest.fixture(params=_BACKENDS)
+def sayiir_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A fresh backend: ``memory``, ``sqlite`` or ``postgres`` (see the module docstring)."""
+    kind = request.param
+    if kind == "memory":
+        from sayiir.backends.memory import InMemoryBackend
+
+        yield InMemoryBackend()
+        return
+    if kind == "sqlite":
+        from sayiir.backends.sqlite import SqliteBackend
+
+        backend: Any = SqliteBackend(tmp_path / "sayiir.db")
+        try:
+            yield backend
+        finally:
+            backend.close()
+        return
+    from sayiir.backends.postgres import PostgresBackend
+
+    dsn = os.environ[DSN_ENV]
+    with _fresh_database(dsn) as url:
+        backend = PostgresBackend(url)
+        try:
+            yield backend
+        finally:
+            backend.close()
+
+
+# -- PostgreSQL: a migrated template, one copy per test ------------------------------------
+
+
+def _schema_version() -> str:
+    from sayiir.backends._sqlfiles import load_migrations
+    from sayiir.backends.postgres._sql import MIGRATIONS_PACKAGE
+
+    digest = hashlib.sha256()
+    for migration in load_migrations(MIGRATIONS_PACKAGE):
+        digest.update(migration.checksum.encode())
+    return digest.hexdigest()[:16]
+
+
+def _queries() -> dict[str, str]:
+    from sayiir.backends._sqlfiles import load_queries
+
+    return load_queries("sayiir.testing", "admin.sql")
+
+
+def _url(dsn: str, dbname: str) -> str:
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(dsn, dbname=dbname)
+
+
+def _run(conn: Any, query: str, **names: str) -> Any:
+    from psycopg import sql
+
+    statement = sql.SQL(query).format(**{k: sql.Identifier(v) for k, v in names.items()})  # type: ignore[arg-type]
+    return conn.execute(statement)
+
+
+def _template(dsn: str) -> str:
+    """The migrated template of this schema version, built once (under an advisory lock,
+    so parallel xdist workers build it once between them)."""
+    import psycopg
+
+    from sayiir.backends.postgres import PostgresBackend
+
+    q = _queries()
+    version = _schema_version()
+    name = f"sayiir_tpl_{version}"
+    key = int(version[:15], 16)
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(q["lock_templates"], {"key": key})
+        try:
+            if conn.execute(q["database_exists"], {"name": name}).fetchone() is None:
+                building = f"{name}_building"
+                _run(conn, q["drop_database"], db=building)  # left by a killed build
+                _run(conn, q["create_database"], db=building)
+                PostgresBackend(_url(dsn, building)).close()  # migrates on connect
+                _run(conn, q["rename_database"], db=building, template=name)
+        finally:
+            conn.execute(q["unlock_templates"], {"key": key})
+    return name
+
+
+_template_name: str | None = None  # per process: each xdist worker checks once
+
+
+class _FreshDatabase:
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        self.name = f"sayiir_t_{worker}_{secrets.token_hex(6)}"
+
+    def __enter__(self) -> str:
+        import psycopg
+
+        global _template_name
+        if _template_name is None:
+            _template_name = _template(self.dsn)
+        q = _queries()
+        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
+            _run(conn, q["create_from_template"], db=self.name, template=_template_name)
+        return _url(self.dsn, self.name)
+
+    def __exit__(self, *exc: object) -> None:
+        global _dropper
+        if _dropper is None:
+            _dropper = ThreadPoolExecutor(1, thread_name_prefix="sayiir-dropdb")
+        _dropping.append(_dropper.submit(_drop, self.dsn, self.name))
+
+
+def _drop(dsn: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        _run(conn, _queries()["drop_database"], db=name)
+
+
+# Dropping a database takes a checkpoint's time: done in the background, so the next
+# test starts at once; the session waits for every drop at its end.
+_dropper: ThreadPoolExecutor | None = None
+_dropping: list[Future[None]] = []
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    while _dropping:
+        _dropping.pop().result()
+
+
+def _fresh_database(dsn: str) -> _FreshDatabase:
+    """A new database copied from the migrated template; dropped on exit."""
+    return _FreshDatabase(dsn)
