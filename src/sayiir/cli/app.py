@@ -2,6 +2,7 @@
 
     sayiir worker myapp.flows:workflows --url postgresql://db/sayiir --concurrency 4
     sayiir retention postgresql://db/sayiir --older-than-days 30      # e.g. from cron
+    sayiir history postgresql://db/sayiir order-42 > order-42.json     # for testing.replay
 
 ``PostgresBackend`` migrates on first use; teams whose runtime role may not change the
 schema (``auto_migrate=False``) apply migrations here instead::
@@ -99,6 +100,17 @@ def _parser() -> _Parser:
         metavar="SECS",
         help="how long to retry while the database is unreachable (10)",
     )
+    history = commands.add_parser(
+        "history",
+        help="export a run's history as JSON",
+        description="Print the history of one run (record, checkpoints, attempts) as JSON, "
+        "for sayiir.testing.replay: check a code change against real runs before deploying.",
+    )
+    history.add_argument("url", help="postgresql://... or sqlite:///PATH (or a SQLite file path)")
+    history.add_argument("instance_id", help="the run's instance id")
+    history.add_argument("--schema", default="public", help="PostgreSQL schema (public)")
+    history.add_argument("--table-prefix", default="sayiir_", help="table prefix (sayiir_)")
+    history.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")
     worker = commands.add_parser(
         "worker",
         help="run a worker that executes submitted workflows",
@@ -195,6 +207,33 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _history(args: argparse.Namespace) -> int:
+    import json
+
+    from sayiir.testing._backends import open_backend
+    from sayiir.testing._history import export_history
+
+    if args.url.startswith(("postgresql://", "postgres://")):
+        from sayiir.backends.postgres import PostgresBackend
+
+        backend = PostgresBackend(
+            args.url, schema=args.schema, table_prefix=args.table_prefix, auto_migrate=False
+        )
+    else:
+        if not os.path.exists(args.url.removeprefix("sqlite://")):
+            raise ValueError(f"no SQLite database at {args.url}")
+        backend = open_backend(args.url)
+    with backend:
+        history = export_history(backend, args.instance_id)
+    text = json.dumps(history, indent=2, sort_keys=True) + "\n"
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def _migrate(args: argparse.Namespace) -> int:
     from sayiir.backends.postgres import PostgresBackend
 
@@ -259,7 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 1
     from sayiir.errors import WorkflowError
 
-    command = {"migrate": _migrate, "retention": _retention, "worker": _worker}[args.command]
+    commands = {"history": _history, "migrate": _migrate, "retention": _retention}
+    command = {**commands, "worker": _worker}[args.command]
     try:
         return command(args)
     except (WorkflowError, ValueError, TypeError, ImportError, AttributeError) as exc:

@@ -86,6 +86,7 @@ class VirtualClock:
         self.auto_skip = auto_skip
         self._moved = threading.Condition()
         self._watched: dict[tuple[int, str], _Watched] = {}
+        self._sleepers: list[float] = []  # the end of each backoff blocked on this clock
 
     def __call__(self) -> float:
         return self._now
@@ -164,13 +165,27 @@ class VirtualClock:
     def sleep(self, seconds: float) -> None:
         """A retry backoff (or an in-memory delay): pass at once (auto_skip), or block
         until ``advance`` from another thread reaches its end."""
-        target = self._now + seconds
-        if self.auto_skip:
-            self._move_to(target)
-            return
         with self._moved:
-            while self._now < target:
-                self._moved.wait()
+            target = self._now + seconds
+            if self.auto_skip:
+                self._now = max(self._now, target)
+                self._moved.notify_all()
+                return
+            self._sleepers.append(target)
+            self._moved.notify_all()
+            try:
+                while self._now < target:
+                    self._moved.wait()
+            finally:
+                self._sleepers.remove(target)
+
+    def wait_for_sleepers(self, count: int = 1, timeout: float = 60.0) -> None:
+        """Block until ``count`` threads wait in a backoff on this clock (manual mode):
+        then an ``advance`` from the test releases them, with no race."""
+        with self._moved:
+            blocked = lambda: sum(t > self._now for t in self._sleepers) >= count  # noqa: E731
+            if not self._moved.wait_for(blocked, timeout):
+                raise TimeoutError(f"{count} sleeper(s) expected on {self!r} after {timeout:g}s")
 
     async def asleep(self, seconds: float) -> None:
         """``sleep`` for the asyncio driver (never blocks the event loop)."""
