@@ -30,7 +30,9 @@ _declined_once: set[str] = set()
 @task(retries=RetryPolicy(max_retries=2, initial_delay_secs=600), timeout="30s")
 def charge(order: dict[str, Any]) -> str:
     # The payment gateway declines the first try of every order: the retry must work.
-    instance = get_task_context().instance_id
+    context = get_task_context()
+    assert context is not None
+    instance = context.instance_id
     if instance not in _declined_once:
         _declined_once.add(instance)
         raise ConnectionError("gateway timeout")

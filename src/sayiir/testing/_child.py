@@ -82,7 +82,8 @@ def run_in_child(
     )
     lines: queue.Queue[str | None] = queue.Queue()
     errors: list[str] = []
-    threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
+    out_reader = threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True)
+    out_reader.start()
     err_reader = threading.Thread(target=_read_all, args=(proc.stderr, errors), daemon=True)
     err_reader.start()
     killed, status = False, None
@@ -99,12 +100,16 @@ def run_in_child(
                 status = line[len(_STATUS) :].strip()
     except queue.Empty:
         proc.kill()
-        proc.wait()
         raise TimeoutError(
             f"the child running {workflow} did not reach {kill_at} nor finish in {timeout:g}s"
         ) from None
-    returncode = proc.wait(timeout)
-    err_reader.join(timeout)
+    finally:
+        returncode = proc.wait(timeout)
+        out_reader.join(timeout)
+        err_reader.join(timeout)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
     stderr = "".join(errors)
     if not killed and status is None:
         raise RuntimeError(f"the child running {workflow} failed (exit {returncode}):\n{stderr}")

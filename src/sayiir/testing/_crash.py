@@ -43,7 +43,7 @@ WRITES = frozenset(
 )
 
 
-class SimulatedCrash(BaseException):  # noqa: N818 -- named for what it simulates
+class SimulatedCrash(BaseException):
     """The process "died" at a crash point; nothing after it was written.
 
     A ``BaseException`` so that task code and the engine let it through, as they would

@@ -71,7 +71,9 @@ def history_of(state: RunState, codec_name: str) -> dict[str, Any]:
         "created_at": rec.created_at,
         "updated_at": rec.updated_at,
         "completed_at": rec.completed_at,
-        "checkpoints": [{"key": k, "value": _payload(v)} for k, v in state.checkpoints.items()],
+        "checkpoints": [
+            {"key": k, "value": _payload(v)} for k, v in sorted(state.checkpoints.items())
+        ],
         "attempts": {
             k: {
                 "failures": a.failures,
@@ -240,7 +242,7 @@ def replay(
     from sayiir.testing._clock import virtual_time
 
     recorded = load_history(history)
-    definition, registry = resolve(workflow, task_registry)
+    definition, _registry = resolve(workflow, task_registry)
     checkpoints = {c["key"]: _bytes(c["value"]) for c in recorded["checkpoints"]}
     signals: dict[str, str] = {}
     timers: set[str] = set()
@@ -293,9 +295,9 @@ def _first_drift(
         new_value = codec.decode(data)
         if old_value != new_value:
             return Drift(key, "output", old_value, new_value)
-    for key, data in recorded.items():
+    for key, old in recorded.items():
         if key in left:
             if status.status == "failed":
                 return Drift(key, "failed", None, status.error)
-            return Drift(key, "missing", None if data is None else codec.decode(data))
+            return Drift(key, "missing", None if old is None else codec.decode(old))
     return None

@@ -20,7 +20,6 @@ Marker
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 from collections.abc import Iterator
@@ -124,93 +123,32 @@ def sayiir_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[A
 
 # -- PostgreSQL: a migrated template, one copy per test ------------------------------------
 
-
-def _schema_version() -> str:
-    from sayiir.backends._sqlfiles import load_migrations
-    from sayiir.backends.postgres._sql import MIGRATIONS_PACKAGE
-
-    digest = hashlib.sha256()
-    for migration in load_migrations(MIGRATIONS_PACKAGE):
-        digest.update(migration.checksum.encode())
-    return digest.hexdigest()[:16]
-
-
-def _queries() -> dict[str, str]:
-    from sayiir.backends._sqlfiles import load_queries
-
-    return load_queries("sayiir.testing", "admin.sql")
-
-
-def _url(dsn: str, dbname: str) -> str:
-    from psycopg.conninfo import make_conninfo
-
-    return make_conninfo(dsn, dbname=dbname)
-
-
-def _run(conn: Any, query: str, **names: str) -> Any:
-    from psycopg import sql
-
-    statement = sql.SQL(query).format(**{k: sql.Identifier(v) for k, v in names.items()})  # type: ignore[arg-type]
-    return conn.execute(statement)
-
-
-def _template(dsn: str) -> str:
-    """The migrated template of this schema version, built once (under an advisory lock,
-    so parallel xdist workers build it once between them)."""
-    import psycopg
-
-    from sayiir.backends.postgres import PostgresBackend
-
-    q = _queries()
-    version = _schema_version()
-    name = f"sayiir_tpl_{version}"
-    key = int(version[:15], 16)
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(q["lock_templates"], {"key": key})
-        try:
-            if conn.execute(q["database_exists"], {"name": name}).fetchone() is None:
-                building = f"{name}_building"
-                _run(conn, q["drop_database"], db=building)  # left by a killed build
-                _run(conn, q["create_database"], db=building)
-                PostgresBackend(_url(dsn, building)).close()  # migrates on connect
-                _run(conn, q["rename_database"], db=building, template=name)
-        finally:
-            conn.execute(q["unlock_templates"], {"key": key})
-    return name
-
-
-_template_name: str | None = None  # per process: each xdist worker checks once
+_template_name: str | None = None  # per process: each xdist worker checks it once
 
 
 class _FreshDatabase:
+    """A new database copied from the migrated template; dropped on exit."""
+
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         self.name = f"sayiir_t_{worker}_{secrets.token_hex(6)}"
 
     def __enter__(self) -> str:
-        import psycopg
+        from sayiir.backends.postgres._testdb import create_copy, ensure_template
 
         global _template_name
         if _template_name is None:
-            _template_name = _template(self.dsn)
-        q = _queries()
-        with psycopg.connect(self.dsn, autocommit=True, connect_timeout=10) as conn:
-            _run(conn, q["create_from_template"], db=self.name, template=_template_name)
-        return _url(self.dsn, self.name)
+            _template_name = ensure_template(self.dsn)
+        return create_copy(self.dsn, _template_name, self.name)
 
     def __exit__(self, *exc: object) -> None:
+        from sayiir.backends.postgres._testdb import drop_database
+
         global _dropper
         if _dropper is None:
             _dropper = ThreadPoolExecutor(1, thread_name_prefix="sayiir-dropdb")
-        _dropping.append(_dropper.submit(_drop, self.dsn, self.name))
-
-
-def _drop(dsn: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
-        _run(conn, _queries()["drop_database"], db=name)
+        _dropping.append(_dropper.submit(drop_database, self.dsn, self.name))
 
 
 # Dropping a database takes a checkpoint's time: done in the background, so the next
@@ -225,5 +163,4 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def _fresh_database(dsn: str) -> _FreshDatabase:
-    """A new database copied from the migrated template; dropped on exit."""
     return _FreshDatabase(dsn)

@@ -1,4 +1,4 @@
--- Statements of the pytest plugin's PostgreSQL fixture (sayiir.testing.pytest_plugin):
+-- Statements of the test-database helper (_testdb.py, used by sayiir.testing.pytest_plugin):
 -- a migrated template database built once per schema version, a fresh copy per test.
 -- {db} and {template} are identifiers, composed with psycopg.sql.Identifier.
 
