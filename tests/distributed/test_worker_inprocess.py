@@ -37,17 +37,32 @@ def prepare(x: int) -> int:
     return x + 1
 
 
+# With ``side_by_side`` on, the two branch tasks meet here: each waits until a branch task
+# runs on another worker at the same time, so a fork run completes only if its branches
+# really ran side by side (one worker running both in turn breaks the barrier: they fail).
+_pair: list[threading.Barrier] = []
+# With a gate in ``_gate``, the branch tasks wait until the test opens it.
+_gate: list[threading.Event] = []
+
+
+def _meet() -> None:
+    if _pair:
+        _pair[0].wait()
+    if _gate:
+        assert _gate[0].wait(30), "the test never opened the gate"
+
+
 @task
 def left(x: int) -> int:
     _record("left")
-    time.sleep(0.2)
+    _meet()
     return x * 2
 
 
 @task
 def right(x: int) -> int:
     _record("right")
-    time.sleep(0.2)
+    _meet()
     return x * 3
 
 
@@ -65,6 +80,14 @@ def _clear_ledger() -> Iterator[None]:
     ledger.clear()
     yield
     ledger.clear()
+    _pair.clear()
+    _gate.clear()
+
+
+@pytest.fixture
+def side_by_side() -> None:
+    """Fork branches must run at the same time (see ``_meet``)."""
+    _pair.append(threading.Barrier(2, timeout=30))
 
 
 @pytest.fixture(params=["memory", "postgres"])
@@ -105,13 +128,15 @@ def _wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
-def test_two_workers_drain_fork_runs_each_task_once(backend: Any, workers) -> None:
+def test_two_workers_drain_fork_runs_each_task_once(
+    backend: Any, workers, side_by_side: None
+) -> None:
     client = WorkflowClient(backend)
     for i in range(6):
         assert client.submit(FORK, f"run-{i}", i).status == "in_progress"
     workers(backend, [FORK], "w1")
     workers(backend, [FORK], "w2")
-    _wait_for(lambda: all(client.status(f"run-{i}").is_completed() for i in range(6)))
+    _wait_for(lambda: all(client.status(f"run-{i}").is_completed() for i in range(6)), 60)
     for i in range(6):
         assert client.status(f"run-{i}").output == (i + 1) * 2 + (i + 1) * 3
     counts = Counter(name for name, _ in ledger)
@@ -119,15 +144,16 @@ def test_two_workers_drain_fork_runs_each_task_once(backend: Any, workers) -> No
     assert {thread for _, thread in ledger} == {"sayiir-worker-w1-0", "sayiir-worker-w2-0"}
 
 
-def test_fork_branches_of_one_run_execute_in_parallel_on_two_workers(backend: Any, workers) -> None:
+def test_fork_branches_of_one_run_execute_in_parallel_on_two_workers(
+    backend: Any, workers, side_by_side: None
+) -> None:
     client = WorkflowClient(backend)
     workers(backend, [FORK], "w1")
     workers(backend, [FORK], "w2")
-    start = time.monotonic()
     client.submit(FORK, "one", 1)
-    _wait_for(lambda: client.status("one").is_completed())
-    # Each branch sleeps 0.2 s: serial execution would need at least 0.4 s.
-    assert time.monotonic() - start < 0.39
+    # The branches meet at a barrier: the run completes only if they ran at the same time.
+    _wait_for(lambda: client.status("one").is_completed(), timeout=60)
+    assert client.status("one").output == 2 * 2 + 2 * 3
     threads = {thread for name, thread in ledger if name in ("left", "right")}
     assert len(threads) == 2
 
@@ -256,10 +282,13 @@ def test_shutdown_lets_the_running_task_finish_and_leaves_the_rest_queued(
     wf = Flow("two").then(left).then(right).build()
     client = WorkflowClient(backend)
     client.submit(wf, "s", 1)
+    gate = threading.Event()
+    _gate.append(gate)
     handle = workers(backend, [wf], "w1")
-    _wait_for(lambda: [n for n, _ in ledger] == ["left"])
+    _wait_for(lambda: [n for n, _ in ledger] == ["left"])  # left runs, held at the gate
     handle.shutdown()
-    handle.join(5)
+    gate.set()
+    handle.join(30)
     assert not handle.running
     assert client.get_task_result("s", "left") == 2  # finished and checkpointed
     assert client.get_task_result("s", "right") is None  # not started, still queued

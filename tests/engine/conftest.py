@@ -46,7 +46,11 @@ PATHS = ["plain", *BACKENDS]
 def make_backend(
     kind: str, request: pytest.FixtureRequest, tmp_path: Path, codec: Any = None
 ) -> Any:
-    """A new, connected backend of ``kind`` (with ``codec``, else the default JSON one)."""
+    """A new, connected backend of ``kind`` (with ``codec``, else the default JSON one).
+
+    A backend that fails to import is an error, not a skip: a broken import must not
+    silently skip the whole engine suite on that backend.
+    """
     backend = _new_backend(kind, request, tmp_path, codec)
     if kind != "memory":
         # Connect (and migrate) now, so that timing assertions in tests measure the engine.
@@ -58,16 +62,14 @@ def _new_backend(kind: str, request: pytest.FixtureRequest, tmp_path: Path, code
     if kind == "memory":
         return InMemoryBackend(codec=codec)
     if kind == "sqlite":
-        sqlite_mod = pytest.importorskip("sayiir.backends.sqlite")
-        if not hasattr(sqlite_mod, "SqliteBackend"):
-            pytest.skip("sayiir.backends.sqlite has no SqliteBackend yet")
-        return sqlite_mod.SqliteBackend(tmp_path / "s.db", codec=codec)
+        from sayiir.backends.sqlite import SqliteBackend
+
+        return SqliteBackend(tmp_path / "s.db", codec=codec)
     if kind == "postgres":
         dsn = request.getfixturevalue("pg_dsn")
-        pg_mod = pytest.importorskip("sayiir.backends.postgres")
-        if not hasattr(pg_mod, "PostgresBackend"):
-            pytest.skip("sayiir.backends.postgres has no PostgresBackend yet")
-        return pg_mod.PostgresBackend(dsn, codec=codec)
+        from sayiir.backends.postgres import PostgresBackend
+
+        return PostgresBackend(dsn, codec=codec)
     raise AssertionError(kind)
 
 

@@ -6,9 +6,11 @@ or a ``postgresql://`` URL, and MODE is
 * ``exit``   start the run; task 3 calls ``os._exit(137)`` (the process dies mid-task);
 * ``sleep``  start the run; task 3 prints ``IN_TASK_3`` and sleeps until it is killed;
 * ``backoff`` start the run; task 3's first attempt fails, prints ``FAILED_ONCE`` and the
-  process idles in the 1.5 s retry backoff (the parent kills it there);
+  process idles in the 30 s retry backoff (the parent kills it there, once the failed
+  attempt is in the database);
 * ``resume`` resume the instance and print its status as JSON;
-* ``resume-failing`` resume, with task 3 failing on every attempt;
+* ``resume-failing`` resume, with task 3 failing on every attempt, on a virtual clock (the
+  rest of the 30 s backoff passes at once);
 * ``many``   run 15 small workflows (ids ``<INSTANCE_ID>-<n>``) and print how many completed;
 * ``repeat-exit`` start a run of ``task_1, task_2, task_1`` (one task used twice); the second
   use of task_1 calls ``os._exit(137)``;
@@ -28,6 +30,7 @@ from typing import Any
 
 from sayiir import Flow, RetryPolicy, Workflow, resume_workflow, run_durable_workflow, task
 from sayiir.backends.sqlite import SqliteBackend
+from sayiir.testing import virtual_time
 
 
 def open_backend(db: str) -> Any:
@@ -67,7 +70,7 @@ def executions(name: str) -> int:
         return sum(1 for line in f if line.split()[0] == name)
 
 
-@task(retries=RetryPolicy(max_retries=1, initial_delay_secs=1.5, backoff_multiplier=1.0))
+@task(retries=RetryPolicy(max_retries=1, initial_delay_secs=30, backoff_multiplier=1.0))
 def task_3(x: int) -> int:
     record("task_3")
     if MODE == "exit":
@@ -130,7 +133,10 @@ def main(argv: list[str]) -> int:
             return 0
         if MODE.startswith("repeat-"):
             wf = repeat_flow()
-        if MODE in ("resume", "resume-failing", "repeat-resume"):
+        if MODE == "resume-failing":
+            with virtual_time():
+                status = resume_workflow(wf, instance_id, backend)
+        elif MODE in ("resume", "repeat-resume"):
             status = resume_workflow(wf, instance_id, backend)
         else:
             status = run_durable_workflow(wf, instance_id, 1, backend=backend)

@@ -14,15 +14,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sayiir import WorkflowClient, resume_workflow
-
-sqlite_backend = pytest.importorskip("sayiir.backends.sqlite")
-SqliteBackend = sqlite_backend.SqliteBackend
+from sayiir.backends.sqlite import SqliteBackend
 
 
 def open_backend(db: Any) -> Any:
@@ -153,15 +152,27 @@ def test_resume_twice_after_crash_runs_nothing_more(tmp_path):
     assert [name for name, _ in ledger_lines(ledger)].count("task_4") == 1
 
 
-def sigkill_at(db: Any, ledger: Any, iid: str, mode: str, marker: str, settle: float = 0.0) -> None:
-    """Run the worker in ``mode``; SIGKILL it ``settle`` s after it prints ``marker``."""
+def sigkill_at(
+    db: Any,
+    ledger: Any,
+    iid: str,
+    mode: str,
+    marker: str,
+    until: Callable[[], bool] | None = None,
+) -> None:
+    """Run the worker in ``mode``; SIGKILL it once it printed ``marker`` and ``until()``
+    (a condition on the database) holds."""
     args = [sys.executable, str(WORKER), str(db), str(ledger), iid, mode]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert line.strip() == marker, proc.stderr.read() if proc.stderr else line
-        time.sleep(settle)
+        deadline = time.monotonic() + 60
+        while until is not None and not until():
+            assert time.monotonic() < deadline, f"{mode}: the condition to kill at never held"
+            assert proc.poll() is None, "the worker ended before the kill"
+            time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -174,6 +185,17 @@ def sigkill_at(db: Any, ledger: Any, iid: str, mode: str, marker: str, settle: f
     assert proc.returncode == -signal.SIGKILL
 
 
+def _failures(db: Any, iid: str) -> int:
+    """Failed attempts of task_3 stored so far."""
+    backend = open_backend(db)
+    try:
+        state = backend.load(iid)
+        attempt = None if state is None else state.attempts.get("task_3")
+        return 0 if attempt is None else attempt.failures
+    finally:
+        backend.close()
+
+
 def load_worker() -> Any:
     spec = importlib.util.spec_from_file_location("sayiir_crash_worker", WORKER)
     assert spec is not None and spec.loader is not None
@@ -184,8 +206,8 @@ def load_worker() -> Any:
 
 def test_sigkill_during_retry_backoff_keeps_the_attempt_counter(tmp_path):
     db, ledger, iid = tmp_path / "backoff.db", tmp_path / "ledger.txt", "crash-backoff"
-    # 0.5 s after the marker the failed attempt is recorded and the process sleeps its backoff.
-    sigkill_at(db, ledger, iid, "backoff", "FAILED_ONCE", settle=0.5)
+    # Killed once the failed attempt is in the database: the process sleeps its 30 s backoff.
+    sigkill_at(db, ledger, iid, "backoff", "FAILED_ONCE", until=lambda: _failures(db, iid) == 1)
     assert [name for name, _ in ledger_lines(ledger)] == ["task_1", "task_2", "task_3"]
     # The resumed run may retry once more (max_retries=1): attempt 2 fails, so the run fails.
     resumed = worker(db, ledger, iid, "resume-failing")

@@ -114,58 +114,60 @@ def test_chain_continues_after_join(path):
 
 
 def test_branches_run_concurrently(path):
+    # Each branch waits at a barrier for the other: run one after the other, the first
+    # would break it (after its generous timeout) and the run would fail.
+    meet = threading.Barrier(2, timeout=30)
+
     def sleep_a(x):
-        time.sleep(0.3)
+        meet.wait()
         return "a"
 
     def sleep_b(x):
-        time.sleep(0.3)
+        meet.wait()
         return "b"
 
     wf = Flow("conc").fork().branch(sleep_a).branch(sleep_b).join(lambda d: d).build()
-    t0 = time.perf_counter()
     out = path.run(wf, 0)
-    elapsed = time.perf_counter() - t0
-    assert out.ok and out.value == {"sleep_a": "a", "sleep_b": "b"}
-    assert elapsed < 0.55, f"fork branches ran sequentially ({elapsed:.2f}s)"
+    assert out.ok, f"fork branches ran sequentially: {out.error}"
+    assert out.value == {"sleep_a": "a", "sleep_b": "b"}
 
 
 def test_many_blocking_branches_all_run_side_by_side(path):
     """The calling thread starts alone; once a branch blocks, helpers bring in helpers
-    until every blocked branch has a thread: 20 branches of 0.3 s take ~0.3 s, not 6."""
+    until every blocked branch has a thread: all 20 branches wait at one barrier, which
+    opens only when the 20 run at the same time."""
+    meet = threading.Barrier(20, timeout=30)
 
     def nap(x):
-        time.sleep(0.3)
+        meet.wait()
         return x
 
     flow = Flow("many").fork()
     for i in range(20):
         flow = flow.branch(nap, name=f"nap{i}")
     wf = flow.join(lambda d: sorted(d), name="join").build()
-    t0 = time.perf_counter()
     out = path.run(wf, 1)
-    elapsed = time.perf_counter() - t0
-    assert out.ok and len(out.value) == 20
-    assert elapsed < 1.5, f"blocking branches did not run side by side ({elapsed:.2f}s)"
+    assert out.ok, f"blocking branches did not run side by side: {out.error}"
+    assert len(out.value) == 20
 
 
 def test_async_branches_run_concurrently(path):
     import asyncio
 
+    meet = threading.Barrier(2, timeout=30)
+
     async def sleep_a(x):
-        await asyncio.sleep(0.3)
+        await asyncio.to_thread(meet.wait)
         return "a"
 
     async def sleep_b(x):
-        await asyncio.sleep(0.3)
+        await asyncio.to_thread(meet.wait)
         return "b"
 
     wf = Flow("aconc").fork().branch(sleep_a).branch(sleep_b).join(lambda d: d).build()
-    t0 = time.perf_counter()
     out = path.run(wf, 0)
-    elapsed = time.perf_counter() - t0
-    assert out.ok and out.value == {"sleep_a": "a", "sleep_b": "b"}
-    assert elapsed < 0.55, f"fork branches ran sequentially ({elapsed:.2f}s)"
+    assert out.ok, f"fork branches ran sequentially: {out.error}"
+    assert out.value == {"sleep_a": "a", "sleep_b": "b"}
 
 
 def test_failing_branch_fails_the_run_and_join_never_runs(path, ledger):
