@@ -79,7 +79,8 @@ def _database_name(module_name: str) -> str:
     tail = module_name.rsplit(".", 1)[-1].lower()
     tail = re.sub(r"[^a-z0-9_]+", "_", tail).strip("_") or "module"
     suffix = secrets.token_hex(4)
-    prefix = "sayiir_t_"
+    # The xdist worker (gw0, gw1, ...) in the name: parallel workers never share a database.
+    prefix = f"sayiir_t_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_"
     room = _MAX_IDENTIFIER - len(prefix) - len(suffix) - 1
     return f"{prefix}{tail[:room]}_{suffix}"
 
