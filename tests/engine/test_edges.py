@@ -3,6 +3,7 @@ crashes, parked forks, control requests during retry backoff, other backend obje
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from typing import Any
@@ -24,6 +25,7 @@ from sayiir import (
 )
 from sayiir.core.records import AttemptRecord, FinalState, InstanceRecord, Status, StepRecord
 from sayiir.errors import InstanceNotFoundError, RunReplacedError
+from sayiir.testing import virtual_time
 
 
 def echo(x: Any) -> Any:
@@ -530,9 +532,18 @@ def test_plain_fork_delays_sleep_concurrently():
     a = Flow("a").delay("da", 0.3).then(lambda x: "a", name="ta").build()
     b = Flow("b").delay("db", 0.3).then(lambda x: "b", name="tb").build()
     wf = Flow("pd").fork().branch(a, name="a").branch(b, name="b").join(dict).build()
-    t0 = time.perf_counter()
-    assert run_workflow(wf, 0) == {"a": "a", "b": "b"}
-    assert 0.29 <= time.perf_counter() - t0 < 0.55
+    # On a manual virtual clock both delays must be asleep at once before time moves.
+    result: list[Any] = []
+    with virtual_time(auto_skip=False) as clock:
+        runner = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(lambda: result.append(run_workflow(wf, 0)),),
+        )
+        runner.start()
+        clock.wait_for_sleepers(2)  # both branches sleep side by side
+        clock.advance(0.3)
+        runner.join(60)
+    assert result == [{"a": "a", "b": "b"}]
 
 
 def test_plain_signal_inside_fork_branch_raises_task_error():
