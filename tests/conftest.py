@@ -78,9 +78,9 @@ def pg_url(dbname: str) -> str:
 def _database_name(module_name: str) -> str:
     tail = module_name.rsplit(".", 1)[-1].lower()
     tail = re.sub(r"[^a-z0-9_]+", "_", tail).strip("_") or "module"
-    suffix = secrets.token_hex(4)
     # The xdist worker (gw0, gw1, ...) in the name: parallel workers never share a database.
-    prefix = f"sayiir_t_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_"
+    suffix = f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}{secrets.token_hex(4)}"
+    prefix = "sayiir_t_"
     room = _MAX_IDENTIFIER - len(prefix) - len(suffix) - 1
     return f"{prefix}{tail[:room]}_{suffix}"
 
