@@ -13,6 +13,7 @@ __all__ = [
     "InstanceAlreadyExistsError",
     "InstanceNotFoundError",
     "LeaseLostError",
+    "RunFinishedError",
     "RunReplacedError",
     "TaskError",
     "WorkflowError",
@@ -73,17 +74,32 @@ class LeaseLostError(BackendError):
 
 
 class RunReplacedError(BackendError):
-    """This execution's run was replaced (``conflict_policy="terminate_existing"``).
+    """Another execution owns this run now; this one was fenced off.
 
-    A new run took over the instance id while this one was still executing; this one
-    stops at its next write and writes nothing into the new run.
+    Either a resume took the run over after this execution's lease expired (the process
+    was stopped or too slow to renew it), or a new run was started under the same id with
+    ``conflict_policy="terminate_existing"``. This execution stops at its next write, and
+    writes nothing: the result of the task it was running is discarded.
     """
 
     def __init__(self, instance_id: str) -> None:
         super().__init__(
-            f"Workflow instance '{instance_id}' was replaced by a newer run "
-            "(conflict_policy='terminate_existing') while this execution was running; it "
-            "stopped here and wrote nothing into the new run. Query the instance for the "
-            "new run's status."
+            f"Workflow instance '{instance_id}' is now owned by another execution: a resume "
+            "took it over after this execution's lease expired, or a new run replaced it "
+            "(conflict_policy='terminate_existing'). This execution stopped here; the result "
+            "of its in-flight task was discarded and nothing was written. Query the instance "
+            "for its current status."
         )
         self.instance_id = instance_id
+
+
+class RunFinishedError(BackendError):
+    """A write was refused because the run has already finished (completed or failed)."""
+
+    def __init__(self, instance_id: str, status: str) -> None:
+        super().__init__(
+            f"Workflow instance '{instance_id}' has already finished (status: {status}); "
+            "this write was refused and nothing was written. A finished run never changes."
+        )
+        self.instance_id = instance_id
+        self.status = status

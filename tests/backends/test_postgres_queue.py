@@ -306,7 +306,7 @@ def test_the_claim_query_walks_the_partial_indexes(
     ["advance", "advance_final", "advance_recover", "heartbeat", "enqueue", "claimed_by_token",
      "abandon",
      "count_finished", "delete_finished", "create_instance", "send_signal", "unpause",
-     "request_control", "finish"],
+     "request_control", "finish", "take_over", "renew_lease", "save_steps", "consume_signal"],
 )  # fmt: skip
 def test_queue_statements_use_no_sequential_scan(
     db: psycopg.Connection[Any], backend: PostgresBackend, big_queue: str, name: str
@@ -319,7 +319,7 @@ def test_queue_statements_use_no_sequential_scan(
         "workers": ["w", "w"], "cutoff": time.time(), "batch": 100, "name": "go",
         "payload": b"1", "send_id": uuid.uuid4(), "kind": "cancel", "reason": None,
         "by": None, "applied_status": "cancelled", "apply": ["waiting"],
-        "request": ["running"], "error": "boom", "retry_in": 1.0,
+        "request": ["running"], "error": "boom", "retry_in": 1.0, "new_token": uuid.uuid4(),
     }  # fmt: skip
     _ops._item_params(params, [QueueItem("k9", "t", tags=("a",)), QueueItem("k10")])
     _ops._step_params(params, [step("k7"), step("k8")])

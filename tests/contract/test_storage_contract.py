@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -32,7 +33,7 @@ from sayiir.core.records import (
     StepRecord,
     control_decision,
 )
-from sayiir.errors import InstanceNotFoundError
+from sayiir.errors import InstanceNotFoundError, RunFinishedError, RunReplacedError
 
 Factory = Callable[[pytest.FixtureRequest, Path], Storage]
 
@@ -93,7 +94,13 @@ def get(storage: Storage, iid: str) -> InstanceRecord:
 
 
 def without_times(rec: InstanceRecord) -> InstanceRecord:
-    return replace(rec, updated_at=0.0, completed_at=None)
+    return replace(rec, updated_at=0.0, completed_at=None, lease_until=None)
+
+
+def without_lease(rec: InstanceRecord) -> InstanceRecord:
+    """The record as created: a running one gets a lease from the backend's clock."""
+    assert rec.lease_until is not None and rec.lease_until > time.time()
+    return replace(rec, lease_until=None)
 
 
 def fail(
@@ -159,7 +166,7 @@ def test_create_with_replace_drops_state_but_keeps_buffered_signals(
     assert storage.create_instance(replace(new), replace=True) is None
     state = storage.load(iid)
     assert state is not None
-    assert state.record == new
+    assert without_lease(state.record) == new
     assert state.record.request is None
     assert state.checkpoints == {}
     assert state.attempts == {}
@@ -168,7 +175,7 @@ def test_create_with_replace_drops_state_but_keeps_buffered_signals(
 
 def test_create_replace_on_missing_instance_inserts(storage: Storage, iid: str) -> None:
     assert storage.create_instance(record(iid), replace=True) is None
-    assert get(storage, iid) == record(iid)
+    assert without_lease(get(storage, iid)) == record(iid)
 
 
 def test_missing_instance_reads_return_none(storage: Storage, iid: str) -> None:
@@ -222,18 +229,27 @@ def test_save_steps_overwrites_a_key(storage: Storage, iid: str) -> None:
 
 
 @pytest.mark.parametrize("status", ALL_STATUSES, ids=str)
-def test_save_steps_marks_running_unless_cancelled_or_paused(
+def test_save_steps_marks_running_unless_finished_cancelled_or_paused(
     storage: Storage, iid: str, status: Status
 ) -> None:
-    # The reference's `_touch`: every status but cancelled/paused becomes running (even a
-    # terminal one: see the report on InMemoryBackend._touch).
+    # A final state is final (write_decision): a completed or failed run refuses the write, a
+    # cancelled one takes nothing and tells the engine; a paused one keeps its pause.
     make(storage, iid, status, reason="why", cancelled_by="c", paused_by="p")
+    before = get(storage, iid)
+    if status in (Status.COMPLETED, Status.FAILED):
+        with pytest.raises(RunFinishedError, match=f"already finished .status: {status.value}"):
+            storage.save_steps(iid, [step("a")])
+        assert get(storage, iid) == before
+        assert storage.get_checkpoint(iid, "a") is None
+        return
     pending = storage.save_steps(iid, [step("a")])
     rec = get(storage, iid)
     if status is Status.CANCELLED:
         assert pending == ControlRequest("cancel", "why", "c")
-        assert rec.status is Status.CANCELLED
-    elif status is Status.PAUSED:
+        assert rec == before
+        assert storage.get_checkpoint(iid, "a") is None
+        return
+    if status is Status.PAUSED:
         assert pending == ControlRequest("pause", "why", "p")
         assert rec.status is Status.PAUSED
     else:
@@ -378,7 +394,7 @@ def test_finish_terminal_sets_completed_at_and_clears_request(
     make(storage, iid, wake_at=T0, park_node="p", signal_name="s", reason="old")
     storage.request_control(iid, ControlRequest("pause", "r", "u"))
     final = FinalState(status, b"out", "err", "why", "who")
-    assert storage.finish(iid, final, [step("last", b"L")]) is None  # type: ignore[func-returns-value]
+    assert storage.finish(iid, final, [step("last", b"L")]) is None
     rec = get(storage, iid)
     assert rec.status is status
     assert (rec.output, rec.error) == (b"out", "err")
@@ -532,3 +548,188 @@ def test_async_form_reaches_the_same_data(storage: Storage, iid: str) -> None:
 
     asyncio.run(scenario())
     assert without_times(get(storage, iid)).status is Status.COMPLETED
+
+
+# -- one execution at a time: tokens and leases ------------------------------------------------
+
+
+def token_of(iid: str) -> str:
+    token = record(iid).token
+    assert token is not None
+    return token
+
+
+def new_token() -> str:
+    return str(uuid.uuid4())
+
+
+def test_a_running_run_is_held_by_its_starting_execution(storage: Storage, iid: str) -> None:
+    make(storage, iid)
+    held = get(storage, iid)
+    assert held.lease_until is not None and held.lease_until > time.time()
+    assert held.lease_until <= time.time() + storage.lease_secs + 1
+    # A live lease: no resume may take the run over, whatever token it read.
+    assert storage.take_over(iid, token_of(iid), new_token()) is None
+    assert get(storage, iid).token == token_of(iid)
+
+
+def test_a_submitted_or_parked_run_holds_no_lease(storage: Storage, iid: str) -> None:
+    make(storage, iid, distributed=True)
+    assert get(storage, iid).lease_until is None
+    other = iid + "-parked"
+    make(storage, other)
+    final = FinalState(Status.WAITING, wake_at=T0, park_node="d")
+    assert storage.finish(other, final, [], token=token_of(other)) is None
+    assert get(storage, other).lease_until is None
+
+
+def test_take_over_after_the_lease_ends_fences_the_old_execution(
+    storage: Storage, iid: str
+) -> None:
+    make(storage, iid)
+    old = token_of(iid)
+    assert storage.renew_lease(iid, old, release=True)  # as if its lease had expired
+    new = new_token()
+    taken = storage.take_over(iid, old, new)
+    assert taken is not None and taken.token == new and taken.status is Status.RUNNING
+    assert taken.lease_until is not None and taken.lease_until > time.time()
+    assert get(storage, iid).token == new
+    # The old execution: every write refused, nothing written; its heartbeat is refused too.
+    with pytest.raises(RunReplacedError, match="took it over"):
+        storage.save_steps(iid, [step("a")], token=old)
+    with pytest.raises(RunReplacedError):
+        storage.record_attempt(iid, fail("a", 1), token=old)
+    with pytest.raises(RunReplacedError):
+        storage.consume_signal(iid, "go", "sig", token=old)
+    with pytest.raises(RunReplacedError):
+        storage.finish(iid, FinalState(Status.COMPLETED, b"stale"), [step("a")], token=old)
+    assert not storage.renew_lease(iid, old)
+    state = storage.load(iid)
+    assert state is not None
+    assert state.checkpoints == {} and state.attempts == {}
+    assert state.record.status is Status.RUNNING and state.record.output is None
+    # The new one writes, and a second take-over with the token it read loses to it.
+    assert storage.save_steps(iid, [step("a", b"new")], token=new) is None
+    assert storage.take_over(iid, old, new_token()) is None
+    assert storage.finish(iid, FinalState(Status.COMPLETED, b"2"), [], token=new) is None
+    assert get(storage, iid).output == b"2"
+
+
+def test_take_over_needs_the_token_that_was_read(storage: Storage, iid: str) -> None:
+    make(storage, iid, Status.WAITING, wake_at=T0, park_node="d")
+    assert storage.take_over(iid, new_token(), new_token()) is None  # read before a change
+    assert storage.take_over(iid + "-missing", None, new_token()) is None
+    new = new_token()
+    taken = storage.take_over(iid, token_of(iid), new)
+    assert taken is not None and taken.status is Status.RUNNING  # in_progress while it runs
+    assert storage.take_over(iid, token_of(iid), new_token()) is None  # the loser
+
+
+@pytest.mark.parametrize(
+    "status", [s for s in ALL_STATUSES if s in TERMINAL or s is Status.PAUSED], ids=str
+)
+def test_take_over_leaves_finished_and_paused_runs_alone(
+    storage: Storage, iid: str, status: Status
+) -> None:
+    make(storage, iid, status)
+    before = get(storage, iid)
+    assert storage.take_over(iid, token_of(iid), new_token()) is None
+    assert get(storage, iid) == before
+
+
+def test_renew_lease_extends_only_the_owners_running_lease(storage: Storage, iid: str) -> None:
+    make(storage, iid)
+    first = get(storage, iid).lease_until
+    assert first is not None
+    time.sleep(0.01)
+    assert storage.renew_lease(iid, token_of(iid))
+    renewed = get(storage, iid).lease_until
+    assert renewed is not None and renewed > first
+    assert not storage.renew_lease(iid, new_token())
+    assert not storage.renew_lease(iid + "-missing", token_of(iid))
+    assert storage.finish(iid, FinalState(Status.AWAITING_SIGNAL, signal_name="go"), [],
+                          token=token_of(iid)) is None  # fmt: skip
+    assert not storage.renew_lease(iid, token_of(iid))  # parked: nothing to renew
+    assert get(storage, iid).lease_until is None
+
+
+# -- final states are final ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [Status.COMPLETED, Status.FAILED], ids=str)
+@pytest.mark.parametrize(
+    "write",
+    [
+        lambda s, i, t: s.save_steps(i, [step("a")], token=t),
+        lambda s, i, t: s.record_attempt(i, fail("a", 1), token=t),
+        lambda s, i, t: s.consume_signal(i, "go", "a", token=t),
+        lambda s, i, t: s.finish(i, FinalState(Status.COMPLETED, b"late"), [step("a")], token=t),
+        lambda s, i, t: s.finish(i, FinalState(Status.WAITING, wake_at=T0), [step("a")], token=t),
+        lambda s, i, t: s.finish(i, FinalState(Status.CANCELLED, reason="r"), [], token=t),
+    ],
+    ids=["save_steps", "record_attempt", "consume_signal", "finish", "finish_parked",
+         "finish_cancelled"],
+)  # fmt: skip
+def test_a_finished_run_refuses_every_engine_write(
+    storage: Storage, iid: str, status: Status, write: Callable[[Storage, str, str], object]
+) -> None:
+    make(storage, iid)
+    token = token_of(iid)
+    storage.send_signal(iid, "go", b"event")
+    final = FinalState(status, b"out" if status is Status.COMPLETED else None, "e")
+    assert storage.finish(iid, final, [step("done", b"D")], token=token) is None
+    before = get(storage, iid)
+    with pytest.raises(RunFinishedError) as info:
+        write(storage, iid, token)
+    assert info.value.instance_id == iid and status.value in str(info.value)
+    state = storage.load(iid)
+    assert state is not None
+    assert state.record == before
+    assert state.checkpoints == {"done": b"D"}
+    assert state.attempts == {}
+
+
+def test_an_applied_cancel_stays_whatever_the_engine_writes(storage: Storage, iid: str) -> None:
+    """The race of issue 10: a resume moves past an expired delay while a cancel is applied
+    to the parked run; the engine's later writes (and its finish) must not undo the cancel."""
+    make(storage, iid, Status.WAITING, wake_at=T0, park_node="d")
+    token = token_of(iid)
+    storage.send_signal(iid, "go", b"event")
+    assert storage.request_control(iid, ControlRequest("cancel", "stop", "ops")) is Status.WAITING
+    cancel = ControlRequest("cancel", "stop", "ops")
+    before = get(storage, iid)
+    assert storage.save_steps(iid, [step("a")], token=token) == cancel
+    assert storage.record_attempt(iid, started("b", 1), token=token) == cancel
+    assert storage.consume_signal(iid, "go", "sig", token=token) is None
+    done = FinalState(Status.COMPLETED, b"out")
+    assert storage.finish(iid, done, [step("a")], token=token) == cancel
+    assert storage.finish(iid, FinalState(Status.CANCELLED, reason="engine"), [], token=token) == (
+        cancel
+    )
+    state = storage.load(iid)
+    assert state is not None
+    assert state.record == before
+    assert state.checkpoints == {} and state.attempts == {}
+
+
+def test_an_applied_pause_stays_and_keeps_the_finished_work(storage: Storage, iid: str) -> None:
+    make(storage, iid, Status.WAITING, wake_at=T0, park_node="d")
+    token = token_of(iid)
+    assert storage.request_control(iid, ControlRequest("pause", "hold", "ops")) is Status.WAITING
+    pause = ControlRequest("pause", "hold", "ops")
+    done = FinalState(Status.COMPLETED, b"out")
+    assert storage.finish(iid, done, [step("last", b"L")], token=token) == pause
+    rec = get(storage, iid)
+    assert (rec.status, rec.output, rec.reason, rec.paused_by) == (
+        Status.PAUSED, None, "hold", "ops"
+    )  # fmt: skip
+    assert rec.completed_at is None
+    # The task's checkpoint is kept: unpause + resume continues after it.
+    assert storage.get_checkpoint(iid, "last") == b"L"
+    parked = FinalState(Status.WAITING, wake_at=T0 + 5, park_node="d2")
+    assert storage.finish(iid, parked, [], token=token) == pause
+    assert get(storage, iid).status is Status.PAUSED
+    # A cancel still applies to a paused run (control_decision), also from the engine.
+    stop = FinalState(Status.CANCELLED, reason="c", by="e")
+    assert storage.finish(iid, stop, [], token=token) is None
+    assert get(storage, iid).status is Status.CANCELLED

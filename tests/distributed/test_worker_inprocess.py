@@ -401,3 +401,50 @@ def test_a_worker_killed_before_deciding_on_the_join_leaves_its_claim_to_expire(
         "right": 1,
         "combine": 1,
     }
+
+
+# -- final states are final on workers (issue 10, item 2) --------------------------------------
+
+_gate = threading.Event()
+_in_task = threading.Event()
+
+
+@task
+def held(x: int) -> int:
+    _record("held")
+    _in_task.set()
+    assert _gate.wait(30)
+    return x * 10
+
+
+@task
+def after_held(x: int) -> int:
+    _record("after_held")
+    return x + 3
+
+
+def test_pause_while_a_worker_runs_the_task_after_a_delay(backend: Any, workers) -> None:
+    """The task after an expired delay runs on a worker: the run shows in progress (it used
+    to show waiting, so a pause was applied at once and the worker's completion then
+    overwrote it). The pause is obeyed at the next step and stays; unpaused, it completes."""
+    _gate.clear()
+    _in_task.clear()
+    wf = Flow("held").then(prepare).delay("nap", 0.2).then(held).then(after_held).build()
+    client = WorkflowClient(backend)
+    workers(backend, [wf], "w1")
+    client.submit(wf, "h", 1)
+    try:
+        assert _in_task.wait(30)
+        assert client.status("h").status == "in_progress"
+        client.pause("h", reason="hold")
+        assert client.status("h").status == "in_progress"  # requested: obeyed at the boundary
+    finally:
+        _gate.set()
+    _wait_for(lambda: client.status("h").status == "paused")
+    time.sleep(0.5)  # the worker is idle now: nothing may turn the pause into anything else
+    assert client.status("h").status == "paused"
+    assert [name for name, _ in ledger].count("after_held") == 0
+    client.unpause("h")
+    _wait_for(lambda: client.status("h").is_completed())
+    assert client.status("h").output == 23
+    assert [name for name, _ in ledger].count("held") == 1

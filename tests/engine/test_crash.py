@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from sayiir import WorkflowClient, resume_workflow
+from sayiir import WorkflowClient
 from sayiir.backends.sqlite import SqliteBackend
 
 
@@ -132,7 +132,7 @@ def test_sigkill_while_task_3_sleeps_then_resume_in_process(store, tmp_path):
     module.LEDGER, module.MODE = str(ledger), "resume"
     backend = open_backend(db)
     try:
-        status = resume_workflow(module.build(), iid, backend)
+        status = module.resume_when_free(module.build(), iid, backend)
         assert status.status == "completed", status
         assert status.output == EXPECTED
     finally:

@@ -24,7 +24,7 @@ from sayiir import (
     unpause_workflow,
 )
 from sayiir.core.records import AttemptRecord, FinalState, InstanceRecord, Status, StepRecord
-from sayiir.errors import InstanceNotFoundError, RunReplacedError
+from sayiir.errors import InstanceNotFoundError, RunFinishedError, RunReplacedError
 from sayiir.testing import virtual_time
 
 
@@ -332,12 +332,13 @@ def test_corrupt_instance_input_fails_on_resume(backend, iid, ledger):
     submitted = WorkflowClient(backend).submit(wf, iid, 1)
     assert submitted.status == "in_progress"
     now = time.time()
-    record = InstanceRecord(
+    record = InstanceRecord(  # parked (a running record is held by its execution's lease)
         iid,
         wf.workflow_id,
         wf.definition_hash,
-        Status.RUNNING,
+        Status.WAITING,
         b"\xff\xfe garbage",
+        wake_at=now - 1,
         created_at=now,
         updated_at=now,
     )
@@ -436,9 +437,12 @@ def test_a_replaced_run_cannot_finish_into_the_new_one(backend, iid):
     assert (after.record.status, after.record.output) == (new.status, new.output)
     assert "x" not in after.checkpoints and "sig-key" not in after.checkpoints
     assert after.attempts == {}
-    # The current token, and no token at all, are accepted.
-    assert backend.save_steps(iid, steps, token=new.token) is None
-    assert backend.save_steps(iid, steps) is None
+    # The current token, and no token at all, pass the fence; but the run is completed, and a
+    # finished run never changes.
+    with pytest.raises(RunFinishedError):
+        backend.save_steps(iid, steps, token=new.token)
+    with pytest.raises(RunFinishedError):
+        backend.save_steps(iid, steps)
     with pytest.raises(InstanceNotFoundError):
         backend.save_steps("no-such-run", steps, token=old_token)
 

@@ -37,6 +37,7 @@ class DirectAsyncStorage:
     def __init__(self, storage: Storage) -> None:
         self._s = storage
         self.codec = storage.codec
+        self.lease_secs = storage.lease_secs
 
     async def create_instance(
         self, record: InstanceRecord, *, replace: bool
@@ -45,6 +46,14 @@ class DirectAsyncStorage:
 
     async def load(self, instance_id: str) -> RunState | None:
         return await self._call(self._s.load, instance_id)
+
+    async def take_over(
+        self, instance_id: str, token: str | None, new_token: str
+    ) -> InstanceRecord | None:
+        return await self._call(self._s.take_over, instance_id, token, new_token)
+
+    async def renew_lease(self, instance_id: str, token: str, *, release: bool = False) -> bool:
+        return await self._call(self._s.renew_lease, instance_id, token, release=release)
 
     async def save_steps(
         self, instance_id: str, steps: Sequence[StepRecord], *, token: str | None = None
@@ -68,8 +77,8 @@ class DirectAsyncStorage:
         steps: Sequence[StepRecord],
         *,
         token: str | None = None,
-    ) -> None:
-        await self._call(self._s.finish, instance_id, final, steps, token=token)
+    ) -> ControlRequest | None:
+        return await self._call(self._s.finish, instance_id, final, steps, token=token)
 
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
         return await self._call(self._s.get_instance, instance_id)

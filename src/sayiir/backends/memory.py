@@ -28,12 +28,20 @@ from sayiir.core.records import (
     Status,
     StepRecord,
     applied_request,
+    check_lease_secs,
     claim_order,
     control_decision,
+    executes,
     fold_attempt,
     lease_expired,
+    write_decision,
 )
-from sayiir.errors import InstanceNotFoundError, LeaseLostError, RunReplacedError
+from sayiir.errors import (
+    InstanceNotFoundError,
+    LeaseLostError,
+    RunFinishedError,
+    RunReplacedError,
+)
 
 __all__ = ["InMemoryBackend"]
 
@@ -68,6 +76,9 @@ class _Entry:
 class InMemoryBackend:
     """Thread-safe in-process store; state lives as long as the object.
 
+    ``lease_secs``: how long an execution holds a run without a write or a heartbeat
+    (see ``Storage``); the local clock decides.
+
     >>> from sayiir import Flow, run_durable_workflow
     >>> wf = Flow("inc").then(lambda x: x + 1, name="inc").build()
     >>> backend = InMemoryBackend()
@@ -77,8 +88,9 @@ class InMemoryBackend:
     b'2'
     """
 
-    def __init__(self, codec: Codec | None = None) -> None:
+    def __init__(self, codec: Codec | None = None, *, lease_secs: float = 30.0) -> None:
         self.codec: Codec = codec if codec is not None else JsonCodec()
+        self.lease_secs = check_lease_secs(lease_secs)
         self._lock = threading.Lock()
         self._instances: dict[str, _Instance] = {}
         self._signals: dict[tuple[str, str], deque[bytes]] = {}
@@ -97,6 +109,7 @@ class InMemoryBackend:
                 return _copy(existing.record)
             # The engine hands the record over and never touches it again: no copy needed.
             inst = self._instances[record.instance_id] = _Instance(record)
+            record.lease_until = time.time() + self.lease_secs if executes(record) else None
             if record.distributed:
                 self._enqueue(inst, [QueueItem("", priority=record.priority)])
             return None
@@ -112,32 +125,68 @@ class InMemoryBackend:
                     fold_attempt(attempts.setdefault(attempt.key, AttemptState()), attempt)
             return RunState(_copy(inst.record), dict(inst.checkpoints), attempts)
 
+    def take_over(
+        self, instance_id: str, token: str | None, new_token: str
+    ) -> InstanceRecord | None:
+        with self._lock:
+            inst = self._instances.get(instance_id)
+            if inst is None:
+                return None
+            rec = inst.record
+            now = time.time()
+            live = rec.lease_until is not None and rec.lease_until > now
+            if rec.token != token or rec.status not in ACTIVE or live:
+                return None
+            rec.token, rec.lease_until = new_token, now + self.lease_secs
+            rec.status, rec.updated_at = Status.RUNNING, now
+            return _copy(rec)
+
+    def renew_lease(self, instance_id: str, token: str, *, release: bool = False) -> bool:
+        with self._lock:
+            inst = self._instances.get(instance_id)
+            if inst is None:
+                return False
+            rec = inst.record
+            if rec.token != token or rec.status is not Status.RUNNING:
+                return False
+            now = time.time()
+            rec.lease_until = now if release else now + self.lease_secs
+            return True
+
     def save_steps(
         self, instance_id: str, steps: Sequence[StepRecord], *, token: str | None = None
     ) -> ControlRequest | None:
         with self._lock:
             inst = self._get(instance_id, token)
+            stopped = self._stopped(inst)
+            if stopped is not None:
+                return stopped
             for step in steps:
                 inst.checkpoints[step.key] = step.output
-            return self._touch(inst)
+            return self._touch(inst, token)
 
     def record_attempt(
         self, instance_id: str, attempt: AttemptRecord, *, token: str | None = None
     ) -> ControlRequest | None:
         with self._lock:
             inst = self._get(instance_id, token)
+            stopped = self._stopped(inst)
+            if stopped is not None:
+                return stopped
             # One record per (key, attempt): a failure replaces the attempt's "running" row.
             inst.attempts = [
                 a for a in inst.attempts if (a.key, a.attempt) != (attempt.key, attempt.attempt)
             ]
             inst.attempts.append(attempt)
-            return self._touch(inst)
+            return self._touch(inst, token)
 
     def consume_signal(
         self, instance_id: str, signal_name: str, key: str, *, token: str | None = None
     ) -> bytes | None:
         with self._lock:
             inst = self._get(instance_id, token)
+            if self._stopped(inst) is not None:
+                return None  # a cancelled run takes no event; the engine's finish learns why
             if key in inst.checkpoints:  # a repeated call: the event was consumed already
                 return inst.checkpoints[key]
             queue = self._signals.get((instance_id, signal_name))
@@ -145,7 +194,7 @@ class InMemoryBackend:
                 return None
             payload = queue.popleft()
             inst.checkpoints[key] = payload
-            self._touch(inst)
+            self._touch(inst, token)
             return payload
 
     def finish(
@@ -155,16 +204,25 @@ class InMemoryBackend:
         steps: Sequence[StepRecord],
         *,
         token: str | None = None,
-    ) -> None:
+    ) -> ControlRequest | None:
         with self._lock:
-            self._finish(self._get(instance_id, token), final, steps)
+            return self._finish(self._get(instance_id, token), final, steps)
 
     @staticmethod
-    def _finish(inst: _Instance, final: FinalState, steps: Sequence[StepRecord]) -> None:
-        for step in steps:
-            inst.checkpoints[step.key] = step.output
+    def _finish(
+        inst: _Instance, final: FinalState, steps: Sequence[StepRecord]
+    ) -> ControlRequest | None:
         rec = inst.record
+        decision = write_decision(rec.status, final.status)
+        if decision == "refuse":
+            raise RunFinishedError(rec.instance_id, rec.status.value)
+        if decision != "skip":
+            for step in steps:
+                inst.checkpoints[step.key] = step.output
+        if decision != "write":
+            return applied_request(rec)
         now = time.time()
+        rec.lease_until = None
         rec.status = final.status
         rec.output = final.output
         rec.error = final.error
@@ -181,6 +239,7 @@ class InMemoryBackend:
             inst.queue.clear()
         if final.status in (Status.CANCELLED, Status.PAUSED) or final.status in TERMINAL:
             rec.request = None
+        return None
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -333,6 +392,16 @@ class InMemoryBackend:
                     "its result was not written"
                 )
             inst = self._instances[claim.instance_id]
+            if final is not None:
+                decision = write_decision(inst.record.status, final.status)
+                if decision == "refuse":
+                    raise RunFinishedError(claim.instance_id, inst.record.status.value)
+                if decision != "write":  # an applied pause stays; the claim is given up
+                    if final.status in TERMINAL:
+                        inst.queue.clear()  # as a terminal advance does
+                    else:
+                        inst.queue.pop(claim.key, None)
+                    return applied_request(inst.record), None
             for step in steps:
                 inst.checkpoints[step.key] = step.output
             if final is not None or next_item is not None or release:
@@ -343,7 +412,7 @@ class InMemoryBackend:
             if final is not None:
                 self._finish(inst, final, ())
                 return None, None
-            request = self._touch(inst)
+            request = self._touch(inst, None)
             if next_item is None and not release:
                 return request, claim
             if (
@@ -425,13 +494,28 @@ class InMemoryBackend:
         return inst
 
     @staticmethod
-    def _touch(inst: _Instance) -> ControlRequest | None:
+    def _stopped(inst: _Instance) -> ControlRequest | None:
+        """Refuse a checkpoint write to a finished run; the cancel of a cancelled one, which
+        takes no checkpoint either (``write_decision``)."""
         rec = inst.record
-        rec.updated_at = time.time()
+        if rec.status is Status.RUNNING:  # the common case, decided at once
+            return None
+        decision = write_decision(rec.status)
+        if decision == "refuse":
+            raise RunFinishedError(rec.instance_id, rec.status.value)
+        return applied_request(rec) if decision == "skip" else None
+
+    def _touch(self, inst: _Instance, token: str | None) -> ControlRequest | None:
+        """A write of the executing engine: the run is running (unless a cancel or pause was
+        applied), the execution's lease renewed; return what the engine must obey."""
+        rec = inst.record
+        now = rec.updated_at = time.time()
         applied = applied_request(rec)
         if applied is not None:
             return applied
         rec.status = Status.RUNNING
+        if token is not None and not rec.distributed:
+            rec.lease_until = now + self.lease_secs
         return rec.request
 
 

@@ -33,14 +33,23 @@ __all__ = ["AsyncStorage", "QueueStorage", "Storage"]
 class Storage(Protocol):
     """Synchronous storage operations (thread-safe: fork branches call them concurrently).
 
-    The four writes of an executing engine (``save_steps``, ``record_attempt``,
-    ``consume_signal``, ``finish``) carry the run's ``token`` (``InstanceRecord.token``):
-    when the stored run has another token (``create_instance(replace=True)`` started a
-    new run under the id meanwhile), the write changes nothing and raises
-    ``RunReplacedError``. ``token=None``, or a stored run without one, skips the check.
+    One execution of a run at a time: the run stores the token of the execution that owns
+    it (``InstanceRecord.token``, set by ``create_instance``, replaced by ``take_over``) and
+    that execution's lease (``lease_until``, ``lease_secs`` long). The four writes of an
+    executing engine (``save_steps``, ``record_attempt``, ``consume_signal``, ``finish``)
+    carry its ``token``: when the stored run has another token (a resume took it over, or
+    ``create_instance(replace=True)`` started a new run), the write changes nothing and
+    raises ``RunReplacedError``. ``token=None``, or a stored run without one, skips the
+    check. Each accepted checkpoint write renews the lease; ``finish`` ends it.
+
+    Final states are final (``write_decision``): on a completed or failed run these writes
+    change nothing and raise ``RunFinishedError``; on a cancelled run they change nothing
+    and return the cancel; on a paused run they store checkpoints but leave it paused.
     """
 
     codec: Codec
+    # How long an execution holds a run without writing (seconds); see take_over.
+    lease_secs: float
 
     def create_instance(self, record: InstanceRecord, *, replace: bool) -> InstanceRecord | None:
         """Insert a new instance; return ``None`` when inserted.
@@ -52,7 +61,28 @@ class Storage(Protocol):
         change nothing; with ``replace=True`` atomically delete the old instance
         (checkpoints, attempts, pending requests, but *not* buffered signals) and
         insert the new one, returning ``None``.
+
+        A ``running`` record that is not ``distributed`` is an execution starting: it gets
+        the lease (``lease_until`` = now + ``lease_secs``; ``record.lease_until`` is ignored).
         """
+        ...
+
+    def take_over(
+        self, instance_id: str, token: str | None, new_token: str
+    ) -> InstanceRecord | None:
+        """Make ``new_token``'s execution the owner of the run, atomically, if it may run.
+
+        Only when the stored token is still ``token`` (the one the caller loaded), the run is
+        active (running, waiting, awaiting a signal) and no other execution holds a live
+        lease. Then the run gets ``new_token``, a lease, and the status ``running``; the
+        record as stored now is returned. Otherwise nothing changes and ``None`` is returned.
+        """
+        ...
+
+    def renew_lease(self, instance_id: str, token: str, *, release: bool = False) -> bool:
+        """Extend the lease of ``token``'s execution (``release``: end it now, so a resume
+        may take the run over at once). False when that execution no longer owns a
+        running run (it was taken over, or the run parked or finished)."""
         ...
 
     def load(self, instance_id: str) -> RunState | None:
@@ -94,10 +124,12 @@ class Storage(Protocol):
         steps: Sequence[StepRecord],
         *,
         token: str | None = None,
-    ) -> None:
+    ) -> ControlRequest | None:
         """Store the final (terminal or parked) state, with the last checkpoints if any.
 
-        Clears the pending request when the final status applies it.
+        Clears the pending request when the final status applies it, and the lease. Returns
+        ``None`` when written; the applied cancel or pause when the run was stopped
+        meanwhile and ``final`` was not written (``write_decision``).
         """
         ...
 
@@ -134,12 +166,19 @@ class AsyncStorage(Protocol):
     """The same operations for the asyncio driver (``CheckpointingRunner``)."""
 
     codec: Codec
+    lease_secs: float
 
     async def create_instance(
         self, record: InstanceRecord, *, replace: bool
     ) -> InstanceRecord | None: ...
 
     async def load(self, instance_id: str) -> RunState | None: ...
+
+    async def take_over(
+        self, instance_id: str, token: str | None, new_token: str
+    ) -> InstanceRecord | None: ...
+
+    async def renew_lease(self, instance_id: str, token: str, *, release: bool = False) -> bool: ...
 
     async def save_steps(
         self, instance_id: str, steps: Sequence[StepRecord], *, token: str | None = None
@@ -160,7 +199,7 @@ class AsyncStorage(Protocol):
         steps: Sequence[StepRecord],
         *,
         token: str | None = None,
-    ) -> None: ...
+    ) -> ControlRequest | None: ...
 
     async def get_instance(self, instance_id: str) -> InstanceRecord | None: ...
 

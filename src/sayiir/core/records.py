@@ -24,11 +24,14 @@ __all__ = [
     "Status",
     "StepRecord",
     "applied_request",
+    "check_lease_secs",
     "claim_order",
     "control_decision",
+    "executes",
     "fold_attempt",
     "lease_expired",
     "queue_priority",
+    "write_decision",
 ]
 
 
@@ -76,6 +79,39 @@ def control_decision(status: Status, kind: str) -> str:
     return "request"
 
 
+def check_lease_secs(value: float) -> float:
+    """Validate a backend's ``lease_secs`` option (shared by every backend)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"lease_secs must be a number, not {type(value).__name__}")
+    if not value > 0:
+        raise ValueError(f"lease_secs must be > 0, not {value!r}")
+    return float(value)
+
+
+def executes(record: InstanceRecord) -> bool:
+    """A record created by an execution that starts running it now (it gets the lease)."""
+    return record.status is Status.RUNNING and not record.distributed
+
+
+def write_decision(status: Status, final: Status | None = None) -> str:
+    """What an executing engine's write does to an instance in ``status`` (its token matched).
+
+    ``final`` is the status a ``finish`` writes (``None`` for a checkpoint write). Returns
+    ``"write"`` (as asked), ``"keep"`` (an applied pause: checkpoints are stored but the
+    status stays paused, and the engine is told), ``"skip"`` (an applied cancel: nothing is
+    written, the engine is told) or ``"refuse"`` (completed or failed: nothing is written,
+    ``RunFinishedError``). A final state, once applied, is never overwritten; every backend
+    uses this one rule.
+    """
+    if status is Status.COMPLETED or status is Status.FAILED:
+        return "refuse"
+    if status is Status.CANCELLED:
+        return "skip"
+    if status is Status.PAUSED:
+        return "write" if final is Status.PAUSED or final is Status.CANCELLED else "keep"
+    return "write"
+
+
 @dataclass(slots=True)
 class InstanceRecord:
     """One workflow run as stored (``sayiir_workflow_instances``)."""
@@ -101,10 +137,15 @@ class InstanceRecord:
     distributed: bool = False
     # Queue priority of a submitted run's first entry (its first task's priority).
     priority: int = 3
-    # Set when the run starts (a new one for a run that replaces another under the same
-    # id): writes that carry an older run's token are refused (``RunReplacedError``).
-    # ``None`` on rows written before tokens existed, which every write then accepts.
+    # The token of the execution that owns the run: set when the run starts, and anew by
+    # every resume that takes the run over (``Storage.take_over``). Writes that carry another
+    # token (a replaced run, or an execution that was taken over) are refused
+    # (``RunReplacedError``). ``None`` on rows written before tokens existed.
     token: str | None = None
+    # Until when that execution holds the run (its lease, renewed by each of its writes and
+    # by the heartbeat while a task runs); ``None`` when no execution holds it (parked,
+    # finished, submitted for workers). Epoch seconds, from the backend's clock.
+    lease_until: float | None = None
 
 
 @dataclass(slots=True)

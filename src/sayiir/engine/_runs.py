@@ -26,6 +26,7 @@ from sayiir.core.nodes import (
 )
 from sayiir.core.records import (
     ACTIVE,
+    PARKED,
     TERMINAL,
     Claim,
     ControlRequest,
@@ -45,6 +46,8 @@ from sayiir.errors import (
     DeserializationError,
     InstanceAlreadyExistsError,
     InstanceNotFoundError,
+    RunFinishedError,
+    RunReplacedError,
     TaskError,
     WorkflowError,
 )
@@ -54,6 +57,7 @@ __all__ = [
     "cancel_run",
     "check_policy",
     "instance_status",
+    "new_token",
     "pause_run",
     "plain_run",
     "resume_run",
@@ -70,6 +74,11 @@ Registry = Mapping[str, Callable[[Any], Any]]
 CONFLICT_POLICIES = ("fail", "use_existing", "terminate_existing")
 _SCALARS = (str, int, float, bool, type(None))
 MAX_INSTANCE_ID_BYTES = 256
+
+
+def new_token() -> str:
+    """The token of a new execution (a UUID: PostgreSQL stores it as one)."""
+    return str(uuid.uuid4())
 
 
 def check_policy(policy: str | None) -> str:
@@ -165,10 +174,41 @@ def _check_hash(definition: WorkflowDefinition, record: InstanceRecord) -> None:
         raise DefinitionMismatchError(definition.definition_hash, record.definition_hash)
 
 
-def _execute(execution: Execution, instance_id: str, value: Any, inline: bool) -> Yielding:
-    final, output, pending = yield from execution.run(value, inline)
-    yield Store("finish", instance_id, final, pending, token=execution.token)
+def _stop_final(request: ControlRequest) -> FinalState:
+    status = Status.CANCELLED if request.kind == "cancel" else Status.PAUSED
+    return FinalState(status, reason=request.reason, by=request.by)
+
+
+def _finish(instance_id: str, final: FinalState, output: Any, pending: list[StepRecord],
+            token: str | None) -> Yielding:  # fmt: skip
+    """Store the final state; the status of the run as it ends (a cancel or pause applied
+    meanwhile wins over ``final``: the backend kept it, ``write_decision``)."""
+    stopped = yield Store("finish", instance_id, final, pending, token=token)
+    if stopped is not None:
+        return _status_from_final(_stop_final(stopped), None)
     return _status_from_final(final, output)
+
+
+def _execute(execution: Execution, instance_id: str, value: Any, inline: bool) -> Yielding:
+    try:
+        final, output, pending = yield from execution.run(value, inline)
+    except (GeneratorExit, RunReplacedError, RunFinishedError):
+        raise
+    except BaseException:
+        # The execution stops without a final state (a task raised SystemExit, storage
+        # failed for good): end its lease, so a resume may take the run over at once.
+        yield from _release(instance_id, execution.token)
+        raise
+    return (yield from _finish(instance_id, final, output, pending, execution.token))
+
+
+def _release(instance_id: str, token: str | None) -> Yielding:
+    if token is None:
+        return
+    try:
+        yield Store("renew_lease", instance_id, token, release=True)
+    except Exception:  # the original error matters more; the lease then simply expires
+        return
 
 
 def _existing(
@@ -217,10 +257,14 @@ def start_run(
     policy: str,
     *,
     inline: bool,
+    token: str | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Yielding:
-    """Create the instance (per the conflict policy) and run it as far as it goes."""
-    created = yield from _create(definition, codec, instance_id, value, policy, clock, False)
+    """Create the instance (per the conflict policy) and run it as far as it goes, as the
+    execution ``token`` (a new one when ``None``)."""
+    created = yield from _create(
+        definition, codec, instance_id, value, policy, clock, False, token or new_token()
+    )
     if isinstance(created, WorkflowStatus):
         return created
     execution = Execution(
@@ -258,6 +302,7 @@ def _create(
     policy: str,
     clock: Callable[[], float],
     distributed: bool,
+    token: str,
 ) -> Yielding:
     """Create the instance per the conflict policy; return the record stored.
 
@@ -283,7 +328,7 @@ def _create(
         updated_at=now,
         distributed=distributed,
         priority=first_priority(definition.nodes),
-        token=str(uuid.uuid4()),
+        token=token,
     )
     existing = yield Store("create_instance", record, replace=policy == "terminate_existing")
     if existing is not None:
@@ -301,7 +346,9 @@ def submit_run(
     clock: Callable[[], float] = time.time,
 ) -> Yielding:
     """Store a new instance for a worker to run; execute nothing."""
-    created = yield from _create(definition, codec, instance_id, value, policy, clock, True)
+    created = yield from _create(
+        definition, codec, instance_id, value, policy, clock, True, new_token()
+    )
     if isinstance(created, WorkflowStatus):
         return created
     return WorkflowStatus("in_progress")
@@ -355,9 +402,15 @@ def resume_run(
     instance_id: str,
     *,
     inline: bool,
+    token: str | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Yielding:
-    """Continue an instance from its checkpoints; finished steps are never re-run."""
+    """Continue an instance from its checkpoints; finished steps are never re-run.
+
+    The run is taken over first (``take_over``, as the execution ``token``): when another
+    execution holds it (a live lease), or it changed since it was read, nothing runs and
+    its current status is returned (``in_progress`` while the other one runs it).
+    """
     check_stored_name("instance_id", instance_id)
     state = yield Store("load", instance_id)
     if state is None:
@@ -366,21 +419,29 @@ def resume_run(
     _check_hash(definition, record)
     if record.status in TERMINAL or record.status is Status.PAUSED:
         return status_from_record(record, codec)
-    request = record.request
-    if request is not None:
-        status = Status.CANCELLED if request.kind == "cancel" else Status.PAUSED
-        final = FinalState(status, reason=request.reason, by=request.by)
-        yield Store("finish", instance_id, final, [], token=record.token)
-        return _status_from_final(final, None)
     wake_at = record.wake_at
-    if record.status is Status.WAITING and wake_at is not None and not reached(clock, wake_at):
+    if (
+        record.request is None
+        and record.status is Status.WAITING
+        and wake_at is not None
+        and not reached(clock, wake_at)
+    ):
         return status_from_record(record, codec)
+    token = token or new_token()
+    taken = yield Store("take_over", instance_id, record.token, token)
+    if taken is None:
+        current = yield Store("get_instance", instance_id)
+        if current is None:
+            raise InstanceNotFoundError(instance_id)
+        return status_from_record(current, codec)
+    record = taken
+    if record.request is not None:
+        return (yield from _finish(instance_id, _stop_final(record.request), None, [], token))
     try:
         value = codec.decode(record.input)
     except Exception as exc:
         final = _undecodable_input(instance_id, codec, exc)
-        yield Store("finish", instance_id, final, [], token=record.token)
-        return _status_from_final(final, None)
+        return (yield from _finish(instance_id, final, None, [], token))
     execution = Execution(
         definition,
         registry,
@@ -389,7 +450,7 @@ def resume_run(
         durable=True,
         checkpoints=state.checkpoints,
         attempts=state.attempts,
-        token=record.token,
+        token=token,
         clock=clock,
     )
     return (yield from _execute(execution, instance_id, value, inline))
@@ -423,15 +484,15 @@ def work_claim(
         record: InstanceRecord | None = None if state is None else state.record
         if record is None or record.status not in ACTIVE or record.request is not None:
             if record is not None and record.request is not None and current is not None:
-                req = record.request
-                status = Status.CANCELLED if req.kind == "cancel" else Status.PAUSED
-                stop = FinalState(status, reason=req.reason, by=req.by)
-                yield Store("advance", current, [], final=stop, lease_secs=lease_secs)
-                return _status_from_final(stop, None)
+                return (yield from _obey(current, record.request, lease_secs))
             if current is not None:
                 yield Store("advance", current, [], release=True, lease_secs=lease_secs)
             return None
         _check_hash(definition, record)
+        if current is not None and current.key == "" and record.status in PARKED:
+            current, stopped = yield from _wake(current, lease_secs)
+            if stopped is not None:
+                return stopped
         known = set(state.checkpoints)
         worker.claim = current
         execution = Execution(
@@ -457,25 +518,54 @@ def work_claim(
             final, output, pending = yield from execution.run(value, True)
         held = worker.claim
         if final is not None:
-            if held is not None:
-                yield Store(
-                    "advance",
-                    held,
-                    pending,
-                    final=final,
-                    enqueue=worker.drain(),
-                    lease_secs=lease_secs,
-                )
-            else:
-                yield Store("finish", instance_id, final, pending, token=record.token)
-                yield Store("enqueue", instance_id, worker.drain())
-            return _status_from_final(final, output)
+            return (
+                yield from _end(worker, held, instance_id, final, output, pending, record.token)
+            )
         current = yield from _suspend(worker, held, pending, instance_id, record.token)
         state = yield Store("load", instance_id)
         if state is None or set(state.checkpoints) <= known:
             if current is not None:
                 yield Store("advance", current, [], release=True, lease_secs=lease_secs)
             return None
+
+
+def _wake(claim: Claim, lease_secs: float) -> Yielding:
+    """A worker moves a run past its timer or signal wait: the run shows as running while its
+    next task runs. Returns the claim still held, and the final status when a cancel or pause
+    applied while the run was parked is obeyed instead (``None``: go on)."""
+    request, held = yield Store("advance", claim, [], lease_secs=lease_secs)
+    if request is None:
+        return held, None
+    return None, (yield from _obey(held, request, lease_secs))
+
+
+def _obey(claim: Claim, request: ControlRequest, lease_secs: float) -> Yielding:
+    """Stop the run per ``request`` under ``claim``; return its status (an applied one wins)."""
+    stop = _stop_final(request)
+    kept, _ = yield Store("advance", claim, [], final=stop, lease_secs=lease_secs)
+    return _status_from_final(_stop_final(kept) if kept else stop, None)
+
+
+def _end(
+    worker: WorkerMode,
+    held: Claim | None,
+    instance_id: str,
+    final: FinalState,
+    output: Any,
+    pending: list[StepRecord],
+    token: str | None,
+) -> Yielding:
+    """Write a worker's final state (under its claim when it holds one); return the status.
+    A cancel or pause applied meanwhile stays, and is what the status says."""
+    if held is not None:
+        kept, _ = yield Store("advance", held, pending, final=final, enqueue=worker.drain(),
+                              lease_secs=worker.lease_secs)  # fmt: skip
+    else:
+        kept = yield Store("finish", instance_id, final, pending, token=token)
+        yield Store("enqueue", instance_id, worker.drain())
+    if kept is not None:
+        return _status_from_final(_stop_final(kept), None)
+    return _status_from_final(final, output)
 
 
 def _suspend(

@@ -11,7 +11,7 @@ from sayiir.backends.protocol import AsyncStorage, Storage
 from sayiir.core.codec import JsonCodec
 from sayiir.core.nodes import WorkflowDefinition
 from sayiir.core.status import WorkflowStatus
-from sayiir.engine import _runs
+from sayiir.engine import _lease, _runs
 from sayiir.engine._drive import adrive, drive
 from sayiir.engine._hooks import ACTIVE
 
@@ -146,6 +146,7 @@ class DurableEngine(Controls):
         definition, registry = resolve(workflow, task_registry)
         run = (workflow, instance_id, task_registry)
         registry, s, clock = _hooked(registry, self._storage, self, *run)
+        token = _runs.new_token()
         op = _runs.start_run(
             definition,
             registry,
@@ -155,18 +156,31 @@ class DurableEngine(Controls):
             self._policy,
             inline=True,
             clock=clock,
+            token=token,
         )
-        result: WorkflowStatus = drive(op, s)
+        held = _lease.hold(self._storage, instance_id, token)
+        try:
+            result: WorkflowStatus = drive(op, s)
+        finally:
+            _lease.release(held)
         return result
 
     def resume(
         self, workflow: Any, instance_id: str, task_registry: Registry | None = None
     ) -> WorkflowStatus:
+        """Continue a run from its checkpoints; see ``resume_workflow``."""
         definition, registry = resolve(workflow, task_registry)
         run = (workflow, instance_id, task_registry)
         registry, s, clock = _hooked(registry, self._storage, self, *run)
-        op = _runs.resume_run(definition, registry, s.codec, instance_id, inline=True, clock=clock)
-        result: WorkflowStatus = drive(op, s)
+        token = _runs.new_token()
+        op = _runs.resume_run(
+            definition, registry, s.codec, instance_id, inline=True, clock=clock, token=token
+        )
+        held = _lease.hold(self._storage, instance_id, token)
+        try:
+            result: WorkflowStatus = drive(op, s)
+        finally:
+            _lease.release(held)
         return result
 
     def cancel(
@@ -228,6 +242,7 @@ class CheckpointingRunner:
         definition, registry = resolve(workflow, task_registry)
         run = (workflow, instance_id, task_registry)
         registry, s, clock = _hooked(registry, self._storage, self, *run)
+        token = _runs.new_token()
         op = _runs.start_run(
             definition,
             registry,
@@ -237,8 +252,13 @@ class CheckpointingRunner:
             self._policy,
             inline=False,
             clock=clock,
+            token=token,
         )
-        result: WorkflowStatus = await adrive(op, s)
+        held = _lease.ahold(self._storage, instance_id, token)
+        try:
+            result: WorkflowStatus = await adrive(op, s)
+        finally:
+            _lease.arelease(held)
         return result
 
     async def resume(
@@ -247,8 +267,15 @@ class CheckpointingRunner:
         definition, registry = resolve(workflow, task_registry)
         run = (workflow, instance_id, task_registry)
         registry, s, clock = _hooked(registry, self._storage, self, *run)
-        op = _runs.resume_run(definition, registry, s.codec, instance_id, inline=False, clock=clock)
-        result: WorkflowStatus = await adrive(op, s)
+        token = _runs.new_token()
+        op = _runs.resume_run(
+            definition, registry, s.codec, instance_id, inline=False, clock=clock, token=token
+        )
+        held = _lease.ahold(self._storage, instance_id, token)
+        try:
+            result: WorkflowStatus = await adrive(op, s)
+        finally:
+            _lease.arelease(held)
         return result
 
     async def cancel(

@@ -35,6 +35,7 @@ from sayiir.core.records import (
     RunState,
     Status,
     StepRecord,
+    check_lease_secs,
 )
 from sayiir.errors import BackendError
 
@@ -135,6 +136,8 @@ class PostgresBackend:
     least-privilege user on PostgreSQL 15+ needs ``schema="sayiir"`` (see docs/postgres.md).
     Database outages are retried with backoff for up to ``retry_timeout_secs`` seconds, then
     raise ``BackendError``; no error message, log line or repr contains the password.
+    ``lease_secs``: how long an execution holds a run without a write or a heartbeat (see
+    ``Storage``); the database clock decides.
 
     It is also the queue of distributed workers (``QueueStorage``: ``Worker(id, backend)``),
     with LISTEN/NOTIFY wake-ups (``subscribe``), and deletes old finished runs
@@ -161,6 +164,7 @@ class PostgresBackend:
         auto_migrate: bool = True,
         retry_timeout_secs: float = 30.0,
         password: str | Callable[[], str] | None = None,
+        lease_secs: float = 30.0,
     ) -> None:
         options = _Options(
             max_connections,
@@ -173,7 +177,7 @@ class PostgresBackend:
         )
         target = parse_target(url)
         self._setup(target, options, schema, table_prefix, codec, auto_migrate,
-                    retry_timeout_secs)  # fmt: skip
+                    retry_timeout_secs, lease_secs)  # fmt: skip
         self._password = _check_password(password, target)
 
     def _setup(
@@ -185,9 +189,11 @@ class PostgresBackend:
         codec: Codec | None,
         auto_migrate: bool,
         retry_timeout_secs: float,
+        lease_secs: float,
     ) -> None:
         check_names(schema, table_prefix)
         self.codec = codec if codec is not None else JsonCodec()
+        self.lease_secs = check_lease_secs(lease_secs)
         self._target = target
         self._options = options
         self._schema = schema
@@ -250,6 +256,7 @@ class PostgresBackend:
         codec: Codec | None = None,
         auto_migrate: bool = True,
         retry_timeout_secs: float = 30.0,
+        lease_secs: float = 30.0,
     ) -> PostgresBackend:
         """Use a ``psycopg_pool`` pool you own (sync or async); we never close it.
 
@@ -279,7 +286,8 @@ class PostgresBackend:
                             (*target.secrets, str(kwargs["password"])))  # fmt: skip
         backend = cls.__new__(cls)
         backend._setup(target, _Options(None, None, pool.timeout, None, None, None, None),
-                       schema, table_prefix, codec, auto_migrate, retry_timeout_secs)  # fmt: skip
+                       schema, table_prefix, codec, auto_migrate, retry_timeout_secs,
+                       lease_secs)  # fmt: skip
         backend._foreign_kwargs = {
             k: v for k, v in kwargs.items() if k not in ("autocommit", "row_factory")
         }
@@ -685,32 +693,53 @@ class PostgresBackend:
 
     def create_instance(self, record: InstanceRecord, *, replace: bool) -> InstanceRecord | None:
         token = _ops.start_token(record)
+        lease = self.lease_secs
         return self._run(
             "create_instance",
-            lambda retry: _ops.create_instance(record, replace=replace, token=token, retry=retry),
+            lambda retry: _ops.create_instance(
+                record, replace=replace, token=token, retry=retry, lease_secs=lease
+            ),
         )
 
     def load(self, instance_id: str) -> RunState | None:
         return self._run("load", lambda retry: _ops.load(instance_id))
 
+    def take_over(
+        self, instance_id: str, token: str | None, new_token: str
+    ) -> InstanceRecord | None:
+        lease = self.lease_secs
+        return self._run(
+            "take_over", lambda retry: _ops.take_over(instance_id, token, new_token, lease)
+        )
+
+    def renew_lease(self, instance_id: str, token: str, *, release: bool = False) -> bool:
+        lease = 0.0 if release else self.lease_secs
+        return self._run("renew_lease", lambda retry: _ops.renew_lease(instance_id, token, lease))
+
     def save_steps(
         self, instance_id: str, steps: Sequence[StepRecord], *, token: str | None = None
     ) -> ControlRequest | None:
-        return self._run("save_steps", lambda retry: _ops.save_steps(instance_id, steps, token))
+        lease = self.lease_secs
+        return self._run(
+            "save_steps", lambda retry: _ops.save_steps(instance_id, steps, token, lease)
+        )
 
     def record_attempt(
         self, instance_id: str, attempt: AttemptRecord, *, token: str | None = None
     ) -> ControlRequest | None:
+        lease = self.lease_secs
         return self._run(
-            "record_attempt", lambda retry: _ops.record_attempt(instance_id, attempt, token)
+            "record_attempt",
+            lambda retry: _ops.record_attempt(instance_id, attempt, token, lease),
         )
 
     def consume_signal(
         self, instance_id: str, signal_name: str, key: str, *, token: str | None = None
     ) -> bytes | None:
+        lease = self.lease_secs
         return self._run(
             "consume_signal",
-            lambda retry: _ops.consume_signal(instance_id, signal_name, key, token),
+            lambda retry: _ops.consume_signal(instance_id, signal_name, key, token, lease),
         )
 
     def finish(
@@ -720,8 +749,8 @@ class PostgresBackend:
         steps: Sequence[StepRecord],
         *,
         token: str | None = None,
-    ) -> None:
-        self._run("finish", lambda retry: _ops.finish(instance_id, final, steps, token))
+    ) -> ControlRequest | None:
+        return self._run("finish", lambda retry: _ops.finish(instance_id, final, steps, token))
 
     def get_instance(self, instance_id: str) -> InstanceRecord | None:
         return self._run("get_instance", lambda retry: _ops.get_instance(instance_id))
@@ -938,6 +967,7 @@ class AsyncPostgresStorage:
     def __init__(self, backend: PostgresBackend) -> None:
         self._b = backend
         self.codec = backend.codec
+        self.lease_secs = backend.lease_secs
 
     def __repr__(self) -> str:
         return f"AsyncPostgresStorage({self._b!r})"
@@ -946,34 +976,55 @@ class AsyncPostgresStorage:
         self, record: InstanceRecord, *, replace: bool
     ) -> InstanceRecord | None:
         token = _ops.start_token(record)
+        lease = self.lease_secs
         return await self._b._arun(
             "create_instance",
-            lambda retry: _ops.create_instance(record, replace=replace, token=token, retry=retry),
+            lambda retry: _ops.create_instance(
+                record, replace=replace, token=token, retry=retry, lease_secs=lease
+            ),
         )
 
     async def load(self, instance_id: str) -> RunState | None:
         return await self._b._arun("load", lambda retry: _ops.load(instance_id))
 
+    async def take_over(
+        self, instance_id: str, token: str | None, new_token: str
+    ) -> InstanceRecord | None:
+        lease = self.lease_secs
+        return await self._b._arun(
+            "take_over", lambda retry: _ops.take_over(instance_id, token, new_token, lease)
+        )
+
+    async def renew_lease(self, instance_id: str, token: str, *, release: bool = False) -> bool:
+        lease = 0.0 if release else self.lease_secs
+        return await self._b._arun(
+            "renew_lease", lambda retry: _ops.renew_lease(instance_id, token, lease)
+        )
+
     async def save_steps(
         self, instance_id: str, steps: Sequence[StepRecord], *, token: str | None = None
     ) -> ControlRequest | None:
+        lease = self.lease_secs
         return await self._b._arun(
-            "save_steps", lambda retry: _ops.save_steps(instance_id, steps, token)
+            "save_steps", lambda retry: _ops.save_steps(instance_id, steps, token, lease)
         )
 
     async def record_attempt(
         self, instance_id: str, attempt: AttemptRecord, *, token: str | None = None
     ) -> ControlRequest | None:
+        lease = self.lease_secs
         return await self._b._arun(
-            "record_attempt", lambda retry: _ops.record_attempt(instance_id, attempt, token)
+            "record_attempt",
+            lambda retry: _ops.record_attempt(instance_id, attempt, token, lease),
         )
 
     async def consume_signal(
         self, instance_id: str, signal_name: str, key: str, *, token: str | None = None
     ) -> bytes | None:
+        lease = self.lease_secs
         return await self._b._arun(
             "consume_signal",
-            lambda retry: _ops.consume_signal(instance_id, signal_name, key, token),
+            lambda retry: _ops.consume_signal(instance_id, signal_name, key, token, lease),
         )
 
     async def finish(
@@ -983,8 +1034,10 @@ class AsyncPostgresStorage:
         steps: Sequence[StepRecord],
         *,
         token: str | None = None,
-    ) -> None:
-        await self._b._arun("finish", lambda retry: _ops.finish(instance_id, final, steps, token))
+    ) -> ControlRequest | None:
+        return await self._b._arun(
+            "finish", lambda retry: _ops.finish(instance_id, final, steps, token)
+        )
 
     async def get_instance(self, instance_id: str) -> InstanceRecord | None:
         return await self._b._arun("get_instance", lambda retry: _ops.get_instance(instance_id))

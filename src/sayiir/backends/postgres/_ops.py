@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from functools import cache
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 from sayiir.core.records import (
@@ -32,11 +32,18 @@ from sayiir.core.records import (
     StepRecord,
     applied_request,
     control_decision,
+    executes,
     fold_attempt,
     lease_expired,
     queue_priority,
+    write_decision,
 )
-from sayiir.errors import InstanceNotFoundError, LeaseLostError, RunReplacedError
+from sayiir.errors import (
+    InstanceNotFoundError,
+    LeaseLostError,
+    RunFinishedError,
+    RunReplacedError,
+)
 
 __all__ = [
     "Op",
@@ -59,11 +66,13 @@ __all__ = [
     "next_due",
     "ping",
     "record_attempt",
+    "renew_lease",
     "request_control",
     "retention_cutoff",
     "save_steps",
     "send_signal",
     "start_token",
+    "take_over",
     "unpause",
 ]
 
@@ -108,7 +117,8 @@ Request = Q | Script
 Op = Generator[Request, Rows, T]
 
 _STOPPED = (Status.CANCELLED, Status.PAUSED)
-_N_COLUMNS = 21  # the columns of _instance_columns in queries.sql
+DEFAULT_LEASE_SECS = 30.0
+_N_COLUMNS = 22  # the columns of _instance_columns in queries.sql
 
 
 # -- rows <-> records ----------------------------------------------------------------------
@@ -122,6 +132,7 @@ def _record(row: tuple[Any, ...], at: int = 0) -> InstanceRecord:
         r[0], r[1], r[2], Status(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12],
         None if kind is None else ControlRequest(kind, r[14], r[15]),
         r[16], r[17], r[18], r[19], token=None if r[20] is None else str(r[20]),
+        lease_until=r[21],
     )  # fmt: skip
 
 
@@ -136,15 +147,29 @@ def _token(token: str | None) -> UUID | None:
     return None if token is None else UUID(token)
 
 
-def _refused(instance_id: str) -> Op[NoReturn]:
-    """A write found no row it may change: the run is gone, or another run owns the id."""
+def _refused(
+    instance_id: str, token: str | None, final: Status | None = None
+) -> Op[ControlRequest | None]:
+    """A write found no row it may change: say why. The run is gone (raise), another
+    execution owns it (raise), it has finished (raise), or a cancel or pause applied to it
+    meanwhile wins over the write (return it: ``write_decision``)."""
     rows = yield Q("get_instance", {"id": instance_id})
-    if rows:
+    if not rows:
+        raise InstanceNotFoundError(instance_id)
+    record = _record(rows[0])
+    if token is not None and record.token is not None and record.token != token:
         raise RunReplacedError(instance_id)
-    raise InstanceNotFoundError(instance_id)
+    decision = write_decision(record.status, final)
+    if decision == "refuse":
+        raise RunFinishedError(instance_id, record.status.value)
+    if decision == "write":  # changed back meanwhile (unpaused): the caller may try again
+        raise RunReplacedError(instance_id)
+    return applied_request(record)
 
 
-def _instance_params(record: InstanceRecord, token: UUID | None) -> dict[str, Any]:
+def _instance_params(
+    record: InstanceRecord, token: UUID | None, lease_secs: float | None = None
+) -> dict[str, Any]:
     req = record.request
     return {
         "id": record.instance_id,
@@ -166,6 +191,7 @@ def _instance_params(record: InstanceRecord, token: UUID | None) -> dict[str, An
         "distributed": record.distributed,
         "priority": queue_priority(record.priority),
         "start_token": token,
+        "start_lease": lease_secs if executes(record) else None,
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "completed_at": record.completed_at,
@@ -221,9 +247,14 @@ def ping() -> Op[int]:
 
 
 def create_instance(
-    record: InstanceRecord, *, replace: bool, token: UUID, retry: bool
+    record: InstanceRecord,
+    *,
+    replace: bool,
+    token: UUID,
+    retry: bool,
+    lease_secs: float = DEFAULT_LEASE_SECS,
 ) -> Op[InstanceRecord | None]:
-    params = _instance_params(record, token)
+    params = _instance_params(record, token, lease_secs)
     if replace:
         # Two statements: the row lock makes the second one's snapshot include every
         # checkpoint a concurrent writer of the old run committed, so none survives.
@@ -237,9 +268,10 @@ def create_instance(
         if row[0]:
             return None
         if row[1] is not None:
-            if retry and row[_N_COLUMNS] == token:
+            existing = _record(row, 1)
+            if retry and existing.token == str(token):
                 return None  # our first attempt committed before the connection broke
-            return _record(row, 1)
+            return existing
         # A concurrent insert committed after this statement's snapshot: read again.
 
 
@@ -264,18 +296,45 @@ def load(instance_id: str) -> Op[RunState | None]:
     return state
 
 
+def take_over(
+    instance_id: str, token: str | None, new_token: str, lease_secs: float
+) -> Op[InstanceRecord | None]:
+    """``Storage.take_over`` in one statement (a re-sent one that finds its own first commit
+    returns nothing: the resume then reports the run in progress, and its lease expires)."""
+    params = {
+        "id": instance_id,
+        "token": _token(token),
+        "new_token": UUID(new_token),
+        "lease": float(lease_secs),
+    }
+    rows = yield Q("take_over", params)
+    return _record(rows[0]) if rows else None
+
+
+def renew_lease(instance_id: str, token: str, lease_secs: float) -> Op[bool]:
+    params = {"id": instance_id, "token": UUID(token), "lease": float(lease_secs)}
+    rows = yield Q("renew_lease", params)
+    return bool(rows)
+
+
 def save_steps(
-    instance_id: str, steps: Sequence[StepRecord], token: str | None = None
+    instance_id: str,
+    steps: Sequence[StepRecord],
+    token: str | None = None,
+    lease_secs: float = DEFAULT_LEASE_SECS,
 ) -> Op[ControlRequest | None]:
-    params: dict[str, Any] = {"id": instance_id, "token": _token(token)}
+    params: dict[str, Any] = {"id": instance_id, "token": _token(token), "lease": lease_secs}
     rows = yield Q("save_steps" + _step_params(params, steps), params)
     if not rows:
-        yield from _refused(instance_id)
+        return (yield from _refused(instance_id, token))
     return _obeyed(instance_id, rows[0])
 
 
 def record_attempt(
-    instance_id: str, attempt: AttemptRecord, token: str | None = None
+    instance_id: str,
+    attempt: AttemptRecord,
+    token: str | None = None,
+    lease_secs: float = DEFAULT_LEASE_SECS,
 ) -> Op[ControlRequest | None]:
     finished = attempt.finished_at
     rows = yield Q(
@@ -283,6 +342,7 @@ def record_attempt(
         {
             "id": instance_id,
             "token": _token(token),
+            "lease": lease_secs,
             "key": attempt.key,
             "task_id": attempt.task_id,
             "attempt": attempt.attempt,
@@ -296,19 +356,30 @@ def record_attempt(
         },
     )
     if not rows:
-        yield from _refused(instance_id)
+        return (yield from _refused(instance_id, token))
     return _obeyed(instance_id, rows[0])
 
 
 def consume_signal(
-    instance_id: str, signal_name: str, key: str, token: str | None = None
+    instance_id: str,
+    signal_name: str,
+    key: str,
+    token: str | None = None,
+    lease_secs: float = DEFAULT_LEASE_SECS,
 ) -> Op[bytes | None]:
     """Idempotent per ``key``, so a call re-sent after a lost connection needs no flag."""
-    params = {"id": instance_id, "name": signal_name, "key": key, "token": _token(token)}
+    params = {
+        "id": instance_id,
+        "name": signal_name,
+        "key": key,
+        "token": _token(token),
+        "lease": lease_secs,
+    }
     rows = yield Q("consume_signal", params)
     ours, payload, previous = rows[0]
     if not ours:
-        yield from _refused(instance_id)
+        yield from _refused(instance_id, token)
+        return None  # a cancelled run takes no event; the engine's finish learns why
     found: bytes | None = previous if previous is not None else payload
     return found
 
@@ -338,11 +409,12 @@ def _final_params(params: dict[str, Any], final: FinalState) -> dict[str, Any]:
 
 def finish(
     instance_id: str, final: FinalState, steps: Sequence[StepRecord], token: str | None = None
-) -> Op[None]:
+) -> Op[ControlRequest | None]:
     params = _final_params({"id": instance_id, "token": _token(token)}, final)
     rows = yield Q("finish" + _step_params(params, steps), params)
     if not rows[0][0]:
-        yield from _refused(instance_id)
+        return (yield from _refused(instance_id, token, final.status))
+    return None
 
 
 def get_instance(instance_id: str) -> Op[InstanceRecord | None]:
@@ -576,6 +648,9 @@ def advance(
             rows = yield Q("advance_final" + variant, params)
         if not rows[0][0]:
             yield from _recover(claim, params, retry and give_up, final=True)
+        elif not rows[0][2]:  # a pause applied meanwhile stays (write_decision)
+            found = yield Q("get_instance", {"id": claim.instance_id})
+            return (applied_request(_record(found[0])) if found else None), None
         return None, None
     rows = yield Q("advance" + variant, params)
     row = rows[0]

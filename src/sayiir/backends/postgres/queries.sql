@@ -24,39 +24,51 @@ i.instance_id, i.workflow_id, i.definition_hash, i.status, i.input, i.output, i.
 i.reason, i.cancelled_by, i.paused_by, extract(epoch FROM i.wake_at)::float8, i.park_node,
 i.signal_name, i.request_kind, i.request_reason, i.request_by,
 extract(epoch FROM i.created_at)::float8, extract(epoch FROM i.updated_at)::float8,
-extract(epoch FROM i.completed_at)::float8, i.distributed, i.start_token
+extract(epoch FROM i.completed_at)::float8, i.distributed, i.start_token,
+extract(epoch FROM i.lease_until)::float8
 
 
 -- name: _instance_values
 (instance_id, workflow_id, definition_hash, status, input, output, error, reason,
  cancelled_by, paused_by, wake_at, park_node, signal_name, request_kind, request_reason,
- request_by, distributed, start_token, created_at, updated_at, completed_at)
+ request_by, distributed, start_token, created_at, updated_at, completed_at, lease_until)
 VALUES (%(id)s, %(workflow_id)s, %(definition_hash)s, %(status)s, %(input)s, %(output)s,
         %(error)s, %(reason)s, %(cancelled_by)s, %(paused_by)s,
         to_timestamp(%(wake_at)s::float8), %(park_node)s, %(signal_name)s, %(request_kind)s,
         %(request_reason)s, %(request_by)s, %(distributed)s, %(start_token)s,
         to_timestamp(%(created_at)s::float8), to_timestamp(%(updated_at)s::float8),
-        to_timestamp(%(completed_at)s::float8))
+        to_timestamp(%(completed_at)s::float8),
+        now() + make_interval(secs => %(start_lease)s::float8))
 
 
 -- The run a write of an executing engine may change: the one that carries its token
--- (%(token)s; NULL, or a row from before tokens, skips the check). A write from a run that
--- terminate_existing replaced matches no row, changes nothing, and the caller tells it so.
+-- (%(token)s; NULL, or a row from before tokens, skips the check). A write from an execution
+-- that was taken over, or from a run that terminate_existing replaced, matches no row,
+-- changes nothing, and the caller tells it so.
 -- name: _ours
 i.instance_id = %(id)s
 AND (%(token)s::uuid IS NULL OR i.start_token IS NULL OR i.start_token = %(token)s::uuid)
 
 
+-- The lease after a write of the executing engine: renewed (%(lease)s seconds, database
+-- clock), except by a write without a token, on a paused run, or on a run of workers.
+-- name: _renewed_lease
+CASE WHEN %(token)s::uuid IS NULL OR i.status = 'paused' OR i.distributed THEN i.lease_until
+     ELSE now() + make_interval(secs => %(lease)s::float8) END
+
+
 -- The write every engine write carries (InMemoryBackend._touch): bump updated_at, make the
--- instance running unless a cancel/pause was applied to it, and return what the engine must
--- obey next. Defines the CTE "inst"; it has no row when the instance does not exist (or is
--- another run's: _ours).
+-- instance running unless a pause was applied to it, renew the lease, and return what the
+-- engine must obey next. Defines the CTE "inst"; it has no row when the instance does not
+-- exist, is another execution's (_ours), or is finished or cancelled (a final state is
+-- final: write_decision); the caller then finds out which.
 -- name: _touch
 inst AS (
     UPDATE {t_instances} AS i
     SET updated_at = now(),
-        status = CASE WHEN i.status IN ('cancelled', 'paused') THEN i.status ELSE 'running' END
-    WHERE {_ours}
+        status = CASE WHEN i.status = 'paused' THEN i.status ELSE 'running' END,
+        lease_until = {_renewed_lease}
+    WHERE {_ours} AND i.status NOT IN ('completed', 'failed', 'cancelled')
     RETURNING i.status, i.reason, i.cancelled_by, i.paused_by,
               i.request_kind, i.request_reason, i.request_by
 )
@@ -172,7 +184,8 @@ SET workflow_id = excluded.workflow_id, definition_hash = excluded.definition_ha
     request_reason = excluded.request_reason, request_by = excluded.request_by,
     distributed = excluded.distributed, start_token = excluded.start_token,
     created_at = excluded.created_at,
-    updated_at = excluded.updated_at, completed_at = excluded.completed_at
+    updated_at = excluded.updated_at, completed_at = excluded.completed_at,
+    lease_until = excluded.lease_until
 RETURNING 1
 )
 SELECT (SELECT count(*) FROM wake), (SELECT count(*) FROM up)
@@ -212,6 +225,27 @@ CROSS JOIN LATERAL (
 WHERE i.instance_id = %(id)s
 
 
+-- A resume becomes the run's execution (Storage.take_over): only if the run still has the
+-- token the resume read, is active, and no other execution holds a live lease (database
+-- clock). Returns the record as stored now; no row: not taken over.
+-- name: take_over
+UPDATE {t_instances} AS i
+SET start_token = %(new_token)s, lease_until = now() + make_interval(secs => %(lease)s::float8),
+    status = 'running', updated_at = now()
+WHERE i.instance_id = %(id)s AND i.start_token IS NOT DISTINCT FROM %(token)s::uuid
+  AND i.status IN ('running', 'waiting', 'awaiting_signal')
+  AND (i.lease_until IS NULL OR i.lease_until <= now())
+RETURNING {_instance_columns}
+
+
+-- The heartbeat of an execution whose task runs long (a lease of 0 seconds releases it).
+-- name: renew_lease
+UPDATE {t_instances} AS i
+SET lease_until = now() + make_interval(secs => %(lease)s::float8)
+WHERE i.instance_id = %(id)s AND i.start_token = %(token)s::uuid AND i.status = 'running'
+RETURNING 1
+
+
 -- name: save_steps
 WITH {_touch}, {_write_steps}
 SELECT * FROM inst
@@ -244,7 +278,9 @@ SELECT * FROM inst
 -- lock re-checks _ours): an event is never taken by a replaced run.
 -- name: consume_signal
 WITH lock AS MATERIALIZED (
-    SELECT 1 FROM {t_instances} AS i WHERE {_ours} FOR NO KEY UPDATE
+    SELECT 1 FROM {t_instances} AS i
+    WHERE {_ours} AND i.status NOT IN ('completed', 'failed', 'cancelled')
+    FOR NO KEY UPDATE
 ), prev AS (
     SELECT c.output FROM {t_checkpoints} AS c
     WHERE c.instance_id = %(id)s AND c.key = %(key)s AND EXISTS (SELECT FROM lock)
@@ -263,7 +299,8 @@ WITH lock AS MATERIALIZED (
 ), inst AS (
     UPDATE {t_instances} AS i
     SET updated_at = now(),
-        status = CASE WHEN i.status IN ('cancelled', 'paused') THEN i.status ELSE 'running' END
+        status = CASE WHEN i.status = 'paused' THEN i.status ELSE 'running' END,
+        lease_until = {_renewed_lease}
     WHERE i.instance_id = %(id)s AND EXISTS (SELECT FROM taken)
     RETURNING 1
 ), cp AS (
@@ -292,19 +329,33 @@ request_reason = CASE WHEN %(clear_request)s THEN NULL ELSE i.request_reason END
 request_by = CASE WHEN %(clear_request)s THEN NULL ELSE i.request_by END
 
 
--- The final (terminal or parked) state and the last checkpoints; a terminal status drops
--- every queue entry of the run.
+-- The run may take a final state (write_decision): it is active, or paused and the final
+-- state is a pause or a cancel. A finished or cancelled run never changes.
+-- name: _finishable
+(i.status IN ('running', 'waiting', 'awaiting_signal')
+ OR (i.status = 'paused' AND %(status)s::text IN ('paused', 'cancelled')))
+
+
+-- The final (terminal or parked) state and the last checkpoints; the lease ends; a terminal
+-- status drops every queue entry of the run. On a run paused meanwhile only the checkpoints
+-- are stored (the pause stays). Returns 1 when the final state was written; otherwise the
+-- caller finds out why.
 -- name: finish
-WITH inst AS (
+WITH fin AS (
     UPDATE {t_instances} AS i
-    SET {_finish_set}
-    WHERE {_ours}
+    SET {_finish_set}, lease_until = NULL
+    WHERE {_ours} AND {_finishable}
     RETURNING 1
+), inst AS (
+    SELECT 1 FROM fin
+    UNION ALL
+    SELECT 1 FROM {t_instances} AS i
+    WHERE {_ours} AND i.status = 'paused' AND NOT EXISTS (SELECT FROM fin)
 ), {_write_steps}, dq AS (
     DELETE FROM {t_task_queue} AS q
-    WHERE %(terminal)s AND q.instance_id = %(id)s AND EXISTS (SELECT FROM inst)
+    WHERE %(terminal)s AND q.instance_id = %(id)s AND EXISTS (SELECT FROM fin)
 )
-SELECT count(*) FROM inst
+SELECT count(*) FROM fin
 
 
 -- name: get_instance
@@ -678,20 +729,21 @@ LEFT JOIN inst ON true
 
 
 -- advance() with a final state: as finish (a terminal one drops every entry of the run;
--- the caller then passes no items), with the claim given up.
--- Returns (held, notified).
+-- the caller then passes no items), with the claim given up. A run paused meanwhile keeps
+-- its pause: only the claim is given up (_finishable).
+-- Returns (held, notified, final state written).
 -- name: advance_final
 WITH {_held}, inst AS (
     UPDATE {t_instances} AS i
     SET {_finish_set}
-    WHERE i.instance_id = %(id)s AND EXISTS (SELECT FROM held)
+    WHERE i.instance_id = %(id)s AND EXISTS (SELECT FROM held) AND {_finishable}
     RETURNING i.definition_hash
 ), {_write_steps}, {_queue_items}, {_enqueue_items}, {_release}, wake AS (
     SELECT pg_notify({channel}, '')
     WHERE EXISTS (SELECT FROM enq WHERE enq.ready)
        OR EXISTS (SELECT FROM requeued WHERE requeued.ready)
 )
-SELECT EXISTS (SELECT FROM held), (SELECT count(*) FROM wake)
+SELECT EXISTS (SELECT FROM held), (SELECT count(*) FROM wake), EXISTS (SELECT FROM inst)
 
 
 -- abandon(): the claim given up without an outcome. The entry is unclaimed again, due in

@@ -19,8 +19,10 @@ CREATE TABLE IF NOT EXISTS {t_migrations} (
     CONSTRAINT {n_migrations_pkey} PRIMARY KEY (version)
 );
 
--- One row per workflow run. Updated on every checkpoint (updated_at, status), so pages keep
--- free room for HOT updates; no index covers updated_at for the same reason.
+-- One row per workflow run. Updated on every checkpoint (updated_at, status, lease_until), so
+-- pages keep free room for HOT updates; no index covers those columns for the same reason.
+-- start_token is the token of the execution that owns the run, lease_until when its hold
+-- expires (migration 0003: a resume takes the run over only after it).
 CREATE TABLE {t_instances} (
     instance_id      text        NOT NULL,
     workflow_id      text        NOT NULL,
@@ -43,6 +45,7 @@ CREATE TABLE {t_instances} (
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     completed_at     timestamptz,
+    lease_until      timestamptz,
     CONSTRAINT {n_instances_pkey} PRIMARY KEY (instance_id),
     CONSTRAINT {n_instances_status_check} CHECK (status IN (
         'running', 'waiting', 'awaiting_signal', 'paused', 'completed', 'failed', 'cancelled')),

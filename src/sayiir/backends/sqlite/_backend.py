@@ -37,10 +37,18 @@ from sayiir.core.records import (
     Status,
     StepRecord,
     applied_request,
+    check_lease_secs,
     control_decision,
+    executes,
     fold_attempt,
+    write_decision,
 )
-from sayiir.errors import BackendError, InstanceNotFoundError, RunReplacedError
+from sayiir.errors import (
+    BackendError,
+    InstanceNotFoundError,
+    RunFinishedError,
+    RunReplacedError,
+)
 
 __all__ = ["SqliteBackend"]
 
@@ -80,6 +88,8 @@ class SqliteBackend:
     checkpoint survives a power cut; ``"normal"`` is faster and survives a crash or ``kill -9``
     of the process, but the last commits may be lost on power loss or an OS crash. Another process
     holding the write lock is waited for up to ``busy_timeout_secs``, then ``BackendError``.
+    ``lease_secs``: how long an execution holds a run without a write or a heartbeat (see
+    ``Storage``); each process's clock decides, so keep the machine's clock in sync.
     """
 
     def __init__(
@@ -89,8 +99,10 @@ class SqliteBackend:
         codec: Codec | None = None,
         synchronous: str = "full",
         busy_timeout_secs: float = 30.0,
+        lease_secs: float = 30.0,
     ) -> None:
         self.codec: Codec = codec if codec is not None else JsonCodec()
+        self.lease_secs = check_lease_secs(lease_secs)
         self._path = os.fsdecode(path)
         if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
             raise BackendError(
@@ -141,6 +153,7 @@ class SqliteBackend:
     def create_instance(self, record: InstanceRecord, *, replace: bool) -> InstanceRecord | None:
         iid = record.instance_id
         params = _instance_params(record)
+        params["lease_until"] = time.time() + self.lease_secs if executes(record) else None
 
         def tx(cur: sqlite3.Cursor) -> InstanceRecord | None:
             if cur.execute(_INSERT_INSTANCE, params).rowcount:
@@ -172,13 +185,44 @@ class SqliteBackend:
 
         return self._db.run(f"load({instance_id!r})", tx, _BEGIN_READ)
 
+    def take_over(
+        self, instance_id: str, token: str | None, new_token: str
+    ) -> InstanceRecord | None:
+        def tx(cur: sqlite3.Cursor) -> InstanceRecord | None:
+            now = time.time()
+            params = {
+                "instance_id": instance_id,
+                "token": token,
+                "new_token": new_token,
+                "now": now,
+                "lease_until": now + self.lease_secs,
+            }
+            if not cur.execute(_Q["take_over"], params).rowcount:
+                return None
+            return self._record(cur.execute(_SELECT_INSTANCE, params).fetchone())
+
+        return self._db.write(f"take_over({instance_id!r})", tx)
+
+    def renew_lease(self, instance_id: str, token: str, *, release: bool = False) -> bool:
+        def tx(cur: sqlite3.Cursor) -> bool:
+            now = time.time()
+            params = {
+                "instance_id": instance_id,
+                "token": token,
+                "lease_until": now if release else now + self.lease_secs,
+            }
+            return bool(cur.execute(_Q["renew_lease"], params).rowcount)
+
+        return self._db.write(f"renew_lease({instance_id!r})", tx)
+
     def save_steps(
         self, instance_id: str, steps: Sequence[StepRecord], *, token: str | None = None
     ) -> ControlRequest | None:
         def tx(cur: sqlite3.Cursor) -> ControlRequest | None:
             now = time.time()
-            pending = self._touch(cur, instance_id, now, token)
-            _store_steps(cur, instance_id, steps, now)
+            pending, write = self._touch(cur, instance_id, now, token)
+            if write:
+                _store_steps(cur, instance_id, steps, now)
             return pending
 
         return self._db.write(f"save_steps({instance_id!r})", tx)
@@ -203,8 +247,9 @@ class SqliteBackend:
         }
 
         def tx(cur: sqlite3.Cursor) -> ControlRequest | None:
-            pending = self._touch(cur, instance_id, time.time(), token)
-            cur.execute(_UPSERT_ATTEMPT, params)
+            pending, write = self._touch(cur, instance_id, time.time(), token)
+            if write:
+                cur.execute(_UPSERT_ATTEMPT, params)
             return pending
 
         return self._db.write(f"record_attempt({instance_id!r})", tx)
@@ -215,7 +260,9 @@ class SqliteBackend:
         ids = {"instance_id": instance_id, "signal_name": signal_name}
 
         def tx(cur: sqlite3.Cursor) -> bytes | None:
-            _fence(cur.execute(_SELECT_CONTROL, ids).fetchone(), instance_id, token)
+            row = _fence(cur.execute(_SELECT_CONTROL, ids).fetchone(), instance_id, token)
+            if self._decision(row, instance_id) == "skip":
+                return None  # a cancelled run takes no event; the engine's finish learns why
             done = cur.execute(_SELECT_CHECKPOINT, {"instance_id": instance_id, "key": key})
             found = done.fetchone()
             if found is not None:  # a repeated call: the event was consumed already
@@ -239,11 +286,11 @@ class SqliteBackend:
         steps: Sequence[StepRecord],
         *,
         token: str | None = None,
-    ) -> None:
+    ) -> ControlRequest | None:
         status = Status(final.status)
         stopped = status is Status.CANCELLED or status is Status.PAUSED
 
-        def tx(cur: sqlite3.Cursor) -> None:
+        def tx(cur: sqlite3.Cursor) -> ControlRequest | None:
             now = time.time()
             params = {
                 "instance_id": instance_id,
@@ -262,11 +309,16 @@ class SqliteBackend:
                 "terminal": status in TERMINAL,
                 "clear_request": stopped or status in TERMINAL,
             }
-            _fence(cur.execute(_SELECT_CONTROL, params).fetchone(), instance_id, token)
+            row = _fence(cur.execute(_SELECT_CONTROL, params).fetchone(), instance_id, token)
+            decision = self._decision(row, instance_id, status)
+            if decision != "skip":
+                _store_steps(cur, instance_id, steps, now)
+            if decision != "write":
+                return _applied(instance_id, row)
             cur.execute(_FINISH, params)
-            _store_steps(cur, instance_id, steps, now)
+            return None
 
-        self._db.write(f"finish({instance_id!r})", tx)
+        return self._db.write(f"finish({instance_id!r})", tx)
 
     # -- reads ---------------------------------------------------------------------------
 
@@ -347,20 +399,30 @@ class SqliteBackend:
 
     def _touch(
         self, cur: sqlite3.Cursor, instance_id: str, now: float, token: str | None
-    ) -> ControlRequest | None:
+    ) -> tuple[ControlRequest | None, bool]:
         """A write by the executing engine (``InMemoryBackend._touch``): mark the run running
-        unless a cancel/pause was applied meanwhile; return what the engine must obey."""
-        ids = {"instance_id": instance_id, "now": now}
-        row = _fence(cur.execute(_SELECT_CONTROL, ids).fetchone(), instance_id, token)
-        status, reason, cancelled_by, paused_by, kind, req_reason, req_by, _ = row
-        cur.execute(_TOUCH, ids)
-        if status == "cancelled" or status == "paused":
-            stopped = InstanceRecord(
-                instance_id, "", "", Status(status), b"", reason=reason,
-                cancelled_by=cancelled_by, paused_by=paused_by,
-            )  # fmt: skip
-            return applied_request(stopped)
-        return None if kind is None else ControlRequest(kind, req_reason, req_by)
+        unless a cancel/pause was applied meanwhile, renew the execution's lease; return what
+        the engine must obey, and whether the write may store anything (not on a cancelled
+        run; a finished one raises ``RunFinishedError``)."""
+        row = _fence(cur.execute(_SELECT_CONTROL, {"instance_id": instance_id}).fetchone(),
+                     instance_id, token)  # fmt: skip
+        if self._decision(row, instance_id) == "skip":
+            return _applied(instance_id, row), False
+        lease_until = None if token is None else now + self.lease_secs
+        cur.execute(_TOUCH, {"instance_id": instance_id, "now": now, "lease_until": lease_until})
+        applied = _applied(instance_id, row)
+        if applied is not None:
+            return applied, True
+        kind, req_reason, req_by = row[4:7]
+        return (None if kind is None else ControlRequest(kind, req_reason, req_by)), True
+
+    def _decision(self, row: _Row, instance_id: str, final: Status | None = None) -> str:
+        """``write_decision`` for the ``select_control`` row; raise on a finished run."""
+        status = self._status(row[0], instance_id)
+        decision = write_decision(status, final)
+        if decision == "refuse":
+            raise RunFinishedError(instance_id, status.value)
+        return decision
 
     def _status(self, value: str, instance_id: str) -> Status:
         try:
@@ -392,6 +454,7 @@ class SqliteBackend:
             completed_at=row[18],
             distributed=bool(row[19]),
             token=row[20],
+            lease_until=row[21],
         )
 
 
@@ -420,6 +483,18 @@ def _instance_params(r: InstanceRecord) -> dict[str, Any]:
         "distributed": r.distributed,
         "run_token": r.token,
     }
+
+
+def _applied(instance_id: str, row: _Row) -> ControlRequest | None:
+    """The applied cancel or pause of a ``select_control`` row (``applied_request``)."""
+    status, reason, cancelled_by, paused_by = row[:4]
+    if status != "cancelled" and status != "paused":
+        return None
+    stopped = InstanceRecord(
+        instance_id, "", "", Status(status), b"", reason=reason,
+        cancelled_by=cancelled_by, paused_by=paused_by,
+    )  # fmt: skip
+    return applied_request(stopped)
 
 
 def _fence(control: _Row | None, instance_id: str, token: str | None) -> _Row:

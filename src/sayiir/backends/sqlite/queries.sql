@@ -52,7 +52,7 @@ VALUES (:version, :name, :checksum, :applied_at)
 SELECT instance_id, workflow_id, definition_hash, status, CAST(input AS BLOB),
        CAST(output AS BLOB), error, reason, cancelled_by, paused_by, wake_at, park_node,
        signal_name, request_kind, request_reason, request_by, created_at, updated_at,
-       completed_at, distributed, run_token
+       completed_at, distributed, run_token, lease_until
 FROM sayiir_workflow_instances
 WHERE instance_id = :instance_id
 
@@ -60,12 +60,12 @@ WHERE instance_id = :instance_id
 INSERT INTO sayiir_workflow_instances (
     instance_id, workflow_id, definition_hash, status, input, output, error, reason,
     cancelled_by, paused_by, wake_at, park_node, signal_name, request_kind, request_reason,
-    request_by, created_at, updated_at, completed_at, distributed, run_token
+    request_by, created_at, updated_at, completed_at, distributed, run_token, lease_until
 ) VALUES (
     :instance_id, :workflow_id, :definition_hash, :status, :input, :output, :error, :reason,
     :cancelled_by, :paused_by, :wake_at, :park_node, :signal_name, :request_kind,
     :request_reason, :request_by, :created_at, :updated_at, :completed_at, :distributed,
-    :run_token
+    :run_token, :lease_until
 )
 ON CONFLICT (instance_id) DO NOTHING
 
@@ -89,11 +89,29 @@ WHERE instance_id = :instance_id
 
 -- name: touch_instance
 -- A write by the executing engine: the run is running again, unless a cancel or pause was
--- applied to it meanwhile (that one wins and is returned to the engine).
+-- applied to it meanwhile (that one wins and is returned to the engine); the execution's
+-- lease is renewed (:lease_until NULL: a write without a token, which holds no lease).
 UPDATE sayiir_workflow_instances
 SET updated_at = :now,
-    status = CASE WHEN status IN ('cancelled', 'paused') THEN status ELSE 'running' END
+    status = CASE WHEN status IN ('cancelled', 'paused') THEN status ELSE 'running' END,
+    lease_until = CASE
+        WHEN :lease_until IS NULL OR status IN ('cancelled', 'paused') OR distributed
+        THEN lease_until ELSE :lease_until END
 WHERE instance_id = :instance_id
+
+-- name: take_over
+-- A resume becomes the run's execution (Storage.take_over): only if the run still has the
+-- token the resume read, is active, and no other execution holds a live lease.
+UPDATE sayiir_workflow_instances
+SET run_token = :new_token, lease_until = :lease_until, status = 'running', updated_at = :now
+WHERE instance_id = :instance_id AND run_token IS :token
+  AND status IN ('running', 'waiting', 'awaiting_signal')
+  AND (lease_until IS NULL OR lease_until <= :now)
+
+-- name: renew_lease
+UPDATE sayiir_workflow_instances
+SET lease_until = :lease_until
+WHERE instance_id = :instance_id AND run_token = :token AND status = 'running'
 
 -- name: finish_instance
 -- Flags (:stopped, :cancelled, :paused, :terminal, :clear_request) are computed in Python from
@@ -112,7 +130,8 @@ SET status = :status,
     completed_at = CASE WHEN :terminal THEN :now ELSE completed_at END,
     request_kind = CASE WHEN :clear_request THEN NULL ELSE request_kind END,
     request_reason = CASE WHEN :clear_request THEN NULL ELSE request_reason END,
-    request_by = CASE WHEN :clear_request THEN NULL ELSE request_by END
+    request_by = CASE WHEN :clear_request THEN NULL ELSE request_by END,
+    lease_until = NULL
 WHERE instance_id = :instance_id
 
 -- name: apply_cancel

@@ -14,8 +14,9 @@ CREATE TABLE IF NOT EXISTS sayiir_schema_migrations (
 
 -- One row per workflow run. BLOB payloads are codec-encoded bytes; times are Unix seconds.
 -- request_* hold a cancel/pause asked for while an engine executes the run; distributed (0/1)
--- marks a run submitted for workers; run_token is the token of the run that owns the id
--- (0002_run_token: writes of a replaced run are refused).
+-- marks a run submitted for workers; run_token is the token of the execution that owns the
+-- run (0002_run_token: writes of a replaced run are refused; 0003_execution_lease: a resume
+-- takes the run over with a new token) and lease_until when its hold on the run expires.
 CREATE TABLE sayiir_workflow_instances (
     instance_id     TEXT PRIMARY KEY NOT NULL,
     workflow_id     TEXT NOT NULL,
@@ -37,7 +38,8 @@ CREATE TABLE sayiir_workflow_instances (
     created_at      REAL NOT NULL,
     updated_at      REAL NOT NULL,
     completed_at    REAL,
-    run_token       TEXT
+    run_token       TEXT,
+    lease_until     REAL
 );
 
 CREATE INDEX sayiir_workflow_instances_status_idx
