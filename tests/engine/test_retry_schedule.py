@@ -135,6 +135,9 @@ def test_a_resumed_run_keeps_the_stored_schedule(backend, iid) -> None:
     assert calls == [T0]
     [state] = backend.load(iid).attempts.values()
     assert state.next_retry_at == T0 + SCHEDULE[0]
+    # The dead process's execution lease runs out (lease_secs later, on the backend's clock):
+    # only then may a resume take the run over.
+    assert backend.renew_lease(iid, backend.get_instance(iid).token, release=True)
     clock.now = T0 + 0.5  # restarted half a second later
     resumed = _runs.resume_run(definition, registry, backend.codec, iid, inline=True, clock=clock)
     status = driver.run(resumed)
