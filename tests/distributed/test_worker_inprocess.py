@@ -405,7 +405,7 @@ def test_a_worker_killed_before_deciding_on_the_join_leaves_its_claim_to_expire(
 
 # -- final states are final on workers (issue 10, item 2) --------------------------------------
 
-_gate = threading.Event()
+_held_gate = threading.Event()
 _in_task = threading.Event()
 
 
@@ -413,7 +413,7 @@ _in_task = threading.Event()
 def held(x: int) -> int:
     _record("held")
     _in_task.set()
-    assert _gate.wait(30)
+    assert _held_gate.wait(30)
     return x * 10
 
 
@@ -427,7 +427,7 @@ def test_pause_while_a_worker_runs_the_task_after_a_delay(backend: Any, workers)
     """The task after an expired delay runs on a worker: the run shows in progress (it used
     to show waiting, so a pause was applied at once and the worker's completion then
     overwrote it). The pause is obeyed at the next step and stays; unpaused, it completes."""
-    _gate.clear()
+    _held_gate.clear()
     _in_task.clear()
     wf = Flow("held").then(prepare).delay("nap", 0.2).then(held).then(after_held).build()
     client = WorkflowClient(backend)
@@ -439,7 +439,7 @@ def test_pause_while_a_worker_runs_the_task_after_a_delay(backend: Any, workers)
         client.pause("h", reason="hold")
         assert client.status("h").status == "in_progress"  # requested: obeyed at the boundary
     finally:
-        _gate.set()
+        _held_gate.set()
     _wait_for(lambda: client.status("h").status == "paused")
     time.sleep(0.5)  # the worker is idle now: nothing may turn the pause into anything else
     assert client.status("h").status == "paused"
