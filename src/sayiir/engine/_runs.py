@@ -190,16 +190,24 @@ def _finish(instance_id: str, final: FinalState, output: Any, pending: list[Step
 
 
 def _execute(execution: Execution, instance_id: str, value: Any, inline: bool) -> Yielding:
-    try:
+    def run() -> Yielding:
         final, output, pending = yield from execution.run(value, inline)
+        return (yield from _finish(instance_id, final, output, pending, execution.token))
+
+    return (yield from _releasing(instance_id, execution.token, run()))
+
+
+def _releasing(instance_id: str, token: str | None, gen: Yielding) -> Yielding:
+    """Run ``gen`` as the execution ``token``; if it stops without a final state (a task
+    raised SystemExit, storage failed for good), end its lease, so a resume may take the
+    run over at once."""
+    try:
+        return (yield from gen)
     except (GeneratorExit, RunReplacedError, RunFinishedError):
         raise
     except BaseException:
-        # The execution stops without a final state (a task raised SystemExit, storage
-        # failed for good): end its lease, so a resume may take the run over at once.
-        yield from _release(instance_id, execution.token)
+        yield from _release(instance_id, token)
         raise
-    return (yield from _finish(instance_id, final, output, pending, execution.token))
 
 
 def _release(instance_id: str, token: str | None) -> Yielding:
@@ -428,6 +436,22 @@ def resume_run(
     ):
         return status_from_record(record, codec)
     token = token or new_token()
+    taking = _take_and_run(definition, registry, codec, state, token, inline, clock)
+    return (yield from _releasing(instance_id, token, taking))
+
+
+def _take_and_run(
+    definition: WorkflowDefinition,
+    registry: Registry,
+    codec: Codec,
+    state: Any,
+    token: str,
+    inline: bool,
+    clock: Callable[[], float],
+) -> Yielding:
+    """Take the run over as ``token``, then run it (``resume_run``)."""
+    record: InstanceRecord = state.record
+    instance_id = record.instance_id
     taken = yield Store("take_over", instance_id, record.token, token)
     if taken is None:
         current = yield Store("get_instance", instance_id)
@@ -453,7 +477,8 @@ def resume_run(
         token=token,
         clock=clock,
     )
-    return (yield from _execute(execution, instance_id, value, inline))
+    final, output, pending = yield from execution.run(value, inline)
+    return (yield from _finish(instance_id, final, output, pending, token))
 
 
 def work_claim(
