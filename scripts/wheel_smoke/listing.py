@@ -3,17 +3,18 @@
     python scripts/wheel_smoke/listing.py dist/sayiir-X-py3-none-any.whl dist/sayiir-X.tar.gz
 
 The wheel must hold exactly the package: every file tracked under ``src/sayiir`` (modules, every
-``.sql`` query and schema file, every numbered migration, ``py.typed`` and, once they exist, the
-console's templates and static assets) and nothing else (no tests, benchmarks, caches,
-databases). Its metadata must carry the version of ``src/sayiir/_version.py``, the ``sayiir``
-console script and the extras. The sdist must hold the package sources, the tests, the example
-and the project files, and no caches, venvs, benchmarks or build output. Prints a summary;
-exits 1 with every problem listed.
-"""
+``.sql`` query and schema file, every numbered migration, ``py.typed``, ``sayiir.testing`` with its
+pytest plugin and the plugin's ``testdb.sql`` and, once they exist, the console's templates and
+static assets) and nothing else (no tests, benchmarks, caches, databases). Its metadata must carry
+the version of ``src/sayiir/_version.py``, the ``sayiir`` console script, the ``pytest11`` entry
+point of the plugin and the extras. The sdist must hold the package sources, the tests, the example
+and the project files, and no caches, venvs, benchmarks or build output. Prints a summary; exits 1
+with every problem listed."""
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 import tarfile
@@ -107,6 +108,10 @@ def _check_package_files(names: list[str], package: set[str], problems: list[str
     for backend in ("sqlite", "postgres"):
         base = f"sayiir/backends/{backend}/"
         must += [base + f for f in ("queries.sql", "schema.sql", "migrations/0001_initial.sql")]
+    # sayiir.testing and its pytest plugin (the entry point names the module); the plugin's
+    # PostgreSQL template databases are made with the queries of testdb.sql.
+    must += [f"sayiir/testing/{m}.py" for m in ("__init__", "pytest_plugin")]
+    must.append("sayiir/backends/postgres/testdb.sql")
     # HOOK(console): once `sayiir ui` exists, name its entry template and one static asset
     # here as well (they are already covered by "every tracked file of src/sayiir").
     problems.extend(f"wheel: missing {name}" for name in must if name not in package)
@@ -123,7 +128,13 @@ def _check_metadata(zf: zipfile.ZipFile, dist_info: str, problems: list[str]) ->
     entry_points = zf.read(dist_info + "entry_points.txt").decode()
     if "sayiir = sayiir.cli.app:main" not in entry_points:
         problems.append("wheel: the `sayiir` console script is not declared")
-    # HOOK(pytest plugin): once the plugin exists, require its [pytest11] entry point here.
+    if not re.search(
+        r"^\[pytest11\]\s*^sayiir = sayiir\.testing\.pytest_plugin$", entry_points, re.M
+    ):
+        problems.append(
+            "wheel: the pytest plugin is not declared ([pytest11] sayiir = "
+            "sayiir.testing.pytest_plugin)"
+        )
 
 
 def check_sdist(path: Path, problems: list[str]) -> list[str]:

@@ -1,6 +1,6 @@
 """Scenarios run by scripts/wheel-smoke inside a fresh venv holding the built wheel.
 
-    python smoke.py core|quickstart|postgres|pydantic|otel
+    python smoke.py core|quickstart|postgres|pydantic|otel|pytest_plugin
 
 It runs from a temporary directory outside the source tree (``SAYIIR_SOURCE_TREE`` names the
 tree, so the test can prove that ``sayiir`` was not imported from it). Each scenario prints
@@ -116,6 +116,52 @@ def scenario_quickstart() -> None:
     second = run([sys.executable, "quickstart.py", str(db)]).stdout
     check("already completed by an earlier run" in second, f"second run output:\n{second}")
     say("a second run finds the first one's checkpoints in the file")
+
+
+def scenario_pytest_plugin() -> None:
+    """Wheel + pytest, no extra: a user's test file runs on the plugin loaded from the wheel.
+
+    The test file (smoke_plugin_test.py, copied into a directory of its own) uses the fixtures
+    ``sayiir_backend`` and ``virtual_clock`` and the ``sayiir_crash_points`` marker. Without a
+    DSN and without psycopg, the PostgreSQL parameter is skipped and memory/SQLite pass.
+    """
+    check(importlib.util.find_spec("psycopg") is None, "psycopg is installed without its extra")
+    sayiir = installed_sayiir()
+    user = HERE / "user_tests"
+    user.mkdir(exist_ok=True)
+    (user / "test_user.py").write_text((HERE / "smoke_plugin_test.py").read_text())
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("SAYIIR_TEST_POSTGRES_DSN", "PYTHONPATH")
+    }
+    pytest = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
+
+    def run_pytest(*args: str) -> str:
+        proc = subprocess.run(
+            [*pytest, *args], capture_output=True, text=True, timeout=300, cwd=user, env=env
+        )
+        if proc.returncode != 0:
+            raise AssertionError(
+                f"pytest {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}"
+            )
+        return proc.stdout
+
+    trace = run_pytest("--trace-config", "--collect-only", "-q")
+    loaded = [ln for ln in trace.splitlines() if "sayiir.testing.pytest_plugin" in ln]
+    check(bool(loaded), f"the plugin is not registered:\n{trace}")
+    path = Path(loaded[0].rsplit("from '", 1)[-1].rstrip("'>")).resolve()
+    check(path.is_relative_to(Path(sayiir.__file__).resolve().parent), f"plugin from {path}")
+    check("site-packages" in path.parts, f"the plugin is not loaded from site-packages: {path}")
+    say(f"pytest loads the plugin (entry point pytest11) from {path}")
+    fixtures = run_pytest("--fixtures")
+    for name in ("sayiir_backend", "virtual_clock", "crash_point"):
+        check(name in fixtures, f"fixture {name} not listed by pytest --fixtures:\n{fixtures}")
+    say("pytest --fixtures lists sayiir_backend, virtual_clock and crash_point")
+    out = run_pytest("-rs", "test_user.py")
+    check("7 passed, 3 skipped" in out, f"unexpected pytest outcome:\n{out}")
+    check("set SAYIIR_TEST_POSTGRES_DSN to run it" in out, f"no PostgreSQL skip reason:\n{out}")
+    say(
+        "a user's tests pass on memory and SQLite (crash points, virtual clock); PostgreSQL skipped"
+    )
 
 
 def _database_url(name: str) -> str:
@@ -268,6 +314,7 @@ SCENARIOS = {
     "postgres": scenario_postgres,
     "pydantic": scenario_pydantic,
     "otel": scenario_otel,
+    "pytest_plugin": scenario_pytest_plugin,
 }
 
 if __name__ == "__main__":
