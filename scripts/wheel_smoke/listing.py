@@ -9,7 +9,8 @@ static assets) and nothing else (no tests, benchmarks, caches, databases). Its m
 the version of ``src/sayiir/_version.py``, the ``sayiir`` console script, the ``pytest11`` entry
 point of the plugin and the extras. The sdist must hold the package sources, the tests, the example
 and the project files, and no caches, venvs, benchmarks or build output. Prints a summary; exits 1
-with every problem listed."""
+with every problem listed.
+"""
 
 from __future__ import annotations
 
