@@ -7,8 +7,8 @@ layout and the site's, so the strict build still checks every one of those links
 
 It also fails the build when:
 
-* the API reference (``docs/reference.md``) misses a name of ``sayiir.__all__``, so a new public
-  name cannot ship undocumented;
+* the API reference (``docs/reference.md``) misses a name of ``sayiir.__all__`` or of
+  ``sayiir.testing.__all__``, so a new public name cannot ship undocumented;
 * a built page loads a stylesheet, script, image or font from another site: the docs must work
   offline and fetch nothing (no web fonts, no CDN).
 """
@@ -58,16 +58,28 @@ def _external_asset(html: str) -> re.Match[str] | None:
     return _EXTERNAL_SRC.search(html)
 
 
-def _public_names() -> list[str]:
-    """``sayiir.__all__``, read without importing sayiir (the docs tools may run anywhere)."""
-    tree = ast.parse((ROOT / "src" / "sayiir" / "__init__.py").read_text(encoding="utf-8"))
+# Packages whose ``__all__`` the API reference must cover, each name as ``::: PACKAGE.NAME``.
+DOCUMENTED_PACKAGES = ("sayiir", "sayiir.testing")
+
+
+def _public_names(package: str) -> list[str]:
+    """``package.__all__``, read without importing it (the docs tools may run anywhere)."""
+    init = ROOT / "src" / Path(*package.split(".")) / "__init__.py"
+    tree = ast.parse(init.read_text(encoding="utf-8"))
     for node in tree.body:
         if isinstance(node, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
         ):
             value = ast.literal_eval(node.value)
             return [str(name) for name in value]
-    raise PluginError("src/sayiir/__init__.py has no __all__")
+    raise PluginError(f"{init.relative_to(ROOT)} has no __all__")
+
+
+def _undocumented(markdown: str, package: str) -> list[str]:
+    """The names of ``package.__all__`` with no ``::: package.NAME`` line in ``markdown``."""
+    pattern = rf"^::: {re.escape(package)}\.(\w+)\s*$"
+    documented = set(re.findall(pattern, markdown, re.MULTILINE))
+    return [name for name in _public_names(package) if name not in documented]
 
 
 def _rewrite(markdown: str, page_uri: str) -> str:
@@ -102,14 +114,14 @@ def on_files(files: Files, config: Any) -> Files:
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str:
     uri = page.file.src_uri
     if uri == "reference.md":
-        documented = set(re.findall(r"^::: sayiir\.(\w+)\s*$", markdown, re.MULTILINE))
-        missing = [name for name in _public_names() if name not in documented]
-        if missing:
-            raise PluginError(
-                "docs/reference.md does not document these names of sayiir.__all__: "
-                + ", ".join(missing)
-                + " (add a '::: sayiir.NAME' line for each)"
-            )
+        for package in DOCUMENTED_PACKAGES:
+            missing = _undocumented(markdown, package)
+            if missing:
+                raise PluginError(
+                    f"docs/reference.md does not document these names of {package}.__all__: "
+                    + ", ".join(missing)
+                    + f" (add a '::: {package}.NAME' line for each)"
+                )
     return _rewrite(markdown, uri)
 
 
