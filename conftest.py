@@ -12,6 +12,10 @@ from pathlib import Path
 import pytest
 from _pytest.doctest import DoctestItem
 
+# The `pytester` fixture: tests/testing/test_pytest_plugin.py runs pytest on small test files
+# to check sayiir's own pytest plugin (only the root conftest may load a plugin this way).
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture(autouse=True)
 def _doctest_in_tmp_dir(

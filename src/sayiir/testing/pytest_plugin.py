@@ -25,7 +25,7 @@ import secrets
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -55,6 +55,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             f"{metafunc.definition.nodeid} uses the crash_point fixture without a "
             f"@pytest.mark.{_MARKER}(...) marker naming the points"
         )
+    points = _marker_points(marker, metafunc.definition.nodeid)
+    metafunc.parametrize("crash_point", points, indirect=True, ids=points)
+
+
+def _marker_points(marker: pytest.Mark, nodeid: str) -> list[str]:
+    """The marker's crash points; a point that is malformed, or that names no task or node of
+    ``workflow=``, fails the collection with the reason (such a point would never fire)."""
     points = [str(p) for p in marker.args]
     workflow = marker.kwargs.get("workflow")
     writes = int(marker.kwargs.get("writes", 0))
@@ -62,9 +69,35 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         points += crash_points(workflow, writes=writes)
     elif writes:
         points += [f"write:{n}" for n in range(1, writes + 1)]
+    known = _node_ids(workflow) if workflow is not None else None
     for point in points:
-        CrashPoint.parse(point)  # a typo fails at collection, with the reason
-    metafunc.parametrize("crash_point", points, indirect=True, ids=points)
+        try:
+            parsed: CrashPoint | None = CrashPoint.parse(point)
+        except ValueError as exc:
+            parsed, error = None, str(exc)
+        if parsed is None:  # outside the except block: no chained traceback in the report
+            _bad_marker(nodeid, f"crash point {point!r}: {error}")
+        if known is not None and parsed.kind != "write" and parsed.target not in known:
+            _bad_marker(
+                nodeid,
+                f"crash point {point!r} names no task or node of workflow "
+                f"{getattr(workflow, 'workflow_id', workflow)!r} (it has: "
+                f"{', '.join(sorted(known))}): it would never fire",
+            )
+    return points
+
+
+def _node_ids(workflow: Any) -> set[str]:
+    """Task ids and node ids of ``workflow`` (an ``after:`` point may name a delay/signal)."""
+    ids = set(getattr(workflow, "_task_registry", {}) or {})
+    iter_nodes = getattr(workflow, "iter_nodes", None)
+    if iter_nodes is not None:
+        ids.update(node.id for node in iter_nodes())
+    return ids
+
+
+def _bad_marker(nodeid: str, reason: str) -> NoReturn:
+    pytest.fail(f"{nodeid}: @pytest.mark.{_MARKER}(...): {reason}", pytrace=False)
 
 
 @pytest.fixture
@@ -80,16 +113,7 @@ def virtual_clock() -> Iterator[VirtualClock]:
         yield clock
 
 
-_BACKENDS = [
-    "memory",
-    "sqlite",
-    pytest.param(
-        "postgres",
-        marks=pytest.mark.skipif(
-            not os.environ.get(DSN_ENV), reason=f"PostgreSQL: set {DSN_ENV} to run it"
-        ),
-    ),
-]
+_BACKENDS = ["memory", "sqlite", "postgres"]
 
 
 @pytest.fixture(params=_BACKENDS)
@@ -110,9 +134,12 @@ def sayiir_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[A
         finally:
             backend.close()
         return
+    # Read when the test runs, not when the plugin is imported: a conftest may set it.
+    dsn = os.environ.get(DSN_ENV)
+    if not dsn:
+        pytest.skip(f"PostgreSQL: set {DSN_ENV} to run it")
     from sayiir.backends.postgres import PostgresBackend
 
-    dsn = os.environ[DSN_ENV]
     with _fresh_database(dsn) as url:
         backend = PostgresBackend(url)
         try:
