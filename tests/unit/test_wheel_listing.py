@@ -36,10 +36,15 @@ METADATA = (
     f"Metadata-Version: 2.4\nName: sayiir\nVersion: {sayiir.__version__}\n"
     "Provides-Extra: postgres\nProvides-Extra: pydantic\nProvides-Extra: otel\n"
 )
-ENTRY_POINTS = "[console_scripts]\nsayiir = sayiir.cli.app:main\n"
+ENTRY_POINTS = (
+    "[console_scripts]\nsayiir = sayiir.cli.app:main\n\n"
+    "[pytest11]\nsayiir = sayiir.testing.pytest_plugin\n"
+)
 
 
-def _wheel(path: Path, drop: str = "", extra: tuple[str, ...] = ()) -> Path:
+def _wheel(
+    path: Path, drop: str = "", extra: tuple[str, ...] = (), entry_points: str = ENTRY_POINTS
+) -> Path:
     wheel = path / f"sayiir-{sayiir.__version__}-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
         for name in sorted(listing.tracked("src/sayiir")):
@@ -48,7 +53,7 @@ def _wheel(path: Path, drop: str = "", extra: tuple[str, ...] = ()) -> Path:
         for name in extra:
             zf.writestr(name, b"")
         zf.writestr(DIST_INFO + "METADATA", METADATA)
-        zf.writestr(DIST_INFO + "entry_points.txt", ENTRY_POINTS)
+        zf.writestr(DIST_INFO + "entry_points.txt", entry_points)
     return wheel
 
 
@@ -88,3 +93,11 @@ def test_caches_and_tests_in_the_wheel_fail(
     err = capsys.readouterr().err
     assert "forbidden file sayiir/__pycache__/flow.cpython-311.pyc" in err
     assert "forbidden file tests/t.py" in err
+
+
+def test_a_wheel_without_the_pytest_plugin_entry_point_fails(
+    tmp_path: Path, sdist: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wheel = _wheel(tmp_path, entry_points="[console_scripts]\nsayiir = sayiir.cli.app:main\n")
+    assert listing.main([str(wheel), str(sdist)]) == 1
+    assert "the pytest plugin is not declared" in capsys.readouterr().err
