@@ -89,23 +89,17 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "claim-released-before-final-status-unfenced-finish",
         RUNS,
-        """            if held is not None:
-                yield Store(
-                    "advance",
-                    held,
-                    pending,
-                    final=final,
-                    enqueue=worker.drain(),
-                    lease_secs=lease_secs,
-                )
-            else:
-                yield Store("finish", instance_id, final, pending, token=record.token)
-                yield Store("enqueue", instance_id, worker.drain())
+        """    if held is not None:
+        kept, _ = yield Store("advance", held, pending, final=final, enqueue=worker.drain(),
+                              lease_secs=worker.lease_secs)  # fmt: skip
+    else:
+        kept = yield Store("finish", instance_id, final, pending, token=token)
+        yield Store("enqueue", instance_id, worker.drain())
 """,
-        """            if held is not None:
-                yield Store("advance", held, [], release=True, lease_secs=lease_secs)
-            yield Store("finish", instance_id, final, pending, token=record.token)
-            yield Store("enqueue", instance_id, worker.drain())
+        """    if held is not None:
+        yield Store("advance", held, [], release=True, lease_secs=worker.lease_secs)
+    kept = yield Store("finish", instance_id, final, pending, token=token)
+    yield Store("enqueue", instance_id, worker.drain())
 """,
         (
             D + "test_claim_races.py::"
@@ -135,11 +129,38 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
     ),
     Mutant(
-        "resume-runs-a-paused-run",
-        RUNS,
-        "if record.status in TERMINAL or record.status is Status.PAUSED:",
-        "if record.status in TERMINAL:",
-        (E + "test_control.py",),
+        # Since execution leases, resume_run's own PAUSED guard is backed by take_over's
+        # status filter (a resume of a paused run takes nothing over): mutate the storage side.
+        "take-over-of-a-paused-run",
+        "src/sayiir/backends/memory.py",
+        "if rec.token != token or rec.status not in ACTIVE or live:",
+        "if rec.token != token or rec.status in TERMINAL or live:",
+        (
+            C + "test_storage_contract.py::"
+            "test_take_over_leaves_finished_and_paused_runs_alone[memory-paused]",
+        ),
+    ),
+    Mutant(
+        "take-over-ignores-a-live-lease-memory",
+        "src/sayiir/backends/memory.py",
+        "if rec.token != token or rec.status not in ACTIVE or live:",
+        "if rec.token != token or rec.status not in ACTIVE:",
+        (E + "test_one_execution.py::test_two_concurrent_resumes_run_each_task_once[memory]",),
+    ),
+    Mutant(
+        "take-over-ignores-a-live-lease-sqlite",
+        SQLITE_SQL,
+        "  AND status IN ('running', 'waiting', 'awaiting_signal')\n"
+        "  AND (lease_until IS NULL OR lease_until <= :now)\n",
+        "  AND status IN ('running', 'waiting', 'awaiting_signal')\n",
+        (E + "test_one_execution.py::test_a_long_task_keeps_its_run_by_heartbeat[sqlite]",),
+    ),
+    Mutant(
+        "take-over-ignores-a-live-lease-postgres",
+        PGSQL,
+        "  AND (i.lease_until IS NULL OR i.lease_until <= now())\n",
+        "",
+        (E + "test_one_execution.py::test_a_long_task_keeps_its_run_by_heartbeat[postgres]",),
     ),
     # -- interpreter -------------------------------------------------------------------------
     Mutant(

@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import time
 from typing import Any
 
 from sayiir import CheckpointingRunner, Flow, run_durable_workflow
 from sayiir.backends.sqlite import SqliteBackend
+
+# Ctrl-C as in a terminal, whatever SIGINT disposition this child inherited (a process that
+# starts with SIGINT ignored gets no KeyboardInterrupt handler from Python).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def open_backend(db: str) -> Any:
