@@ -16,7 +16,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 
 import psycopg
@@ -130,11 +129,11 @@ def test_wrong_password_fails_fast_without_the_password(
     url = f"postgresql://app:{SECRET}@127.0.0.1:{fake_server.port}/sayiir"
     caplog.set_level(logging.DEBUG)
     backend = PostgresBackend(url)
-    started = time.monotonic()
     with pytest.raises(BackendError) as info:
         backend.get_instance("x")
-    assert time.monotonic() - started < 5, "an authentication error must not be retried"
-    assert SECRET in fake_server.passwords  # the server really got (and echoed) it
+    # One connection, no retry logged: an authentication error is not retried as an outage.
+    assert fake_server.passwords == [SECRET]  # the server really got (and echoed) it
+    assert "retrying" not in caplog.text
     message = str(info.value)
     assert f"127.0.0.1:{fake_server.port}/sayiir" in message
     assert "password authentication failed" in message
@@ -224,11 +223,8 @@ def test_unreachable_server_retries_then_says_so(caplog: pytest.LogCaptureFixtur
     url = f"postgresql://app:{SECRET}@127.0.0.1:1/sayiir"
     caplog.set_level(logging.DEBUG)
     with PostgresBackend(url, retry_timeout_secs=0.5) as backend:
-        started = time.monotonic()
         with pytest.raises(BackendError) as info:
             backend.load("x")
-        elapsed = time.monotonic() - started
-    assert 0.4 < elapsed < 5
     message = str(info.value)
     assert "127.0.0.1:1/sayiir is unreachable" in message and "Connection refused" in message
     assert "retry_timeout_secs=0.5" in message
@@ -237,23 +233,25 @@ def test_unreachable_server_retries_then_says_so(caplog: pytest.LogCaptureFixtur
     assert SECRET not in caplog.text  # ... without the secret
 
 
-def test_unknown_host_fails_fast() -> None:
+def test_unknown_host_fails_fast(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="sayiir")
     with PostgresBackend(f"postgresql://app:{SECRET}@no-such-host.invalid/sayiir") as backend:
-        started = time.monotonic()
         with pytest.raises(BackendError) as info:
             backend.load("x")
-    assert time.monotonic() - started < 10
+    assert "retrying" not in caplog.text  # a name that does not resolve is not an outage
     assert "no-such-host.invalid" in str(info.value)
     assert_no_secret(info.value)
 
 
-def test_sslmode_require_against_a_server_without_tls_fails_fast(pg_dsn: str) -> None:
+def test_sslmode_require_against_a_server_without_tls_fails_fast(
+    pg_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="sayiir")
     url = with_password(pg_dsn, SECRET) + "?sslmode=require"
     with PostgresBackend(url) as backend:
-        started = time.monotonic()
         with pytest.raises(BackendError) as info:
             backend.load("x")
-    assert time.monotonic() - started < 5
+    assert "retrying" not in caplog.text  # a TLS refusal is not retried as an outage
     message = str(info.value)
     assert "SSL" in message and "sslmode" in message
     assert_no_secret(info.value)

@@ -258,12 +258,17 @@ def test_waits_for_a_writer_that_lets_go(path: Path) -> None:
         b.create_instance(record("a"), replace=False)
         with connect(path) as holder:
             holder.execute("BEGIN IMMEDIATE")
-            timer = threading.Timer(0.3, holder.execute, args=("COMMIT",))
+            letting_go = threading.Event()
+
+            def let_go() -> None:
+                letting_go.set()  # before the COMMIT: the save cannot finish ahead of it
+                holder.execute("COMMIT")
+
+            timer = threading.Timer(0.3, let_go)
             timer.start()
             try:
-                start = time.monotonic()
                 assert b.save_steps("a", [step("k")]) is None
-                assert time.monotonic() - start >= 0.25
+                assert letting_go.is_set()  # it waited for the writer, not failed or raced it
             finally:
                 timer.join()
 

@@ -128,6 +128,21 @@ def _wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+def _claim_log(backend: Any) -> list[tuple[str, list[str]]]:
+    """Record each claim a worker makes on ``backend`` (worker id, keys it got): an empty
+    claim after the work it could take proves it polled and left the rest alone."""
+    log: list[tuple[str, list[str]]] = []
+    real = backend.claim
+
+    def claim(worker_id: str, *args: Any, **kwargs: Any) -> Any:
+        got = real(worker_id, *args, **kwargs)
+        log.append((worker_id, [c.key for c in got]))
+        return got
+
+    backend.claim = claim
+    return log
+
+
 def test_two_workers_drain_fork_runs_each_task_once(
     backend: Any, workers, side_by_side: None
 ) -> None:
@@ -268,8 +283,9 @@ def test_cancel_reaches_queued_work(backend: Any, workers) -> None:
     client = WorkflowClient(backend)
     client.submit(wf, "c", 1)
     client.cancel("c", reason="not needed", cancelled_by="ops")
+    claims = _claim_log(backend)
     workers(backend, [wf], "w1")
-    time.sleep(0.5)
+    _wait_for(lambda: ("w1", []) in claims)  # the worker polled and found nothing left
     status = client.status("c")
     assert status.is_cancelled()
     assert (status.reason, status.cancelled_by) == ("not needed", "ops")
@@ -324,9 +340,13 @@ def test_tagged_tasks_go_only_to_workers_serving_the_tags(backend: Any, workers)
     client = WorkflowClient(backend)
     client.submit(wf, "t", 1)
     # The start entry is untagged: any worker takes it, then queues the tagged task.
+    claims = _claim_log(backend)
     workers(backend, [wf], "plain")
-    time.sleep(0.5)
+    # Once it took the start entry, its next claim comes back empty: the tagged task is not
+    # for it.
+    _wait_for(lambda: ("plain", []) in claims[1:] and bool(claims[0][1]))
     assert not client.status("t").is_completed()
+    assert ledger == []
     workers(backend, [wf], "gpu-box", tags=["gpu"])
     _wait_for(lambda: client.status("t").is_completed())
     assert [thread for _, thread in ledger] == ["sayiir-worker-gpu-box-0"]
