@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from sayiir import Flow, WorkflowClient, resume_workflow, run_durable_workflow, run_workflow
+from sayiir.testing import virtual_time
 
 
 def test_in_memory_delay_sleeps_and_passes_input_through(ledger):
@@ -20,18 +23,20 @@ def test_in_memory_delay_sleeps_and_passes_input_through(ledger):
         return x * 2
 
     wf = Flow("d").then(before).delay("pause", 0.2).then(after).build()
-    t0 = time.perf_counter()
-    assert run_workflow(wf, 1) == 4
-    assert time.perf_counter() - t0 >= 0.19
+    with virtual_time() as clock:  # the delay moves the clock by its length, no more
+        t0 = clock()
+        assert run_workflow(wf, 1) == 4
+        assert clock() - t0 == pytest.approx(0.2, abs=1e-3)
     assert ledger.entries == ["before", "after"]
 
 
 @pytest.mark.parametrize("duration", ["150ms", 0.15, timedelta(milliseconds=150)])
 def test_in_memory_delay_duration_forms(duration):
     wf = Flow("d").delay("pause", duration).build()
-    t0 = time.perf_counter()
-    assert run_workflow(wf, "x") == "x"
-    assert time.perf_counter() - t0 >= 0.14
+    with virtual_time() as clock:
+        t0 = clock()
+        assert run_workflow(wf, "x") == "x"
+        assert clock() - t0 == pytest.approx(0.15, abs=1e-3)
 
 
 def test_zero_delay_is_allowed_in_memory():
@@ -147,9 +152,14 @@ def test_client_status_of_parked_delay(backend, iid, same_wake_at):
 def test_resume_of_far_delay_does_not_block(backend, iid):
     wf = Flow("d").delay("nap", 3600).then(lambda x: x).build()
     run_durable_workflow(wf, iid, 1, backend=backend)
-    t0 = time.perf_counter()
-    assert resume_workflow(wf, iid, backend).status == "waiting"
-    assert time.perf_counter() - t0 < 1.0
+    box: list[Any] = []
+    resumer = threading.Thread(
+        target=lambda: box.append(resume_workflow(wf, iid, backend)), daemon=True
+    )
+    resumer.start()
+    resumer.join(60)  # generous: blocking would mean the hour-long delay
+    assert not resumer.is_alive(), "resume slept through the delay instead of returning"
+    assert box[0].status == "waiting"
 
 
 def test_two_delays_with_the_same_name(backend, iid):
