@@ -222,9 +222,11 @@ def test_cli_output_never_prints_the_password(pg_dsn: str, fake_server: FakeAuth
 def test_unreachable_server_retries_then_says_so(caplog: pytest.LogCaptureFixture) -> None:
     url = f"postgresql://app:{SECRET}@127.0.0.1:1/sayiir"
     caplog.set_level(logging.DEBUG)
-    with PostgresBackend(url, retry_timeout_secs=0.5) as backend:
-        with pytest.raises(BackendError) as info:
-            backend.load("x")
+    with (
+        PostgresBackend(url, retry_timeout_secs=0.5) as backend,
+        pytest.raises(BackendError) as info,
+    ):
+        backend.load("x")
     message = str(info.value)
     assert "127.0.0.1:1/sayiir is unreachable" in message and "Connection refused" in message
     assert "retry_timeout_secs=0.5" in message
@@ -235,9 +237,9 @@ def test_unreachable_server_retries_then_says_so(caplog: pytest.LogCaptureFixtur
 
 def test_unknown_host_fails_fast(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="sayiir")
-    with PostgresBackend(f"postgresql://app:{SECRET}@no-such-host.invalid/sayiir") as backend:
-        with pytest.raises(BackendError) as info:
-            backend.load("x")
+    url = f"postgresql://app:{SECRET}@no-such-host.invalid/sayiir"
+    with PostgresBackend(url) as backend, pytest.raises(BackendError) as info:
+        backend.load("x")
     assert "retrying" not in caplog.text  # a name that does not resolve is not an outage
     assert "no-such-host.invalid" in str(info.value)
     assert_no_secret(info.value)
@@ -248,9 +250,8 @@ def test_sslmode_require_against_a_server_without_tls_fails_fast(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="sayiir")
     url = with_password(pg_dsn, SECRET) + "?sslmode=require"
-    with PostgresBackend(url) as backend:
-        with pytest.raises(BackendError) as info:
-            backend.load("x")
+    with PostgresBackend(url) as backend, pytest.raises(BackendError) as info:
+        backend.load("x")
     assert "retrying" not in caplog.text  # a TLS refusal is not retried as an outage
     message = str(info.value)
     assert "SSL" in message and "sslmode" in message
