@@ -22,6 +22,7 @@ from sayiir import (
     task,
 )
 from sayiir.errors import BackendError, DefinitionMismatchError, WorkflowError
+from sayiir.testing import virtual_time
 
 
 async def a_double(x: int) -> int:
@@ -349,11 +350,12 @@ def test_runner_and_sync_api_share_state(backend, iid):
 
 def test_runner_cancel_from_another_task_while_running(backend, iid, ledger):
     started = threading.Event()
+    release = asyncio.Event()  # first runs until the cancel was requested
 
     async def first(x):
         ledger.add("first")
         started.set()
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(release.wait(), 60)
         return x
 
     async def second(x):
@@ -368,6 +370,7 @@ def test_runner_cancel_from_another_task_while_running(backend, iid, ledger):
         while not started.is_set():
             await asyncio.sleep(0.01)
         await runner.cancel(iid, reason="enough")
+        release.set()
         return await run
 
     status = asyncio.run(main())
@@ -431,16 +434,18 @@ def test_runner_request_during_retry_backoff(backend, iid, ledger, op):
     wf = Flow("abackoff").then(flaky).build()
 
     async def main() -> Any:
-        runner = CheckpointingRunner(backend)
-        run = asyncio.create_task(runner.run(wf, iid, 0))
-        while ledger.count("attempt") < 1:
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.1)
-        if op == "cancel":
-            await runner.cancel(iid, reason="stop")
-        else:
-            await runner.pause(iid, reason="hold")
-        return await run
+        # A manual clock: the backoff lasts until the test advances it, after the request.
+        with virtual_time(auto_skip=False) as clock:
+            runner = CheckpointingRunner(backend)
+            run = asyncio.create_task(runner.run(wf, iid, 0))
+            while ledger.count("attempt") < 1:
+                await asyncio.sleep(0.01)
+            if op == "cancel":
+                await runner.cancel(iid, reason="stop")
+            else:
+                await runner.pause(iid, reason="hold")
+            await clock.aadvance(1.0)  # the backoff is over: the retry must not run
+            return await run
 
     status = asyncio.run(main())
     assert status.status == ("cancelled" if op == "cancel" else "paused")
