@@ -243,20 +243,23 @@ def test_request_during_retry_backoff_stops_before_next_attempt(backend, iid, le
 
     failed_once = threading.Event()
 
-    def watch() -> None:
-        while ledger.count("attempt") < 1:
-            time.sleep(0.01)
-        time.sleep(0.1)  # inside the 0.4 s backoff
+    def watch(clock: Any) -> None:
+        clock.wait_for_sleepers(1)  # the run is in its backoff, which lasts until we advance
+        assert ledger.count("attempt") == 1
         if op == "cancel":
             cancel_workflow(iid, backend, reason="stop retrying")
         else:
             pause_workflow(iid, backend, reason="hold retries")
         failed_once.set()
+        clock.auto_skip = True  # later backoffs (there must be none) would pass at once
+        clock.advance(1.0)  # the backoff is over: the request must stop the retry
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    status = run_durable_workflow(Flow("backoff").then(flaky).build(), iid, 0, backend=backend)
-    watcher.join(5)
+    with virtual_time(auto_skip=False) as clock:
+        watcher = threading.Thread(target=watch, args=(clock,))
+        watcher.start()
+        wf = Flow("backoff").then(flaky).build()
+        status = run_durable_workflow(wf, iid, 0, backend=backend)
+    watcher.join(60)
     assert failed_once.is_set()
     assert status.status == ("cancelled" if op == "cancel" else "paused")
     assert ledger.count("attempt") == 1, "the retry after the request must not run"
