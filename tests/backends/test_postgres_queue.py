@@ -420,6 +420,18 @@ def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.01)
 
 
+def sent_before_a_marker(listen: psycopg.Connection[Any], channel: str) -> list[tuple[str, str]]:
+    """The notifications ``listen`` got before a marker sent now (channel, payload): they
+    arrive in commit order, so once the marker is in, nothing sent earlier is still due."""
+    listen.execute("SELECT pg_notify(%s, 'marker')", (channel,))
+    got: list[tuple[str, str]] = []
+    for n in listen.notifies(timeout=60.0):
+        if (n.channel, n.payload) == (channel, "marker"):
+            return got
+        got.append((n.channel, n.payload))
+    raise AssertionError("the marker notification never arrived")
+
+
 def replaced(db: psycopg.Connection[Any], channel: str, pid: int) -> Callable[[], bool]:
     """True once another connection than ``pid`` listens on ``channel``."""
     return lambda: listeners(db, channel) not in ([], [pid])
@@ -475,19 +487,23 @@ def test_the_callback_runs_after_every_relisten(
     calls: list[float] = []
     unsubscribe = backend.subscribe(lambda: calls.append(time.monotonic()))
     channel = queue_channel("public", prefix)
+    listen = psycopg.connect(db.info.dsn, autocommit=True)  # counts what is sent, in order
     try:
         wait_for(lambda: len(calls) == 1)  # after the first LISTEN: look for work now
         [pid] = listeners(db, channel)
         db.execute("SELECT pg_terminate_backend(%s)", (pid,))
         wait_for(lambda: len(calls) == 2)  # reconnected: look again (notifications were lost)
+        listen.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         iid = new(backend)  # a distributed run: its start entry notifies
         wait_for(lambda: len(calls) == 3)
+        assert sent_before_a_marker(listen, channel) == [(channel, "")]  # the start entry's
         backend.enqueue(iid, [QueueItem("later", available_at=time.time() + 3600)])
+        assert sent_before_a_marker(listen, channel) == []  # an entry due later wakes nobody
         backend.enqueue(iid, [QueueItem("now")])
-        wait_for(lambda: len(calls) == 4)
-        time.sleep(0.2)
-        assert len(calls) == 4  # an entry due later wakes nobody
+        assert sent_before_a_marker(listen, channel) == [(channel, "")]
+        wait_for(lambda: len(calls) == 7)  # the entry due now, and our three markers
     finally:
+        listen.close()
         unsubscribe()
     wait_for(lambda: listeners(db, channel) == [])
 
@@ -504,11 +520,10 @@ def test_notifications_carry_no_payload_and_stay_in_their_prefix(
         listen.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         new(other)  # another prefix: another channel
         iid = new(backend)
-        got = list(listen.notifies(timeout=1.0, stop_after=2))
-        assert [(n.channel, n.payload) for n in got] == [(channel, "")]
+        assert sent_before_a_marker(listen, channel) == [(channel, "")]
         # Nothing became claimable (the run's "" entry is already due): nobody is woken.
         backend.send_signal(iid, "go", b"1")
-        assert list(listen.notifies(timeout=0.3)) == []
+        assert sent_before_a_marker(listen, channel) == []
 
 
 def test_a_channel_too_long_for_a_name_is_hashed_and_works(pg_dsn: str) -> None:
