@@ -13,6 +13,7 @@ from sayiir.core.nodes import WorkflowDefinition
 from sayiir.core.status import WorkflowStatus
 from sayiir.engine import _lease, _runs
 from sayiir.engine._drive import adrive, drive
+from sayiir.engine._effects import Yielding
 from sayiir.engine._hooks import ACTIVE
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
 Registry = Mapping[str, Callable[[Any], Any]]
 _JSON = JsonCodec()
 _S = TypeVar("_S")
+_St = TypeVar("_St", Storage, AsyncStorage)
 
 
 def _hooked(
@@ -45,6 +47,33 @@ def _hooked(
         hooks.watch(storage, run[1], functools.partial(engine.resume, *run))
     registry, storage = hooks.prepare(registry, storage)
     return registry, storage, hooks.clock
+
+
+def _execution(
+    engine: Any,
+    storage: _St,
+    policy: str | None,
+    run: tuple[Any, str, Registry | None],
+    input: Any,
+    *,
+    inline: bool,
+) -> tuple[Yielding, _St, str]:
+    """The operation of one execution (a start when ``policy`` is given, else a resume),
+    the storage it runs on and its token: one place for the sync and async engines."""
+    workflow, instance_id, task_registry = run
+    definition, registry = resolve(workflow, task_registry)
+    registry, s, clock = _hooked(registry, storage, engine, *run)
+    token = _runs.new_token()
+    if policy is None:
+        op = _runs.resume_run(
+            definition, registry, s.codec, instance_id, inline=inline, clock=clock, token=token
+        )
+    else:
+        op = _runs.start_run(
+            definition, registry, s.codec, instance_id, input, policy,
+            inline=inline, clock=clock, token=token,
+        )  # fmt: skip
+    return op, s, token
 
 
 def resolve(workflow: Any, registry: Registry | None) -> tuple[WorkflowDefinition, Registry]:
@@ -143,21 +172,8 @@ class DurableEngine(Controls):
         input: Any,
         task_registry: Registry | None = None,
     ) -> WorkflowStatus:
-        definition, registry = resolve(workflow, task_registry)
         run = (workflow, instance_id, task_registry)
-        registry, s, clock = _hooked(registry, self._storage, self, *run)
-        token = _runs.new_token()
-        op = _runs.start_run(
-            definition,
-            registry,
-            s.codec,
-            instance_id,
-            input,
-            self._policy,
-            inline=True,
-            clock=clock,
-            token=token,
-        )
+        op, s, token = _execution(self, self._storage, self._policy, run, input, inline=True)
         held = _lease.hold(self._storage, instance_id, token)
         try:
             result: WorkflowStatus = drive(op, s)
@@ -169,13 +185,8 @@ class DurableEngine(Controls):
         self, workflow: Any, instance_id: str, task_registry: Registry | None = None
     ) -> WorkflowStatus:
         """Continue a run from its checkpoints; see ``resume_workflow``."""
-        definition, registry = resolve(workflow, task_registry)
         run = (workflow, instance_id, task_registry)
-        registry, s, clock = _hooked(registry, self._storage, self, *run)
-        token = _runs.new_token()
-        op = _runs.resume_run(
-            definition, registry, s.codec, instance_id, inline=True, clock=clock, token=token
-        )
+        op, s, token = _execution(self, self._storage, None, run, None, inline=True)
         held = _lease.hold(self._storage, instance_id, token)
         try:
             result: WorkflowStatus = drive(op, s)
@@ -239,21 +250,8 @@ class CheckpointingRunner:
         input: Any,
         task_registry: Registry | None = None,
     ) -> WorkflowStatus:
-        definition, registry = resolve(workflow, task_registry)
         run = (workflow, instance_id, task_registry)
-        registry, s, clock = _hooked(registry, self._storage, self, *run)
-        token = _runs.new_token()
-        op = _runs.start_run(
-            definition,
-            registry,
-            s.codec,
-            instance_id,
-            input,
-            self._policy,
-            inline=False,
-            clock=clock,
-            token=token,
-        )
+        op, s, token = _execution(self, self._storage, self._policy, run, input, inline=False)
         held = _lease.ahold(self._storage, instance_id, token)
         try:
             result: WorkflowStatus = await adrive(op, s)
@@ -264,13 +262,8 @@ class CheckpointingRunner:
     async def resume(
         self, workflow: Any, instance_id: str, task_registry: Registry | None = None
     ) -> WorkflowStatus:
-        definition, registry = resolve(workflow, task_registry)
         run = (workflow, instance_id, task_registry)
-        registry, s, clock = _hooked(registry, self._storage, self, *run)
-        token = _runs.new_token()
-        op = _runs.resume_run(
-            definition, registry, s.codec, instance_id, inline=False, clock=clock, token=token
-        )
+        op, s, token = _execution(self, self._storage, None, run, None, inline=False)
         held = _lease.ahold(self._storage, instance_id, token)
         try:
             result: WorkflowStatus = await adrive(op, s)
