@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from sayiir import Flow, InMemoryBackend, PostgresBackend, WorkflowClient, task
+from sayiir import Flow, WorkflowClient, task
 from sayiir.backends.protocol import QueueStorage
 from sayiir.core.records import Claim, StepRecord
 from sayiir.engine import _runs
@@ -77,18 +76,6 @@ def _clear() -> Iterator[None]:
     ran.clear()
     yield
     ran.clear()
-
-
-@pytest.fixture(params=["memory", "postgres"])
-def backend(request: pytest.FixtureRequest) -> Iterator[QueueStorage]:
-    b: QueueStorage
-    if request.param == "memory":
-        b = InMemoryBackend()
-    else:
-        dsn = request.getfixturevalue("pg_dsn")
-        b = PostgresBackend(dsn, table_prefix=f"c{uuid.uuid4().hex[:10]}_")
-    yield b
-    b.close()
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:

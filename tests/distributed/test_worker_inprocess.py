@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from sayiir import Flow, InMemoryBackend, PostgresBackend, RetryPolicy, WorkflowClient, task
-from sayiir.backends.protocol import QueueStorage
+from sayiir import Flow, InMemoryBackend, RetryPolicy, WorkflowClient, task
 from sayiir.core.records import QueueItem, StepRecord
 from sayiir.errors import LeaseLostError
-from sayiir.worker import Worker, WorkerHandle
+from sayiir.worker import Worker
 
 ledger: list[tuple[str, str]] = []
 _lock = threading.Lock()
@@ -88,36 +86,6 @@ def _clear_ledger() -> Iterator[None]:
 def side_by_side() -> None:
     """Fork branches must run at the same time (see ``_meet``)."""
     _pair.append(threading.Barrier(2, timeout=30))
-
-
-@pytest.fixture(params=["memory", "postgres"])
-def backend(request: pytest.FixtureRequest) -> Iterator[QueueStorage]:
-    """A fresh queue: in memory, or PostgreSQL tables with a prefix of their own."""
-    b: QueueStorage
-    if request.param == "memory":
-        b = InMemoryBackend()
-    else:
-        dsn = request.getfixturevalue("pg_dsn")
-        b = PostgresBackend(dsn, table_prefix=f"w{uuid.uuid4().hex[:10]}_")
-    yield b
-    b.close()
-
-
-@pytest.fixture
-def workers() -> Iterator[Callable[..., WorkerHandle]]:
-    handles: list[WorkerHandle] = []
-
-    def start(backend: Any, workflows: list[Any], worker_id: str, **opts: Any) -> WorkerHandle:
-        opts.setdefault("poll_interval", 0.2)
-        handle = Worker(worker_id, backend, **opts).start(workflows)
-        handles.append(handle)
-        return handle
-
-    yield start
-    for handle in handles:
-        handle.shutdown()
-    for handle in handles:
-        handle.join(10)
 
 
 def _wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -29,7 +29,7 @@ import pytest
 from sayiir import Flow, InMemoryBackend, PostgresBackend, RetryPolicy, WorkflowClient, task
 from sayiir.core.records import RunState
 from sayiir.errors import BackendError, WorkflowError
-from sayiir.worker import Worker, WorkerHandle
+from sayiir.worker import Worker
 
 calls: Counter[str] = Counter()
 _lock = threading.Lock()
@@ -110,23 +110,6 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Any]:
     b.loads = Counter()
     yield b
     b.close()
-
-
-@pytest.fixture
-def workers() -> Iterator[Callable[..., WorkerHandle]]:
-    handles: list[WorkerHandle] = []
-
-    def start(backend: Any, workflows: list[Any], worker_id: str, **opts: Any) -> WorkerHandle:
-        opts.setdefault("poll_interval", 0.2)
-        handle = Worker(worker_id, backend, **opts).start(workflows)
-        handles.append(handle)
-        return handle
-
-    yield start
-    for handle in handles:
-        handle.shutdown()
-    for handle in handles:
-        handle.join(10)
 
 
 def wait_for(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:

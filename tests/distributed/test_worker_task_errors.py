@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from sayiir import Flow, InMemoryBackend, PostgresBackend, WorkflowClient
-from sayiir.backends.protocol import QueueStorage
+from sayiir import Flow, WorkflowClient
 from sayiir.worker import Worker
 
 
@@ -61,18 +59,6 @@ CASES: dict[str, tuple[Callable[[int], Any], Callable[[str], bool]]] = {
         ),
     ),
 }
-
-
-@pytest.fixture(params=["memory", "postgres"])
-def backend(request: pytest.FixtureRequest) -> Iterator[QueueStorage]:
-    b: QueueStorage
-    if request.param == "memory":
-        b = InMemoryBackend()
-    else:
-        dsn = request.getfixturevalue("pg_dsn")
-        b = PostgresBackend(dsn, table_prefix=f"e{uuid.uuid4().hex[:10]}_")
-    yield b
-    b.close()
 
 
 def _wait_for(cond: Callable[[], bool], timeout: float = 30.0) -> None:
