@@ -39,7 +39,6 @@ from sayiir.core.records import (
 from sayiir.errors import (
     InstanceNotFoundError,
     LeaseLostError,
-    RunFinishedError,
     RunReplacedError,
 )
 
@@ -213,9 +212,7 @@ class InMemoryBackend:
         inst: _Instance, final: FinalState, steps: Sequence[StepRecord]
     ) -> ControlRequest | None:
         rec = inst.record
-        decision = write_decision(rec.status, final.status)
-        if decision == "refuse":
-            raise RunFinishedError(rec.instance_id, rec.status.value)
+        decision = write_decision(rec.instance_id, rec.status, final.status)
         if decision != "skip":
             for step in steps:
                 inst.checkpoints[step.key] = step.output
@@ -393,9 +390,7 @@ class InMemoryBackend:
                 )
             inst = self._instances[claim.instance_id]
             if final is not None:
-                decision = write_decision(inst.record.status, final.status)
-                if decision == "refuse":
-                    raise RunFinishedError(claim.instance_id, inst.record.status.value)
+                decision = write_decision(claim.instance_id, inst.record.status, final.status)
                 if decision != "write":  # an applied pause stays; the claim is given up
                     if final.status in TERMINAL:
                         inst.queue.clear()  # as a terminal advance does
@@ -500,9 +495,7 @@ class InMemoryBackend:
         rec = inst.record
         if rec.status is Status.RUNNING:  # the common case, decided at once
             return None
-        decision = write_decision(rec.status)
-        if decision == "refuse":
-            raise RunFinishedError(rec.instance_id, rec.status.value)
+        decision = write_decision(rec.instance_id, rec.status)
         return applied_request(rec) if decision == "skip" else None
 
     def _touch(self, inst: _Instance, token: str | None) -> ControlRequest | None:

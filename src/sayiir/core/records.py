@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from sayiir.errors import RunFinishedError
+
 __all__ = [
     "ACTIVE",
     "AGING_SECS",
@@ -93,18 +95,18 @@ def executes(record: InstanceRecord) -> bool:
     return record.status is Status.RUNNING and not record.distributed
 
 
-def write_decision(status: Status, final: Status | None = None) -> str:
+def write_decision(instance_id: str, status: Status, final: Status | None = None) -> str:
     """What an executing engine's write does to an instance in ``status`` (its token matched).
 
     ``final`` is the status a ``finish`` writes (``None`` for a checkpoint write). Returns
     ``"write"`` (as asked), ``"keep"`` (an applied pause: checkpoints are stored but the
-    status stays paused, and the engine is told), ``"skip"`` (an applied cancel: nothing is
-    written, the engine is told) or ``"refuse"`` (completed or failed: nothing is written,
-    ``RunFinishedError``). A final state, once applied, is never overwritten; every backend
+    status stays paused, and the engine is told) or ``"skip"`` (an applied cancel: nothing is
+    written, the engine is told); raises ``RunFinishedError`` for a completed or failed run
+    (nothing is written). A final state, once applied, is never overwritten; every backend
     uses this one rule.
     """
     if status is Status.COMPLETED or status is Status.FAILED:
-        return "refuse"
+        raise RunFinishedError(instance_id, status.value)
     if status is Status.CANCELLED:
         return "skip"
     if status is Status.PAUSED:

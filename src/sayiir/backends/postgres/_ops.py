@@ -41,7 +41,6 @@ from sayiir.core.records import (
 from sayiir.errors import (
     InstanceNotFoundError,
     LeaseLostError,
-    RunFinishedError,
     RunReplacedError,
 )
 
@@ -159,9 +158,7 @@ def _refused(
     record = _record(rows[0])
     if token is not None and record.token is not None and record.token != token:
         raise RunReplacedError(instance_id)
-    decision = write_decision(record.status, final)
-    if decision == "refuse":
-        raise RunFinishedError(instance_id, record.status.value)
+    decision = write_decision(instance_id, record.status, final)
     if decision == "write":  # changed back meanwhile (unpaused): the caller may try again
         raise RunReplacedError(instance_id)
     return applied_request(record)

@@ -46,7 +46,6 @@ from sayiir.core.records import (
 from sayiir.errors import (
     BackendError,
     InstanceNotFoundError,
-    RunFinishedError,
     RunReplacedError,
 )
 
@@ -418,11 +417,7 @@ class SqliteBackend:
 
     def _decision(self, row: _Row, instance_id: str, final: Status | None = None) -> str:
         """``write_decision`` for the ``select_control`` row; raise on a finished run."""
-        status = self._status(row[0], instance_id)
-        decision = write_decision(status, final)
-        if decision == "refuse":
-            raise RunFinishedError(instance_id, status.value)
-        return decision
+        return write_decision(instance_id, self._status(row[0], instance_id), final)
 
     def _status(self, value: str, instance_id: str) -> Status:
         try:
