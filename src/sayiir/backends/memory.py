@@ -12,8 +12,10 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
+from sayiir.backends._memory_queries import MemoryQueries, StepMeta
 from sayiir.backends.adapters import DirectAsyncStorage
 from sayiir.core.codec import Codec, JsonCodec
+from sayiir.core.queries import AuditEntry, DefinitionInfo
 from sayiir.core.records import (
     ACTIVE,
     TERMINAL,
@@ -46,13 +48,28 @@ __all__ = ["InMemoryBackend"]
 
 
 class _Instance:
-    __slots__ = ("attempts", "checkpoints", "queue", "record")
+    __slots__ = ("attempts", "checkpoints", "consumed", "meta", "queue", "record")
 
     def __init__(self, record: InstanceRecord) -> None:
         self.record = record
         self.checkpoints: dict[str, bytes] = {}
         self.attempts: list[AttemptRecord] = []
         self.queue: dict[str, _Entry] = {}
+        # For the console (RunQueries): what a checkpoint's step was, and consumed signals.
+        self.meta: dict[str, StepMeta] = {}
+        self.consumed: list[tuple[str, bytes, float, float]] = []
+
+    def put(self, steps: Sequence[StepRecord]) -> None:
+        now = time.time()
+        for step in steps:
+            self.checkpoints[step.key] = step.output
+            self.meta[step.key] = (
+                step.task_id,
+                step.attempt,
+                step.started_at,
+                step.finished_at,
+                now,
+            )
 
 
 class _Entry:
@@ -72,7 +89,7 @@ class _Entry:
         self.last_error: str | None = None  # why the last claim ended without an outcome
 
 
-class InMemoryBackend:
+class InMemoryBackend(MemoryQueries):
     """Thread-safe in-process store; state lives as long as the object.
 
     ``lease_secs``: how long an execution holds a run without a write or a heartbeat
@@ -92,7 +109,9 @@ class InMemoryBackend:
         self.lease_secs = check_lease_secs(lease_secs)
         self._lock = threading.Lock()
         self._instances: dict[str, _Instance] = {}
-        self._signals: dict[tuple[str, str], deque[bytes]] = {}
+        self._signals: dict[tuple[str, str], deque[tuple[bytes, float]]] = {}
+        self._definitions: dict[str, DefinitionInfo] = {}
+        self._audit: list[AuditEntry] = []
         self._seq = 0
         self._listeners: list[Callable[[], None]] = []
 
@@ -106,6 +125,7 @@ class InMemoryBackend:
             existing = self._instances.get(record.instance_id)
             if existing is not None and not replace:
                 return _copy(existing.record)
+            self._store_definition(record)
             # The engine hands the record over and never touches it again: no copy needed.
             inst = self._instances[record.instance_id] = _Instance(record)
             record.lease_until = time.time() + self.lease_secs if executes(record) else None
@@ -160,8 +180,7 @@ class InMemoryBackend:
             stopped = self._stopped(inst)
             if stopped is not None:
                 return stopped
-            for step in steps:
-                inst.checkpoints[step.key] = step.output
+            inst.put(steps)
             return self._touch(inst, token)
 
     def record_attempt(
@@ -191,8 +210,9 @@ class InMemoryBackend:
             queue = self._signals.get((instance_id, signal_name))
             if not queue:
                 return None
-            payload = queue.popleft()
-            inst.checkpoints[key] = payload
+            payload, sent_at = queue.popleft()
+            inst.put([StepRecord(key, payload)])
+            inst.consumed.append((signal_name, payload, sent_at, time.time()))
             self._touch(inst, token)
             return payload
 
@@ -214,8 +234,7 @@ class InMemoryBackend:
         rec = inst.record
         decision = write_decision(rec.instance_id, rec.status, final.status)
         if decision != "skip":
-            for step in steps:
-                inst.checkpoints[step.key] = step.output
+            inst.put(steps)
         if decision != "write":
             return applied_request(rec)
         now = time.time()
@@ -293,7 +312,8 @@ class InMemoryBackend:
             inst = self._instances.get(instance_id)
             found = None if inst is None else inst.record.status
             if found not in TERMINAL:
-                self._signals.setdefault((instance_id, signal_name), deque()).append(payload)
+                queue = self._signals.setdefault((instance_id, signal_name), deque())
+                queue.append((payload, time.time()))
             if inst is not None and inst.record.distributed and found in ACTIVE:
                 self._enqueue(inst, [QueueItem("")])  # wake a worker to consume it
             return found
@@ -397,8 +417,7 @@ class InMemoryBackend:
                     else:
                         inst.queue.pop(claim.key, None)
                     return applied_request(inst.record), None
-            for step in steps:
-                inst.checkpoints[step.key] = step.output
+            inst.put(steps)
             if final is not None or next_item is not None or release:
                 # Given up before the new entries go in: a worker that holds "" and parks
                 # queues "" again (due at the wake-up time); that entry must survive.

@@ -11,9 +11,20 @@ The engine (``sayiir.engine``) depends only on this module and
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from sayiir.core.codec import Codec
+from sayiir.core.queries import (
+    AuditEntry,
+    DefinitionInfo,
+    QueueStats,
+    RunDetail,
+    RunFilter,
+    RunPage,
+    RunSort,
+    StatusCounts,
+)
 from sayiir.core.records import (
     AttemptRecord,
     Claim,
@@ -26,7 +37,7 @@ from sayiir.core.records import (
     StepRecord,
 )
 
-__all__ = ["AsyncStorage", "QueueStorage", "Storage"]
+__all__ = ["AsyncStorage", "QueueStorage", "RunQueries", "Storage"]
 
 
 @runtime_checkable
@@ -288,4 +299,75 @@ class QueueStorage(Storage, Protocol):
         as after an expired lease, so dead-lettering counts it) and remembers ``error`` as
         the cause. False, and nothing written, when ``claim`` is no longer held.
         """
+        ...
+
+
+@runtime_checkable
+class RunQueries(Protocol):
+    """What the operator console and the ``sayiir runs`` CLI read (``sayiir.core.queries``).
+
+    Read-only except the audit log. Lists page by keyset (``RunPage.next_cursor``, never
+    OFFSET) and nothing counts a whole table (``count_runs`` stops at ``cap``). Every
+    backend answers the same way; tests/contract/test_queries_contract.py checks it.
+    """
+
+    def list_runs(
+        self,
+        filter: RunFilter,
+        sort: RunSort = ...,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> RunPage:
+        """One page of runs matching ``filter`` in ``sort`` order, after ``cursor``."""
+        ...
+
+    def count_runs(self, filter: RunFilter, cap: int = 1000) -> tuple[int, bool]:
+        """How many runs match, counting at most ``cap``: ``(n, capped)`` ("1,000+")."""
+        ...
+
+    def run_detail(
+        self,
+        instance_id: str,
+        *,
+        steps_cursor: str | None = None,
+        steps_limit: int = 500,
+        preview_bytes: int = 2048,
+    ) -> RunDetail | None:
+        """A run with one page of its steps (in start order), signals, children and audit."""
+        ...
+
+    def step_output(self, instance_id: str, key: str) -> object:
+        """The full decoded output of checkpoint ``key`` (``KeyError`` when absent)."""
+        ...
+
+    def run_input(self, instance_id: str) -> object:
+        """The full decoded input of a run (``InstanceNotFoundError`` when unknown)."""
+        ...
+
+    def run_output(self, instance_id: str) -> object:
+        """The full decoded output of a run (``None`` until it completed)."""
+        ...
+
+    def status_counts(
+        self, since: datetime, until: datetime, bucket_secs: float = 3600.0
+    ) -> StatusCounts:
+        """Runs created in ``[since, until)`` by status, in total and per time bucket."""
+        ...
+
+    def queue_stats(self) -> QueueStats | None:
+        """The worker queue's depth and oldest ready age (``None``: no queue)."""
+        ...
+
+    def list_definitions(self) -> list[DefinitionInfo]:
+        """Every stored workflow definition, newest first."""
+        ...
+
+    def get_definition(self, definition_hash: str) -> DefinitionInfo | None: ...
+
+    def record_audit(self, entry: AuditEntry) -> None:
+        """Append an operator action to the audit log."""
+        ...
+
+    def list_audit(self, instance_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        """The audit entries of one run (or all runs), newest first."""
         ...

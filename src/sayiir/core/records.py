@@ -148,6 +148,10 @@ class InstanceRecord:
     # by the heartbeat while a task runs); ``None`` when no execution holds it (parked,
     # finished, submitted for workers). Epoch seconds, from the backend's clock.
     lease_until: float | None = None
+    # The workflow's structure as JSON text (``sayiir.core.graph.definition_text``), handed
+    # to ``create_instance`` so the backend stores it once per definition hash (for the
+    # console); never read back into the record (``None`` on loaded records).
+    definition: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(slots=True)

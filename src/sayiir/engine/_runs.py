@@ -14,6 +14,7 @@ from typing import Any
 
 from sayiir.core.codec import Codec
 from sayiir.core.describe import exc_text, storable
+from sayiir.core.graph import definition_text
 from sayiir.core.keys import unstorable
 from sayiir.core.nodes import (
     Chain,
@@ -337,6 +338,7 @@ def _create(
         distributed=distributed,
         priority=first_priority(definition.nodes),
         token=token,
+        definition=definition_text(definition),
     )
     existing = yield Store("create_instance", record, replace=policy == "terminate_existing")
     if existing is not None:
