@@ -8,11 +8,13 @@ never restart the shared server (reliability plan R5 has its own harness).
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -87,7 +89,7 @@ def test_async_usage_as_on_the_page(pg_dsn: str, iid: str) -> None:
 
     async def main() -> None:
         backend = await PostgresBackend.connect(pg_dsn)
-        assert backend._apool is not None  # the pool is open when connect returns
+        assert backend._pools.async_hot() is not None  # the pool is open when connect returns
         runner = CheckpointingRunner(backend)
         status = await runner.run(workflow, iid, 42)
         assert status.is_completed() and status.output == 86
@@ -170,7 +172,7 @@ def test_the_other_api_opens_its_own_pool_from_the_same_conninfo(pg_dsn: str, ii
                 run_durable_workflow, workflow, iid, 1, backend=backend
             )
             assert status.output == 2
-            own = backend._pool
+            own = backend._pools.sync_hot()
             assert own is not None and own is not pool  # type: ignore[comparison-overlap]
             await backend.aclose()
             assert own.closed and not pool.closed
@@ -188,7 +190,7 @@ def test_pool_options_reach_the_pool(pg_dsn: str) -> None:
         max_lifetime_secs=120,
     )
     backend.load("x")
-    pool = backend._pool
+    pool = backend._pools.sync_hot()
     assert pool is not None
     assert (pool.min_size, pool.max_size, pool.timeout) == (2, 7, 3.0)
     assert (pool.max_idle, pool.max_lifetime) == (60.0, 120.0)
@@ -395,3 +397,55 @@ def test_the_retry_budget_of_a_first_call_starts_with_that_call(
     with PostgresBackend(pg_dsn, retry_timeout_secs=30) as backend:
         assert backend.load("nobody") is None
     assert budgets and all(25 < left <= 30 for left in budgets), budgets
+
+
+# -- a pool serves where it was opened ---------------------------------------------------------
+
+
+def session_pids(pg_dsn: str, application_name: str) -> set[int]:
+    """The server processes of the connections of ``application_name``."""
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+            (application_name,),
+        ).fetchall()
+    return {pid for (pid,) in rows}
+
+
+def wait_for_sessions(pg_dsn: str, application_name: str, count: int) -> set[int]:
+    """The sessions of ``application_name`` once there are ``count`` of them (the server
+    notices a closed connection a moment after the client closed it); fails after 10 s."""
+    deadline = time.monotonic() + 10
+    while len(pids := session_pids(pg_dsn, application_name)) != count:
+        assert time.monotonic() < deadline, f"{len(pids)} sessions of {application_name}"
+        time.sleep(0.05)
+    return pids
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_opens_its_own_pool_and_leaves_the_parents_alone(
+    pg_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sync pool belongs to its process, as the async pool to its event loop: a child
+    forked after the backend was used must neither talk on the parent's connections nor
+    close them (closing one tells the server to end the parent's session)."""
+    name = f"sayiir_fork_{secrets.token_hex(3)}"
+    backend = PostgresBackend(app_url(pg_dsn, name), min_connections=1, max_connections=1)
+    assert backend.load("nobody") is None
+    parent = wait_for_sessions(pg_dsn, name, 1)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            assert backend.load("nobody") is None
+            backend.close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert wait_for_sessions(pg_dsn, name, 1) == parent  # the child's session is gone, ours not
+    assert backend.load("nobody") is None
+    backend.close()
+    assert "retrying" not in caplog.text

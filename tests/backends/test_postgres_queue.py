@@ -24,7 +24,7 @@ import pytest
 from psycopg import sql
 
 from sayiir import Flow, PostgresBackend, WorkflowClient, task
-from sayiir.backends.postgres import _ops
+from sayiir.backends.postgres import _ops, _queue
 from sayiir.backends.postgres._io import DRIVER
 from sayiir.backends.postgres._names import MAX_PREFIX, queue_channel
 from sayiir.cli.app import main as cli
@@ -321,10 +321,10 @@ def test_queue_statements_use_no_sequential_scan(
         "by": None, "applied_status": "cancelled", "apply": ["waiting"],
         "request": ["running"], "error": "boom", "retry_in": 1.0, "new_token": uuid.uuid4(),
     }  # fmt: skip
-    _ops._item_params(params, [QueueItem("k9", "t", tags=("a",)), QueueItem("k10")])
-    _ops._step_params(params, [step("k7"), step("k8")])
-    _ops._step_params(params, [step("k7")])
-    _ops._final_params(params, FinalState(Status.WAITING, wake_at=time.time()))
+    _queue._item_params(params, [QueueItem("k9", "t", tags=("a",)), QueueItem("k10")])
+    _ops.step_params(params, [step("k7"), step("k8")])
+    _ops.step_params(params, [step("k7")])
+    _ops.final_params(params, FinalState(Status.WAITING, wake_at=time.time()))
     rec = InstanceRecord("big-new", "wf", "h1", Status.RUNNING, b"1", distributed=True)
     params.update({k: v for k, v in _ops._instance_params(rec, uuid.uuid4()).items()
                    if k != "id"})  # fmt: skip

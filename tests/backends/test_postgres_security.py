@@ -262,7 +262,7 @@ def test_sslmode_and_other_libpq_parameters_pass_through(pg_dsn: str) -> None:
     url = pg_dsn + "?sslmode=disable&application_name=sayiir_passthrough&connect_timeout=5"
     with PostgresBackend(url) as backend:
         backend.load("x")
-        with backend._sync_pool().connection() as conn:
+        with backend._runner.pool().connection() as conn:
             name = conn.execute("SHOW application_name").fetchone()
     assert name == ("sayiir_passthrough",)
 
@@ -271,7 +271,7 @@ def test_session_settings_are_applied(pg_dsn: str) -> None:
     options = {"statement_timeout_secs": 1.5, "idle_in_transaction_session_timeout_secs": 30}
     with PostgresBackend(pg_dsn, **options) as backend:  # type: ignore[arg-type]
         backend.load("x")
-        with backend._sync_pool().connection() as conn:
+        with backend._runner.pool().connection() as conn:
             rows = conn.execute(
                 "SELECT current_setting('statement_timeout'),"
                 " current_setting('idle_in_transaction_session_timeout')"

@@ -14,7 +14,7 @@ from uuid import uuid4
 
 import pytest
 
-from sayiir.backends.postgres import PostgresBackend, _migrations, _ops
+from sayiir.backends.postgres import PostgresBackend, _migrations, _ops, _queue
 from sayiir.backends.postgres._conninfo import parse_target, redact
 from sayiir.backends.postgres._names import (
     BARE_NAMES,
@@ -416,7 +416,7 @@ def advance(
     retry: bool = False,
     replies: list[_ops.Rows] | None = None,
 ) -> tuple[list[Any], Any]:
-    op = _ops.advance(
+    op = _queue.advance(
         CLAIM, steps or [], final=final, enqueue=enqueue, next_item=next_item,
         release=release, lease_secs=30.0, token=uuid4(), retry=retry,
     )  # fmt: skip
@@ -500,7 +500,7 @@ def test_a_lost_claim_raises_unless_a_retry_finds_its_own_commit() -> None:
 
 def test_heartbeat_returns_the_claims_not_extended() -> None:
     other = Claim("j", "k", 1, "w", "h")
-    _, lost = drive(_ops.heartbeat([CLAIM, other], 30.0), [("i", "k", 2, "w")])
+    _, lost = drive(_queue.heartbeat([CLAIM, other], 30.0), [("i", "k", 2, "w")])
     assert lost == [other]
 
 
@@ -527,6 +527,45 @@ def test_transient_and_permanent_errors() -> None:
     )
     assert not is_transient(psycopg.errors.UndefinedTable("no table"))
     assert not is_transient(ValueError("not a database error"))
+
+
+# -- the retry loop (one generator for the sync and the async shell) -------------------------
+
+
+def test_the_retry_loop_waits_checks_the_pool_once_then_gives_up() -> None:
+    import psycopg
+
+    from sayiir.backends.postgres._io import Retry
+    from sayiir.backends.postgres._runner import START, Wait, attempts
+
+    secret = "s3cr3t-pw"
+    target = parse_target(f"postgresql://app:{secret}@db.example/x")
+    retry = Retry(target, 0.5, "save_steps")
+    plan = attempts(retry)
+    assert next(plan) is START and retry.acquire_timeout(30.0) == 30.0
+    lost = psycopg.OperationalError(f"server closed the connection ({secret})")
+    first = plan.send(lost)
+    assert (first.seconds, first.check_pool) == (0.0, True)  # a dead pooled connection
+    assert retry.acquire_timeout(30.0) <= 0.5  # retries wait within the budget
+    second = plan.send(lost)
+    assert isinstance(second, Wait) and 0 < second.seconds <= 0.5 and not second.check_pool
+    retry._started -= 1.0  # the budget is spent
+    with pytest.raises(BackendError, match=r"kept failing for .*\(3 attempts") as info:
+        plan.send(lost)
+    error = info.value
+    assert secret not in str(error) and error.__cause__ is None and error.__context__ is None
+
+
+def test_the_retry_loop_gives_up_at_once_on_a_permanent_error() -> None:
+    import psycopg
+
+    from sayiir.backends.postgres._io import Retry
+    from sayiir.backends.postgres._runner import attempts
+
+    plan = attempts(Retry(parse_target("postgresql://db.example/x"), 30.0, "load"))
+    next(plan)
+    with pytest.raises(BackendError, match="during load"):
+        plan.send(psycopg.errors.UndefinedTable("no table"))
 
 
 # -- import hygiene ----------------------------------------------------------------------------

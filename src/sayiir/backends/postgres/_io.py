@@ -19,7 +19,7 @@ from psycopg.pq import ExecStatus, TransactionStatus
 
 from sayiir.backends.postgres._conninfo import Target
 from sayiir.backends.postgres._errors import describe, is_transient, mark_lost, translate
-from sayiir.backends.postgres._ops import Op, Q, Request, Rows
+from sayiir.backends.postgres._ops import Op, Q, Request
 from sayiir.backends.postgres._sql import Compiled
 from sayiir.errors import BackendError
 
@@ -54,21 +54,16 @@ def execute(conn: psycopg.Connection[Any], compiled: Compiled, op: Op[T]) -> T:
     restore = not conn.autocommit
     if restore:
         conn.autocommit = True
-    rows: Rows | None = None
     try:
+        req = next(op)
         while True:
-            try:
-                req = op.send(rows)  # type: ignore[arg-type]
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
             query, params, prepare = _statement(compiled, req)
             cur = conn.execute(query, params, prepare=prepare, binary=prepare)
-            # Not cur.description: it builds a Column object per column on every call.
-            res = cur.pgresult
-            rows = cur.fetchall() if res is not None and res.status == _TUPLES_OK else []
+            req = op.send(cur.fetchall() if _has_rows(cur) else [])
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
     except BaseException as exc:
-        mark_lost(exc, conn.closed)
-        if conn.info.transaction_status in _IN_TRANSACTION:
+        if _must_roll_back(exc, conn):
             with contextlib.suppress(psycopg.Error):
                 conn.rollback()
         raise
@@ -83,20 +78,16 @@ async def aexecute(conn: psycopg.AsyncConnection[Any], compiled: Compiled, op: O
     restore = not conn.autocommit
     if restore:
         await conn.set_autocommit(True)
-    rows: Rows | None = None
     try:
+        req = next(op)
         while True:
-            try:
-                req = op.send(rows)  # type: ignore[arg-type]
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
             query, params, prepare = _statement(compiled, req)
             cur = await conn.execute(query, params, prepare=prepare, binary=prepare)
-            res = cur.pgresult
-            rows = await cur.fetchall() if res is not None and res.status == _TUPLES_OK else []
+            req = op.send(await cur.fetchall() if _has_rows(cur) else [])
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
     except BaseException as exc:
-        mark_lost(exc, conn.closed)
-        if conn.info.transaction_status in _IN_TRANSACTION:
+        if _must_roll_back(exc, conn):
             with contextlib.suppress(psycopg.Error):
                 await conn.rollback()
         raise
@@ -106,18 +97,26 @@ async def aexecute(conn: psycopg.AsyncConnection[Any], compiled: Compiled, op: O
             await conn.set_autocommit(False)
 
 
+def _has_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    # Not cur.description: it builds a Column object per column on every call.
+    res = cur.pgresult
+    return res is not None and res.status == _TUPLES_OK
+
+
+def _must_roll_back(
+    exc: BaseException, conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
+) -> bool:
+    """Note whether ``exc`` cost us the connection (``mark_lost``); then, is a transaction
+    of the operation (``begin`` ... ``commit``) left open on it?"""
+    mark_lost(exc, conn.closed)
+    return conn.info.transaction_status in _IN_TRANSACTION
+
+
 class Retry:
     """Exponential backoff on connection-class errors, bounded by ``timeout`` seconds.
 
-    One object per call::
-
-        retry = Retry(target, timeout, "save_steps")
-        while True:
-            try: return do()
-            except Exception as exc: failure = exc
-            outcome = retry.after(failure)   # outside the except block
-            if isinstance(outcome, BackendError): raise outcome
-            sleep(outcome)
+    One object per call, consulted by the retry loop (``_runner.attempts``) after each
+    failed attempt.
     """
 
     __slots__ = ("_doing", "_started", "_target", "_timeout", "attempts")
@@ -135,7 +134,10 @@ class Retry:
         self.attempts = 0
 
     def acquire_timeout(self, configured: float) -> float:
-        """How long the next pool checkout may wait: never past the retry budget."""
+        """How long the next pool checkout may wait: the pool's own timeout for the first
+        attempt (a busy pool is not an outage), never past the retry budget after that."""
+        if self.attempts == 0:
+            return configured
         return min(configured, max(0.05, self.remaining()))
 
     def remaining(self) -> float:

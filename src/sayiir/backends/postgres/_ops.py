@@ -22,11 +22,9 @@ from sayiir.core.records import (
     TERMINAL,
     AttemptRecord,
     AttemptState,
-    Claim,
     ControlRequest,
     FinalState,
     InstanceRecord,
-    QueueItem,
     RunState,
     Status,
     StepRecord,
@@ -34,13 +32,11 @@ from sayiir.core.records import (
     control_decision,
     executes,
     fold_attempt,
-    lease_expired,
     queue_priority,
     write_decision,
 )
 from sayiir.errors import (
     InstanceNotFoundError,
-    LeaseLostError,
     RunReplacedError,
 )
 
@@ -49,28 +45,23 @@ __all__ = [
     "Q",
     "Rows",
     "Script",
-    "abandon",
-    "advance",
-    "claim",
     "consume_signal",
-    "count_finished",
     "create_instance",
-    "delete_finished",
-    "enqueue",
+    "final_params",
     "finish",
     "get_checkpoint",
     "get_instance",
-    "heartbeat",
     "load",
-    "next_due",
+    "obeyed",
     "ping",
     "record_attempt",
+    "record_of",
     "renew_lease",
     "request_control",
-    "retention_cutoff",
     "save_steps",
     "send_signal",
     "start_token",
+    "step_params",
     "take_over",
     "unpause",
 ]
@@ -123,7 +114,7 @@ _N_COLUMNS = 22  # the columns of _instance_columns in queries.sql
 # -- rows <-> records ----------------------------------------------------------------------
 
 
-def _record(row: tuple[Any, ...], at: int = 0) -> InstanceRecord:
+def record_of(row: tuple[Any, ...], at: int = 0) -> InstanceRecord:
     """An ``InstanceRecord`` from the ``_instance_columns`` of ``row`` starting at ``at``."""
     r = row[at : at + _N_COLUMNS]
     kind = r[13]
@@ -155,7 +146,7 @@ def _refused(
     rows = yield Q("get_instance", {"id": instance_id})
     if not rows:
         raise InstanceNotFoundError(instance_id)
-    record = _record(rows[0])
+    record = record_of(rows[0])
     if token is not None and record.token is not None and record.token != token:
         raise RunReplacedError(instance_id)
     decision = write_decision(instance_id, record.status, final)
@@ -195,7 +186,7 @@ def _instance_params(
     }
 
 
-def _obeyed(instance_id: str, row: tuple[Any, ...]) -> ControlRequest | None:
+def obeyed(instance_id: str, row: tuple[Any, ...]) -> ControlRequest | None:
     """What the engine must obey after a write: the columns RETURNING by the _touch CTE."""
     status, reason, c_by, p_by, r_kind, r_reason, r_by = row
     record = InstanceRecord(
@@ -207,7 +198,7 @@ def _obeyed(instance_id: str, row: tuple[Any, ...]) -> ControlRequest | None:
     return None if r_kind is None else ControlRequest(r_kind, r_reason, r_by)
 
 
-def _step_params(params: dict[str, Any], steps: Sequence[StepRecord]) -> str:
+def step_params(params: dict[str, Any], steps: Sequence[StepRecord]) -> str:
     """Add the parameters of ``{_steps}`` to ``params``; return the query-name suffix of
     the variant they fit (``_sql.VARIANTS``)."""
     if not steps:
@@ -265,7 +256,7 @@ def create_instance(
         if row[0]:
             return None
         if row[1] is not None:
-            existing = _record(row, 1)
+            existing = record_of(row, 1)
             if retry and existing.token == str(token):
                 return None  # our first attempt committed before the connection broke
             return existing
@@ -279,7 +270,7 @@ def load(instance_id: str) -> Op[RunState | None]:
     row = rows[0]
     at = _N_COLUMNS
     keys, outputs = row[at], row[at + 1]
-    state = RunState(_record(row), dict(zip(keys, outputs, strict=True)) if keys else {})
+    state = RunState(record_of(row), dict(zip(keys, outputs, strict=True)) if keys else {})
     if row[at + 2]:
         for key, task_id, n, status, started, finished, error, retry_at, deadline, worker in zip(
             *row[at + 2 : at + 12], strict=True
@@ -305,7 +296,7 @@ def take_over(
         "lease": float(lease_secs),
     }
     rows = yield Q("take_over", params)
-    return _record(rows[0]) if rows else None
+    return record_of(rows[0]) if rows else None
 
 
 def renew_lease(instance_id: str, token: str, lease_secs: float) -> Op[bool]:
@@ -321,10 +312,10 @@ def save_steps(
     lease_secs: float = DEFAULT_LEASE_SECS,
 ) -> Op[ControlRequest | None]:
     params: dict[str, Any] = {"id": instance_id, "token": _token(token), "lease": lease_secs}
-    rows = yield Q("save_steps" + _step_params(params, steps), params)
+    rows = yield Q("save_steps" + step_params(params, steps), params)
     if not rows:
         return (yield from _refused(instance_id, token))
-    return _obeyed(instance_id, rows[0])
+    return obeyed(instance_id, rows[0])
 
 
 def record_attempt(
@@ -354,7 +345,7 @@ def record_attempt(
     )
     if not rows:
         return (yield from _refused(instance_id, token))
-    return _obeyed(instance_id, rows[0])
+    return obeyed(instance_id, rows[0])
 
 
 def consume_signal(
@@ -381,7 +372,7 @@ def consume_signal(
     return found
 
 
-def _final_params(params: dict[str, Any], final: FinalState) -> dict[str, Any]:
+def final_params(params: dict[str, Any], final: FinalState) -> dict[str, Any]:
     """The parameters of ``_finish_set`` (flags computed as ``InMemoryBackend._finish``)."""
     status = final.status
     stopped = status in _STOPPED
@@ -407,8 +398,8 @@ def _final_params(params: dict[str, Any], final: FinalState) -> dict[str, Any]:
 def finish(
     instance_id: str, final: FinalState, steps: Sequence[StepRecord], token: str | None = None
 ) -> Op[ControlRequest | None]:
-    params = _final_params({"id": instance_id, "token": _token(token)}, final)
-    rows = yield Q("finish" + _step_params(params, steps), params)
+    params = final_params({"id": instance_id, "token": _token(token)}, final)
+    rows = yield Q("finish" + step_params(params, steps), params)
     if not rows[0][0]:
         return (yield from _refused(instance_id, token, final.status))
     return None
@@ -416,7 +407,7 @@ def finish(
 
 def get_instance(instance_id: str) -> Op[InstanceRecord | None]:
     rows = yield Q("get_instance", {"id": instance_id})
-    return _record(rows[0]) if rows else None
+    return record_of(rows[0]) if rows else None
 
 
 def get_checkpoint(instance_id: str, key: str) -> Op[bytes | None]:
@@ -469,253 +460,3 @@ def send_signal(
     )
     found = rows[0][0]
     return None if found is None else Status(found)
-
-
-# -- worker queue --------------------------------------------------------------------------
-
-
-def _item_params(params: dict[str, Any], items: Sequence[QueueItem]) -> str:
-    """Add the parameters of ``{_items}`` to ``params``; return the query-name suffix of
-    the variant they fit (``_sql.VARIANTS``). Parallel arrays; each item's tags are a slice
-    of one flat array."""
-    if not items:
-        return "/q0"
-    tags: list[str] = []
-    lo: list[int] = []
-    hi: list[int] = []
-    for item in items:
-        lo.append(len(tags) + 1)
-        tags.extend(item.tags)
-        hi.append(len(tags))
-    params["q_keys"] = [item.key for item in items]
-    params["q_task_ids"] = [item.task_id for item in items]
-    params["q_priorities"] = [queue_priority(item.priority) for item in items]
-    params["q_tags"] = tags
-    params["q_tag_lo"] = lo
-    params["q_tag_hi"] = hi
-    params["q_at"] = [item.available_at for item in items]
-    return ""
-
-
-def _claims(rows: Rows, worker_id: str) -> list[Claim]:
-    """Claims from rows (instance, key, attempt, hash, worker whose lease expired, last
-    error); a lease taken over is the cause of the previous claim's end."""
-    return [
-        Claim(
-            r[0],
-            r[1],
-            r[2],
-            worker_id,
-            r[3],
-            r[5] if r[4] is None else lease_expired(r[4], r[2] - 1),
-        )
-        for r in rows
-    ]
-
-
-def enqueue(instance_id: str, items: Sequence[QueueItem]) -> Op[None]:
-    """Add entries, skipping keys already queued or checkpointed (a repeat changes nothing)."""
-    params: dict[str, Any] = {"id": instance_id, "key": None}
-    yield Q("enqueue" + _item_params(params, items), params)
-
-
-def claim(
-    worker_id: str,
-    definition_hashes: Sequence[str],
-    tags: Sequence[str],
-    limit: int,
-    lease_secs: float,
-    *,
-    token: UUID,
-    retry: bool,
-) -> Op[list[Claim]]:
-    """Claim up to ``limit`` entries; a re-sent call returns what its first attempt claimed."""
-    if retry:
-        rows = yield Q("claimed_by_token", {"worker": worker_id, "token": token})
-        if rows:
-            return _claims(rows, worker_id)
-    rows = yield Q(
-        "claim",
-        {
-            "worker": worker_id,
-            "hashes": list(definition_hashes),
-            "tags": list(tags),
-            "n": limit,
-            "lease": float(lease_secs),
-            "token": token,
-        },
-    )
-    return _claims(rows, worker_id)
-
-
-def next_due(definition_hashes: Sequence[str], tags: Sequence[str]) -> Op[float | None]:
-    """Seconds until the next entry ``claim`` would take falls due (database clock)."""
-    rows = yield Q("next_due", {"hashes": list(definition_hashes), "tags": list(tags)})
-    due: float | None = rows[0][0]
-    return due
-
-
-def heartbeat(claims: Sequence[Claim], lease_secs: float) -> Op[list[Claim]]:
-    """Extend the leases still held; return the claims that were lost."""
-    rows = yield Q(
-        "heartbeat",
-        {
-            "ids": [c.instance_id for c in claims],
-            "keys": [c.key for c in claims],
-            "attempts": [c.attempt for c in claims],
-            "workers": [c.worker_id for c in claims],
-            "lease": float(lease_secs),
-        },
-    )
-    held = {(r[0], r[1], r[2], r[3]) for r in rows}
-    return [c for c in claims if (c.instance_id, c.key, c.attempt, c.worker_id) not in held]
-
-
-def _lease_lost(claim: Claim) -> LeaseLostError:
-    return LeaseLostError(
-        f"worker '{claim.worker_id}' lost its claim on task '{claim.key}' of "
-        f"instance '{claim.instance_id}' (attempt {claim.attempt}); "
-        "its result was not written"
-    )
-
-
-def advance(
-    claim: Claim,
-    steps: Sequence[StepRecord],
-    *,
-    final: FinalState | None,
-    enqueue: Sequence[QueueItem],
-    next_item: QueueItem | None,
-    release: bool,
-    lease_secs: float,
-    token: UUID,
-    retry: bool,
-) -> Op[tuple[ControlRequest | None, Claim | None]]:
-    """``QueueStorage.advance`` in one fenced statement (see ``InMemoryBackend.advance``); a
-    terminal final locks the run row first, in a statement of its own (same transaction).
-
-    The order of the reference: checkpoints; the claim given up (unless kept); new entries
-    (a key checkpointed by this write is not queued; the claim's own key is queued again
-    only when the claim is given up); then the final state, or the claim moved to
-    ``next_item`` unless that key is queued or checkpointed by now.
-    """
-    step_keys = {s.key for s in steps}
-    terminal = final is not None and final.status in TERMINAL
-    give_up = final is not None or release or next_item is not None
-    items = [] if terminal else [it for it in enqueue if it.key not in step_keys]
-    queued = {it.key for it in items}
-    nxt = None if final is not None else next_item
-    if nxt is not None and (nxt.key in step_keys or nxt.key in queued):
-        nxt = None  # checkpointed or queued by this very write: another worker's to take
-    if not give_up:
-        fate = "keep"
-    elif not terminal and claim.key in queued:
-        fate = "requeue"
-    elif nxt is not None and nxt.key == claim.key:
-        fate = "renew"
-    else:
-        fate = "drop"
-    params: dict[str, Any] = {
-        "id": claim.instance_id,
-        "key": claim.key,
-        "attempt": claim.attempt,
-        "worker": claim.worker_id,
-        "fate": fate,
-        "terminal": terminal,
-        "lease": float(lease_secs),
-        "token": token,
-        "move": nxt is not None and nxt.key != claim.key,
-        "n_key": None if nxt is None else nxt.key,
-        "n_task_id": None if nxt is None else nxt.task_id,
-        "n_priority": None if nxt is None else queue_priority(nxt.priority),
-        "n_tags": None if nxt is None else list(nxt.tags),
-    }
-    variant = _step_params(params, steps) + _item_params(params, items)
-    if final is not None:
-        _final_params(params, final)
-        if terminal:
-            # Locked first, in a statement of its own: the final write then reads a snapshot
-            # that has every entry a concurrent enqueue committed (in one statement its older
-            # snapshot could leave such an entry behind), and later enqueues find the run over.
-            yield Q("begin", prepare=False)
-            yield Q("lock_instance", {"id": claim.instance_id})
-            rows = yield Q("advance_final" + variant, params)
-            yield Q("commit", prepare=False)
-        else:
-            rows = yield Q("advance_final" + variant, params)
-        if not rows[0][0]:
-            yield from _recover(claim, params, retry and give_up, final=True)
-        elif not rows[0][2]:  # a pause applied meanwhile stays (write_decision)
-            found = yield Q("get_instance", {"id": claim.instance_id})
-            return (applied_request(_record(found[0])) if found else None), None
-        return None, None
-    rows = yield Q("advance" + variant, params)
-    row = rows[0]
-    if not row[0]:
-        return (yield from _recover(claim, params, retry and give_up, final=False))
-    request = _obeyed(claim.instance_id, row[1:8])
-    if fate == "keep":
-        return request, claim
-    if row[9] is None or nxt is None:
-        return request, None
-    return request, Claim(claim.instance_id, nxt.key, row[9], claim.worker_id, row[8])
-
-
-def abandon(claim: Claim, error: str, retry_in: float) -> Op[bool]:
-    """``QueueStorage.abandon``: one fenced statement (a re-sent one finds the claim gone)."""
-    rows = yield Q(
-        "abandon",
-        {
-            "id": claim.instance_id,
-            "key": claim.key,
-            "attempt": claim.attempt,
-            "worker": claim.worker_id,
-            "error": error,
-            "retry_in": max(float(retry_in), 0.0),
-        },
-    )
-    return bool(rows[0][0])
-
-
-def _recover(
-    claim: Claim, params: dict[str, Any], may_have_committed: bool, *, final: bool
-) -> Op[tuple[ControlRequest | None, Claim | None]]:
-    """The claim is gone. A re-sent advance that gave it up may find its own first commit.
-
-    An entry the first attempt claimed (``n_key`` with this call's token) proves it; an
-    entry now claimed by someone else proves the lease was lost. Otherwise the claimed
-    entry is gone or queued again, which the first attempt did (or a worker that took over
-    and finished: then nothing we write matters anymore, and nothing is written).
-    """
-    if not may_have_committed:
-        raise _lease_lost(claim)
-    rows = yield Q("advance_recover", params)
-    if not rows:
-        raise _lease_lost(claim)
-    row = rows[0]
-    request = None if final else _obeyed(claim.instance_id, row[:7])
-    if row[8] is not None:
-        return request, Claim(claim.instance_id, params["n_key"], row[8], claim.worker_id, row[7])
-    if row[9]:
-        raise _lease_lost(claim)
-    return request, None
-
-
-# -- retention -----------------------------------------------------------------------------
-
-
-def retention_cutoff(older_than_secs: float) -> Op[float]:
-    """The database clock minus ``older_than_secs``, as epoch seconds."""
-    rows = yield Q("retention_cutoff", {"older_than": float(older_than_secs)})
-    return float(rows[0][0])
-
-
-def count_finished(cutoff: float) -> Op[int]:
-    rows = yield Q("count_finished", {"cutoff": cutoff})
-    return int(rows[0][0])
-
-
-def delete_finished(cutoff: float, batch_size: int) -> Op[int]:
-    """Delete one batch of runs that finished before ``cutoff``; return how many."""
-    rows = yield Q("delete_finished", {"cutoff": cutoff, "batch": batch_size})
-    return int(rows[0][0])

@@ -1,0 +1,266 @@
+"""The worker-queue operations of ``QueueStorage``, written once, without I/O (as ``_ops``).
+
+Every entry point is one fenced statement (``advance`` of a terminal final state: two, in
+one transaction), so a call re-sent after a lost connection either repeats a committed
+write, which it recognises by its token, or makes the first one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from sayiir.backends.postgres._ops import (
+    Op,
+    Q,
+    Rows,
+    final_params,
+    obeyed,
+    record_of,
+    step_params,
+)
+from sayiir.core.records import (
+    TERMINAL,
+    Claim,
+    ControlRequest,
+    FinalState,
+    QueueItem,
+    StepRecord,
+    applied_request,
+    lease_expired,
+    queue_priority,
+)
+from sayiir.errors import LeaseLostError
+
+__all__ = ["abandon", "advance", "claim", "enqueue", "heartbeat", "next_due"]
+
+
+# -- worker queue --------------------------------------------------------------------------
+
+
+def _item_params(params: dict[str, Any], items: Sequence[QueueItem]) -> str:
+    """Add the parameters of ``{_items}`` to ``params``; return the query-name suffix of
+    the variant they fit (``_sql.VARIANTS``). Parallel arrays; each item's tags are a slice
+    of one flat array."""
+    if not items:
+        return "/q0"
+    tags: list[str] = []
+    lo: list[int] = []
+    hi: list[int] = []
+    for item in items:
+        lo.append(len(tags) + 1)
+        tags.extend(item.tags)
+        hi.append(len(tags))
+    params["q_keys"] = [item.key for item in items]
+    params["q_task_ids"] = [item.task_id for item in items]
+    params["q_priorities"] = [queue_priority(item.priority) for item in items]
+    params["q_tags"] = tags
+    params["q_tag_lo"] = lo
+    params["q_tag_hi"] = hi
+    params["q_at"] = [item.available_at for item in items]
+    return ""
+
+
+def _claims(rows: Rows, worker_id: str) -> list[Claim]:
+    """Claims from rows (instance, key, attempt, hash, worker whose lease expired, last
+    error); a lease taken over is the cause of the previous claim's end."""
+    return [
+        Claim(
+            r[0],
+            r[1],
+            r[2],
+            worker_id,
+            r[3],
+            r[5] if r[4] is None else lease_expired(r[4], r[2] - 1),
+        )
+        for r in rows
+    ]
+
+
+def enqueue(instance_id: str, items: Sequence[QueueItem]) -> Op[None]:
+    """Add entries, skipping keys already queued or checkpointed (a repeat changes nothing)."""
+    params: dict[str, Any] = {"id": instance_id, "key": None}
+    yield Q("enqueue" + _item_params(params, items), params)
+
+
+def claim(
+    worker_id: str,
+    definition_hashes: Sequence[str],
+    tags: Sequence[str],
+    limit: int,
+    lease_secs: float,
+    *,
+    token: UUID,
+    retry: bool,
+) -> Op[list[Claim]]:
+    """Claim up to ``limit`` entries; a re-sent call returns what its first attempt claimed."""
+    if retry:
+        rows = yield Q("claimed_by_token", {"worker": worker_id, "token": token})
+        if rows:
+            return _claims(rows, worker_id)
+    rows = yield Q(
+        "claim",
+        {
+            "worker": worker_id,
+            "hashes": list(definition_hashes),
+            "tags": list(tags),
+            "n": limit,
+            "lease": float(lease_secs),
+            "token": token,
+        },
+    )
+    return _claims(rows, worker_id)
+
+
+def next_due(definition_hashes: Sequence[str], tags: Sequence[str]) -> Op[float | None]:
+    """Seconds until the next entry ``claim`` would take falls due (database clock)."""
+    rows = yield Q("next_due", {"hashes": list(definition_hashes), "tags": list(tags)})
+    due: float | None = rows[0][0]
+    return due
+
+
+def heartbeat(claims: Sequence[Claim], lease_secs: float) -> Op[list[Claim]]:
+    """Extend the leases still held; return the claims that were lost."""
+    rows = yield Q(
+        "heartbeat",
+        {
+            "ids": [c.instance_id for c in claims],
+            "keys": [c.key for c in claims],
+            "attempts": [c.attempt for c in claims],
+            "workers": [c.worker_id for c in claims],
+            "lease": float(lease_secs),
+        },
+    )
+    held = {(r[0], r[1], r[2], r[3]) for r in rows}
+    return [c for c in claims if (c.instance_id, c.key, c.attempt, c.worker_id) not in held]
+
+
+def _lease_lost(claim: Claim) -> LeaseLostError:
+    return LeaseLostError(
+        f"worker '{claim.worker_id}' lost its claim on task '{claim.key}' of "
+        f"instance '{claim.instance_id}' (attempt {claim.attempt}); "
+        "its result was not written"
+    )
+
+
+def advance(
+    claim: Claim,
+    steps: Sequence[StepRecord],
+    *,
+    final: FinalState | None,
+    enqueue: Sequence[QueueItem],
+    next_item: QueueItem | None,
+    release: bool,
+    lease_secs: float,
+    token: UUID,
+    retry: bool,
+) -> Op[tuple[ControlRequest | None, Claim | None]]:
+    """``QueueStorage.advance`` in one fenced statement (see ``InMemoryBackend.advance``); a
+    terminal final locks the run row first, in a statement of its own (same transaction).
+
+    The order of the reference: checkpoints; the claim given up (unless kept); new entries
+    (a key checkpointed by this write is not queued; the claim's own key is queued again
+    only when the claim is given up); then the final state, or the claim moved to
+    ``next_item`` unless that key is queued or checkpointed by now.
+    """
+    step_keys = {s.key for s in steps}
+    terminal = final is not None and final.status in TERMINAL
+    give_up = final is not None or release or next_item is not None
+    items = [] if terminal else [it for it in enqueue if it.key not in step_keys]
+    queued = {it.key for it in items}
+    nxt = None if final is not None else next_item
+    if nxt is not None and (nxt.key in step_keys or nxt.key in queued):
+        nxt = None  # checkpointed or queued by this very write: another worker's to take
+    if not give_up:
+        fate = "keep"
+    elif not terminal and claim.key in queued:
+        fate = "requeue"
+    elif nxt is not None and nxt.key == claim.key:
+        fate = "renew"
+    else:
+        fate = "drop"
+    params: dict[str, Any] = {
+        "id": claim.instance_id,
+        "key": claim.key,
+        "attempt": claim.attempt,
+        "worker": claim.worker_id,
+        "fate": fate,
+        "terminal": terminal,
+        "lease": float(lease_secs),
+        "token": token,
+        "move": nxt is not None and nxt.key != claim.key,
+        "n_key": None if nxt is None else nxt.key,
+        "n_task_id": None if nxt is None else nxt.task_id,
+        "n_priority": None if nxt is None else queue_priority(nxt.priority),
+        "n_tags": None if nxt is None else list(nxt.tags),
+    }
+    variant = step_params(params, steps) + _item_params(params, items)
+    if final is not None:
+        final_params(params, final)
+        if terminal:
+            # Locked first, in a statement of its own: the final write then reads a snapshot
+            # that has every entry a concurrent enqueue committed (in one statement its older
+            # snapshot could leave such an entry behind), and later enqueues find the run over.
+            yield Q("begin", prepare=False)
+            yield Q("lock_instance", {"id": claim.instance_id})
+            rows = yield Q("advance_final" + variant, params)
+            yield Q("commit", prepare=False)
+        else:
+            rows = yield Q("advance_final" + variant, params)
+        if not rows[0][0]:
+            yield from _recover(claim, params, retry and give_up, final=True)
+        elif not rows[0][2]:  # a pause applied meanwhile stays (write_decision)
+            found = yield Q("get_instance", {"id": claim.instance_id})
+            return (applied_request(record_of(found[0])) if found else None), None
+        return None, None
+    rows = yield Q("advance" + variant, params)
+    row = rows[0]
+    if not row[0]:
+        return (yield from _recover(claim, params, retry and give_up, final=False))
+    request = obeyed(claim.instance_id, row[1:8])
+    if fate == "keep":
+        return request, claim
+    if row[9] is None or nxt is None:
+        return request, None
+    return request, Claim(claim.instance_id, nxt.key, row[9], claim.worker_id, row[8])
+
+
+def abandon(claim: Claim, error: str, retry_in: float) -> Op[bool]:
+    """``QueueStorage.abandon``: one fenced statement (a re-sent one finds the claim gone)."""
+    rows = yield Q(
+        "abandon",
+        {
+            "id": claim.instance_id,
+            "key": claim.key,
+            "attempt": claim.attempt,
+            "worker": claim.worker_id,
+            "error": error,
+            "retry_in": max(float(retry_in), 0.0),
+        },
+    )
+    return bool(rows[0][0])
+
+
+def _recover(
+    claim: Claim, params: dict[str, Any], may_have_committed: bool, *, final: bool
+) -> Op[tuple[ControlRequest | None, Claim | None]]:
+    """The claim is gone. A re-sent advance that gave it up may find its own first commit.
+
+    An entry the first attempt claimed (``n_key`` with this call's token) proves it; an
+    entry now claimed by someone else proves the lease was lost. Otherwise the claimed
+    entry is gone or queued again, which the first attempt did (or a worker that took over
+    and finished: then nothing we write matters anymore, and nothing is written).
+    """
+    if not may_have_committed:
+        raise _lease_lost(claim)
+    rows = yield Q("advance_recover", params)
+    if not rows:
+        raise _lease_lost(claim)
+    row = rows[0]
+    request = None if final else obeyed(claim.instance_id, row[:7])
+    if row[8] is not None:
+        return request, Claim(claim.instance_id, params["n_key"], row[8], claim.worker_id, row[7])
+    if row[9]:
+        raise _lease_lost(claim)
+    return request, None
