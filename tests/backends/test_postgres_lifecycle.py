@@ -13,6 +13,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -449,3 +450,30 @@ def test_a_forked_child_opens_its_own_pool_and_leaves_the_parents_alone(
     assert backend.load("nobody") is None
     backend.close()
     assert "retrying" not in caplog.text
+
+
+# -- the psycopg parse cache -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("flag", "limit"), [(True, 1 << 16), (False, 4096)])
+def test_the_parse_cache_limit_is_raised_on_first_use_unless_opted_out(
+    pg_dsn: str, flag: bool, limit: int
+) -> None:
+    """psycopg caches the parsing of queries up to 4 KB; a backend raises that (process-wide)
+    limit on first use, and leaves psycopg alone with ``raise_parse_cache_limit=False``."""
+    code = (
+        "import os\n"
+        "from psycopg import _queries\n"
+        "from sayiir import PostgresBackend\n"
+        "before = _queries.MAX_CACHED_STATEMENT_LENGTH\n"
+        f"backend = PostgresBackend(os.environ['DSN'], raise_parse_cache_limit={flag})\n"
+        "untouched = _queries.MAX_CACHED_STATEMENT_LENGTH\n"
+        "assert backend.load('nobody') is None\n"
+        "backend.close()\n"
+        "print(before, untouched, _queries.MAX_CACHED_STATEMENT_LENGTH)\n"
+    )
+    env = {**os.environ, "DSN": pg_dsn}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
+    ).stdout
+    assert out.split() == ["4096", "4096", str(limit)]

@@ -529,6 +529,62 @@ def test_transient_and_permanent_errors() -> None:
     assert not is_transient(ValueError("not a database error"))
 
 
+# -- row shapes agree with the SELECT lists ---------------------------------------------------
+
+
+def select_list(text: str) -> list[str | None]:
+    """The column names of a SELECT (or RETURNING) list: ``t.col`` and
+    ``extract(epoch FROM t.col)::float8`` name ``col``; other expressions ``None``."""
+    items, depth, start = [], 0, 0
+    for at, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            items.append(text[start:at])
+            start = at + 1
+    items.append(text[start:])
+    names: list[str | None] = []
+    for item in (" ".join(i.split()) for i in items):
+        found = re.fullmatch(r"(?:\w+\.)?(\w+)|extract\(epoch FROM \w+\.(\w+)\)::float8", item)
+        names.append(None if found is None else found[1] or found[2])
+    return names
+
+
+def between(text: str, start: str, end: str) -> str:
+    at = text.rindex(start) + len(start)
+    return text[at : text.index(end, at)]
+
+
+@pytest.mark.parametrize(
+    ("shape", "query", "start", "end", "renamed"),
+    [
+        ("InstanceRow", "_instance_columns", "", "\n\n", {}),
+        ("TouchedRow", "_touch", "RETURNING", ")", {}),
+        ("LoadRow", "load", "{_instance_columns},", "\nFROM", {2: "keys"}),
+        ("ClaimRow", "claim", "\nSELECT", "\nFROM claimed", {}),
+        ("ClaimRow", "claimed_by_token", "\nSELECT", "\nFROM", {}),
+        ("HeldRow", "heartbeat", "RETURNING", "\n\n", {}),
+        ("AdvanceRow", "advance", "SELECT EXISTS (SELECT FROM held),", "\nFROM (SELECT)", {}),
+        ("RecoverRow", "advance_recover", "\nSELECT", "\nFROM {t_instances}", {}),
+    ],
+)
+def test_row_shapes_name_the_columns_of_their_select_lists(
+    shape: str, query: str, start: str, end: str, renamed: dict[int, str]
+) -> None:
+    """``_rows`` reads results by name; its shapes must list the SELECT's columns in order
+    (an expression's column may be named anything)."""
+    from sayiir.backends._sqlfiles import load_queries
+    from sayiir.backends.postgres import _rows
+
+    fields = list(getattr(_rows, shape)._fields)
+    if shape == "AdvanceRow":
+        fields = fields[1:]  # the first column, EXISTS (SELECT FROM held), is the start marker
+    text = "\n" + load_queries("sayiir.backends.postgres")[query] + "\n\n"
+    names = select_list(between(text, start, end) if start else text[: text.index(end, 1)])
+    assert len(names) == len(fields), (names, fields)
+    for at, (name, field) in enumerate(zip(names, fields, strict=True)):
+        assert name is None or renamed.get(at, field) == name, (at, name, field)
+
+
 # -- the retry loop (one generator for the sync and the async shell) -------------------------
 
 

@@ -23,18 +23,31 @@ from sayiir.backends.postgres._ops import Op, Q, Request
 from sayiir.backends.postgres._sql import Compiled
 from sayiir.errors import BackendError
 
-__all__ = ["DRIVER", "Driver", "Retry", "aexecute", "execute"]
+__all__ = ["DRIVER", "Driver", "Retry", "aexecute", "execute", "raise_parse_cache_limit"]
 
 T = TypeVar("T")
 logger = logging.getLogger("sayiir.backends.postgres")
 
 # psycopg parses a query's placeholders once and caches the result, but only for queries
-# up to 4 KB. Our one-statement writes are longer, and parsing them again on every call
-# cost about 0.3 ms of CPU per step (measured). Raise the limit: the cache stays an LRU of
-# bounded size, and our queries are a fixed, small set.
-_psycopg_queries: Any = getattr(psycopg, "_queries", None)
-if getattr(_psycopg_queries, "MAX_CACHED_STATEMENT_LENGTH", 1 << 16) < 1 << 16:
-    _psycopg_queries.MAX_CACHED_STATEMENT_LENGTH = 1 << 16
+# up to 4 KB. Our writes are longer, and parsing them again on every call cost about 0.3 ms
+# of CPU per step (measured). ``raise_parse_cache_limit`` raises that limit (a backend does
+# so on first use unless made with ``raise_parse_cache_limit=False``): the cache stays an
+# LRU of bounded size, and our queries are a fixed, small set.
+PARSE_CACHE_LIMIT = 1 << 16
+
+
+def raise_parse_cache_limit() -> bool:
+    """Let psycopg cache the parsing of queries up to ``PARSE_CACHE_LIMIT`` bytes long, in
+    this whole process. Returns whether the limit is that high now (False: this psycopg
+    has no such setting, and nothing was changed)."""
+    queries: Any = getattr(psycopg, "_queries", None)
+    limit = getattr(queries, "MAX_CACHED_STATEMENT_LENGTH", None)
+    if not isinstance(limit, int):
+        return False
+    if limit < PARSE_CACHE_LIMIT:
+        queries.MAX_CACHED_STATEMENT_LENGTH = PARSE_CACHE_LIMIT
+    return True
+
 
 # Raised by concurrent migrators of different prefixes creating the same schema: the
 # loser re-runs and finds the object there.
@@ -187,6 +200,7 @@ class Driver:
 
     Error: type[psycopg.Error] = psycopg.Error
     Retry = Retry
+    raise_parse_cache_limit = staticmethod(raise_parse_cache_limit)
 
     @staticmethod
     def execute(conn: psycopg.Connection[Any], compiled: Compiled, op: Op[T]) -> T:

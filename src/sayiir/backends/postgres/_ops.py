@@ -15,9 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from functools import cache
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from uuid import UUID, uuid4
 
+from sayiir.backends._sqlrows import instance_params
+from sayiir.backends.postgres._rows import (
+    INSTANCE_WIDTH,
+    AdvanceRow,
+    InstanceRow,
+    LoadRow,
+    RecoverRow,
+    TouchedRow,
+)
 from sayiir.core.records import (
     TERMINAL,
     AttemptRecord,
@@ -108,7 +117,6 @@ Op = Generator[Request, Rows, T]
 
 _STOPPED = (Status.CANCELLED, Status.PAUSED)
 DEFAULT_LEASE_SECS = 30.0
-_N_COLUMNS = 22  # the columns of _instance_columns in queries.sql
 
 
 # -- rows <-> records ----------------------------------------------------------------------
@@ -116,14 +124,30 @@ _N_COLUMNS = 22  # the columns of _instance_columns in queries.sql
 
 def record_of(row: tuple[Any, ...], at: int = 0) -> InstanceRecord:
     """An ``InstanceRecord`` from the ``_instance_columns`` of ``row`` starting at ``at``."""
-    r = row[at : at + _N_COLUMNS]
-    kind = r[13]
+    r = InstanceRow._make(row[at : at + INSTANCE_WIDTH])
+    kind = r.request_kind
     return InstanceRecord(
-        r[0], r[1], r[2], Status(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12],
-        None if kind is None else ControlRequest(kind, r[14], r[15]),
-        r[16], r[17], r[18], r[19], token=None if r[20] is None else str(r[20]),
-        lease_until=r[21],
-    )  # fmt: skip
+        r.instance_id,
+        r.workflow_id,
+        r.definition_hash,
+        Status(r.status),
+        r.input,
+        output=r.output,
+        error=r.error,
+        reason=r.reason,
+        cancelled_by=r.cancelled_by,
+        paused_by=r.paused_by,
+        wake_at=r.wake_at,
+        park_node=r.park_node,
+        signal_name=r.signal_name,
+        request=None if kind is None else ControlRequest(kind, r.request_reason, r.request_by),
+        created_at=r.created_at,
+        updated_at=r.updated_at,
+        completed_at=r.completed_at,
+        distributed=r.distributed,
+        token=None if r.start_token is None else str(r.start_token),
+        lease_until=r.lease_until,
+    )
 
 
 def start_token(record: InstanceRecord) -> UUID:
@@ -158,44 +182,27 @@ def _refused(
 def _instance_params(
     record: InstanceRecord, token: UUID | None, lease_secs: float | None = None
 ) -> dict[str, Any]:
-    req = record.request
-    return {
-        "id": record.instance_id,
-        "workflow_id": record.workflow_id,
-        "definition_hash": record.definition_hash,
-        "status": record.status.value,
-        "input": record.input,
-        "output": record.output,
-        "error": record.error,
-        "reason": record.reason,
-        "cancelled_by": record.cancelled_by,
-        "paused_by": record.paused_by,
-        "wake_at": record.wake_at,
-        "park_node": record.park_node,
-        "signal_name": record.signal_name,
-        "request_kind": None if req is None else req.kind,
-        "request_reason": None if req is None else req.reason,
-        "request_by": None if req is None else req.by,
-        "distributed": record.distributed,
-        "priority": queue_priority(record.priority),
-        "start_token": token,
-        "start_lease": lease_secs if executes(record) else None,
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-        "completed_at": record.completed_at,
-    }
+    """``instance_params`` plus this schema's: the queue priority, the execution's token
+    and lease (``id`` is how every query here names the instance)."""
+    params = instance_params(record)
+    params["id"] = record.instance_id
+    params["priority"] = queue_priority(record.priority)
+    params["start_token"] = token
+    params["start_lease"] = lease_secs if executes(record) else None
+    return params
 
 
-def obeyed(instance_id: str, row: tuple[Any, ...]) -> ControlRequest | None:
+def obeyed(instance_id: str, row: TouchedRow | AdvanceRow | RecoverRow) -> ControlRequest | None:
     """What the engine must obey after a write: the columns RETURNING by the _touch CTE."""
-    status, reason, c_by, p_by, r_kind, r_reason, r_by = row
     record = InstanceRecord(
-        instance_id, "", "", Status(status), b"", reason=reason, cancelled_by=c_by, paused_by=p_by
-    )
+        instance_id, "", "", Status(row.status), b"", reason=row.reason,
+        cancelled_by=row.cancelled_by, paused_by=row.paused_by,
+    )  # fmt: skip
     applied = applied_request(record)
     if applied is not None:
         return applied
-    return None if r_kind is None else ControlRequest(r_kind, r_reason, r_by)
+    kind = row.request_kind
+    return None if kind is None else ControlRequest(kind, row.request_reason, row.request_by)
 
 
 def step_params(params: dict[str, Any], steps: Sequence[StepRecord]) -> str:
@@ -252,11 +259,11 @@ def create_instance(
         yield Q("commit", prepare=False)
         return None
     while True:
-        row = (yield Q("create_instance", params))[0]
-        if row[0]:
+        inserted, *row = (yield Q("create_instance", params))[0]
+        if inserted:
             return None
-        if row[1] is not None:
-            existing = record_of(row, 1)
+        if row[0] is not None:  # the instance_id of the run found there
+            existing = record_of(tuple(row))
             if retry and existing.token == str(token):
                 return None  # our first attempt committed before the connection broke
             return existing
@@ -268,12 +275,12 @@ def load(instance_id: str) -> Op[RunState | None]:
     if not rows:
         return None
     row = rows[0]
-    at = _N_COLUMNS
-    keys, outputs = row[at], row[at + 1]
-    state = RunState(record_of(row), dict(zip(keys, outputs, strict=True)) if keys else {})
-    if row[at + 2]:
+    more = LoadRow._make(row[INSTANCE_WIDTH:])
+    keys, outputs = more.keys, more.outputs
+    state = RunState(record_of(row), dict(zip(keys, outputs or (), strict=True)) if keys else {})
+    if more.attempt_keys:
         for key, task_id, n, status, started, finished, error, retry_at, deadline, worker in zip(
-            *row[at + 2 : at + 12], strict=True
+            *cast("tuple[list[Any], ...]", more[2:]), strict=True
         ):
             fold_attempt(
                 state.attempts.setdefault(key, AttemptState()),
@@ -315,7 +322,7 @@ def save_steps(
     rows = yield Q("save_steps" + step_params(params, steps), params)
     if not rows:
         return (yield from _refused(instance_id, token))
-    return obeyed(instance_id, rows[0])
+    return obeyed(instance_id, TouchedRow._make(rows[0]))
 
 
 def record_attempt(
@@ -345,7 +352,7 @@ def record_attempt(
     )
     if not rows:
         return (yield from _refused(instance_id, token))
-    return obeyed(instance_id, rows[0])
+    return obeyed(instance_id, TouchedRow._make(rows[0]))
 
 
 def consume_signal(

@@ -20,6 +20,7 @@ from sayiir.backends.postgres._ops import (
     record_of,
     step_params,
 )
+from sayiir.backends.postgres._rows import AdvanceRow, ClaimRow, HeldRow, RecoverRow
 from sayiir.core.records import (
     TERMINAL,
     Claim,
@@ -63,19 +64,16 @@ def _item_params(params: dict[str, Any], items: Sequence[QueueItem]) -> str:
 
 
 def _claims(rows: Rows, worker_id: str) -> list[Claim]:
-    """Claims from rows (instance, key, attempt, hash, worker whose lease expired, last
-    error); a lease taken over is the cause of the previous claim's end."""
-    return [
-        Claim(
-            r[0],
-            r[1],
-            r[2],
-            worker_id,
-            r[3],
-            r[5] if r[4] is None else lease_expired(r[4], r[2] - 1),
+    """Claims from ``ClaimRow`` rows; a lease taken over is the cause of the previous
+    claim's end."""
+    claims = []
+    for r in map(ClaimRow._make, rows):
+        expired = r.expired_from
+        cause = r.last_error if expired is None else lease_expired(expired, r.attempt - 1)
+        claims.append(
+            Claim(r.instance_id, r.task_key, r.attempt, worker_id, r.definition_hash, cause)
         )
-        for r in rows
-    ]
+    return claims
 
 
 def enqueue(instance_id: str, items: Sequence[QueueItem]) -> Op[None]:
@@ -132,7 +130,7 @@ def heartbeat(claims: Sequence[Claim], lease_secs: float) -> Op[list[Claim]]:
             "lease": float(lease_secs),
         },
     )
-    held = {(r[0], r[1], r[2], r[3]) for r in rows}
+    held = {(r.instance_id, r.task_key, r.attempt, r.worker_id) for r in map(HeldRow._make, rows)}
     return [c for c in claims if (c.instance_id, c.key, c.attempt, c.worker_id) not in held]
 
 
@@ -208,22 +206,25 @@ def advance(
             yield Q("commit", prepare=False)
         else:
             rows = yield Q("advance_final" + variant, params)
-        if not rows[0][0]:
+        held, _woken, written = rows[0]
+        if not held:
             yield from _recover(claim, params, retry and give_up, final=True)
-        elif not rows[0][2]:  # a pause applied meanwhile stays (write_decision)
+        elif not written:  # a pause applied meanwhile stays (write_decision)
             found = yield Q("get_instance", {"id": claim.instance_id})
             return (applied_request(record_of(found[0])) if found else None), None
         return None, None
     rows = yield Q("advance" + variant, params)
-    row = rows[0]
-    if not row[0]:
+    row = AdvanceRow._make(rows[0])
+    if not row.held:
         return (yield from _recover(claim, params, retry and give_up, final=False))
-    request = obeyed(claim.instance_id, row[1:8])
+    request = obeyed(claim.instance_id, row)
     if fate == "keep":
         return request, claim
-    if row[9] is None or nxt is None:
+    if row.next_attempt is None or nxt is None or row.definition_hash is None:
         return request, None
-    return request, Claim(claim.instance_id, nxt.key, row[9], claim.worker_id, row[8])
+    return request, Claim(
+        claim.instance_id, nxt.key, row.next_attempt, claim.worker_id, row.definition_hash
+    )
 
 
 def abandon(claim: Claim, error: str, retry_in: float) -> Op[bool]:
@@ -257,10 +258,13 @@ def _recover(
     rows = yield Q("advance_recover", params)
     if not rows:
         raise _lease_lost(claim)
-    row = rows[0]
-    request = None if final else obeyed(claim.instance_id, row[:7])
-    if row[8] is not None:
-        return request, Claim(claim.instance_id, params["n_key"], row[8], claim.worker_id, row[7])
-    if row[9]:
+    row = RecoverRow._make(rows[0])
+    request = None if final else obeyed(claim.instance_id, row)
+    if row.next_attempt is not None:
+        return request, Claim(
+            claim.instance_id, params["n_key"], row.next_attempt, claim.worker_id,
+            row.definition_hash,
+        )  # fmt: skip
+    if row.key_claimed:
         raise _lease_lost(claim)
     return request, None

@@ -76,7 +76,8 @@ def attempts(retry: Retry) -> Generator[Wait, BaseException, NoReturn]:
 class Runner:
     """Runs operations for one backend: readiness, connections, the retry loop.
 
-    ``setup`` makes the operation run once before first use (migrate, or verify).
+    ``setup`` makes the operation run once before first use (migrate, or verify);
+    ``parse_cache``: raise psycopg's parse-cache limit then (``_io.raise_parse_cache_limit``).
     """
 
     def __init__(
@@ -86,6 +87,7 @@ class Runner:
         table_prefix: str,
         retry_timeout: float,
         setup: Callable[[], Op[Any]],
+        parse_cache: bool = True,
     ) -> None:
         self.pools = pools
         self.ready = False
@@ -93,6 +95,7 @@ class Runner:
         self._prefix = table_prefix
         self._retry_timeout = retry_timeout
         self._setup = setup
+        self._parse_cache = parse_cache
         self._sql: Compiled | None = None
 
     def compiled(self) -> Compiled:
@@ -100,6 +103,8 @@ class Runner:
         if self._sql is None:
             from sayiir.backends.postgres._sql import compile_sql
 
+            if self._parse_cache:
+                driver().raise_parse_cache_limit()
             self._sql = compile_sql(self._schema, self._prefix)
         return self._sql
 

@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any
 
 from sayiir.backends._sqlfiles import load_migrations, load_queries
+from sayiir.backends._sqlrows import instance_params
 from sayiir.backends.adapters import ThreadedAsyncStorage
 from sayiir.backends.sqlite._connection import MIN_SQLITE_VERSION, Database
 from sayiir.backends.sqlite._migrate import migrate
@@ -151,7 +152,8 @@ class SqliteBackend:
 
     def create_instance(self, record: InstanceRecord, *, replace: bool) -> InstanceRecord | None:
         iid = record.instance_id
-        params = _instance_params(record)
+        params = instance_params(record)
+        params["run_token"] = record.token
         params["lease_until"] = time.time() + self.lease_secs if executes(record) else None
 
         def tx(cur: sqlite3.Cursor) -> InstanceRecord | None:
@@ -451,33 +453,6 @@ class SqliteBackend:
             token=row[20],
             lease_until=row[21],
         )
-
-
-def _instance_params(r: InstanceRecord) -> dict[str, Any]:
-    req = r.request
-    return {
-        "instance_id": r.instance_id,
-        "workflow_id": r.workflow_id,
-        "definition_hash": r.definition_hash,
-        "status": Status(r.status).value,
-        "input": r.input,
-        "output": r.output,
-        "error": r.error,
-        "reason": r.reason,
-        "cancelled_by": r.cancelled_by,
-        "paused_by": r.paused_by,
-        "wake_at": r.wake_at,
-        "park_node": r.park_node,
-        "signal_name": r.signal_name,
-        "request_kind": None if req is None else req.kind,
-        "request_reason": None if req is None else req.reason,
-        "request_by": None if req is None else req.by,
-        "created_at": r.created_at,
-        "updated_at": r.updated_at,
-        "completed_at": r.completed_at,
-        "distributed": r.distributed,
-        "run_token": r.token,
-    }
 
 
 def _applied(instance_id: str, row: _Row) -> ControlRequest | None:
