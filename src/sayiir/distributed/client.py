@@ -5,9 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from sayiir.core.status import WorkflowStatus
-from sayiir.engine import _runs
-from sayiir.engine._drive import drive
-from sayiir.engine.engines import Controls, backend_storage, resolve
+from sayiir.engine import (
+    Controls,
+    backend_storage,
+    check_policy,
+    drive,
+    instance_status,
+    resolve,
+    submit_run,
+    task_result,
+)
 
 __all__ = ["WorkflowClient"]
 
@@ -27,25 +34,25 @@ class WorkflowClient(Controls):
 
     def __init__(self, backend: Any, *, conflict_policy: str | None = None) -> None:
         self._storage = backend_storage(backend)
-        self._policy = _runs.check_policy(conflict_policy)
+        self._policy = check_policy(conflict_policy)
 
     def submit(self, workflow: Any, instance_id: str, input: Any) -> WorkflowStatus:
         """Store a new run (per the conflict policy) for a worker to pick up."""
         definition, _ = resolve(workflow, {})
         s = self._storage
-        op = _runs.submit_run(definition, s.codec, instance_id, input, self._policy)
+        op = submit_run(definition, s.codec, instance_id, input, self._policy)
         result: WorkflowStatus = drive(op, s)
         return result
 
     def status(self, instance_id: str) -> WorkflowStatus:
         result: WorkflowStatus = drive(
-            _runs.instance_status(self._storage.codec, instance_id), self._storage
+            instance_status(self._storage.codec, instance_id), self._storage
         )
         return result
 
     def get_task_result(self, instance_id: str, task_id: str) -> Any | None:
         """The output of one task of the run, or ``None`` if it has not run."""
-        return drive(_runs.task_result(self._storage.codec, instance_id, task_id), self._storage)
+        return drive(task_result(self._storage.codec, instance_id, task_id), self._storage)
 
     def cancel(
         self, instance_id: str, *, reason: str | None = None, cancelled_by: str | None = None

@@ -27,10 +27,7 @@ from typing import Any
 from sayiir.backends.protocol import QueueStorage
 from sayiir.core.nodes import WorkflowDefinition
 from sayiir.core.records import Claim, FinalState, Status
-from sayiir.engine import _runs
-from sayiir.engine._drive import drive
-from sayiir.engine._interpreter import WorkerMode
-from sayiir.engine.engines import resolve
+from sayiir.engine import WorkerMode, drive, resolve, work_claim
 from sayiir.errors import BackendError, LeaseLostError, WorkflowError
 
 __all__ = ["Worker", "WorkerHandle"]
@@ -354,7 +351,7 @@ class _Running:
         with self._active_lock:
             self._active[key] = mode
         try:
-            op = _runs.work_claim(definition, registry, self.storage.codec, mode)
+            op = work_claim(definition, registry, self.storage.codec, mode)
             status = drive(op, self.storage)
             if status is not None and status.status == "failed":
                 log.warning(

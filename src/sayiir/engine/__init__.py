@@ -1,1 +1,25 @@
-"""The engine: one interpreter of the workflow tree, driven synchronously or with asyncio."""
+"""The engine: one interpreter of the workflow tree, driven synchronously or with asyncio.
+
+This package exports what the layers above it (``sayiir.distributed``) may use; its
+modules are its own (an import-linter contract in ``pyproject.toml`` keeps it so).
+"""
+
+from __future__ import annotations
+
+from sayiir.engine._drive import drive
+from sayiir.engine._interpreter import WorkerMode
+from sayiir.engine._runs import check_policy, instance_status, submit_run, task_result, work_claim
+from sayiir.engine.engines import Controls, backend_storage, resolve
+
+__all__ = [
+    "Controls",
+    "WorkerMode",
+    "backend_storage",
+    "check_policy",
+    "drive",
+    "instance_status",
+    "resolve",
+    "submit_run",
+    "task_result",
+    "work_claim",
+]
