@@ -109,7 +109,7 @@ class Turn:
             return False
         return True
 
-    def until(self, cond: Callable[[Store], bool]) -> None:
+    def until(self, cond: Callable[[Store[Any]], bool]) -> None:
         """Perform effects until the pending one matches ``cond`` (not performed)."""
         while self.eff is not None and not cond(self.eff):
             self.step()

@@ -356,7 +356,7 @@ def test_a_worker_killed_before_deciding_on_the_join_leaves_its_claim_to_expire(
         mode = WorkerMode(claim, 0.3, lambda: False)
         return claim, _runs.work_claim(definition, dict(registry), backend.codec, mode)
 
-    def perform(eff: Store) -> Any:
+    def perform(eff: Store[Any]) -> Any:
         return getattr(backend, eff.op)(*eff.args, **eff.kwargs)
 
     # Worker A: prepare, then the fork (right queued), then left; stop before left's write.

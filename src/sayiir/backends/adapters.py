@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
+from sayiir.backends.protocol import AsyncStorage, Storage
 from sayiir.core.records import (
     AttemptRecord,
     ControlRequest,
@@ -22,16 +23,13 @@ from sayiir.core.records import (
     StepRecord,
 )
 
-if TYPE_CHECKING:
-    from sayiir.backends.protocol import Storage
-
 __all__ = ["DirectAsyncStorage", "ThreadedAsyncStorage"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class DirectAsyncStorage:
+class DirectAsyncStorage(AsyncStorage):
     """Await-able facade over a non-blocking synchronous storage."""
 
     def __init__(self, storage: Storage) -> None:

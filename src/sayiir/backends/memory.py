@@ -14,6 +14,7 @@ from dataclasses import replace
 
 from sayiir.backends._memory_queries import MemoryQueries, StepMeta
 from sayiir.backends.adapters import DirectAsyncStorage
+from sayiir.backends.protocol import QueueStorage
 from sayiir.core.codec import Codec, JsonCodec
 from sayiir.core.queries import AuditEntry, DefinitionInfo
 from sayiir.core.records import (
@@ -89,7 +90,7 @@ class _Entry:
         self.last_error: str | None = None  # why the last claim ended without an outcome
 
 
-class InMemoryBackend(MemoryQueries):
+class InMemoryBackend(MemoryQueries, QueueStorage):
     """Thread-safe in-process store; state lives as long as the object.
 
     ``lease_secs``: how long an execution holds a run without a write or a heartbeat

@@ -10,7 +10,7 @@ The engine (``sayiir.engine``) depends only on this module and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
@@ -169,6 +169,10 @@ class Storage(Protocol):
         """
         ...
 
+    def async_storage(self) -> AsyncStorage:
+        """The same storage for the asyncio driver (``CheckpointingRunner``)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -299,6 +303,11 @@ class QueueStorage(Storage, Protocol):
         as after an expired lease, so dead-lettering counts it) and remembers ``error`` as
         the cause. False, and nothing written, when ``claim`` is no longer held.
         """
+        ...
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` (it must not block) when queue work may be ready; return the
+        function that unsubscribes it. Workers poll as well: a backend may never call it."""
         ...
 
 

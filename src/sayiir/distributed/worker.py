@@ -227,9 +227,7 @@ class _Running:
         self._outage_since: float | None = None  # when the first failed claim of a row began
 
     def start(self) -> None:
-        subscribe = getattr(self.storage, "subscribe", None)
-        if subscribe is not None:
-            self._unsubscribe = subscribe(self._wake.set)
+        self._unsubscribe = self.storage.subscribe(self._wake.set)
         for i in range(self.worker.max_concurrent_tasks):
             self._spawn(self._run_tasks, f"sayiir-worker-{self.worker_id}-{i}")
         self._spawn(self._heartbeat, f"sayiir-heartbeat-{self.worker_id}")

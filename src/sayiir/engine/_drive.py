@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sayiir.backends.protocol import AsyncStorage, Storage
-from sayiir.engine._effects import Call, Effect, Sleep, Store, Yielding
+from sayiir.engine._effects import Call, Effect, Parallel, Sleep, Store, Yielding
 from sayiir.engine._hooks import asleep, sleep
 from sayiir.engine._invoke import call_async, call_sync
 
@@ -42,23 +42,24 @@ def drive(gen: Yielding, storage: Storage | None, first: Any = _NOTHING) -> Any:
         eff = _NOTHING
 
 
-def _perform(eff: Effect, storage: Storage | None) -> Any:
-    kind = type(eff)
-    if kind is Store:
+def _perform(eff: Effect[Any], storage: Storage | None) -> Any:
+    if isinstance(eff, Store):
         assert storage is not None, "durable effect without a storage"
-        return getattr(storage, eff.op)(*eff.args, **eff.kwargs)  # type: ignore[union-attr]
-    if kind is Call:
-        return call_sync(eff.fn, eff.arg, eff.ctx, eff.timeout)  # type: ignore[union-attr]
-    if kind is Sleep:
-        sleep(eff.clock, eff.seconds)  # type: ignore[union-attr]
+        # The name of a Storage method, checked where the effect was made (``Store``).
+        return getattr(storage, eff.op)(*eff.args, **eff.kwargs)
+    if isinstance(eff, Call):
+        return call_sync(eff.fn, eff.arg, eff.ctx, eff.timeout)
+    if isinstance(eff, Sleep):
+        sleep(eff.clock, eff.seconds)
         return None
-    return _parallel(eff.branches, storage)  # type: ignore[union-attr]
+    assert isinstance(eff, Parallel)
+    return _parallel(eff.branches, storage)
 
 
-def _prime(branches: list[Yielding]) -> tuple[list[Any], list[tuple[int, Yielding, Effect]]]:
+def _prime(branches: list[Yielding]) -> tuple[list[Any], list[tuple[int, Yielding, Effect[Any]]]]:
     """Advance each branch to its first effect: replayed branches finish right here."""
     results: list[Any] = [None] * len(branches)
-    live: list[tuple[int, Yielding, Effect]] = []
+    live: list[tuple[int, Yielding, Effect[Any]]] = []
     for i, gen in enumerate(branches):
         try:
             live.append((i, gen, next(gen)))
@@ -126,7 +127,7 @@ def _parallel(branches: list[Yielding], storage: Storage | None) -> list[Any]:
     return results
 
 
-_Job = tuple[int, Yielding, Effect]
+_Job = tuple[int, Yielding, Effect[Any]]
 
 
 class _Fork:
@@ -184,7 +185,7 @@ class _Fork:
                 slots.release()
 
 
-def _run_branch(gen: Yielding, eff: Effect, storage: Storage | None) -> Any:
+def _run_branch(gen: Yielding, eff: Effect[Any], storage: Storage | None) -> Any:
     try:
         return drive(gen, storage, eff)
     except BaseException as exc:
@@ -210,17 +211,18 @@ async def adrive(gen: Yielding, storage: AsyncStorage | None, first: Any = _NOTH
         eff = _NOTHING
 
 
-async def _aperform(eff: Effect, storage: AsyncStorage | None) -> Any:
-    kind = type(eff)
-    if kind is Store:
+async def _aperform(eff: Effect[Any], storage: AsyncStorage | None) -> Any:
+    if isinstance(eff, Store):
         assert storage is not None, "durable effect without a storage"
-        return await getattr(storage, eff.op)(*eff.args, **eff.kwargs)  # type: ignore[union-attr]
-    if kind is Call:
-        return await call_async(eff.fn, eff.arg, eff.ctx, eff.timeout)  # type: ignore[union-attr]
-    if kind is Sleep:
-        await asleep(eff.clock, eff.seconds)  # type: ignore[union-attr]
+        # AsyncStorage has every Storage operation under the same name (generated).
+        return await getattr(storage, eff.op)(*eff.args, **eff.kwargs)
+    if isinstance(eff, Call):
+        return await call_async(eff.fn, eff.arg, eff.ctx, eff.timeout)
+    if isinstance(eff, Sleep):
+        await asleep(eff.clock, eff.seconds)
         return None
-    results, live = _prime(eff.branches)  # type: ignore[union-attr]
+    assert isinstance(eff, Parallel)
+    results, live = _prime(eff.branches)
     done = await asyncio.gather(
         *(adrive(gen, storage, first) for _, gen, first in live), return_exceptions=True
     )

@@ -17,8 +17,10 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from sayiir.backends.protocol import QueueStorage, Storage
 from sayiir.core.codec import Codec
 from sayiir.core.context import TaskExecutionContext
 from sayiir.core.describe import describe as describe_exception
@@ -49,11 +51,11 @@ from sayiir.core.records import (
     StepRecord,
     applied_request,
 )
-from sayiir.engine._effects import Call, Parallel, Sleep, Store, Yielding
+from sayiir.engine._effects import Call, Effects, Parallel, Sleep, Store
 from sayiir.engine._invoke import CallResult, TaskTimeout, call_sync, user_traceback
 from sayiir.errors import BackendError
 
-__all__ = ["Execution", "Failure", "Lane", "WorkerMode"]
+__all__ = ["Ended", "Execution", "Failure", "Lane", "WorkerMode"]
 
 _SCALARS = (str, int, float, bool, type(None))
 _NO_VALUE = object()
@@ -155,6 +157,20 @@ def _loop_envelope(value: Any, loop_id: str) -> tuple[bool, Any]:
     )
 
 
+@dataclass(slots=True)
+class Ended:
+    """How an execution ended (``Execution.run``).
+
+    ``final`` is the state to store (``None``: a worker's path waits for tasks of other
+    workers); ``output`` the run's output when completed, the ``Failure`` when failed;
+    ``pending`` the checkpoints not written yet (they go with ``final``).
+    """
+
+    final: FinalState | None
+    output: Any
+    pending: list[StepRecord]
+
+
 class Execution:
     """One execution (start or resume) of one instance; create a new one per call."""
 
@@ -195,33 +211,33 @@ class Execution:
 
     # -- entry point ---------------------------------------------------------------------
 
-    def run(self, value: Any, inline: bool) -> Yielding:
-        """Execute the whole workflow on ``value``; return the ``FinalState`` and output."""
+    def run(self, value: Any, inline: bool) -> Effects[Ended]:
+        """Execute the whole workflow on ``value``; return how it ended."""
         worker = self.worker
         lane = Lane(inline, owned=worker is not None and _holds(worker, ""))
         try:
             output = yield from self.chain(self.definition.nodes, value, "", lane)
             data = self._final_output(output)
         except Failure as f:
-            return FinalState(Status.FAILED, error=f.error), f, lane.pending
+            return Ended(FinalState(Status.FAILED, error=f.error), f, lane.pending)
         except _Parked as p:
             self._resume_later(p)
             final = FinalState(p.status, wake_at=p.wake_at, park_node=p.node, signal_name=p.signal)
-            return final, None, lane.pending
+            return Ended(final, None, lane.pending)
         except _Suspended:
-            return None, None, lane.pending
+            return Ended(None, None, lane.pending)
         except _Stopped as s:
             req = s.request
             status = Status.CANCELLED if req.kind == "cancel" else Status.PAUSED
-            return FinalState(status, reason=req.reason, by=req.by), None, lane.pending
+            return Ended(FinalState(status, reason=req.reason, by=req.by), None, lane.pending)
         except BackendError:
             raise  # storage failed or refused: the run keeps what storage has (a resume goes on)
         except Exception as exc:
             # Anything else is the engine's (or a codec's) own failure: the run is failed with
             # it, never left running.
             failure = _engine_failure(exc)
-            return FinalState(Status.FAILED, error=failure.error), failure, lane.pending
-        return FinalState(Status.COMPLETED, output=data), output, lane.pending
+            return Ended(FinalState(Status.FAILED, error=failure.error), failure, lane.pending)
+        return Ended(FinalState(Status.COMPLETED, output=data), output, lane.pending)
 
     def _final_output(self, output: Any) -> bytes | None:
         """The encoded output of the run (usually the last task's, encoded already)."""
@@ -237,30 +253,29 @@ class Execution:
 
     # -- structure -----------------------------------------------------------------------
 
-    def chain(self, nodes: Chain, value: Any, scope: str, lane: Lane) -> Yielding:
+    def chain(self, nodes: Chain, value: Any, scope: str, lane: Lane) -> Effects[Any]:
         for node in nodes:
-            kind = type(node)
-            if kind is TaskNode:
-                value = yield from self.task(node, value, scope, lane)  # type: ignore[arg-type]
-            elif kind is ForkNode:
-                value = yield from self.fork(node, value, scope, lane)  # type: ignore[arg-type]
-            elif kind is RouteNode:
-                value = yield from self.route(node, value, scope, lane)  # type: ignore[arg-type]
-            elif kind is LoopNode:
-                value = yield from self.loop(node, value, scope, lane)  # type: ignore[arg-type]
-            elif kind is ChildNode:
-                value = yield from self.chain(node.body, value, scope, lane)  # type: ignore[union-attr]
-            elif kind is DelayNode:
-                value = yield from self.delay(node, value, scope, lane)  # type: ignore[arg-type]
+            if isinstance(node, TaskNode):
+                value = yield from self.task(node, value, scope, lane)
+            elif isinstance(node, ForkNode):
+                value = yield from self.fork(node, value, scope, lane)
+            elif isinstance(node, RouteNode):
+                value = yield from self.route(node, value, scope, lane)
+            elif isinstance(node, LoopNode):
+                value = yield from self.loop(node, value, scope, lane)
+            elif isinstance(node, ChildNode):
+                value = yield from self.chain(node.body, value, scope, lane)
+            elif isinstance(node, DelayNode):
+                value = yield from self.delay(node, value, scope, lane)
             else:
-                value = yield from self.signal(node, scope, lane)  # type: ignore[arg-type]
+                value = yield from self.signal(node, scope, lane)
         return value
 
-    def fork(self, node: ForkNode, value: Any, scope: str, lane: Lane) -> Yielding:
+    def fork(self, node: ForkNode, value: Any, scope: str, lane: Lane) -> Effects[Any]:
         if self.worker is None:
             yield from self.flush(lane)
             branches = [self._branch(b, value, scope, Lane(False)) for b in node.branches]
-            results = yield Parallel(branches)
+            results = yield from Parallel(branches)
         else:
             results = yield from self._spread(node, value, scope, lane)
         parked: list[_Parked] = []
@@ -283,7 +298,7 @@ class Execution:
         joined = dict(zip(node.branch_keys, results, strict=True))
         return (yield from self.task(node.join, joined, scope, lane))
 
-    def _spread(self, node: ForkNode, value: Any, scope: str, lane: Lane) -> Yielding:
+    def _spread(self, node: ForkNode, value: Any, scope: str, lane: Lane) -> Effects[list[Any]]:
         """Worker mode: queue the branches for other workers, run the first one here.
 
         The branches this worker does not own only reach their first task (and
@@ -304,7 +319,7 @@ class Execution:
             lane.owned = True  # the join may run here once every branch is done
         return results
 
-    def _branch(self, chain: Chain, value: Any, scope: str, lane: Lane) -> Yielding:
+    def _branch(self, chain: Chain, value: Any, scope: str, lane: Lane) -> Effects[Any]:
         try:
             out = yield from self.chain(chain, value, scope, lane)
         except (Failure, _Parked, _Stopped, _Suspended):
@@ -314,7 +329,7 @@ class Execution:
         yield from self.flush(lane)
         return out
 
-    def route(self, node: RouteNode, value: Any, scope: str, lane: Lane) -> Yielding:
+    def route(self, node: RouteNode, value: Any, scope: str, lane: Lane) -> Effects[Any]:
         fn_id = key_fn_id(node.id)
         ckey = scope + fn_id
         stored = self.checkpoints.get(ckey)
@@ -346,7 +361,7 @@ class Execution:
         result_value = yield from self.chain(chosen, value, scope, lane)
         return {"branch": key, "result": result_value}
 
-    def loop(self, node: LoopNode, value: Any, scope: str, lane: Lane) -> Yielding:
+    def loop(self, node: LoopNode, value: Any, scope: str, lane: Lane) -> Effects[Any]:
         for i in range(node.max_iterations):
             out = yield from self.chain(node.body, value, loop_scope(scope, node.id, i), lane)
             done, value = _loop_envelope(out, node.id)
@@ -356,10 +371,10 @@ class Execution:
             raise Failure(f"Loop '{node.id}' exceeded max iterations ({node.max_iterations})")
         return value
 
-    def delay(self, node: DelayNode, value: Any, scope: str, lane: Lane) -> Yielding:
+    def delay(self, node: DelayNode, value: Any, scope: str, lane: Lane) -> Effects[Any]:
         if not self.durable:
             if node.seconds > 0:
-                yield Sleep(node.seconds, self.clock)
+                yield from Sleep(node.seconds, self.clock)
             return value
         key = scope + node.key
         wake_at = self._timer(key, node.seconds, lane)
@@ -367,7 +382,7 @@ class Execution:
             raise _Parked(Status.WAITING, wake_at, node.id, None)
         return value
 
-    def signal(self, node: SignalNode, scope: str, lane: Lane) -> Yielding:
+    def signal(self, node: SignalNode, scope: str, lane: Lane) -> Effects[Any]:
         if not self.durable:
             raise Failure(
                 f"Cannot resume workflow: AwaitSignal '{node.id}' not supported in sync executor"
@@ -376,8 +391,8 @@ class Execution:
         stored = self.checkpoints.get(key)
         if stored is None:
             yield from self.flush(lane)
-            stored = yield Store(
-                "consume_signal", self.instance_id, node.signal_name, key, token=self.token
+            stored = yield from Store(
+                Storage.consume_signal, self.instance_id, node.signal_name, key, token=self.token
             )
         if stored is not None:
             return self._decode(stored, key)
@@ -390,7 +405,7 @@ class Execution:
 
     # -- tasks ---------------------------------------------------------------------------
 
-    def task(self, node: TaskNode, value: Any, scope: str, lane: Lane) -> Yielding:
+    def task(self, node: TaskNode, value: Any, scope: str, lane: Lane) -> Effects[Any]:
         key = scope + node.key
         stored = self.checkpoints.get(key)
         if stored is not None:
@@ -408,8 +423,7 @@ class Execution:
             started = self.clock()
             if self.durable and timeout is not None:
                 yield from self.flush(lane)
-                yield from self._store_checked(
-                    "record_attempt",
+                yield from self._record_checked(
                     AttemptRecord(
                         key,
                         node.id,
@@ -448,7 +462,9 @@ class Execution:
             assert policy is not None
             yield from self._record_failure(lane, key, node.id, failures, started, error, policy)
 
-    def _restore_attempts(self, lane: Lane, key: str, node: TaskNode, max_retries: int) -> Yielding:
+    def _restore_attempts(
+        self, lane: Lane, key: str, node: TaskNode, max_retries: int
+    ) -> Effects[int]:
         """Continue the retry schedule of earlier executions; return the failures so far."""
         state = self.attempts[key]
         failures = state.failures
@@ -469,7 +485,7 @@ class Execution:
             if wait > 0:
                 if self.worker is not None:
                     self._retry_later(key, node.id, state.next_retry_at)
-                yield Sleep(wait, self.clock)
+                yield from Sleep(wait, self.clock)
         return failures
 
     def _store_failure(
@@ -481,7 +497,7 @@ class Execution:
         started: float,
         error: str,
         retry_in: float | None = None,
-    ) -> Yielding:
+    ) -> Effects[None]:
         """Store a failed attempt; with ``retry_in``, stop if a cancel/pause is waiting."""
         yield from self.flush(lane, check=retry_in is not None)
         now = self.clock()
@@ -490,9 +506,9 @@ class Execution:
             None if retry_in is None else now + retry_in, worker_id=self.worker_id,
         )  # fmt: skip
         if retry_in is None:
-            yield Store("record_attempt", self.instance_id, record, token=self.token)
+            yield from Store(Storage.record_attempt, self.instance_id, record, token=self.token)
         else:
-            yield from self._store_checked("record_attempt", record)
+            yield from self._record_checked(record)
 
     def _record_failure(
         self,
@@ -503,17 +519,17 @@ class Execution:
         started: float,
         error: str,
         policy: Any,
-    ) -> Yielding:
+    ) -> Effects[None]:
         delay = policy.delay_for(failures)
         if self.durable:
             yield from self._store_failure(lane, key, task_id, failures, started, error, delay)
         if delay > 0:
             if self.worker is not None:
                 self._retry_later(key, task_id, self.clock() + delay)
-            yield Sleep(delay, self.clock)
+            yield from Sleep(delay, self.clock)
             if self.durable:
                 # A cancel or pause asked for during the backoff stops the next attempt.
-                record = yield Store("get_instance", self.instance_id)
+                record = yield from Store(Storage.get_instance, self.instance_id)
                 request = None if record is None else record.request or applied_request(record)
                 if request is not None:
                     raise _Stopped(request)
@@ -526,7 +542,7 @@ class Execution:
         key: str,
         timeout: float | None,
         lane: Lane,
-    ) -> Yielding:
+    ) -> Effects[CallResult]:
         if self.worker is not None:
             yield from self._take(key, task_id, fn, lane)
         elif lane.pending:
@@ -540,11 +556,11 @@ class Execution:
         )
         if lane.inline:
             return call_sync(fn, value, ctx, timeout)
-        return (yield Call(fn, value, ctx, timeout))
+        return (yield from Call(fn, value, ctx, timeout))
 
     # -- worker mode -----------------------------------------------------------------------
 
-    def _take(self, key: str, task_id: str, fn: Callable[[Any], Any], lane: Lane) -> Yielding:
+    def _take(self, key: str, task_id: str, fn: Callable[[Any], Any], lane: Lane) -> Effects[None]:
         """Decide whether this worker runs the task at ``key`` now, or leaves it queued."""
         worker = self.worker
         assert worker is not None
@@ -570,8 +586,8 @@ class Execution:
             return
         # Continue this lane here: checkpoint the last task and claim this one in one write.
         steps, lane.pending = lane.pending, []
-        request, worker.claim = yield Store(
-            "advance",
+        request, worker.claim = yield from Store(
+            QueueStorage.advance,
             worker.claim,
             steps,
             enqueue=worker.drain(),
@@ -604,27 +620,32 @@ class Execution:
 
     # -- helpers -------------------------------------------------------------------------
 
-    def flush(self, lane: Lane, *, check: bool = True) -> Yielding:
+    def flush(self, lane: Lane, *, check: bool = True) -> Effects[None]:
         """Write the lane's pending checkpoints; stop if a cancel/pause is waiting."""
         if not lane.pending:
             return
         steps, lane.pending = lane.pending, []
         worker = self.worker
         if worker is not None and worker.claim is not None:
-            request, _ = yield Store(
-                "advance",
+            request, _ = yield from Store(
+                QueueStorage.advance,
                 worker.claim,
                 steps,
                 enqueue=worker.drain(),
                 lease_secs=worker.lease_secs,
             )
         else:
-            request = yield Store("save_steps", self.instance_id, steps, token=self.token)
+            request = yield from Store(
+                Storage.save_steps, self.instance_id, steps, token=self.token
+            )
         if request is not None and check:
             raise _Stopped(request)
 
-    def _store_checked(self, op: str, *args: Any) -> Yielding:
-        request = yield Store(op, self.instance_id, *args, token=self.token)
+    def _record_checked(self, attempt: AttemptRecord) -> Effects[None]:
+        """Store an attempt; stop if a cancel/pause is waiting."""
+        request = yield from Store(
+            Storage.record_attempt, self.instance_id, attempt, token=self.token
+        )
         if request is not None:
             raise _Stopped(request)
 

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from sayiir.backends.protocol import QueueStorage, Storage
 from sayiir.core.codec import Codec
 from sayiir.core.describe import exc_text, storable
 from sayiir.core.graph import definition_text
@@ -33,14 +34,15 @@ from sayiir.core.records import (
     ControlRequest,
     FinalState,
     InstanceRecord,
+    RunState,
     Status,
     StepRecord,
     control_decision,
 )
 from sayiir.core.status import WorkflowStatus, format_wake_at
-from sayiir.engine._effects import Store, Yielding
+from sayiir.engine._effects import Effects, Store
 from sayiir.engine._hooks import reached
-from sayiir.engine._interpreter import Execution, Failure, WorkerMode
+from sayiir.engine._interpreter import Ended, Execution, Failure, WorkerMode
 from sayiir.errors import (
     BackendError,
     DefinitionMismatchError,
@@ -181,24 +183,34 @@ def _stop_final(request: ControlRequest) -> FinalState:
 
 
 def _finish(instance_id: str, final: FinalState, output: Any, pending: list[StepRecord],
-            token: str | None) -> Yielding:  # fmt: skip
+            token: str | None) -> Effects[WorkflowStatus]:  # fmt: skip
     """Store the final state; the status of the run as it ends (a cancel or pause applied
     meanwhile wins over ``final``: the backend kept it, ``write_decision``)."""
-    stopped = yield Store("finish", instance_id, final, pending, token=token)
+    stopped = yield from Store(Storage.finish, instance_id, final, pending, token=token)
     if stopped is not None:
         return _status_from_final(_stop_final(stopped), None)
     return _status_from_final(final, output)
 
 
-def _execute(execution: Execution, instance_id: str, value: Any, inline: bool) -> Yielding:
-    def run() -> Yielding:
-        final, output, pending = yield from execution.run(value, inline)
-        return (yield from _finish(instance_id, final, output, pending, execution.token))
+def _finish_ended(instance_id: str, ended: Ended, token: str | None) -> Effects[WorkflowStatus]:
+    """``_finish`` with what an execution (not on a worker) ended with."""
+    assert ended.final is not None, "only a worker's path waits for other workers"
+    return (yield from _finish(instance_id, ended.final, ended.output, ended.pending, token))
+
+
+def _execute(
+    execution: Execution, instance_id: str, value: Any, inline: bool
+) -> Effects[WorkflowStatus]:
+    def run() -> Effects[WorkflowStatus]:
+        ended = yield from execution.run(value, inline)
+        return (yield from _finish_ended(instance_id, ended, execution.token))
 
     return (yield from _releasing(instance_id, execution.token, run()))
 
 
-def _releasing(instance_id: str, token: str | None, gen: Yielding) -> Yielding:
+def _releasing(
+    instance_id: str, token: str | None, gen: Effects[WorkflowStatus]
+) -> Effects[WorkflowStatus]:
     """Run ``gen`` as the execution ``token``; if it stops without a final state (a task
     raised SystemExit, storage failed for good), end its lease, so a resume may take the
     run over at once."""
@@ -211,11 +223,11 @@ def _releasing(instance_id: str, token: str | None, gen: Yielding) -> Yielding:
         raise
 
 
-def _release(instance_id: str, token: str | None) -> Yielding:
+def _release(instance_id: str, token: str | None) -> Effects[None]:
     if token is None:
         return
     try:
-        yield Store("renew_lease", instance_id, token, release=True)
+        yield from Store(Storage.renew_lease, instance_id, token, release=True)
     except Exception:  # the original error matters more; the lease then simply expires
         return
 
@@ -240,15 +252,17 @@ def plain_run(
     codec: Codec,
     value: Any,
     clock: Callable[[], float] = time.time,
-) -> Yielding:
+) -> Effects[Any]:
     """The in-memory path: no storage; returns the output or raises ``TaskError``."""
     roundtrip = getattr(codec, "roundtrip", None)
     value = roundtrip(value) if roundtrip else codec.decode(codec.encode(value))
     execution = Execution(
         definition, registry, codec, definition.workflow_id, durable=False, clock=clock
     )
-    final, output, _ = yield from execution.run(value, True)
-    if final.status is Status.COMPLETED:
+    ended = yield from execution.run(value, True)
+    output = ended.output
+    assert ended.final is not None, "only a worker's path waits for other workers"
+    if ended.final.status is Status.COMPLETED:
         return output
     assert isinstance(output, Failure)
     if output.decode:
@@ -268,7 +282,7 @@ def start_run(
     inline: bool,
     token: str | None = None,
     clock: Callable[[], float] = time.time,
-) -> Yielding:
+) -> Effects[WorkflowStatus]:
     """Create the instance (per the conflict policy) and run it as far as it goes, as the
     execution ``token`` (a new one when ``None``)."""
     created = yield from _create(
@@ -284,7 +298,7 @@ def start_run(
             value = codec.decode(created.input)
         except Exception as exc:  # a codec that cannot read what it wrote: fail, never hang
             final = _undecodable_input(instance_id, codec, exc)
-            yield Store("finish", instance_id, final, [], token=created.token)
+            yield from Store(Storage.finish, instance_id, final, [], token=created.token)
             return _status_from_final(final, None)
     return (yield from _execute(execution, instance_id, value, inline))
 
@@ -312,7 +326,7 @@ def _create(
     clock: Callable[[], float],
     distributed: bool,
     token: str,
-) -> Yielding:
+) -> Effects[InstanceRecord | WorkflowStatus]:
     """Create the instance per the conflict policy; return the record stored.
 
     Returns the existing instance's status instead under ``use_existing``.
@@ -322,7 +336,7 @@ def _create(
         data = codec.encode(value)
     except TypeError:
         # The conflict check comes first (spec order): an existing instance wins.
-        existing = yield Store("get_instance", instance_id)
+        existing = yield from Store(Storage.get_instance, instance_id)
         if existing is None or policy == "terminate_existing":
             raise
         return _existing(definition, codec, existing, policy, instance_id)
@@ -340,7 +354,9 @@ def _create(
         token=token,
         definition=definition_text(definition),
     )
-    existing = yield Store("create_instance", record, replace=policy == "terminate_existing")
+    existing = yield from Store(
+        Storage.create_instance, record, replace=policy == "terminate_existing"
+    )
     if existing is not None:
         return _existing(definition, codec, existing, policy, instance_id)
     return record
@@ -354,7 +370,7 @@ def submit_run(
     policy: str,
     *,
     clock: Callable[[], float] = time.time,
-) -> Yielding:
+) -> Effects[WorkflowStatus]:
     """Store a new instance for a worker to run; execute nothing."""
     created = yield from _create(
         definition, codec, instance_id, value, policy, clock, True, new_token()
@@ -364,7 +380,7 @@ def submit_run(
     return WorkflowStatus("in_progress")
 
 
-def task_result(codec: Codec, instance_id: str, task_id: str) -> Yielding:
+def task_result(codec: Codec, instance_id: str, task_id: str) -> Effects[Any]:
     """The decoded output of a task of an instance, else ``None``.
 
     A task used several times answers with its first use (``task_id#2`` names the second
@@ -372,9 +388,9 @@ def task_result(codec: Codec, instance_id: str, task_id: str) -> Yielding:
     """
     check_stored_name("instance_id", instance_id)
     check_stored_name("task_id", task_id)
-    data = yield Store("get_checkpoint", instance_id, task_id)
+    data = yield from Store(Storage.get_checkpoint, instance_id, task_id)
     if data is None:
-        state = yield Store("load", instance_id)
+        state = yield from Store(Storage.load, instance_id)
         if state is None:
             raise InstanceNotFoundError(instance_id)
         # Inside loops: the key behind loop scopes only (a top-level task "a/x" is not "x").
@@ -396,10 +412,10 @@ def task_result(codec: Codec, instance_id: str, task_id: str) -> Yielding:
         ) from None
 
 
-def instance_status(codec: Codec, instance_id: str) -> Yielding:
+def instance_status(codec: Codec, instance_id: str) -> Effects[WorkflowStatus]:
     """The stored status of an instance."""
     check_stored_name("instance_id", instance_id)
-    record = yield Store("get_instance", instance_id)
+    record = yield from Store(Storage.get_instance, instance_id)
     if record is None:
         raise InstanceNotFoundError(instance_id)
     return status_from_record(record, codec)
@@ -414,7 +430,7 @@ def resume_run(
     inline: bool,
     token: str | None = None,
     clock: Callable[[], float] = time.time,
-) -> Yielding:
+) -> Effects[WorkflowStatus]:
     """Continue an instance from its checkpoints; finished steps are never re-run.
 
     The run is taken over first (``take_over``, as the execution ``token``): when another
@@ -422,7 +438,7 @@ def resume_run(
     its current status is returned (``in_progress`` while the other one runs it).
     """
     check_stored_name("instance_id", instance_id)
-    state = yield Store("load", instance_id)
+    state = yield from Store(Storage.load, instance_id)
     if state is None:
         raise InstanceNotFoundError(instance_id)
     record: InstanceRecord = state.record
@@ -446,17 +462,17 @@ def _take_and_run(
     definition: WorkflowDefinition,
     registry: Registry,
     codec: Codec,
-    state: Any,
+    state: RunState,
     token: str,
     inline: bool,
     clock: Callable[[], float],
-) -> Yielding:
+) -> Effects[WorkflowStatus]:
     """Take the run over as ``token``, then run it (``resume_run``)."""
     record: InstanceRecord = state.record
     instance_id = record.instance_id
-    taken = yield Store("take_over", instance_id, record.token, token)
+    taken = yield from Store(Storage.take_over, instance_id, record.token, token)
     if taken is None:
-        current = yield Store("get_instance", instance_id)
+        current = yield from Store(Storage.get_instance, instance_id)
         if current is None:
             raise InstanceNotFoundError(instance_id)
         return status_from_record(current, codec)
@@ -479,8 +495,8 @@ def _take_and_run(
         token=token,
         clock=clock,
     )
-    final, output, pending = yield from execution.run(value, inline)
-    return (yield from _finish(instance_id, final, output, pending, token))
+    ended = yield from execution.run(value, inline)
+    return (yield from _finish_ended(instance_id, ended, token))
 
 
 def work_claim(
@@ -490,7 +506,7 @@ def work_claim(
     worker: WorkerMode,
     *,
     clock: Callable[[], float] = time.time,
-) -> Yielding:
+) -> Effects[WorkflowStatus | None]:
     """A worker's turn on one claimed queue entry; returns the run's final status or None.
 
     The claimed task runs here, and so does the rest of its path as long as no
@@ -506,15 +522,18 @@ def work_claim(
     instance_id = claim.instance_id
     lease_secs = worker.lease_secs
     current: Claim | None = claim
-    state = yield Store("load", instance_id)
+    state = yield from Store(Storage.load, instance_id)
     while True:
-        record: InstanceRecord | None = None if state is None else state.record
-        if record is None or record.status not in ACTIVE or record.request is not None:
+        if state is None or state.record.status not in ACTIVE or state.record.request is not None:
+            record = None if state is None else state.record
             if record is not None and record.request is not None and current is not None:
                 return (yield from _obey(current, record.request, lease_secs))
             if current is not None:
-                yield Store("advance", current, [], release=True, lease_secs=lease_secs)
+                yield from Store(
+                    QueueStorage.advance, current, [], release=True, lease_secs=lease_secs
+                )
             return None
+        record = state.record
         _check_hash(definition, record)
         if current is not None and current.key == "" and record.status in PARKED:
             current, stopped = yield from _wake(current, lease_secs)
@@ -535,41 +554,40 @@ def work_claim(
             token=record.token,
             clock=clock,
         )
-        final: FinalState | None
-        pending: list[StepRecord]
         try:
             value = codec.decode(record.input)
         except Exception as exc:
-            final, output, pending = _undecodable_input(instance_id, codec, exc), None, []
+            ended = Ended(_undecodable_input(instance_id, codec, exc), None, [])
         else:
-            final, output, pending = yield from execution.run(value, True)
+            ended = yield from execution.run(value, True)
         held = worker.claim
-        if final is not None:
-            return (
-                yield from _end(worker, held, instance_id, final, output, pending, record.token)
-            )
-        current = yield from _suspend(worker, held, pending, instance_id, record.token)
-        state = yield Store("load", instance_id)
+        if ended.final is not None:
+            return (yield from _end(worker, held, instance_id, ended, record.token))
+        current = yield from _suspend(worker, held, ended.pending, instance_id, record.token)
+        state = yield from Store(Storage.load, instance_id)
         if state is None or set(state.checkpoints) <= known:
             if current is not None:
-                yield Store("advance", current, [], release=True, lease_secs=lease_secs)
+                yield from Store(
+                    QueueStorage.advance, current, [], release=True, lease_secs=lease_secs
+                )
             return None
 
 
-def _wake(claim: Claim, lease_secs: float) -> Yielding:
+def _wake(claim: Claim, lease_secs: float) -> Effects[tuple[Claim | None, WorkflowStatus | None]]:
     """A worker moves a run past its timer or signal wait: the run shows as running while its
     next task runs. Returns the claim still held, and the final status when a cancel or pause
     applied while the run was parked is obeyed instead (``None``: go on)."""
-    request, held = yield Store("advance", claim, [], lease_secs=lease_secs)
+    request, held = yield from Store(QueueStorage.advance, claim, [], lease_secs=lease_secs)
     if request is None:
         return held, None
+    assert held is not None, "a checkpoint write keeps its claim"
     return None, (yield from _obey(held, request, lease_secs))
 
 
-def _obey(claim: Claim, request: ControlRequest, lease_secs: float) -> Yielding:
+def _obey(claim: Claim, request: ControlRequest, lease_secs: float) -> Effects[WorkflowStatus]:
     """Stop the run per ``request`` under ``claim``; return its status (an applied one wins)."""
     stop = _stop_final(request)
-    kept, _ = yield Store("advance", claim, [], final=stop, lease_secs=lease_secs)
+    kept, _ = yield from Store(QueueStorage.advance, claim, [], final=stop, lease_secs=lease_secs)
     return _status_from_final(_stop_final(kept) if kept else stop, None)
 
 
@@ -577,22 +595,24 @@ def _end(
     worker: WorkerMode,
     held: Claim | None,
     instance_id: str,
-    final: FinalState,
-    output: Any,
-    pending: list[StepRecord],
+    ended: Ended,
     token: str | None,
-) -> Yielding:
+) -> Effects[WorkflowStatus]:
     """Write a worker's final state (under its claim when it holds one); return the status.
     A cancel or pause applied meanwhile stays, and is what the status says."""
+    final, pending = ended.final, ended.pending
+    assert final is not None
     if held is not None:
-        kept, _ = yield Store("advance", held, pending, final=final, enqueue=worker.drain(),
-                              lease_secs=worker.lease_secs)  # fmt: skip
+        kept, _ = yield from Store(
+            QueueStorage.advance, held, pending, final=final, enqueue=worker.drain(),
+            lease_secs=worker.lease_secs,
+        )  # fmt: skip
     else:
-        kept = yield Store("finish", instance_id, final, pending, token=token)
-        yield Store("enqueue", instance_id, worker.drain())
+        kept = yield from Store(Storage.finish, instance_id, final, pending, token=token)
+        yield from Store(QueueStorage.enqueue, instance_id, worker.drain())
     if kept is not None:
         return _status_from_final(_stop_final(kept), None)
-    return _status_from_final(final, output)
+    return _status_from_final(final, ended.output)
 
 
 def _suspend(
@@ -601,30 +621,32 @@ def _suspend(
     pending: list[StepRecord],
     instance_id: str,
     token: str | None,
-) -> Yielding:
+) -> Effects[Claim | None]:
     """Write what a path that must wait finished, and the entries it leaves queued; return
     the claim still held for the re-read of the run (``None``: released)."""
     if held is None:
         if pending:
-            yield Store("save_steps", instance_id, pending, token=token)
-        yield Store("enqueue", instance_id, worker.drain())
+            yield from Store(Storage.save_steps, instance_id, pending, token=token)
+        yield from Store(QueueStorage.enqueue, instance_id, worker.drain())
         return None
     items = worker.drain()
     lease = worker.lease_secs
     if any(item.key == held.key for item in items):
         # The claimed task itself goes back to the queue (a retry backoff).
-        yield Store("advance", held, pending, enqueue=items, release=True, lease_secs=lease)
+        yield from Store(
+            QueueStorage.advance, held, pending, enqueue=items, release=True, lease_secs=lease
+        )
         return None
     # The claim is kept until the run has been re-read and what comes next queued: a
     # worker killed in between leaves a claim that expires, and whoever takes it over
     # decides instead (released here, a join could be lost for good).
-    _, kept = yield Store("advance", held, pending, enqueue=items, lease_secs=lease)
+    _, kept = yield from Store(QueueStorage.advance, held, pending, enqueue=items, lease_secs=lease)
     return kept
 
 
-def _control(instance_id: str, kind: str, reason: str | None, by: str | None) -> Yielding:
+def _control(instance_id: str, kind: str, reason: str | None, by: str | None) -> Effects[None]:
     check_stored_name("instance_id", instance_id)
-    found = yield Store("request_control", instance_id, ControlRequest(kind, reason, by))
+    found = yield from Store(Storage.request_control, instance_id, ControlRequest(kind, reason, by))
     if found is None:
         raise InstanceNotFoundError(instance_id)
     if control_decision(found, kind) == "reject":
@@ -633,20 +655,20 @@ def _control(instance_id: str, kind: str, reason: str | None, by: str | None) ->
         )
 
 
-def cancel_run(instance_id: str, reason: str | None, by: str | None) -> Yielding:
+def cancel_run(instance_id: str, reason: str | None, by: str | None) -> Effects[None]:
     """Cancel now if nobody executes the run, else at its next step boundary."""
     return (yield from _control(instance_id, "cancel", reason, by))
 
 
-def pause_run(instance_id: str, reason: str | None, by: str | None) -> Yielding:
+def pause_run(instance_id: str, reason: str | None, by: str | None) -> Effects[None]:
     """Pause now if nobody executes the run, else at its next step boundary."""
     return (yield from _control(instance_id, "pause", reason, by))
 
 
-def unpause_run(instance_id: str) -> Yielding:
+def unpause_run(instance_id: str) -> Effects[None]:
     """Make a paused run runnable again (it does not run it)."""
     check_stored_name("instance_id", instance_id)
-    found = yield Store("unpause", instance_id)
+    found = yield from Store(Storage.unpause, instance_id)
     if found is None:
         raise InstanceNotFoundError(instance_id)
     if found is not Status.PAUSED:
@@ -656,12 +678,12 @@ def unpause_run(instance_id: str) -> Yielding:
         )
 
 
-def send_signal_op(codec: Codec, instance_id: str, name: str, payload: Any) -> Yielding:
+def send_signal_op(codec: Codec, instance_id: str, name: str, payload: Any) -> Effects[None]:
     """Buffer a signal event; refuse one for a finished run."""
     check_stored_name("instance_id", instance_id)
     check_stored_name("Signal name", name)
     data = codec.encode(payload)
-    found = yield Store("send_signal", instance_id, name, data)
+    found = yield from Store(Storage.send_signal, instance_id, name, data)
     if found in TERMINAL:
         raise BackendError(
             f"Cannot send signal '{name}' to workflow '{instance_id}': it has already "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sayiir.backends.protocol import AsyncStorage, Storage
 from sayiir.core.codec import JsonCodec
@@ -93,10 +93,11 @@ def resolve(workflow: Any, registry: Registry | None) -> tuple[WorkflowDefinitio
 _STORAGE_TYPES: set[type[Any]] = set()
 
 
-def backend_storage(backend: Any) -> Storage:
+def backend_storage(backend: object) -> Storage:
+    """``backend`` as a ``Storage``, or a ``TypeError`` saying what is expected."""
     kind = type(backend)
-    if kind in _STORAGE_TYPES:
-        return backend  # type: ignore[no-any-return]
+    if kind in _STORAGE_TYPES:  # the protocol's isinstance is slow: checked once per type
+        return cast(Storage, backend)
     if isinstance(backend, Storage):
         _STORAGE_TYPES.add(kind)
         return backend
@@ -210,17 +211,15 @@ class DurableEngine(Controls):
         return f"DurableEngine(backend={self._storage!r}, conflict_policy={self._policy!r})"
 
 
-def _async_storage(backend: Any) -> AsyncStorage:
-    factory = getattr(backend, "async_storage", None)
-    if factory is None:
+def _async_storage(backend: object) -> AsyncStorage:
+    """The asyncio form of a backend (``Storage.async_storage``), or an ``AsyncStorage``."""
+    try:
+        storage = backend_storage(backend)
+    except TypeError:
         if isinstance(backend, AsyncStorage):
             return backend
-        raise TypeError(
-            f"backend must be InMemoryBackend, SqliteBackend or PostgresBackend, "
-            f"not {type(backend).__name__}"
-        )
-    storage: AsyncStorage = factory()
-    return storage
+        raise
+    return storage.async_storage()
 
 
 class CheckpointingRunner:

@@ -24,6 +24,7 @@ from typing import Any
 from sayiir.backends._sqlfiles import load_migrations, load_queries
 from sayiir.backends._sqlrows import instance_params
 from sayiir.backends.adapters import ThreadedAsyncStorage
+from sayiir.backends.protocol import Storage
 from sayiir.backends.sqlite._connection import MIN_SQLITE_VERSION, Database
 from sayiir.backends.sqlite._migrate import migrate
 from sayiir.core.codec import Codec, JsonCodec
@@ -74,7 +75,7 @@ _BEGIN_READ = _Q["begin_deferred"]
 _Row = tuple[Any, ...]
 
 
-class SqliteBackend:
+class SqliteBackend(Storage):
     """Durable storage in one SQLite file (stdlib ``sqlite3``, WAL), safe for several processes.
 
     >>> from sayiir import Flow, run_durable_workflow
