@@ -29,6 +29,7 @@ from sayiir.backends.postgres._options import Options, Password, check_password,
 from sayiir.backends.postgres._pools import Pools
 from sayiir.backends.postgres._runner import Runner, driver
 from sayiir.backends.postgres._storage import AsyncPostgresStorage
+from sayiir.backends.protocol import QueueStorage
 from sayiir.core.codec import Codec, JsonCodec
 from sayiir.core.records import (
     AttemptRecord,
@@ -56,7 +57,7 @@ __all__ = ["AsyncPostgresStorage", "PostgresBackend"]
 logger = logging.getLogger("sayiir.backends.postgres")
 
 
-class PostgresBackend:
+class PostgresBackend(QueueStorage):
     """Durable storage in PostgreSQL 13+.
 
     The constructor is cheap (it only validates its arguments): the backend connects, and

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 from uuid import uuid4
 
 from sayiir.backends.postgres import _ops
+from sayiir.backends.protocol import AsyncStorage
 from sayiir.core.records import (
     AttemptRecord,
     ControlRequest,
@@ -107,7 +108,7 @@ def send_signal(instance_id: str, signal_name: str, payload: bytes) -> Call[Stat
     )
 
 
-class AsyncPostgresStorage:
+class AsyncPostgresStorage(AsyncStorage):
     """``AsyncStorage`` over a ``PostgresBackend``: the same operations on the async pool."""
 
     def __init__(self, backend: PostgresBackend) -> None:
