@@ -23,6 +23,12 @@ TaskFn = Callable[..., Any]
 _TASK_ATTRS = ("_task_id", "_metadata", "_input_type", "_output_type")
 
 
+def mark(fn: object, **attrs: object) -> None:
+    """Set sayiir's attributes on a task function (``AttributeError`` when it takes none)."""
+    for name, value in attrs.items():
+        setattr(fn, name, value)
+
+
 def io_types(fn: TaskFn) -> tuple[Any, Any]:
     """The annotation of the first parameter and of the return value (``None`` if absent).
 
@@ -83,7 +89,7 @@ def _wrap(fn: TaskFn, before: Callable[[Any], Any] | None, after: Callable[[Any]
         value = getattr(fn, attr, None)
         if value is not None:
             setattr(wrapper, attr, value)
-    wrapper._sayiir_original = origin(fn)  # type: ignore[attr-defined]
+    mark(wrapper, _sayiir_original=origin(fn))
     return wrapper
 
 
@@ -143,5 +149,5 @@ def wrap_loop(fn: TaskFn) -> TaskFn:
     if getattr(fn, "_sayiir_loop", False):
         return fn
     wrapper = _wrap(fn, None, loop_envelope)
-    wrapper._sayiir_loop = True  # type: ignore[attr-defined]
+    mark(wrapper, _sayiir_loop=True)
     return wrapper

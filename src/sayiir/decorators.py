@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, TypeVar, overload
 
-from sayiir._callables import io_types
+from sayiir._callables import io_types, mark
 from sayiir.core.durations import parse_duration, to_seconds
 from sayiir.core.metadata import RetryPolicy, TaskMetadata
 
@@ -84,10 +84,13 @@ def task(
         )
         input_type, output_type = io_types(fn)
         try:
-            fn._task_id = task_id  # type: ignore[attr-defined]
-            fn._metadata = metadata  # type: ignore[attr-defined]
-            fn._input_type = input_type  # type: ignore[attr-defined]
-            fn._output_type = output_type  # type: ignore[attr-defined]
+            mark(
+                fn,
+                _task_id=task_id,
+                _metadata=metadata,
+                _input_type=input_type,
+                _output_type=output_type,
+            )
         except AttributeError:
             raise TypeError(
                 f"@task cannot set attributes on {fn!r}; decorate a def that calls it instead"

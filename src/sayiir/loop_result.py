@@ -44,11 +44,11 @@ class LoopResult(Generic[T]):
 
     __slots__ = ("_tag", "_value")
 
-    def __init__(self, tag: str, value: Any) -> None:
+    def __init__(self, tag: str, value: T) -> None:
         if tag not in _TAGS:
             raise ValueError(f"LoopResult tag must be 'again' or 'done', got {tag!r}")
         self._tag = tag
-        self._value = value
+        self._value: T = value
 
     @classmethod
     def again(cls, value: T) -> LoopResult[T]:
@@ -70,7 +70,7 @@ class LoopResult(Generic[T]):
 
     @property
     def value(self) -> T:
-        return self._value  # type: ignore[no-any-return]
+        return self._value
 
     def to_dict(self) -> dict[str, Any]:
         """The wire form the engine reads: ``{"_loop": tag, "value": value}``."""

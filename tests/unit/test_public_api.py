@@ -102,3 +102,16 @@ def test_the_reference_postgres_name_stays_reachable() -> None:
         assert "pip install" in str(exc)
     else:
         assert backend is sayiir.PostgresBackend
+
+
+def test_statuses_and_metadata_compare_by_value_and_are_unhashable() -> None:
+    # They define __eq__ and are mutable: Python makes them unhashable, as the reference's.
+    assert sayiir.TaskMetadata(priority=2) == sayiir.TaskMetadata(priority=2)
+    assert sayiir.WorkflowStatus("completed") == sayiir.WorkflowStatus("completed")
+    for value in (sayiir.WorkflowStatus("completed"), sayiir.TaskMetadata()):
+        try:
+            hash(value)
+        except TypeError as exc:
+            assert "unhashable" in str(exc)
+        else:
+            raise AssertionError(f"{type(value).__name__} is hashable")

@@ -397,8 +397,9 @@ _TAG_DECODER: Final = json.JSONDecoder(object_hook=_object_hook)
 # ``scan_once`` is what ``JSONDecoder.raw_decode`` calls; using it directly skips two
 # whitespace regex matches per call. Anything it does not fully consume (surrounding
 # whitespace, trailing data, errors) goes through ``decode`` for json.loads' exact rules.
-_scan_plain: Final[_Scanner] = _PLAIN_DECODER.scan_once  # type: ignore[attr-defined]
-_scan_tagged: Final[_Scanner] = _TAG_DECODER.scan_once  # type: ignore[attr-defined]
+# (An instance attribute that typeshed does not declare: read from the instance's dict.)
+_scan_plain: Final[_Scanner] = vars(_PLAIN_DECODER)["scan_once"]
+_scan_tagged: Final[_Scanner] = vars(_TAG_DECODER)["scan_once"]
 
 
 def _loads(text: str) -> Any:

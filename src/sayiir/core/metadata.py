@@ -109,8 +109,6 @@ class TaskMetadata:
             return NotImplemented
         return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
 
-    __hash__ = None  # type: ignore[assignment]
-
     def __repr__(self) -> str:
         fields = ", ".join(
             f"{s}={getattr(self, s)!r}" for s in TaskMetadata.__slots__ if getattr(self, s)

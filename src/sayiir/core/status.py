@@ -94,8 +94,6 @@ class WorkflowStatus:
             return NotImplemented
         return all(getattr(self, s) == getattr(other, s) for s in self.__slots__)
 
-    __hash__ = None  # type: ignore[assignment]
-
     def __repr__(self) -> str:
         s = self.status
         if s == "completed":

@@ -140,7 +140,8 @@ class VirtualClock:
             for watched in self._due_order():
                 record = watched.storage.get_instance(watched.instance_id)
                 if inspect.isawaitable(record):  # an asyncio storage: aadvance resumes it
-                    record.close()  # type: ignore[attr-defined]
+                    if inspect.iscoroutine(record):
+                        record.close()
                     continue
                 if _due(record, self._now):
                     fired.append(watched.resume())

@@ -268,16 +268,18 @@ class SqliteBackend(Storage):
             done = cur.execute(_SELECT_CHECKPOINT, {"instance_id": instance_id, "key": key})
             found = done.fetchone()
             if found is not None:  # a repeated call: the event was consumed already
-                return found[0]  # type: ignore[no-any-return]
+                consumed: bytes = found[0]
+                return consumed
             row = cur.execute(_Q["next_signal"], ids).fetchone()
             if row is None:
                 return None
             signal_id, payload = row
+            event: bytes = payload
             now = time.time()
             cur.execute(_Q["mark_signal_consumed"], {"id": signal_id, "now": now})
             cur.execute(_UPSERT_CHECKPOINT, _checkpoint_params(instance_id, key, payload, now))
             self._touch(cur, instance_id, now, token)
-            return payload  # type: ignore[no-any-return]
+            return event
 
         return self._db.write(f"consume_signal({instance_id!r}, {signal_name!r})", tx)
 
