@@ -11,19 +11,20 @@ import os
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from sayiir.backends.protocol import AsyncStorage, Storage
-from sayiir.engine._effects import Call, Effect, Parallel, Sleep, Store, Yielding
+from sayiir.engine._effects import Call, Effect, Effects, Parallel, Sleep, Store, Yielding
 from sayiir.engine._hooks import asleep, sleep
 from sayiir.engine._invoke import call_async, call_sync
 
 __all__ = ["adrive", "drive"]
 
+T = TypeVar("T")
 _NOTHING: Any = object()
 
 
-def drive(gen: Yielding, storage: Storage | None, first: Any = _NOTHING) -> Any:
+def drive(gen: Effects[T], storage: Storage | None, first: Any = _NOTHING) -> T:
     """Run ``gen`` to completion, performing effects on this thread; return its value."""
     result: Any = None
     error: BaseException | None = None
@@ -33,7 +34,8 @@ def drive(gen: Yielding, storage: Storage | None, first: Any = _NOTHING) -> Any:
             try:
                 eff = gen.send(result) if error is None else gen.throw(error)
             except StopIteration as stop:
-                return stop.value
+                value: T = stop.value
+                return value
         error = None
         try:
             result = _perform(eff, storage)
@@ -192,7 +194,7 @@ def _run_branch(gen: Yielding, eff: Effect[Any], storage: Storage | None) -> Any
         return exc
 
 
-async def adrive(gen: Yielding, storage: AsyncStorage | None, first: Any = _NOTHING) -> Any:
+async def adrive(gen: Effects[T], storage: AsyncStorage | None, first: Any = _NOTHING) -> T:
     """Run ``gen`` to completion on the event loop; return its value."""
     result: Any = None
     error: BaseException | None = None
@@ -202,7 +204,8 @@ async def adrive(gen: Yielding, storage: AsyncStorage | None, first: Any = _NOTH
             try:
                 eff = gen.send(result) if error is None else gen.throw(error)
             except StopIteration as stop:
-                return stop.value
+                value: T = stop.value
+                return value
         error = None
         try:
             result = await _aperform(eff, storage)

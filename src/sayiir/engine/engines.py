@@ -13,7 +13,7 @@ from sayiir.core.nodes import WorkflowDefinition
 from sayiir.core.status import WorkflowStatus
 from sayiir.engine import _lease, _runs
 from sayiir.engine._drive import adrive, drive
-from sayiir.engine._effects import Yielding
+from sayiir.engine._effects import Effects
 from sayiir.engine._hooks import ACTIVE
 
 __all__ = [
@@ -57,7 +57,7 @@ def _execution(
     input: Any,
     *,
     inline: bool,
-) -> tuple[Yielding, _St, str]:
+) -> tuple[Effects[WorkflowStatus], _St, str]:
     """The operation of one execution (a start when ``policy`` is given, else a resume),
     the storage it runs on and its token: one place for the sync and async engines."""
     workflow, instance_id, task_registry = run
@@ -173,27 +173,23 @@ class DurableEngine(Controls):
         input: Any,
         task_registry: Registry | None = None,
     ) -> WorkflowStatus:
-        run = (workflow, instance_id, task_registry)
-        op, s, token = _execution(self, self._storage, self._policy, run, input, inline=True)
-        held = _lease.hold(self._storage, instance_id, token)
-        try:
-            result: WorkflowStatus = drive(op, s)
-        finally:
-            _lease.release(held)
-        return result
+        return self._execute(self._policy, (workflow, instance_id, task_registry), input)
 
     def resume(
         self, workflow: Any, instance_id: str, task_registry: Registry | None = None
     ) -> WorkflowStatus:
         """Continue a run from its checkpoints; see ``resume_workflow``."""
-        run = (workflow, instance_id, task_registry)
-        op, s, token = _execution(self, self._storage, None, run, None, inline=True)
-        held = _lease.hold(self._storage, instance_id, token)
+        return self._execute(None, (workflow, instance_id, task_registry), None)
+
+    def _execute(
+        self, policy: str | None, run: tuple[Any, str, Registry | None], input: Any
+    ) -> WorkflowStatus:
+        op, s, token = _execution(self, self._storage, policy, run, input, inline=True)
+        held = _lease.hold(self._storage, run[1], token)
         try:
-            result: WorkflowStatus = drive(op, s)
+            return drive(op, s)
         finally:
             _lease.release(held)
-        return result
 
     def cancel(
         self, instance_id: str, reason: str | None = None, cancelled_by: str | None = None
@@ -249,26 +245,22 @@ class CheckpointingRunner:
         input: Any,
         task_registry: Registry | None = None,
     ) -> WorkflowStatus:
-        run = (workflow, instance_id, task_registry)
-        op, s, token = _execution(self, self._storage, self._policy, run, input, inline=False)
-        held = _lease.ahold(self._storage, instance_id, token)
-        try:
-            result: WorkflowStatus = await adrive(op, s)
-        finally:
-            _lease.arelease(held)
-        return result
+        return await self._execute(self._policy, (workflow, instance_id, task_registry), input)
 
     async def resume(
         self, workflow: Any, instance_id: str, task_registry: Registry | None = None
     ) -> WorkflowStatus:
-        run = (workflow, instance_id, task_registry)
-        op, s, token = _execution(self, self._storage, None, run, None, inline=False)
-        held = _lease.ahold(self._storage, instance_id, token)
+        return await self._execute(None, (workflow, instance_id, task_registry), None)
+
+    async def _execute(
+        self, policy: str | None, run: tuple[Any, str, Registry | None], input: Any
+    ) -> WorkflowStatus:
+        op, s, token = _execution(self, self._storage, policy, run, input, inline=False)
+        held = _lease.ahold(self._storage, run[1], token)
         try:
-            result: WorkflowStatus = await adrive(op, s)
+            return await adrive(op, s)
         finally:
             _lease.arelease(held)
-        return result
 
     async def cancel(
         self, instance_id: str, reason: str | None = None, cancelled_by: str | None = None
