@@ -343,7 +343,10 @@ def test_a_run_under_sslmode_require_survives_a_restart(
         assert tls[0][0] >= 1 and tls[0][1] is True  # the pool's connections use TLS
         cluster.stop(mode=mode)
         release.set()  # the step ends while the server is down: its write must wait
-        time.sleep(1.0)
+        deadline = time.monotonic() + 60
+        while not any("retrying" in r.getMessage() for r in caplog.records):  # it did
+            assert time.monotonic() < deadline, "the write never met the stopped server"
+            time.sleep(0.02)
         cluster.start()
     finally:
         release.set()

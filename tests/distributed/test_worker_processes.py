@@ -80,6 +80,16 @@ class Cluster:
                 "WHERE status = 'completed' GROUP BY 1, 2 HAVING count(*) > 1"
             ).fetchall()
 
+    def unclaimed_entries(self, instance_id: str) -> list[str]:
+        """The task keys of the run's queue entries that no worker holds."""
+        with psycopg.connect(self.dsn) as conn:
+            rows = conn.execute(
+                "SELECT task_key FROM sayiir_task_queue"
+                " WHERE instance_id = %s AND worker_id IS NULL ORDER BY task_key",
+                (instance_id,),
+            ).fetchall()
+        return [key for (key,) in rows]
+
     def close(self) -> None:
         for proc in self.procs:
             if proc.poll() is None:
@@ -194,8 +204,13 @@ def test_delay_and_signal_with_no_worker_waiting_on_them(cluster: Cluster) -> No
 def test_tagged_tasks_run_only_on_workers_serving_the_tag(cluster: Cluster) -> None:
     plain = cluster.start("plain")
     cluster.client.submit(workerapp.tagged, "gpu-run", 3)
-    time.sleep(2.0)
-    assert not cluster.client.status("gpu-run").is_completed()
+    wait_until(lambda: cluster.unclaimed_entries("gpu-run") == ["on_gpu"], what="on_gpu queued")
+    # A later, less urgent untagged run: the plain worker (one task at a time) takes entries
+    # by priority then age, so once it finished this one it has passed over on_gpu.
+    cluster.client.submit(workerapp.lazy_flow, "after-gpu", 1)
+    wait_until(lambda: cluster.client.status("after-gpu").is_completed(), what="lazy run done")
+    assert "on_gpu" not in [t for _, t, _, _ in cluster.lines()]
+    assert cluster.unclaimed_entries("gpu-run") == ["on_gpu"]
     gpu = cluster.start("gpu", tags="gpu")
     wait_until(lambda: cluster.client.status("gpu-run").is_completed(), what="completed")
     assert cluster.client.status("gpu-run").output == 6
