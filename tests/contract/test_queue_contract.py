@@ -355,7 +355,8 @@ def test_lease_expiry_makes_an_entry_claimable_again_with_attempt_plus_one(
 ) -> None:
     iid = new()
     [first] = take(queue, h, "w1", lease=0.2)
-    assert take(queue, h, "w2") == []
+    # (Not claimable while the lease runs: tested above with a long lease; a check here
+    # would have to run within 0.2 s, which a loaded machine does not promise.)
     time.sleep(0.4)
     [second] = take(queue, h, "w2")
     assert second == Claim(iid, "", 2, "w2", h)
@@ -528,7 +529,7 @@ def test_advance_moves_the_claim_to_next_item(
     iid = new()
     claim = start(queue, h, iid, "w1")
     request, moved = queue.advance(
-        claim, [step("a")], enqueue=[item("side")], next_item=item("b"), lease_secs=0.3
+        claim, [step("a")], enqueue=[item("side")], next_item=item("b"), lease_secs=LONG
     )
     assert request is None
     assert moved == Claim(iid, "b", 1, "w1", h)

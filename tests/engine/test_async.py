@@ -192,10 +192,12 @@ def test_runner_resume_after_delay(backend, iid, ledger):
 
     async def main() -> Any:
         runner = CheckpointingRunner(backend)
-        first = await runner.run(wf, iid, 1)
-        early = await runner.resume(wf, iid)
-        await asyncio.sleep(0.15)
-        done = await runner.resume(wf, iid)
+        # A clock that moves only when told: "early" is early however slow this machine is.
+        with virtual_time(auto_skip=False) as clock:
+            first = await runner.run(wf, iid, 1)
+            early = await runner.resume(wf, iid)
+            await clock.aadvance(0.15)
+            done = await runner.resume(wf, iid)
         return first, early, done
 
     first, early, done = asyncio.run(main())

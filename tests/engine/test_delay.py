@@ -86,15 +86,17 @@ def test_durable_delay_resume_early_stays_waiting_then_continues(
         return x * 2
 
     wf = Flow("d").then(before).delay("nap", 0.3).then(after).build()
-    first = run_durable_workflow(wf, iid, 1, backend=backend)
-    assert first.status == "waiting"
-    early = resume_workflow(wf, iid, backend)
-    assert early.status == "waiting"
-    assert same_wake_at(early.wake_at, first.wake_at)
-    assert early.delay_id == "nap"
-    assert ledger.entries == ["before"]
-    time.sleep(0.35)
-    done = resume_workflow(wf, iid, backend)
+    # A clock that moves only when told: "early" is early however slow this machine is.
+    with virtual_time(auto_skip=False) as clock:
+        first = run_durable_workflow(wf, iid, 1, backend=backend)
+        assert first.status == "waiting"
+        early = resume_workflow(wf, iid, backend)
+        assert early.status == "waiting"
+        assert same_wake_at(early.wake_at, first.wake_at)
+        assert early.delay_id == "nap"
+        assert ledger.entries == ["before"]
+        clock.advance(0.35)
+        done = resume_workflow(wf, iid, backend)
     assert done.status == "completed", done
     assert done.output == 4
     assert ledger.entries == ["before", "after"]
