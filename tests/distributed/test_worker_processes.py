@@ -262,9 +262,11 @@ def test_kill_9_chaos_loses_nothing_and_completes_each_step_once(cluster: Cluste
     while mid_task < 3 and kills < 30:
         victim = rnd.choice(ids)
         pid = live[victim].pid
-        wait_until(
-            lambda pid=pid: running(pid) is not None or all_done(), 120, f"{victim} runs a task"
-        )
+
+        def busy(pid: int = pid) -> bool:
+            return running(pid) is not None or all_done()
+
+        wait_until(busy, 120, f"{victim} runs a task")
         if all_done():
             break
         os.kill(pid, signal.SIGKILL)
