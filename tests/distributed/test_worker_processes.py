@@ -300,12 +300,13 @@ def test_kill_9_chaos_loses_nothing_and_completes_each_step_once(cluster: Cluste
 
 
 def test_a_task_three_times_the_lease_runs_once_and_its_lease_is_renewed(cluster: Cluster) -> None:
-    """Two workers with a 1 s lease, a task that runs 3 s: the worker running it renews
+    """Two workers with a 2 s lease, a task that runs 6 s: the worker running it renews
     its lease all along (the renewals are seen in the queue row), and the other worker
-    never takes the task over."""
-    env = {"SAYIIR_TEST_SLOW_SECS": "3"}
-    cluster.start("a", claim_ttl=1.0, env=env)
-    cluster.start("b", claim_ttl=1.0, env=env)
+    never takes the task over. (With a 1 s lease, a heartbeat that a loaded machine and
+    database delay by a second lets the other worker take over.)"""
+    env = {"SAYIIR_TEST_SLOW_SECS": "6"}
+    cluster.start("a", claim_ttl=2.0, env=env)
+    cluster.start("b", claim_ttl=2.0, env=env)
     cluster.client.submit(workerapp.sleepy, "long", 1)
     wait_until(lambda: any(t == "slow" for _, t, _, _ in cluster.lines()), what="slow started")
     leases: set[Any] = set()
