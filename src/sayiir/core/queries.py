@@ -303,8 +303,8 @@ def preview(value: Any, limit: int) -> str:
 
     >>> preview({"a": 1}, 100)
     '{"a": 1}'
-    >>> preview("x" * 10, 4)
-    '"xxx… (12 chars)'
+    >>> preview("x" * 10, 4)  # 4 characters kept, the marker "…" included
+    '"xx… (12 chars)'
     """
     try:
         text = json.dumps(value, ensure_ascii=False, default=repr)
