@@ -24,6 +24,7 @@ import os
 import re
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -106,10 +107,19 @@ def pg_database(request: pytest.FixtureRequest) -> Iterator[str]:
     if dsn is None:
         pytest.skip(f"PostgreSQL test: set {DSN_ENV} to run it")
 
+    with fresh_database(_database_name(request.module.__name__)) as url:
+        yield url
+
+
+@contextmanager
+def fresh_database(name: str) -> Iterator[str]:
+    """Create an empty database ``name`` on the test server; yield its URL; drop it."""
     import psycopg
     from psycopg import sql
 
-    name = _database_name(request.module.__name__)
+    dsn = admin_dsn()
+    if dsn is None:
+        raise RuntimeError(f"{DSN_ENV} is not set")
     with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:

@@ -18,13 +18,11 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import DSN_ENV, admin_dsn, pg_url
+from tests.conftest import DSN_ENV, admin_dsn, fresh_database
 from tests.docs.markdown_blocks import Block, MarkdownBlockError, python_blocks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,25 +30,6 @@ RUNNER = Path(__file__).with_name("run_blocks.py")
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 URL_ENV = "SAYIIR_DATABASE_URL"
 CHILD_TIMEOUT = 300  # seconds: generous, the examples take a few seconds on an idle machine
-
-
-@contextmanager
-def _fresh_database() -> Iterator[str]:
-    import psycopg
-    from psycopg import sql
-
-    dsn = admin_dsn()
-    assert dsn is not None
-    name = f"sayiir_docs_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{secrets.token_hex(4)}"
-    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield pg_url(name)
-    finally:
-        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 def _shown(path: Path) -> Path:
@@ -105,7 +84,8 @@ def test_code_blocks_run(doc: Path, tmp_path: Path) -> None:
             p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p
         )
         if have_server and postgres:
-            with _fresh_database() as url:
+            worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+            with fresh_database(f"sayiir_docs_{worker}_{secrets.token_hex(4)}") as url:
                 _run(runnable, tmp_path, {**env, URL_ENV: url})
         else:
             _run(runnable, tmp_path, env)
