@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from sayiir.backends.adapters import DirectAsyncStorage, ThreadedAsyncStorage
-from sayiir.backends.postgres import AsyncPostgresStorage
+from sayiir.backends.postgres import AsyncPostgresStorage, PostgresBackend
 from sayiir.backends.protocol import AsyncStorage, QueueStorage, Storage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +54,12 @@ def test_async_forms_have_storages_operations_awaited(cls: type[Any]) -> None:
     assert async_operations(cls) == storage_operations()
 
 
+def test_the_postgres_backend_passes_on_storages_operations_as_declared() -> None:
+    # Generated too (the sync runner over the plans of postgres/_storage.py).
+    ops = {name: inspect.signature(getattr(PostgresBackend, name)) for name in storage_operations()}
+    assert ops == storage_operations()
+
+
 def test_queue_storage_adds_to_storage_without_redefining() -> None:
     added = {n for n in vars(QueueStorage) if not n.startswith("_")}
     assert added.isdisjoint(storage_operations())
@@ -75,3 +81,8 @@ def test_the_generator_finds_a_stale_block(tmp_path: Path) -> None:
     extra = gen.Operation("forget", "self, instance_id: str", "bool", ("instance_id",), ())
     regenerated = gen.generate(source, target, [*ops, extra])
     assert "return await self._call(self._s.forget, instance_id)" in regenerated
+    # PostgreSQL passes each operation on to its plan: an operation without one is refused.
+    pg = gen.TARGETS[2]
+    assert pg.cls == "PostgresBackend"
+    with pytest.raises(SystemExit, match=r"no plan function forget\(\)"):
+        gen.generate((ROOT / pg.path).read_text(), pg, [*ops, extra])

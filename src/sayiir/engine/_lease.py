@@ -18,23 +18,24 @@ import os
 import threading
 import time
 import weakref
-from typing import Any
+from typing import Generic, TypeVar
 
 from sayiir.backends.protocol import AsyncStorage, Storage
 
 __all__ = ["Held", "ahold", "arelease", "hold", "release"]
 
+S = TypeVar("S", Storage, AsyncStorage)
 logger = logging.getLogger("sayiir.engine")
 _IDLE = 1.0
 
 
-class Held:
+class Held(Generic[S]):
     """One execution's hold on a run: what the heartbeat renews, and how it went."""
 
     __slots__ = ("due", "instance_id", "interval", "lost", "renewals", "storage", "token")
 
-    def __init__(self, storage: Any, instance_id: str, token: str, now: float) -> None:
-        self.storage = storage
+    def __init__(self, storage: S, instance_id: str, token: str, now: float) -> None:
+        self.storage: S = storage
         self.instance_id = instance_id
         self.token = token
         self.interval: float = storage.lease_secs / 3.0
@@ -46,24 +47,24 @@ class Held:
         return f"Held({self.instance_id!r}, renewals={self.renewals}, lost={self.lost})"
 
 
-class _Registry:
+class _Registry(Generic[S]):
     """The executions one heartbeat serves, and when it must wake up next."""
 
     __slots__ = ("held", "next_wake")
 
     def __init__(self) -> None:
-        self.held: set[Held] = set()
+        self.held: set[Held[S]] = set()
         self.next_wake = math.inf
 
-    def add(self, held: Held) -> bool:
+    def add(self, held: Held[S]) -> bool:
         """Register ``held``; True when the heartbeat sleeps past its first renewal."""
         self.held.add(held)
         return held.due < self.next_wake
 
-    def drop(self, held: Held) -> None:
+    def drop(self, held: Held[S]) -> None:
         self.held.discard(held)
 
-    def take_due(self, now: float) -> tuple[list[Held], float]:
+    def take_due(self, now: float) -> tuple[list[Held[S]], float]:
         """The executions whose renewal is due (their next one scheduled), and the seconds
         until the heartbeat must look again. With none registered it still looks every
         ``_IDLE`` seconds: an execution registered meanwhile then wakes it only if its first
@@ -76,14 +77,14 @@ class _Registry:
         return due, max(nxt - now, 0.0)
 
 
-def _renewed(held: Held, ok: bool) -> None:
+def _renewed(held: Held[S], ok: bool) -> None:
     if ok:
         held.renewals += 1
     else:
         held.lost = True
 
 
-def _failed(held: Held, exc: Exception) -> None:
+def _failed(held: Held[S], exc: Exception) -> None:
     # The next renewal (or write) tries again; a lease that expires meanwhile lets another
     # resume take the run over, and this execution's next write is then refused.
     logger.warning("sayiir: renewing the lease of run %r failed: %s", held.instance_id, exc)
@@ -94,11 +95,11 @@ def _failed(held: Held, exc: Exception) -> None:
 # The plain lock is taken directly on the hot path (cheaper than entering the Condition).
 _lock = threading.Lock()
 _cond = threading.Condition(_lock)
-_sync = _Registry()
+_sync: _Registry[Storage] = _Registry()
 _thread: threading.Thread | None = None
 
 
-def hold(storage: Storage, instance_id: str, token: str) -> Held:
+def hold(storage: Storage, instance_id: str, token: str) -> Held[Storage]:
     """Register a sync execution of ``instance_id`` under ``token`` until ``release``."""
     held = Held(storage, instance_id, token, time.monotonic())
     with _lock:
@@ -110,7 +111,7 @@ def hold(storage: Storage, instance_id: str, token: str) -> Held:
     return held
 
 
-def release(held: Held) -> None:
+def release(held: Held[Storage]) -> None:
     with _lock:
         _sync.held.discard(held)
 
@@ -139,7 +140,7 @@ def _after_fork() -> None:
     """A forked child has no heartbeat thread: start afresh (one starts on first use)."""
     global _lock, _cond, _sync, _thread
     _lock = threading.Lock()
-    _cond, _sync, _thread = threading.Condition(_lock), _Registry(), None
+    _cond, _sync, _thread = threading.Condition(_lock), _Registry[Storage](), None
 
 
 if hasattr(os, "register_at_fork"):
@@ -153,17 +154,17 @@ class _AsyncBeat:
     """The heartbeat of one event loop: a task that runs while executions are registered."""
 
     def __init__(self) -> None:
-        self.registry = _Registry()
+        self.registry = _Registry[AsyncStorage]()
         self.wake = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
-    def add(self, held: Held) -> None:
+    def add(self, held: Held[AsyncStorage]) -> None:
         if self.registry.add(held):
             self.wake.set()
         if self.task is None or self.task.done():
             self.task = asyncio.get_running_loop().create_task(self.run())
 
-    def drop(self, held: Held) -> None:
+    def drop(self, held: Held[AsyncStorage]) -> None:
         self.registry.drop(held)
         if not self.registry.held:
             self.wake.set()  # the task ends now rather than at its next renewal
@@ -172,9 +173,8 @@ class _AsyncBeat:
         while self.registry.held:
             due, wait = self.registry.take_due(time.monotonic())
             for held in due:
-                storage: AsyncStorage = held.storage
                 try:
-                    _renewed(held, await storage.renew_lease(held.instance_id, held.token))
+                    _renewed(held, await held.storage.renew_lease(held.instance_id, held.token))
                 except Exception as exc:
                     _failed(held, exc)
             if not due:
@@ -188,7 +188,7 @@ _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _AsyncBeat] = (
 )
 
 
-def ahold(storage: AsyncStorage, instance_id: str, token: str) -> Held:
+def ahold(storage: AsyncStorage, instance_id: str, token: str) -> Held[AsyncStorage]:
     """Register an async execution (call it on its event loop) until ``arelease``."""
     loop = asyncio.get_running_loop()
     beat = _loops.get(loop)
@@ -199,7 +199,7 @@ def ahold(storage: AsyncStorage, instance_id: str, token: str) -> Held:
     return held
 
 
-def arelease(held: Held) -> None:
+def arelease(held: Held[AsyncStorage]) -> None:
     beat = _loops.get(asyncio.get_running_loop())
     if beat is not None:
         beat.drop(held)

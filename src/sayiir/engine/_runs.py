@@ -193,9 +193,10 @@ def _finish(instance_id: str, final: FinalState, output: Any, pending: list[Step
 
 
 def _finish_ended(instance_id: str, ended: Ended, token: str | None) -> Effects[WorkflowStatus]:
-    """``_finish`` with what an execution (not on a worker) ended with."""
+    """``_finish`` with what an execution (not on a worker) ended with (not a generator
+    itself: it hands back ``_finish``'s, one frame less per run)."""
     assert ended.final is not None, "only a worker's path waits for other workers"
-    return (yield from _finish(instance_id, ended.final, ended.output, ended.pending, token))
+    return _finish(instance_id, ended.final, ended.output, ended.pending, token)
 
 
 def _execute(
