@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg.pq import ExecStatus, TransactionStatus
+from psycopg.rows import tuple_row
 
 from sayiir.backends.postgres._conninfo import Target
 from sayiir.backends.postgres._errors import describe, is_transient, mark_lost, translate
@@ -63,7 +64,8 @@ def _statement(compiled: Compiled, req: Request) -> tuple[bytes, dict[str, Any] 
 
 
 def execute(conn: psycopg.Connection[Any], compiled: Compiled, op: Op[T]) -> T:
-    """Run ``op`` on ``conn`` (switched to autocommit for the duration)."""
+    """Run ``op`` on ``conn`` (switched to autocommit for the duration). Rows are tuples,
+    whatever the connection's own row factory (a caller's pool may set one)."""
     restore = not conn.autocommit
     if restore:
         conn.autocommit = True
@@ -71,7 +73,8 @@ def execute(conn: psycopg.Connection[Any], compiled: Compiled, op: Op[T]) -> T:
         req = next(op)
         while True:
             query, params, prepare = _statement(compiled, req)
-            cur = conn.execute(query, params, prepare=prepare, binary=prepare)
+            cur = conn.cursor(binary=prepare, row_factory=tuple_row)
+            cur.execute(query, params, prepare=prepare)
             req = op.send(cur.fetchall() if _has_rows(cur) else [])
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
@@ -95,7 +98,8 @@ async def aexecute(conn: psycopg.AsyncConnection[Any], compiled: Compiled, op: O
         req = next(op)
         while True:
             query, params, prepare = _statement(compiled, req)
-            cur = await conn.execute(query, params, prepare=prepare, binary=prepare)
+            cur = conn.cursor(binary=prepare, row_factory=tuple_row)
+            await cur.execute(query, params, prepare=prepare)
             req = op.send(await cur.fetchall() if _has_rows(cur) else [])
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]

@@ -6,9 +6,11 @@ with its parameters) and receives the rows; its return value is the operation's 
 so the sync ``Storage`` and the ``AsyncStorage`` share every line of logic, as the engine's
 interpreter shares its logic between ``drive`` and ``adrive``.
 
-Every write is a single statement, so a call re-sent after a lost connection is either a
-repeat of a committed write or the first one; the ``retry`` flags and tokens below let
-the repeat recognise its own earlier commit.
+Every write is one transaction: a single statement in autocommit, or, for a replacing
+``create_instance`` (and a terminal ``_queue.advance``), a row lock and the write between
+``begin`` and ``commit``. So a call re-sent after a lost connection is either a repeat of
+a committed write or the first one; the ``retry`` flags and tokens below let the repeat
+recognise its own earlier commit.
 """
 
 from __future__ import annotations
