@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
+from sayiir.backends._closing import Closing
 from sayiir.backends.adapters import ThreadedAsyncStorage
 from sayiir.backends.postgres import _migrations, _ops, _queue, _retention, _storage
 from sayiir.backends.postgres._conninfo import Target, parse_target
@@ -57,7 +58,7 @@ __all__ = ["AsyncPostgresStorage", "PostgresBackend"]
 logger = logging.getLogger("sayiir.backends.postgres")
 
 
-class PostgresBackend(QueueStorage):
+class PostgresBackend(Closing, QueueStorage):
     """Durable storage in PostgreSQL 13+.
 
     The constructor is cheap (it only validates its arguments): the backend connects, and
@@ -307,17 +308,6 @@ class PostgresBackend(QueueStorage):
         if self._listener is not None:
             await asyncio.to_thread(self._stop_listening)
         await self._pools.aclose()
-
-    def __enter__(self) -> PostgresBackend:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     async def __aenter__(self) -> PostgresBackend:
         return self

@@ -64,17 +64,16 @@ def _statement(compiled: Compiled, req: Request) -> tuple[bytes, dict[str, Any] 
 
 
 def execute(conn: psycopg.Connection[Any], compiled: Compiled, op: Op[T]) -> T:
-    """Run ``op`` on ``conn`` (switched to autocommit for the duration). Rows are tuples,
-    whatever the connection's own row factory (a caller's pool may set one)."""
+    """Run ``op`` on ``conn``, switched to autocommit and tuple rows for the duration."""
     restore = not conn.autocommit
     if restore:
         conn.autocommit = True
+    factory = _tuple_rows(conn)
     try:
         req = next(op)
         while True:
             query, params, prepare = _statement(compiled, req)
-            cur = conn.cursor(binary=prepare, row_factory=tuple_row)
-            cur.execute(query, params, prepare=prepare)
+            cur = conn.execute(query, params, prepare=prepare, binary=prepare)
             req = op.send(cur.fetchall() if _has_rows(cur) else [])
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
@@ -84,7 +83,7 @@ def execute(conn: psycopg.Connection[Any], compiled: Compiled, op: Op[T]) -> T:
                 conn.rollback()
         raise
     finally:
-        op.close()
+        _done(op, conn, factory)
         if restore and not conn.closed:
             conn.autocommit = False
 
@@ -94,12 +93,12 @@ async def aexecute(conn: psycopg.AsyncConnection[Any], compiled: Compiled, op: O
     restore = not conn.autocommit
     if restore:
         await conn.set_autocommit(True)
+    factory = _tuple_rows(conn)
     try:
         req = next(op)
         while True:
             query, params, prepare = _statement(compiled, req)
-            cur = conn.cursor(binary=prepare, row_factory=tuple_row)
-            await cur.execute(query, params, prepare=prepare)
+            cur = await conn.execute(query, params, prepare=prepare, binary=prepare)
             req = op.send(await cur.fetchall() if _has_rows(cur) else [])
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
@@ -109,9 +108,26 @@ async def aexecute(conn: psycopg.AsyncConnection[Any], compiled: Compiled, op: O
                 await conn.rollback()
         raise
     finally:
-        op.close()
+        _done(op, conn, factory)
         if restore and not conn.closed:
             await conn.set_autocommit(False)
+
+
+def _tuple_rows(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> Any:
+    """Make ``conn`` return rows as tuples (a caller's pool may have set another row
+    factory); return the one to put back."""
+    factory = conn.row_factory
+    if factory is not tuple_row:
+        conn.row_factory = tuple_row
+    return factory
+
+
+def _done(
+    op: Op[Any], conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], factory: Any
+) -> None:
+    op.close()
+    if factory is not tuple_row:
+        conn.row_factory = factory
 
 
 def _has_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:

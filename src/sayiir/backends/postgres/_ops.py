@@ -207,6 +207,14 @@ def obeyed(instance_id: str, row: TouchedRow | AdvanceRow | RecoverRow) -> Contr
     return None if kind is None else ControlRequest(kind, row.request_reason, row.request_by)
 
 
+def _touched(instance_id: str, token: str | None, rows: Rows) -> Op[ControlRequest | None]:
+    """The answer of a write through ``_touch``: what the engine must obey, or, when it
+    changed nothing, why (``_refused``)."""
+    if not rows:
+        return (yield from _refused(instance_id, token))
+    return obeyed(instance_id, TouchedRow._make(rows[0]))
+
+
 def step_params(params: dict[str, Any], steps: Sequence[StepRecord]) -> str:
     """Add the parameters of ``{_steps}`` to ``params``; return the query-name suffix of
     the variant they fit (``_sql.VARIANTS``)."""
@@ -322,9 +330,7 @@ def save_steps(
 ) -> Op[ControlRequest | None]:
     params: dict[str, Any] = {"id": instance_id, "token": _token(token), "lease": lease_secs}
     rows = yield Q("save_steps" + step_params(params, steps), params)
-    if not rows:
-        return (yield from _refused(instance_id, token))
-    return obeyed(instance_id, TouchedRow._make(rows[0]))
+    return (yield from _touched(instance_id, token, rows))
 
 
 def record_attempt(
@@ -352,9 +358,7 @@ def record_attempt(
             "deadline": attempt.deadline,
         },
     )
-    if not rows:
-        return (yield from _refused(instance_id, token))
-    return obeyed(instance_id, TouchedRow._make(rows[0]))
+    return (yield from _touched(instance_id, token, rows))
 
 
 def consume_signal(
