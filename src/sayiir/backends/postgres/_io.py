@@ -76,7 +76,7 @@ def execute(conn: psycopg.Connection[Any], compiled: Compiled, op: Op[T]) -> T:
             cur = conn.execute(query, params, prepare=prepare, binary=prepare)
             req = op.send(cur.fetchall() if _has_rows(cur) else [])
     except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+        return _returned(op, stop)
     except BaseException as exc:
         if _must_roll_back(exc, conn):
             with contextlib.suppress(psycopg.Error):
@@ -101,7 +101,7 @@ async def aexecute(conn: psycopg.AsyncConnection[Any], compiled: Compiled, op: O
             cur = await conn.execute(query, params, prepare=prepare, binary=prepare)
             req = op.send(await cur.fetchall() if _has_rows(cur) else [])
     except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+        return _returned(op, stop)
     except BaseException as exc:
         if _must_roll_back(exc, conn):
             with contextlib.suppress(psycopg.Error):
@@ -111,6 +111,12 @@ async def aexecute(conn: psycopg.AsyncConnection[Any], compiled: Compiled, op: O
         _done(op, conn, factory)
         if restore and not conn.closed:
             await conn.set_autocommit(False)
+
+
+def _returned(op: Op[T], stop: StopIteration) -> T:
+    """What ``op`` returned (its ``StopIteration``'s value)."""
+    result: T = stop.value
+    return result
 
 
 def _tuple_rows(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> Any:
