@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from sayiir import (
@@ -143,6 +144,23 @@ def test_from_a_caller_sync_pool_which_stays_open(pg_dsn: str, iid: str) -> None
         assert not pool.closed
         with pool.connection() as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_from_a_caller_pool_whose_connections_make_dict_rows(pg_dsn: str, iid: str) -> None:
+    """Rows come back as tuples to sayiir whatever row factory the caller's connections use."""
+    workflow = Flow("dict_rows").then(add_one).then(double).build()
+    kwargs = {"row_factory": dict_row}
+    pool: ConnectionPool[Any] = ConnectionPool(
+        pg_dsn, min_size=1, max_size=2, kwargs=kwargs, open=True
+    )
+    with pool:
+        backend = PostgresBackend.from_pool(pool, lease_secs=5)
+        assert run_durable_workflow(workflow, iid, 1, backend=backend).output == 4
+        record = backend.get_instance(iid)
+        assert record is not None and record.status.value == "completed"
+        with pool.connection() as conn:
+            assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}  # still theirs
+        backend.close()
 
 
 def test_from_a_caller_async_pool_which_stays_open(pg_dsn: str, iid: str) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from uuid import uuid4
 
+from sayiir.backends._closing import AsyncClosing
 from sayiir.backends.adapters import ThreadedAsyncStorage
 from sayiir.backends.postgres import _migrations, _ops, _queue, _retention, _storage
 from sayiir.backends.postgres._conninfo import Target, parse_target
@@ -45,8 +46,6 @@ from sayiir.core.records import (
 )
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
     from sayiir.backends.postgres._listen import Listener
@@ -57,7 +56,7 @@ __all__ = ["AsyncPostgresStorage", "PostgresBackend"]
 logger = logging.getLogger("sayiir.backends.postgres")
 
 
-class PostgresBackend(QueueStorage):
+class PostgresBackend(AsyncClosing, QueueStorage):
     """Durable storage in PostgreSQL 13+.
 
     The constructor is cheap (it only validates its arguments): the backend connects, and
@@ -307,28 +306,6 @@ class PostgresBackend(QueueStorage):
         if self._listener is not None:
             await asyncio.to_thread(self._stop_listening)
         await self._pools.aclose()
-
-    def __enter__(self) -> PostgresBackend:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> PostgresBackend:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def async_storage(self) -> AsyncPostgresStorage | ThreadedAsyncStorage:
         """The ``AsyncStorage`` form, used by ``CheckpointingRunner``.

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg.pq import ExecStatus, TransactionStatus
+from psycopg.rows import tuple_row
 
 from sayiir.backends.postgres._conninfo import Target
 from sayiir.backends.postgres._errors import describe, is_transient, mark_lost, translate
@@ -63,10 +64,11 @@ def _statement(compiled: Compiled, req: Request) -> tuple[bytes, dict[str, Any] 
 
 
 def execute(conn: psycopg.Connection[Any], compiled: Compiled, op: Op[T]) -> T:
-    """Run ``op`` on ``conn`` (switched to autocommit for the duration)."""
+    """Run ``op`` on ``conn``, switched to autocommit and tuple rows for the duration."""
     restore = not conn.autocommit
     if restore:
         conn.autocommit = True
+    factory = _tuple_rows(conn)
     try:
         req = next(op)
         while True:
@@ -74,14 +76,14 @@ def execute(conn: psycopg.Connection[Any], compiled: Compiled, op: Op[T]) -> T:
             cur = conn.execute(query, params, prepare=prepare, binary=prepare)
             req = op.send(cur.fetchall() if _has_rows(cur) else [])
     except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+        return _returned(op, stop)
     except BaseException as exc:
         if _must_roll_back(exc, conn):
             with contextlib.suppress(psycopg.Error):
                 conn.rollback()
         raise
     finally:
-        op.close()
+        _done(op, conn, factory)
         if restore and not conn.closed:
             conn.autocommit = False
 
@@ -91,6 +93,7 @@ async def aexecute(conn: psycopg.AsyncConnection[Any], compiled: Compiled, op: O
     restore = not conn.autocommit
     if restore:
         await conn.set_autocommit(True)
+    factory = _tuple_rows(conn)
     try:
         req = next(op)
         while True:
@@ -98,16 +101,39 @@ async def aexecute(conn: psycopg.AsyncConnection[Any], compiled: Compiled, op: O
             cur = await conn.execute(query, params, prepare=prepare, binary=prepare)
             req = op.send(await cur.fetchall() if _has_rows(cur) else [])
     except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
+        return _returned(op, stop)
     except BaseException as exc:
         if _must_roll_back(exc, conn):
             with contextlib.suppress(psycopg.Error):
                 await conn.rollback()
         raise
     finally:
-        op.close()
+        _done(op, conn, factory)
         if restore and not conn.closed:
             await conn.set_autocommit(False)
+
+
+def _returned(op: Op[T], stop: StopIteration) -> T:
+    """What ``op`` returned (its ``StopIteration``'s value)."""
+    result: T = stop.value
+    return result
+
+
+def _tuple_rows(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) -> Any:
+    """Make ``conn`` return rows as tuples (a caller's pool may have set another row
+    factory); return the one to put back."""
+    factory = conn.row_factory
+    if factory is not tuple_row:
+        conn.row_factory = tuple_row
+    return factory
+
+
+def _done(
+    op: Op[Any], conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any], factory: Any
+) -> None:
+    op.close()
+    if factory is not tuple_row:
+        conn.row_factory = factory
 
 
 def _has_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:

@@ -6,9 +6,11 @@ with its parameters) and receives the rows; its return value is the operation's 
 so the sync ``Storage`` and the ``AsyncStorage`` share every line of logic, as the engine's
 interpreter shares its logic between ``drive`` and ``adrive``.
 
-Every write is a single statement, so a call re-sent after a lost connection is either a
-repeat of a committed write or the first one; the ``retry`` flags and tokens below let
-the repeat recognise its own earlier commit.
+Every write is one transaction: a single statement in autocommit, or, for a replacing
+``create_instance`` (and a terminal ``_queue.advance``), a row lock and the write between
+``begin`` and ``commit``. So a call re-sent after a lost connection is either a repeat of
+a committed write or the first one; the ``retry`` flags and tokens below let the repeat
+recognise its own earlier commit.
 """
 
 from __future__ import annotations
@@ -205,6 +207,14 @@ def obeyed(instance_id: str, row: TouchedRow | AdvanceRow | RecoverRow) -> Contr
     return None if kind is None else ControlRequest(kind, row.request_reason, row.request_by)
 
 
+def _touched(instance_id: str, token: str | None, rows: Rows) -> Op[ControlRequest | None]:
+    """The answer of a write through ``_touch``: what the engine must obey, or, when it
+    changed nothing, why (``_refused``)."""
+    if not rows:
+        return (yield from _refused(instance_id, token))
+    return obeyed(instance_id, TouchedRow._make(rows[0]))
+
+
 def step_params(params: dict[str, Any], steps: Sequence[StepRecord]) -> str:
     """Add the parameters of ``{_steps}`` to ``params``; return the query-name suffix of
     the variant they fit (``_sql.VARIANTS``)."""
@@ -320,9 +330,7 @@ def save_steps(
 ) -> Op[ControlRequest | None]:
     params: dict[str, Any] = {"id": instance_id, "token": _token(token), "lease": lease_secs}
     rows = yield Q("save_steps" + step_params(params, steps), params)
-    if not rows:
-        return (yield from _refused(instance_id, token))
-    return obeyed(instance_id, TouchedRow._make(rows[0]))
+    return (yield from _touched(instance_id, token, rows))
 
 
 def record_attempt(
@@ -350,9 +358,7 @@ def record_attempt(
             "deadline": attempt.deadline,
         },
     )
-    if not rows:
-        return (yield from _refused(instance_id, token))
-    return obeyed(instance_id, TouchedRow._make(rows[0]))
+    return (yield from _touched(instance_id, token, rows))
 
 
 def consume_signal(

@@ -52,9 +52,10 @@ class Wait:
 
 
 START = Wait(0.0, check_pool=False)
+Plan = Generator[Wait, BaseException, NoReturn]
 
 
-def attempts(retry: Retry) -> Generator[Wait, BaseException, NoReturn]:
+def attempts(retry: Retry) -> Plan:
     """The retry loop of one call, without I/O.
 
     Prime it with ``next`` (it yields ``START``, the nothing to do before the first attempt),
@@ -179,35 +180,41 @@ class Runner:
 
     # -- the two shells of ``attempts`` ----------------------------------------------------
 
-    def _plan(self, doing: str) -> tuple[Retry, Generator[Wait, BaseException, NoReturn]]:
-        retry = driver().Retry(self.pools.target, self._retry_timeout, doing)
-        plan = attempts(retry)
-        next(plan)
-        return retry, plan
+    def _retry(self, doing: str) -> Retry:
+        return driver().Retry(self.pools.target, self._retry_timeout, doing)
 
     def _drive(self, doing: str, make: Make[T], direct: bool) -> T:
-        retry, plan = self._plan(doing)
+        retry = self._retry(doing)
+        plan: Plan | None = None
         while True:
             try:
                 return self._attempt(retry, make, direct)
             except driver().Error as exc:
                 failure = exc
+            plan = plan or _started(attempts(retry))  # only once an attempt failed
             wait = plan.send(failure)
             if wait.check_pool:
                 self.pools.check()
             time.sleep(wait.seconds)
 
     async def _adrive(self, doing: str, make: Make[T], direct: bool) -> T:
-        retry, plan = self._plan(doing)
+        retry = self._retry(doing)
+        plan: Plan | None = None
         while True:
             try:
                 return await self._aattempt(retry, make, direct)
             except driver().Error as exc:
                 failure = exc
+            plan = plan or _started(attempts(retry))
             wait = plan.send(failure)
             if wait.check_pool:
                 await self.pools.acheck()
             await asyncio.sleep(wait.seconds)
+
+
+def _started(plan: Plan) -> Plan:
+    next(plan)
+    return plan
 
 
 _LOADED: list[Driver] = []

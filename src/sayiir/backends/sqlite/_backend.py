@@ -18,9 +18,9 @@ import os
 import sqlite3
 import time
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any
 
+from sayiir.backends._closing import Closing
 from sayiir.backends._sqlfiles import load_migrations, load_queries
 from sayiir.backends._sqlrows import instance_params
 from sayiir.backends.adapters import ThreadedAsyncStorage
@@ -75,7 +75,7 @@ _BEGIN_READ = _Q["begin_deferred"]
 _Row = tuple[Any, ...]
 
 
-class SqliteBackend(Storage):
+class SqliteBackend(Closing, Storage):
     """Durable storage in one SQLite file (stdlib ``sqlite3``, WAL), safe for several processes.
 
     >>> from sayiir import Flow, run_durable_workflow
@@ -129,17 +129,6 @@ class SqliteBackend(Storage):
 
     def __repr__(self) -> str:
         return f"SqliteBackend({self._path!r})"
-
-    def __enter__(self) -> SqliteBackend:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def async_storage(self) -> ThreadedAsyncStorage:
         """The asyncio form: each call runs in a worker thread, never on the event loop."""
