@@ -37,9 +37,9 @@ Factory = Callable[[pytest.FixtureRequest, Path], Backend]
 
 FACTORIES: dict[str, Factory] = {
     "memory": lambda _request, _tmp: InMemoryBackend(),
+    "sqlite": lambda _request, tmp: SqliteBackend(tmp / "queries.db"),
 }
 _SQL_FACTORIES: dict[str, Factory] = {  # enabled as their RunQueries land
-    "sqlite": lambda _request, tmp: SqliteBackend(tmp / "queries.db"),
     "postgres": lambda request, _: PostgresBackend(request.getfixturevalue("pg_dsn")),
 }
 
