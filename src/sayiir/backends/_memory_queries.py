@@ -50,15 +50,11 @@ __all__ = ["MemoryQueries", "StepMeta"]
 StepMeta = tuple[str | None, int, float, float, float]
 
 
-def _sort_value(rec: InstanceRecord, column: str) -> Any:
-    value = getattr(rec, column)
-    return value.value if column == "status" else value
-
-
 def _key(rec: InstanceRecord, sort: RunSort) -> list[Any]:
-    if sort.column == "instance_id":
-        return [rec.instance_id]
-    return [_sort_value(rec, sort.column), rec.instance_id]
+    return [
+        rec.status.value if column == "status" else getattr(rec, column)
+        for column in sort.key_columns
+    ]
 
 
 def _matches(rec: InstanceRecord, f: RunFilter, stored: tuple[str, ...]) -> bool:

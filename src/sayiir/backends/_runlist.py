@@ -92,32 +92,28 @@ def list_sql(
     d: Dialect, f: RunFilter, sort: RunSort, after: list[Any] | None, limit: int
 ) -> tuple[str, dict[str, Any]]:
     """The page query: rows ``(instance_id, workflow_id, definition_hash, status,
-    created_at, updated_at, error, cursor key value)``, ``limit + 1`` of them at most."""
+    created_at, updated_at, error, *cursor key values)``, ``limit + 1`` of them at most."""
     conds, params = _where(d, f)
-    col = sort.column
     direction = "DESC" if sort.descending else "ASC"
     op = "<" if sort.descending else ">"
-    key_value = d.key(col) if col in _TIME_COLUMNS else col
+    columns = sort.key_columns
+    keys = [d.key(c) if c in _TIME_COLUMNS else c for c in columns]
     if after is not None:
-        if col == "instance_id":
-            params["k_id"] = after[0]
-            conds.append(f"instance_id {op} {d.param('k_id')}")
-        else:
-            params["k_value"], params["k_id"] = after[0], after[1]
-            value = d.param("k_value")
-            if col in _TIME_COLUMNS:
-                value = d.from_key(value)
-            conds.append(f"({col}, instance_id) {op} ({value}, {d.param('k_id')})")
-    order = (
-        f"instance_id {direction}"
-        if col == "instance_id"
-        else f"{col} {direction}, instance_id {direction}"
-    )
+        if len(after) != len(columns):
+            raise ValueError("invalid cursor: pass back the next_cursor of a page")
+        values = []
+        for i, (column, value) in enumerate(zip(columns, after, strict=True)):
+            params[f"k{i}"] = value
+            values.append(
+                d.from_key(d.param(f"k{i}")) if column in _TIME_COLUMNS else d.param(f"k{i}")
+            )
+        conds.append(f"({', '.join(columns)}) {op} ({', '.join(values)})")
+    order = ", ".join(f"{c} {direction}" for c in columns)
     params["limit"] = limit + 1
     where = f"WHERE {' AND '.join(conds)}" if conds else ""
     text = (
         f"SELECT instance_id, workflow_id, definition_hash, status, "
-        f"{d.epoch('created_at')}, {d.epoch('updated_at')}, error, {key_value} "
+        f"{d.epoch('created_at')}, {d.epoch('updated_at')}, error, {', '.join(keys)} "
         f"FROM {d.table} {where} ORDER BY {order} LIMIT {d.param('limit')}"
     )
     return text, params

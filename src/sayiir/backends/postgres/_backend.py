@@ -24,6 +24,7 @@ from uuid import uuid4
 from sayiir.backends.adapters import ThreadedAsyncStorage
 from sayiir.backends.postgres import _migrations, _ops, _queue, _retention, _storage
 from sayiir.backends.postgres._conninfo import Target, parse_target
+from sayiir.backends.postgres._console import PostgresQueries
 from sayiir.backends.postgres._names import check_names
 from sayiir.backends.postgres._options import Options, Password, check_password, positive
 from sayiir.backends.postgres._pools import Pools
@@ -57,7 +58,7 @@ __all__ = ["AsyncPostgresStorage", "PostgresBackend"]
 logger = logging.getLogger("sayiir.backends.postgres")
 
 
-class PostgresBackend(QueueStorage):
+class PostgresBackend(PostgresQueries, QueueStorage):
     """Durable storage in PostgreSQL 13+.
 
     The constructor is cheap (it only validates its arguments): the backend connects, and
@@ -162,6 +163,7 @@ class PostgresBackend(QueueStorage):
         # sync pool in threads; connect() and from_pool(AsyncConnectionPool) are native.
         self._async_native = pool is not None and not self._pools.owns_async
         self._listener: Listener | None = None
+        self._defined: set[str] = set()  # definition hashes this object stored (console)
 
     # -- construction ----------------------------------------------------------------------
 
@@ -343,7 +345,9 @@ class PostgresBackend(QueueStorage):
     # -- Storage ---------------------------------------------------------------------------
 
     def create_instance(self, record: InstanceRecord, *, replace: bool) -> InstanceRecord | None:
-        return self._runner.run(*_storage.create_instance(record, replace, self.lease_secs))
+        return self._runner.run(
+            *_storage.create_instance(record, replace, self.lease_secs, self._defined)
+        )
 
     def load(self, instance_id: str) -> RunState | None:
         return self._runner.run(*_storage.load(instance_id))

@@ -31,6 +31,8 @@ TABLES: dict[str, str] = {
     "t_signals": "workflow_signals",
     "t_task_queue": "task_queue",
     "t_migrations": "schema_migrations",
+    "t_definitions": "workflow_definitions",
+    "t_audit": "audit_log",
 }
 
 # Placeholder -> index/constraint name without prefix ({n_*} placeholders are bare names).
@@ -61,10 +63,15 @@ BARE_NAMES: dict[str, str] = {
     "n_task_queue_ready_idx": "task_queue_ready_idx",
     "n_task_queue_lease_idx": "task_queue_lease_idx",
     "n_migrations_pkey": "schema_migrations_pkey",
+    "n_instances_workflow_status_idx": "workflow_instances_workflow_status_idx",
+    "n_instances_id_pattern_idx": "workflow_instances_id_pattern_idx",
+    "n_definitions_pkey": "workflow_definitions_pkey",
+    "n_audit_pkey": "audit_log_pkey",
+    "n_audit_instance_idx": "audit_log_instance_idx",
 }
 
 # Names PostgreSQL derives itself (bigserial sequences) must fit too.
-_IMPLICIT = ("task_executions_id_seq", "workflow_signals_id_seq")
+_IMPLICIT = ("task_executions_id_seq", "workflow_signals_id_seq", "audit_log_id_seq")
 
 _LONGEST = max(len(n) for n in (*TABLES.values(), *BARE_NAMES.values(), *_IMPLICIT))
 MAX_PREFIX = MAX_IDENTIFIER - _LONGEST

@@ -74,7 +74,12 @@ def _strip_trailing_comments(body: str) -> str:
 
 @cache
 def _sources() -> tuple[dict[str, str], list[Migration]]:
-    queries = {k: _strip_trailing_comments(v) for k, v in load_queries(PACKAGE).items()}
+    texts = load_queries(PACKAGE)
+    console = load_queries(PACKAGE, "console.sql")  # the operator console's reads (issue 14)
+    clash = texts.keys() & console.keys()
+    if clash:
+        raise ValueError(f"queries.sql and console.sql both define {sorted(clash)}")
+    queries = {k: _strip_trailing_comments(v) for k, v in {**texts, **console}.items()}
     return queries, load_migrations(MIGRATIONS_PACKAGE)
 
 

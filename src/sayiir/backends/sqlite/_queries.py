@@ -116,9 +116,7 @@ class SqliteQueries:
         runs = [_summary(r) for r in rows[:limit]]
         if len(rows) <= limit:
             return RunPage(runs, None)
-        last = rows[limit - 1]
-        key = [last[0]] if sort.column == "instance_id" else [last[7], last[0]]
-        return RunPage(runs, encode_cursor(sort.tag, key))
+        return RunPage(runs, encode_cursor(sort.tag, list(rows[limit - 1][7:])))
 
     def count_runs(self, filter: RunFilter, cap: int = 1000) -> tuple[int, bool]:
         check_limit("cap", cap, 1_000_000)
