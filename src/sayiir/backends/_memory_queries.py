@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,7 @@ from sayiir.core.queries import (
     public_status,
     to_epoch,
 )
-from sayiir.core.records import AttemptRecord, InstanceRecord
+from sayiir.core.records import AttemptRecord, InstanceRecord, QueueItem, Status
 from sayiir.errors import InstanceNotFoundError
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ class MemoryQueries:
     _signals: dict[tuple[str, str], deque[tuple[bytes, float]]]
     _definitions: dict[str, DefinitionInfo]
     _audit: list[AuditEntry]
+    _enqueue: Callable[[_Instance, Sequence[QueueItem]], None]
 
     def _store_definition(self, record: InstanceRecord) -> None:
         """Called under the lock by ``create_instance``: keep the first of each hash."""
@@ -253,6 +255,22 @@ class MemoryQueries:
     def record_audit(self, entry: AuditEntry) -> None:
         with self._lock:
             self._audit.append(entry)
+
+    def reopen_failed(self, instance_id: str) -> Status | None:
+        with self._lock:
+            inst = self._instances.get(instance_id)
+            if inst is None:
+                return None
+            rec = inst.record
+            found = rec.status
+            if found is Status.FAILED:
+                inst.attempts = [a for a in inst.attempts if a.key in inst.checkpoints]
+                rec.status, rec.error, rec.completed_at = Status.RUNNING, None, None
+                rec.lease_until = rec.request = None
+                rec.updated_at = time.time()
+                if rec.distributed:
+                    self._enqueue(inst, [QueueItem("")])
+            return found
 
     def list_audit(self, instance_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
         check_limit("limit", limit)

@@ -151,10 +151,20 @@ def _parser() -> _Parser:
         "credentials, this long (300)",
     )
     worker.add_argument("--log-level", default="info", help="debug, info, warning (info)")
+    from sayiir.cli.runs import add_commands
+
+    add_commands(commands)
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description='Print a completion script: eval "$(sayiir completion bash)" in ~/.bashrc '
+        "(zsh: autoload -U bashcompinit && bashcompinit first).",
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"))
     return parser
 
 
-def _load_workflows(target: str) -> list[Any]:
+def load_workflows(target: str) -> list[Any]:
     """Import ``module:attribute`` and return the workflows it names."""
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
@@ -182,7 +192,7 @@ def _worker(args: argparse.Namespace) -> int:
         raise ValueError("--url (or $SAYIIR_DATABASE_URL) is required")
     os.environ.setdefault("SAYIIR_LOG", args.log_level)
     init_tracing()
-    workflows = _load_workflows(args.target)
+    workflows = load_workflows(args.target)
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     tags = [t.strip() for t in args.tags.split(",") if t.strip()]
     backend = PostgresBackend(
@@ -281,8 +291,20 @@ def _retention(args: argparse.Namespace) -> int:
             n = backend.count_finished(days * 86400.0)
             print(f"would delete {n} finished run(s) older than {days:g} day(s) from {where}")
         else:
-            n = backend.delete_finished(days * 86400.0, args.batch_size)
+            from sayiir.cli._render import progress
+
+            tty = sys.stderr.isatty()
+            total = backend.count_finished(days * 86400.0) if tty else None
+            with progress("deleting", total, tty) as advance:
+                n = backend.delete_finished(days * 86400.0, args.batch_size, progress=advance)
             print(f"deleted {n} finished run(s) older than {days:g} day(s) from {where}")
+    return 0
+
+
+def _completion(args: argparse.Namespace) -> int:
+    from sayiir.cli._completion import bash_script
+
+    sys.stdout.write(bash_script(_parser()))
     return 0
 
 
@@ -296,10 +318,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exit_:  # --help (0) or a usage error (1, printed already)
         return exit_.code if isinstance(exit_.code, int) else 1
+    from sayiir.cli.runs import run_command
     from sayiir.errors import WorkflowError
 
     commands = {"history": _history, "migrate": _migrate, "retention": _retention}
-    command = {**commands, "worker": _worker}[args.command]
+    console = {"runs": run_command, "workflows": run_command, "stats": run_command}
+    command = {**commands, **console, "worker": _worker, "completion": _completion}[args.command]
     try:
         return command(args)
     except (WorkflowError, ValueError, TypeError, ImportError, AttributeError) as exc:

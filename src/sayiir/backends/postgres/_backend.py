@@ -501,15 +501,21 @@ class PostgresBackend(PostgresQueries, QueueStorage):
 
     # -- retention -------------------------------------------------------------------------
 
-    def delete_finished(self, older_than_secs: float, batch_size: int = 1000) -> int:
+    def delete_finished(
+        self,
+        older_than_secs: float,
+        batch_size: int = 1000,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
         """Delete completed, failed and cancelled runs that ended over ``older_than_secs`` ago.
 
         Their checkpoints, task executions, queue entries and consumed signal events go
         with them. Deletes ``batch_size`` runs per statement, each batch its own transaction,
         until a batch comes back short; returns how many runs were deleted. The cutoff is
-        taken once, from the database clock, when the call starts.
+        taken once, from the database clock, when the call starts. ``progress(n)`` is called
+        after each batch with the number of runs it deleted (the CLI draws a progress bar).
         """
-        return _retention.delete_finished(self._runner, older_than_secs, batch_size)
+        return _retention.delete_finished(self._runner, older_than_secs, batch_size, progress)
 
     def count_finished(self, older_than_secs: float) -> int:
         """How many runs ``delete_finished(older_than_secs)`` would delete now."""

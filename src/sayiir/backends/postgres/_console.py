@@ -45,7 +45,7 @@ from sayiir.core.queries import (
     public_status,
     to_epoch,
 )
-from sayiir.core.records import AttemptRecord, InstanceRecord
+from sayiir.core.records import AttemptRecord, InstanceRecord, Status
 from sayiir.errors import InstanceNotFoundError
 
 if TYPE_CHECKING:
@@ -269,6 +269,12 @@ class PostgresQueries:
             "detail": json.dumps(entry.detail, sort_keys=True),
         }
         self._run("record_audit", lambda retry: _one("insert_audit", params))
+
+    def reopen_failed(self, instance_id: str) -> Status | None:
+        params = {"id": instance_id}
+        rows: Rows = self._run("reopen_failed", lambda retry: _one("reopen_failed", params))
+        found = rows[0][0]
+        return None if found is None else Status(found)
 
     def list_audit(self, instance_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
         check_limit("limit", limit)

@@ -91,3 +91,31 @@ SELECT
     (SELECT count(*) FROM {t_task_queue} AS q WHERE q.worker_id IS NOT NULL),
     (SELECT extract(epoch FROM now() - min(q.available_at))::float8 FROM {t_task_queue} AS q
      WHERE q.worker_id IS NULL AND q.available_at <= now())
+
+-- Retry a failed run (RunQueries.reopen_failed), atomically: it becomes running again with
+-- its checkpoints, and loses the attempts of its unfinished steps (so they get fresh
+-- retries); a run submitted for workers gets its "continue" entry back. Returns the status
+-- found (NULL: no such run).
+-- name: reopen_failed
+WITH found AS (
+    SELECT i.status FROM {t_instances} AS i WHERE i.instance_id = %(id)s FOR UPDATE
+), upd AS (
+    UPDATE {t_instances} AS i
+    SET status = 'running', error = NULL, completed_at = NULL, lease_until = NULL,
+        request_kind = NULL, request_reason = NULL, request_by = NULL, updated_at = now()
+    WHERE i.instance_id = %(id)s AND i.status = 'failed'
+    RETURNING i.distributed, i.definition_hash
+), gone AS (
+    DELETE FROM {t_task_executions} AS e
+    WHERE e.instance_id = %(id)s AND EXISTS (SELECT FROM upd)
+      AND NOT EXISTS (SELECT FROM {t_checkpoints} AS c
+                      WHERE c.instance_id = e.instance_id AND c.key = e.task_key)
+), start AS (
+    INSERT INTO {t_task_queue} (instance_id, task_key, definition_hash)
+    SELECT %(id)s, '', u.definition_hash FROM upd AS u WHERE u.distributed
+    ON CONFLICT (instance_id, task_key) DO NOTHING
+    RETURNING 1
+), wake AS (
+    SELECT pg_notify({channel}, '') WHERE EXISTS (SELECT FROM start)
+)
+SELECT (SELECT f.status FROM found AS f), (SELECT count(*) FROM wake)

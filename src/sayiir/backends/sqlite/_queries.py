@@ -45,7 +45,7 @@ from sayiir.core.queries import (
     public_status,
     to_epoch,
 )
-from sayiir.core.records import AttemptRecord, InstanceRecord
+from sayiir.core.records import AttemptRecord, InstanceRecord, Status
 from sayiir.errors import InstanceNotFoundError
 
 __all__ = ["SqliteQueries"]
@@ -246,6 +246,20 @@ class SqliteQueries:
             "detail": json.dumps(entry.detail, sort_keys=True),
         }
         self._db.write("record_audit", lambda cur: cur.execute(_C["insert_audit"], params))
+
+    def reopen_failed(self, instance_id: str) -> Status | None:
+        ids = {"instance_id": instance_id}
+
+        def tx(cur: sqlite3.Cursor) -> Status | None:
+            row = cur.execute(_C["select_status"], ids).fetchone()
+            if row is None:
+                return None
+            if row[0] == Status.FAILED.value:
+                cur.execute(_C["reopen_failed"], {**ids, "now": time.time()})
+                cur.execute(_C["delete_unfinished_attempts"], ids)
+            return Status(row[0])
+
+        return self._db.write(f"reopen_failed({instance_id!r})", tx)
 
     def list_audit(self, instance_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
         check_limit("limit", limit)

@@ -67,3 +67,19 @@ SELECT CAST((created_at - :since) / :bucket AS INTEGER) AS b, status, count(*)
 FROM sayiir_workflow_instances
 WHERE created_at >= :since AND created_at < :until
 GROUP BY b, status
+
+-- Retry a failed run (RunQueries.reopen_failed): running again with its checkpoints; the
+-- attempts of its unfinished steps go, so they get fresh retries. One transaction.
+-- name: select_status
+SELECT status FROM sayiir_workflow_instances WHERE instance_id = :instance_id
+
+-- name: reopen_failed
+UPDATE sayiir_workflow_instances
+SET status = 'running', error = NULL, completed_at = NULL, lease_until = NULL,
+    request_kind = NULL, request_reason = NULL, request_by = NULL, updated_at = :now
+WHERE instance_id = :instance_id AND status = 'failed'
+
+-- name: delete_unfinished_attempts
+DELETE FROM sayiir_task_executions
+WHERE instance_id = :instance_id
+  AND key NOT IN (SELECT key FROM sayiir_checkpoints WHERE instance_id = :instance_id)
