@@ -65,9 +65,9 @@ def _dialect(schema: str, prefix: str) -> Dialect:
         table=table,
         param=lambda name: f"%({name})s",
         time=lambda p: f"to_timestamp({p}::float8)",
-        key=lambda col: f"(extract(epoch FROM {col}) * 1000000)::int8",
+        key=lambda col: f"(date_part('epoch', {col}) * 1000000)::int8",
         from_key=lambda p: f"('epoch'::timestamptz + {p}::int8 * interval '1 microsecond')",
-        epoch=lambda col: f"extract(epoch FROM {col})::float8",
+        epoch=lambda col: f"date_part('epoch', {col})",
         prefix=lambda p: f"instance_id LIKE {p}",
         pattern=like_prefix,
     )

@@ -10,11 +10,11 @@ VALUES (%(definition_hash)s, %(workflow_id)s, %(structure)s::jsonb)
 ON CONFLICT (definition_hash) DO NOTHING
 
 -- name: select_definitions
-SELECT definition_hash, workflow_id, structure::text, extract(epoch FROM first_seen)::float8
+SELECT definition_hash, workflow_id, structure::text, date_part('epoch', first_seen)::float8
 FROM {t_definitions} ORDER BY first_seen DESC, definition_hash
 
 -- name: select_definition
-SELECT definition_hash, workflow_id, structure::text, extract(epoch FROM first_seen)::float8
+SELECT definition_hash, workflow_id, structure::text, date_part('epoch', first_seen)::float8
 FROM {t_definitions} WHERE definition_hash = %(definition_hash)s
 
 -- name: insert_audit
@@ -24,19 +24,19 @@ VALUES (to_timestamp(%(at)s::float8), %(actor)s, %(action)s, %(instance_id)s,
 
 -- The audit of one run (audit_log_instance_idx), or of all runs (primary key), newest first.
 -- name: select_audit_of
-SELECT extract(epoch FROM at)::float8, actor, action, instance_id, detail::text
+SELECT date_part('epoch', at)::float8, actor, action, instance_id, detail::text
 FROM {t_audit} WHERE instance_id = %(instance_id)s ORDER BY id DESC LIMIT %(limit)s
 
 -- name: select_audit
-SELECT extract(epoch FROM at)::float8, actor, action, instance_id, detail::text
+SELECT date_part('epoch', at)::float8, actor, action, instance_id, detail::text
 FROM {t_audit} ORDER BY id DESC LIMIT %(limit)s
 
 -- Steps of a run in start order (a task's first attempt, else its checkpoint's time), one
 -- page after the cursor (start in microseconds, key). Reads the run's rows through the
 -- checkpoints' primary key and the executions' (instance_id, task_key, attempt) key.
 -- name: select_step_keys
-SELECT key, us FROM (
-    SELECT key, (extract(epoch FROM min(t)) * 1000000)::int8 AS us FROM (
+SELECT key, (date_part('epoch', m) * 1000000)::int8 FROM (
+    SELECT key, min(t) AS m FROM (
         SELECT c.key, c.created_at AS t FROM {t_checkpoints} AS c
         WHERE c.instance_id = %(id)s
         UNION ALL
@@ -45,27 +45,29 @@ SELECT key, us FROM (
     ) AS s
     GROUP BY key
 ) AS k
-WHERE %(after_us)s::int8 IS NULL OR (us, key) > (%(after_us)s::int8, %(after_key)s::text)
-ORDER BY us, key
+WHERE %(after_us)s::int8 IS NULL
+   OR (m, key) > ('epoch'::timestamptz + %(after_us)s::int8 * interval '1 microsecond',
+                  %(after_key)s::text)
+ORDER BY m, key
 LIMIT %(limit)s
 
 -- name: select_step_checkpoints
 SELECT c.key, c.task_id, c.size, CASE WHEN c.size <= %(max_preview)s THEN c.output END,
-       extract(epoch FROM c.created_at)::float8
+       date_part('epoch', c.created_at)::float8
 FROM {t_checkpoints} AS c
 WHERE c.instance_id = %(id)s AND c.key = ANY(%(keys)s::text[])
 
 -- name: select_step_attempts
-SELECT e.task_key, e.task_id, e.attempt, e.status, extract(epoch FROM e.started_at)::float8,
-       extract(epoch FROM e.finished_at)::float8, e.error,
-       extract(epoch FROM e.next_retry_at)::float8, extract(epoch FROM e.deadline)::float8,
+SELECT e.task_key, e.task_id, e.attempt, e.status, date_part('epoch', e.started_at)::float8,
+       date_part('epoch', e.finished_at)::float8, e.error,
+       date_part('epoch', e.next_retry_at)::float8, date_part('epoch', e.deadline)::float8,
        e.worker_id
 FROM {t_task_executions} AS e
 WHERE e.instance_id = %(id)s AND e.task_key = ANY(%(keys)s::text[])
 
 -- name: select_run_signals
-SELECT s.signal_name, s.payload, extract(epoch FROM s.created_at)::float8,
-       extract(epoch FROM s.consumed_at)::float8
+SELECT s.signal_name, s.payload, date_part('epoch', s.created_at)::float8,
+       date_part('epoch', s.consumed_at)::float8
 FROM {t_signals} AS s WHERE s.instance_id = %(id)s ORDER BY s.id
 
 -- name: select_payload
@@ -75,8 +77,7 @@ FROM {t_instances} AS i WHERE i.instance_id = %(id)s
 -- Runs created in [since, until) by status and time bucket: an index-only scan of
 -- workflow_instances_created_idx (created_at, instance_id) INCLUDE (status).
 -- name: status_counts
-SELECT floor(extract(epoch FROM i.created_at - to_timestamp(%(since)s::float8))
-             / %(bucket)s::float8)::int8 AS b,
+SELECT floor((date_part('epoch', i.created_at) - %(since)s::float8) / %(bucket)s::float8)::int8,
        i.status, count(*)
 FROM {t_instances} AS i
 WHERE i.created_at >= to_timestamp(%(since)s::float8)
@@ -89,7 +90,7 @@ SELECT
     (SELECT count(*) FROM {t_task_queue} AS q
      WHERE q.worker_id IS NULL AND q.available_at <= now()),
     (SELECT count(*) FROM {t_task_queue} AS q WHERE q.worker_id IS NOT NULL),
-    (SELECT extract(epoch FROM now() - min(q.available_at))::float8 FROM {t_task_queue} AS q
+    (SELECT date_part('epoch', now() - min(q.available_at))::float8 FROM {t_task_queue} AS q
      WHERE q.worker_id IS NULL AND q.available_at <= now())
 
 -- Retry a failed run (RunQueries.reopen_failed), atomically: it becomes running again with
