@@ -3,9 +3,6 @@ fork, the audit trail, refusals, and bulk actions by filter with a dry run."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,23 +12,8 @@ from sayiir.console import actions
 from sayiir.console.actions import ActionError
 from sayiir.core.queries import RunFilter
 from sayiir.core.records import FinalState, InstanceRecord, Status
-from tests.contract.test_queries_contract import FACTORIES
 
-Backend = Any
-
-
-@pytest.fixture(params=list(FACTORIES))
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    b = FACTORIES[request.param](request, tmp_path)
-    try:
-        yield b
-    finally:
-        b.close()
-
-
-@pytest.fixture
-def tag() -> str:
-    return f"a{uuid.uuid4().hex[:10]}"
+Backend = Any  # the `backend` fixture: tests/contract/conftest.py
 
 
 CALLS: dict[str, list[str]] = {}

@@ -9,18 +9,14 @@ Runs are made either as records (exact times) or by running real workflows.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sayiir import Flow, RetryPolicy, resume_workflow, run_durable_workflow, send_signal, task
-from sayiir.backends.memory import InMemoryBackend
-from sayiir.backends.postgres import PostgresBackend
-from sayiir.backends.sqlite import SqliteBackend
 from sayiir.core.graph import definition_json
 from sayiir.core.queries import (
     SORT_COLUMNS,
@@ -32,32 +28,10 @@ from sayiir.core.queries import (
 )
 from sayiir.core.records import InstanceRecord, Status
 
-Backend = Any  # Storage + RunQueries
-Factory = Callable[[pytest.FixtureRequest, Path], Backend]
-
-FACTORIES: dict[str, Factory] = {
-    "memory": lambda _request, _tmp: InMemoryBackend(),
-    "sqlite": lambda _request, tmp: SqliteBackend(tmp / "queries.db"),
-    "postgres": lambda request, _: PostgresBackend(request.getfixturevalue("pg_dsn")),
-}
+Backend = Any  # Storage + RunQueries (the `backend` fixture: tests/contract/conftest.py)
 
 T0 = 1_700_000_000.0
 STATUSES = [Status.RUNNING, Status.COMPLETED, Status.FAILED, Status.WAITING, Status.PAUSED]
-
-
-@pytest.fixture(params=list(FACTORIES))
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    b = FACTORIES[request.param](request, tmp_path)
-    try:
-        yield b
-    finally:
-        b.close()
-
-
-@pytest.fixture
-def tag() -> str:
-    """A prefix private to the test (PostgreSQL's database is shared by the module)."""
-    return f"q{uuid.uuid4().hex[:10]}"
 
 
 def seed(backend: Backend, tag: str, n: int = 23) -> list[InstanceRecord]:

@@ -38,15 +38,15 @@ FROM {t_audit} ORDER BY id DESC LIMIT %(limit)s
 SELECT key, (date_part('epoch', m) * 1000000)::int8 FROM (
     SELECT key, min(t) AS m FROM (
         SELECT c.key, c.created_at AS t FROM {t_checkpoints} AS c
-        WHERE c.instance_id = %(id)s
+        WHERE c.instance_id = %(instance_id)s
         UNION ALL
         SELECT e.task_key, e.started_at FROM {t_task_executions} AS e
-        WHERE e.instance_id = %(id)s
+        WHERE e.instance_id = %(instance_id)s
     ) AS s
     GROUP BY key
 ) AS k
-WHERE %(after_us)s::int8 IS NULL
-   OR (m, key) > ('epoch'::timestamptz + %(after_us)s::int8 * interval '1 microsecond',
+WHERE %(after_t)s::int8 IS NULL
+   OR (m, key) > ('epoch'::timestamptz + %(after_t)s::int8 * interval '1 microsecond',
                   %(after_key)s::text)
 ORDER BY m, key
 LIMIT %(limit)s
@@ -55,7 +55,7 @@ LIMIT %(limit)s
 SELECT c.key, c.task_id, c.size, CASE WHEN c.size <= %(max_preview)s THEN c.output END,
        date_part('epoch', c.created_at)::float8
 FROM {t_checkpoints} AS c
-WHERE c.instance_id = %(id)s AND c.key = ANY(%(keys)s::text[])
+WHERE c.instance_id = %(instance_id)s AND c.key = ANY(%(keys)s::text[])
 
 -- name: select_step_attempts
 SELECT e.task_key, e.task_id, e.attempt, e.status, date_part('epoch', e.started_at)::float8,
@@ -63,16 +63,16 @@ SELECT e.task_key, e.task_id, e.attempt, e.status, date_part('epoch', e.started_
        date_part('epoch', e.next_retry_at)::float8, date_part('epoch', e.deadline)::float8,
        e.worker_id
 FROM {t_task_executions} AS e
-WHERE e.instance_id = %(id)s AND e.task_key = ANY(%(keys)s::text[])
+WHERE e.instance_id = %(instance_id)s AND e.task_key = ANY(%(keys)s::text[])
 
 -- name: select_run_signals
 SELECT s.signal_name, s.payload, date_part('epoch', s.created_at)::float8,
        date_part('epoch', s.consumed_at)::float8
-FROM {t_signals} AS s WHERE s.instance_id = %(id)s ORDER BY s.id
+FROM {t_signals} AS s WHERE s.instance_id = %(instance_id)s ORDER BY s.id
 
 -- name: select_payload
 SELECT CASE WHEN %(pick)s = 'input' THEN i.input ELSE i.output END
-FROM {t_instances} AS i WHERE i.instance_id = %(id)s
+FROM {t_instances} AS i WHERE i.instance_id = %(instance_id)s
 
 -- Runs created in [since, until) by status and time bucket: an index-only scan of
 -- workflow_instances_created_idx (created_at, instance_id) INCLUDE (status).
@@ -99,21 +99,21 @@ SELECT
 -- found (NULL: no such run).
 -- name: reopen_failed
 WITH found AS (
-    SELECT i.status FROM {t_instances} AS i WHERE i.instance_id = %(id)s FOR UPDATE
+    SELECT i.status FROM {t_instances} AS i WHERE i.instance_id = %(instance_id)s FOR UPDATE
 ), upd AS (
     UPDATE {t_instances} AS i
     SET status = 'running', error = NULL, completed_at = NULL, lease_until = NULL,
         request_kind = NULL, request_reason = NULL, request_by = NULL, updated_at = now()
-    WHERE i.instance_id = %(id)s AND i.status = 'failed'
+    WHERE i.instance_id = %(instance_id)s AND i.status = 'failed'
     RETURNING i.distributed, i.definition_hash
 ), gone AS (
     DELETE FROM {t_task_executions} AS e
-    WHERE e.instance_id = %(id)s AND EXISTS (SELECT FROM upd)
+    WHERE e.instance_id = %(instance_id)s AND EXISTS (SELECT FROM upd)
       AND NOT EXISTS (SELECT FROM {t_checkpoints} AS c
                       WHERE c.instance_id = e.instance_id AND c.key = e.task_key)
 ), start AS (
     INSERT INTO {t_task_queue} (instance_id, task_key, definition_hash)
-    SELECT %(id)s, '', u.definition_hash FROM upd AS u WHERE u.distributed
+    SELECT %(instance_id)s, '', u.definition_hash FROM upd AS u WHERE u.distributed
     ON CONFLICT (instance_id, task_key) DO NOTHING
     RETURNING 1
 ), wake AS (

@@ -41,8 +41,8 @@ ORDER BY started, key
 LIMIT :limit
 
 -- name: select_step_checkpoints
-SELECT c.key, c.size, CASE WHEN c.size <= :max_preview THEN CAST(c.output AS BLOB) END,
-       c.created_at
+SELECT c.key, NULL AS task_id, c.size,
+       CASE WHEN c.size <= :max_preview THEN CAST(c.output AS BLOB) END, c.created_at
 FROM sayiir_checkpoints AS c, json_each(:keys) AS k
 WHERE c.instance_id = :instance_id AND c.key = k.value
 
