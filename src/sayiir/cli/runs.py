@@ -172,9 +172,9 @@ def add_commands(commands: Any) -> None:
 
     p = commands.add_parser("stats", help="runs per status over a window, queue depth")
     _common(p)
-    p.add_argument("--since", type=_when, default=None, metavar="TIME", help="(24h ago)")
+    p.add_argument("--since", type=_when, default=None, metavar="TIME", help="(1h ago)")
     p.add_argument("--until", type=_when, default=None, metavar="TIME", help="(now)")
-    p.add_argument("--bucket", default="1h", help="bucket size: 5m, 1h... (1h)")
+    p.add_argument("--bucket", default="5m", help="bucket size: 5m, 1h... (5m)")
 
 
 def _open(args: argparse.Namespace) -> Any:
@@ -508,7 +508,7 @@ def _definitions(backend: Any, args: argparse.Namespace, out: Output) -> int:
 
 def _stats(backend: Any, args: argparse.Namespace, out: Output) -> int:
     until = args.until or datetime.now(UTC)
-    since = args.since or until - timedelta(hours=24)
+    since = args.since or until - timedelta(hours=1)
     bucket = parse_duration(args.bucket)
     if not bucket > 0:
         raise ValueError("--bucket must be a positive duration (5m, 1h)")
