@@ -17,7 +17,7 @@ def charge(x: int) -> int:
     return x
 
 
-def body(x: int) -> LoopResult:
+def body(x: int) -> LoopResult[int]:
     return LoopResult.done(x)
 
 
