@@ -318,7 +318,7 @@ def preview(value: Any, limit: int) -> str:
     >>> preview({"a": 1}, 100)
     '{"a": 1}'
     >>> preview("x" * 10, 4)
-    '"xxx… (12 chars)'
+    '"xx… (12 chars)'
     """
     try:
         text = json.dumps(value, ensure_ascii=False, default=repr)

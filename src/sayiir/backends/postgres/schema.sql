@@ -59,9 +59,9 @@ CREATE INDEX {n_instances_workflow_idx} ON {t_instances} (workflow_id, created_a
 CREATE INDEX {n_instances_status_idx} ON {t_instances} (status, created_at, instance_id);
 CREATE INDEX {n_instances_created_idx} ON {t_instances} (created_at, instance_id)
     INCLUDE (status);
-CREATE INDEX {n_instances_workflow_status_idx}
+CREATE INDEX {n_instances_wf_status_idx}
     ON {t_instances} (workflow_id, status, created_at, instance_id);
-CREATE INDEX {n_instances_id_pattern_idx} ON {t_instances} (instance_id text_pattern_ops);
+CREATE INDEX {n_instances_id_prefix_idx} ON {t_instances} (instance_id text_pattern_ops);
 CREATE INDEX {n_instances_completed_idx} ON {t_instances} (completed_at)
     WHERE completed_at IS NOT NULL;
 CREATE INDEX {n_instances_wake_idx} ON {t_instances} (wake_at)

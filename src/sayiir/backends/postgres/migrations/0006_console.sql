@@ -36,7 +36,7 @@ DROP INDEX {schema}.{n_instances_status_idx};
 CREATE INDEX {n_instances_status_idx} ON {t_instances} (status, created_at, instance_id);
 DROP INDEX {schema}.{n_instances_workflow_idx};
 CREATE INDEX {n_instances_workflow_idx} ON {t_instances} (workflow_id, created_at, instance_id);
-CREATE INDEX {n_instances_workflow_status_idx}
+CREATE INDEX {n_instances_wf_status_idx}
     ON {t_instances} (workflow_id, status, created_at, instance_id);
 -- "instance id starts with": LIKE 'prefix%' under any database collation.
-CREATE INDEX {n_instances_id_pattern_idx} ON {t_instances} (instance_id text_pattern_ops);
+CREATE INDEX {n_instances_id_prefix_idx} ON {t_instances} (instance_id text_pattern_ops);
