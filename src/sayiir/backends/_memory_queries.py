@@ -23,6 +23,7 @@ from sayiir.backends._views import (
     step_views,
     summary,
 )
+from sayiir.backends.protocol import RunQueries
 from sayiir.core.codec import Codec
 from sayiir.core.queries import (
     AuditEntry,
@@ -71,7 +72,7 @@ def _matches(rec: InstanceRecord, f: RunFilter, stored: tuple[str, ...]) -> bool
     )
 
 
-class MemoryQueries:
+class MemoryQueries(RunQueries):
     """Mixed into ``InMemoryBackend`` (its dicts, lock and codec)."""
 
     codec: Codec

@@ -27,6 +27,7 @@ from sayiir.backends._views import (
     step_views,
     summary,
 )
+from sayiir.backends.protocol import RunQueries
 from sayiir.core.codec import Codec
 from sayiir.core.queries import (
     AuditEntry,
@@ -53,7 +54,7 @@ Rows = list[tuple[Any, ...]]
 DetailRows = tuple[tuple[Any, ...], Rows, Rows, Rows, Rows, Rows]
 
 
-class SqlQueries:
+class SqlQueries(RunQueries):
     """The shared half of ``RunQueries`` for SQLite and PostgreSQL (see the module doc)."""
 
     codec: Codec
