@@ -5,7 +5,7 @@ in a screenshot, a browser with scripts off, or a test.
 
 >>> from datetime import UTC, datetime
 >>> t = datetime(2026, 1, 1, tzinfo=UTC)
->>> "<svg" in status_chart([(t, "completed", 3), (t, "failed", 1)], 3600)
+>>> "<svg" in status_chart([(t, "completed", 3), (t, "failed", 1)], 3600, t, t)
 True
 """
 
@@ -61,7 +61,7 @@ def gantt(steps: Sequence[StepView], now: datetime | None = None) -> str:
     height = ROW_H * len(steps) + 24
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" class="gantt" '
-        f'width="{LABEL_W + CHART_W + 10:.0f}" '
+        f'width="{LABEL_W + CHART_W + 40:.0f}" '
         f'height="{height:.0f}" role="img" aria-label="timeline of attempts">'
     ]
     for tick in range(5):
@@ -92,15 +92,25 @@ def gantt(steps: Sequence[StepView], now: datetime | None = None) -> str:
 
 
 def status_chart(
-    buckets: Sequence[tuple[datetime, str, int]], bucket_secs: float, width: float = 760.0
+    buckets: Sequence[tuple[datetime, str, int]],
+    bucket_secs: float,
+    since: datetime,
+    until: datetime,
+    width: float = 760.0,
 ) -> str:
-    """Stacked bars: runs created per time bucket, split by their status now."""
+    """Stacked bars: runs created per time bucket of ``[since, until)``, split by their
+    status now; empty buckets are drawn too, so the time axis is the whole window."""
     if not buckets:
         return ""
-    starts = sorted({b for b, _, _ in buckets})
-    first, last = starts[0], starts[-1]
-    n = int((last - first).total_seconds() // bucket_secs) + 1
-    slots = [first + timedelta(seconds=bucket_secs * i) for i in range(n)]
+    step = timedelta(seconds=bucket_secs)
+    first = min(b for b, _, _ in buckets)  # bucket starts are aligned by the backend
+    while first - step >= since:
+        first -= step
+    slots: list[datetime] = []
+    slot = first
+    while slot < until or not slots:
+        slots.append(slot)
+        slot += step
     counts: dict[datetime, dict[str, int]] = {s: {} for s in slots}
     for start, status, count in buckets:
         counts.setdefault(start, {})[status] = counts.get(start, {}).get(status, 0) + count

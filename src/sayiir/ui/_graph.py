@@ -67,8 +67,9 @@ def _line(x1: float, y1: float, x2: float, y2: float) -> str:
 class _Layout:
     """Lays out one definition; ``status`` maps a checkpoint key to its step's status."""
 
-    def __init__(self, steps: Mapping[str, str]) -> None:
+    def __init__(self, steps: Mapping[str, str], waiting_signal: str | None = None) -> None:
         self._steps = steps
+        self._waiting_signal = waiting_signal
         self._loop_keys: dict[str, list[tuple[int, str]]] = {}
         pattern = re.compile(r"^(.*)@(\d+)/(.*)$")
         for key, status in steps.items():
@@ -132,6 +133,8 @@ class _Layout:
             if node.get("timeout") is not None:
                 caption += f" · ≤{_seconds(node.get('timeout'))}"
         status = self.status(str(key))
+        if kind == "signal" and status == "pending" and node.get("signal") == self._waiting_signal:
+            status = "waiting"  # the run is parked here, waiting for this signal
         title = f"{kind} {ident} (key {key}): {status}"
 
         def draw(x: float, y: float) -> list[str]:
@@ -148,14 +151,14 @@ class _Layout:
 
         return _Block(NODE_W, NODE_H, draw)
 
-    def pill(self, text: str, cls: str, key: str | None = None) -> _Block:
+    def pill(self, text: str, cls: str, key: str | None = None, title: str = "") -> _Block:
         status = self.status(key) if key else "none"
         keyattr = f' data-key="{escape(key)}" data-status="{escape(status)}"' if key else ""
 
         def draw(x: float, y: float) -> list[str]:
             return [
                 f'<g class="pill {cls} st-{escape(status)}"{keyattr}>'
-                f"<title>{escape(text)}</title>"
+                f"<title>{escape(title or text)}</title>"
                 f'<rect x="{x:.1f}" y="{y:.1f}" width="{PILL_W}" height="{PILL_H}" '
                 f'rx="{PILL_H / 2}"/><text x="{x + PILL_W / 2:.1f}" y="{y + 16:.1f}" '
                 f'text-anchor="middle">{escape(_short(text, 13))}</text></g>'
@@ -220,7 +223,7 @@ class _Layout:
         arms = [("", self.block(b)) for b in node.get("branches", [])]
         join = node.get("join")
         tail = self.leaf(join) if join else self.pill("join", "join")
-        return self._fan(self.pill(f"fork {node.get('id', '')}", "fork"), arms, tail)
+        return self._fan(self.pill("fork", "fork", title=f"fork {node.get('id', '')}"), arms, tail)
 
     def route(self, node: Mapping[str, Any]) -> _Block:
         branches = node.get("branches") or {}
@@ -228,7 +231,9 @@ class _Layout:
         if node.get("default"):
             arms.append(("default", self.block(node["default"])))
         key = node.get("key")
-        head = self.pill(f"route {node.get('id', '')}", "route", str(key) if key else None)
+        head = self.pill(
+            "route", "route", str(key) if key else None, title=f"route {node.get('id', '')}"
+        )
         return self._fan(head, arms, self.pill("merge", "merge"))
 
     def frame(self, node: Mapping[str, Any], title: str, body: _Block, cls: str) -> _Block:
@@ -278,13 +283,16 @@ def _seconds(value: object) -> str:
     return f"{secs:g}s"
 
 
-def render_svg(definition: Mapping[str, Any], steps: Mapping[str, str]) -> str:
+def render_svg(
+    definition: Mapping[str, Any], steps: Mapping[str, str], waiting_signal: str | None = None
+) -> str:
     """The SVG (a string) of ``definition["root"]``, nodes coloured from ``steps``.
 
     ``steps`` maps checkpoint keys to step statuses (``completed``, ``failed``,
-    ``running``...); nodes without a step are ``pending``.
+    ``running``...); nodes without a step are ``pending``, except a wait for
+    ``waiting_signal`` (the signal the run is parked on), which is ``waiting``.
     """
-    layout = _Layout(steps)
+    layout = _Layout(steps, waiting_signal)
     body = layout.block(definition.get("root") or {"kind": "sequence", "steps": []})
     start = layout.pill("start", "terminal")
     end = layout.pill("end", "terminal")

@@ -56,7 +56,9 @@ async def _gate(
     """The operator's name, or the refusal to send instead."""
     submitted = str(form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER, ""))
     cookie = request.cookies.get(CSRF_COOKIE, "")
-    if not console.guard.check_csrf(cookie, submitted) or not _same_origin(request):
+    scripted = console.guard.auth is None and console.guard.bearer(request)
+    forged = not console.guard.check_csrf(cookie, submitted) or not _same_origin(request)
+    if forged and not scripted:
         return None, await _refuse(request, console, "the form expired or came from another site: "
                                    "reload the page and try again")  # fmt: skip
     if action is None:

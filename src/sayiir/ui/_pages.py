@@ -11,6 +11,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from sayiir.core.queries import PUBLIC_STATUSES, SORT_COLUMNS, RunDetail
+from sayiir.errors import WorkflowError
 from sayiir.ui._app import Console
 from sayiir.ui._charts import STATUS_ORDER, gantt, status_chart
 from sayiir.ui._forms import ListView
@@ -41,7 +42,8 @@ def _definition_svg(backend: Any, detail: RunDetail) -> str:
     info = backend.get_definition(detail.run.definition_hash)
     if info is None:
         return ""
-    return render_svg(info.structure, {s.key: s.status for s in detail.steps})
+    steps = {s.key: s.status for s in detail.steps}
+    return render_svg(info.structure, steps, detail.signal_name)
 
 
 async def runs_page(request: Request) -> Response:
@@ -116,7 +118,7 @@ async def payload_fragment(request: Request) -> Response:
     try:
         value = await console.call(loaders[what])
         text = json.dumps(value, indent=2, ensure_ascii=False, default=repr)
-    except (KeyError, LookupError, ValueError) as exc:
+    except (WorkflowError, LookupError, ValueError) as exc:
         text = f"cannot load this payload: {exc}"
     return await console.render(request, "payload.html", text=text)
 
@@ -163,7 +165,7 @@ async def stats_page(request: Request) -> Response:
         counts=counts,
         queue=queue,
         order=STATUS_ORDER,
-        chart_svg=status_chart(counts.buckets, bucket),
+        chart_svg=status_chart(counts.buckets, bucket, since, until),
     )
 
 

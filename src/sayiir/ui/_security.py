@@ -67,6 +67,12 @@ class Guard:
             return False
         return hmac.compare_digest(candidate.encode(), self.token.encode())
 
+    def bearer(self, request: Any) -> bool:
+        """The request carries the token in its ``Authorization`` header: a script, not a
+        browser (browsers never add that header by themselves, so no CSRF check is needed)."""
+        header = request.headers.get("authorization", "")
+        return header.lower().startswith("bearer ") and self.token_matches(header[7:].strip())
+
     async def operator(self, request: Any) -> str | None:
         """The name of the operator behind ``request``, or ``None`` (read-only)."""
         if self.auth is not None:
@@ -76,8 +82,7 @@ class Guard:
             return actor if isinstance(actor, str) and actor else None
         if self.token is None:
             return None
-        header = request.headers.get("authorization", "")
-        if header.lower().startswith("bearer ") and self.token_matches(header[7:].strip()):
+        if self.bearer(request):
             return "token"
         cookie = request.cookies.get(OPERATOR_COOKIE, "")
         if cookie and hmac.compare_digest(cookie, self.cookie_value()):
