@@ -13,7 +13,7 @@ from tests.ui.demo import populate
 TOKEN = "operator-token-for-tests"
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", "sqlite"])
 def backend_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
