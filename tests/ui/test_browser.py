@@ -37,6 +37,12 @@ if not os.path.exists(CHROMIUM) and os.environ.get("CI") != "true":
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def backend_kind(request: pytest.FixtureRequest) -> str:
+    """The durable backends only (the in-memory one is covered by test_app.py)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with playwright_sync.sync_playwright() as p:

@@ -15,9 +15,19 @@ from typing import Any
 
 from sayiir.core.queries import AuditEntry, RunFilter, RunSort
 
-__all__ = ["ACTIONS", "BULK_ACTIONS", "ActionRequest", "matching_runs", "parse_payload", "perform"]
+__all__ = [
+    "ACTIONS",
+    "AVAILABLE",
+    "BULK_ACTIONS",
+    "ActionRequest",
+    "matching_runs",
+    "parse_payload",
+    "perform",
+]
 
 ACTIONS = ("cancel", "pause", "unpause", "signal", "retry", "fork")
+# What this version performs (retry and fork come with the shared actions module).
+AVAILABLE = frozenset({"cancel", "pause", "unpause", "signal"})
 BULK_ACTIONS = ("cancel", "pause", "unpause", "retry")
 BULK_MAX = 10_000  # one bulk action touches at most this many runs (the preview says so)
 

@@ -170,10 +170,11 @@ async def bulk(request: Request) -> Response:
     source = request.query_params if request.method == "GET" else await request.form()
     view = ListView.from_query({k: [str(v) for v in source.getlist(k)] for k in source})
     action = str(source.get("action", ""))
-    if action not in BULK_ACTIONS:
+    if action not in BULK_ACTIONS or not console.enabled(action):
         return await console.render(
             request, "error.html", 400, nav="runs",
-            message=f"bulk actions are {', '.join(BULK_ACTIONS)}, not {action!r}",
+            message=f"{action!r} is not a bulk action available here "
+            f"(bulk actions: {', '.join(a for a in BULK_ACTIONS if console.enabled(a))})",
         )  # fmt: skip
     context: dict[str, Any] = {"view": view, "action": action, "bulk_max": BULK_MAX}
     if request.method == "GET":
