@@ -330,17 +330,19 @@ def scenario_ui() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [bin_path("sayiir"), "ui", "--url", "sqlite:///ui.db", "--port", str(port)]
+    cmd = [bin_path("sayiir"), "ui", "--url", f"sqlite://{HERE / 'ui.db'}", "--port", str(port)]
     with subprocess.Popen(
         cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     ) as proc:
         try:
             assert proc.stderr is not None
+            seen = []
             for line in proc.stderr:
+                seen.append(line)
                 if "Uvicorn running on" in line:
                     break
             else:
-                raise AssertionError(f"sayiir ui exited with {proc.wait()}")
+                raise AssertionError(f"sayiir ui exited with {proc.wait()}: {''.join(seen)}")
             base = f"http://127.0.0.1:{port}"
             with urllib.request.urlopen(f"{base}/runs", timeout=30) as page:
                 html = page.read().decode()
@@ -350,8 +352,9 @@ def scenario_ui() -> None:
             with urllib.request.urlopen(f"{base}/static/console.css", timeout=30) as css:
                 check(css.status == 200 and b".topbar" in css.read(), "a static asset")
         finally:
-            proc.send_signal(signal.SIGINT)
-            check(proc.wait(timeout=60) == 0, "sayiir ui stops cleanly on SIGINT")
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                check(proc.wait(timeout=60) == 0, "sayiir ui stops cleanly on SIGINT")
     say("`sayiir ui` served the runs page, a run's graph and a static asset from the wheel")
 
 
