@@ -72,3 +72,26 @@ def test_sayiir_ui_refuses_bad_arguments(
     assert "--url (or $SAYIIR_URL) is required" in capsys.readouterr().err
     assert cli(["ui", "--url", f"sqlite:///{tmp_path}/nothing.db"]) == 1
     assert "no SQLite database" in capsys.readouterr().err
+
+
+@pytest.mark.postgres
+def test_sayiir_ui_on_postgres_never_shows_the_password_or_the_dsn(pg_dsn: str) -> None:
+    from urllib.parse import urlsplit, urlunsplit
+
+    from sayiir.backends.postgres import PostgresBackend
+
+    with PostgresBackend(pg_dsn, table_prefix="cli_") as backend:  # migrates
+        populate(backend, n=2)
+    parts = urlsplit(pg_dsn)
+    user = parts.username or "postgres"
+    secret = "s3cret-never-shown"  # the test server trusts local users: any password works
+    url = urlunsplit(parts._replace(netloc=f"{user}:{secret}@{parts.hostname}:{parts.port}"))
+    args = ("--url", url, "--table-prefix", "cli_")
+    with console_process(*args) as (base, banner):
+        assert secret not in banner and "127.0.0.1" in banner
+        client = Client(base)
+        for path in ("/runs", "/runs/order-000", "/runs/order-broken", "/workflows", "/stats"):
+            page = client.get(path)
+            assert page.status == 200, path
+            assert secret not in page.text and "postgresql://" not in page.text
+            assert parts.path.strip("/") not in page.text  # not even the database name

@@ -22,6 +22,7 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sayiir.ui._actions import ACTIONS, AVAILABLE
+from sayiir.ui._charts import fmt_secs
 from sayiir.ui._live import ChangeFeed
 from sayiir.ui._security import CSRF_COOKIE, CSRF_FIELD, AuthHook, Guard
 
@@ -40,14 +41,7 @@ def _fmt_time(value: datetime | None) -> str:
 def _fmt_duration(start: datetime | None, end: datetime | None) -> str:
     if start is None or end is None:
         return "—"
-    secs = (end - start).total_seconds()
-    if secs < 1:
-        return f"{secs * 1000:.0f} ms"
-    if secs < 120:
-        return f"{secs:.1f} s"
-    if secs < 7200:
-        return f"{secs / 60:.1f} min"
-    return f"{secs / 3600:.1f} h"
+    return fmt_secs((end - start).total_seconds())
 
 
 def _ago(value: datetime | None) -> str:

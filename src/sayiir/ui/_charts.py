@@ -17,7 +17,7 @@ from html import escape
 
 from sayiir.core.queries import StepView
 
-__all__ = ["STATUS_ORDER", "gantt", "status_chart"]
+__all__ = ["STATUS_ORDER", "fmt_secs", "gantt", "status_chart"]
 
 STATUS_ORDER = (
     "completed",
@@ -33,7 +33,10 @@ LABEL_W = 170.0
 CHART_W = 640.0
 
 
-def _fmt_secs(secs: float) -> str:
+def fmt_secs(secs: float) -> str:
+    """A duration for people: ``0.4 ms``, ``12 ms``, ``3.5 s``, ``2.0 min``, ``1.5 h``."""
+    if secs < 0.01:
+        return f"{secs * 1000:.1f} ms"
     if secs < 1:
         return f"{secs * 1000:.0f} ms"
     if secs < 120:
@@ -69,7 +72,7 @@ def gantt(steps: Sequence[StepView], now: datetime | None = None) -> str:
         out.append(
             f'<line class="tick" x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{height - 20:.1f}"/>'
             f'<text class="tick-label" x="{x:.1f}" y="{height - 6:.1f}" text-anchor="middle">'
-            f"+{escape(_fmt_secs(total * tick / 4))}</text>"
+            f"+{escape(fmt_secs(total * tick / 4))}</text>"
         )
     for step in steps:
         y = rows[step.key] * ROW_H
@@ -81,7 +84,7 @@ def gantt(steps: Sequence[StepView], now: datetime | None = None) -> str:
         x = LABEL_W + (start - t0).total_seconds() * scale
         w = max((end - start).total_seconds() * scale, 2.0)
         y = rows[key] * ROW_H + 3
-        dur = _fmt_secs((end - start).total_seconds())
+        dur = fmt_secs((end - start).total_seconds())
         out.append(
             f'<rect class="bar att-{escape(outcome)}" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" '
             f'height="{ROW_H - 6:.0f}" rx="3"><title>{escape(key)} attempt {attempt}: '
