@@ -188,3 +188,33 @@ def test_the_other_pages_render(client: Client, runs: dict[str, str]) -> None:
     assert "status-chart" in stats.text
     static = client.get("/static/htmx-2.0.11.min.js")
     assert static.status == 200 and "htmx" in static.text
+
+
+def test_mounted_in_a_host_application_under_a_prefix(backend: Any, runs: dict[str, str]) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    host = Starlette(
+        routes=[
+            Route("/", lambda request: PlainTextResponse("the host app")),
+            Mount("/ops/sayiir", app=sayiir.ui.app(backend, token=TOKEN)),
+        ]
+    )
+    with serve(host) as base:
+        client = Client(base)
+        assert client.get("/").text == "the host app"
+        page = client.get("/ops/sayiir/runs")
+        assert page.status == 200 and runs["waiting"] in page.text
+        links = re.findall(r'(?:href|src|action|data-events)="(/[^"]*)"', page.text)
+        assert links and all(link.startswith("/ops/sayiir/") for link in links), links
+        assert client.get("/ops/sayiir/static/console.js").status == 200
+        assert "Path=/ops/sayiir" in page.headers["set-cookie"]
+        login = client.post("/ops/sayiir/login", {"token": TOKEN, "csrf_token": _csrf(page.text)})
+        assert login.status == 303 and login.headers["location"] == "/ops/sayiir/runs"
+        run = runs["waiting"]
+        detail = client.get(f"/ops/sayiir/runs/{run}")
+        data = {"run": run, "action": "pause", "csrf_token": _csrf(detail.text)}
+        done = client.post("/ops/sayiir/act", data)
+        assert done.status == 303 and done.headers["location"].startswith("/ops/sayiir/runs/")
+    assert _status(backend, run) == "paused"
