@@ -218,3 +218,26 @@ def test_mounted_in_a_host_application_under_a_prefix(backend: Any, runs: dict[s
         done = client.post("/ops/sayiir/act", data)
         assert done.status == 303 and done.headers["location"].startswith("/ops/sayiir/runs/")
     assert _status(backend, run) == "paused"
+
+
+def test_retry_and_fork_from_the_run_page(
+    client: Client, backend: Any, runs: dict[str, str]
+) -> None:
+    _sign_in(client)
+    failed = runs["failed"]
+    page = client.get(f"/runs/{failed}")
+    assert 'id="action-retry"' in page.text and 'id="action-cancel"' not in page.text
+    retried = _act(client, failed, "retry")
+    assert retried.status == 303 and "error=" not in retried.headers["location"]
+    assert _status(backend, failed) == "in_progress"
+    source = runs["completed"]
+    forked = _act(client, source, "fork", from_step="merge", new_id="order-000-again")
+    assert forked.status == 303
+    assert forked.headers["location"].startswith("/runs/order-000-again?message=forked")
+    detail = backend.run_detail("order-000-again")
+    assert detail is not None
+    assert {s.key for s in detail.steps} == {"validate", "charge", "reserve"}  # before merge
+    actions = [(a.actor, a.action) for a in backend.list_audit(source)]
+    assert ("token", "fork") in actions
+    refused = _act(client, source, "fork", from_step="no-such-step")
+    assert "error=" in refused.headers["location"]

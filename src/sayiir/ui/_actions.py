@@ -1,35 +1,24 @@
-"""What an operator may do to a run, in one place for single runs and bulk actions.
+"""What an operator may do to a run: the form's request, handed to the shared actions.
 
 The console only parses and checks the request (who, CSRF, which action is enabled); the
-action itself and its audit entry are the shared actions module's job, so the CLI and the
-console act the same way.
+action itself and its audit entry are ``sayiir.console.actions``' job, so the CLI and the
+console act exactly the same way.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from sayiir.core.queries import AuditEntry, RunFilter, RunSort
+from sayiir.console import actions as ops
+from sayiir.core.queries import RunFilter
 
-__all__ = [
-    "ACTIONS",
-    "AVAILABLE",
-    "BULK_ACTIONS",
-    "ActionRequest",
-    "matching_runs",
-    "parse_payload",
-    "perform",
-]
+__all__ = ["ACTIONS", "BULK_ACTIONS", "ActionRequest", "bulk", "parse_payload", "perform"]
 
 ACTIONS = ("cancel", "pause", "unpause", "signal", "retry", "fork")
-# What this version performs (retry and fork come with the shared actions module).
-AVAILABLE = frozenset({"cancel", "pause", "unpause", "signal"})
 BULK_ACTIONS = ("cancel", "pause", "unpause", "retry")
-BULK_MAX = 10_000  # one bulk action touches at most this many runs (the preview says so)
+_WITH_REASON = ("cancel", "pause")
 
 
 @dataclass(frozen=True)
@@ -63,49 +52,30 @@ def parse_payload(text: str) -> Any:
         ) from None
 
 
-def perform(backend: Any, request: ActionRequest) -> str:
-    """Do ``request`` and record it in the audit; return a one-line result for the page."""
-    from sayiir.engine.engines import DurableEngine
-
-    engine = DurableEngine(backend)
-    iid = request.instance_id
-    detail: dict[str, Any] = {}
-    if request.action == "cancel":
-        engine.cancel(iid, request.reason, request.actor)
-        message = "cancel requested"
-    elif request.action == "pause":
-        engine.pause(iid, request.reason, request.actor)
-        message = "pause requested"
-    elif request.action == "unpause":
-        engine.unpause(iid)
-        message = "unpaused"
-    elif request.action == "signal":
+def perform(backend: Any, request: ActionRequest) -> ops.ActionResult:
+    """Do ``request`` (audited); ``ActionError`` when the run's state refuses it."""
+    iid, actor = request.instance_id, request.actor
+    if request.action in _WITH_REASON:
+        act = ops.cancel if request.action == "cancel" else ops.pause
+        return act(backend, iid, actor=actor, reason=request.reason)
+    if request.action == "unpause":
+        return ops.unpause(backend, iid, actor=actor)
+    if request.action == "retry":
+        return ops.retry(backend, iid, actor=actor)
+    if request.action == "signal":
         if not request.signal_name:
             raise ValueError("a signal needs a name")
-        engine.send_signal(iid, request.signal_name, request.payload)
-        detail = {"signal": request.signal_name}
-        message = f"signal {request.signal_name!r} sent"
-    else:
-        raise ValueError(f"{request.action} is not available in this version of the console")
-    if request.reason:
-        detail["reason"] = request.reason
-    record = getattr(backend, "record_audit", None)
-    if callable(record):
-        record(AuditEntry(datetime.now(UTC), request.actor, request.action, iid, detail))
-    return message
+        return ops.signal(backend, iid, request.signal_name, request.payload, actor=actor)
+    if request.action == "fork":
+        if not request.from_step:
+            raise ValueError("choose the step to fork from")
+        return ops.fork(backend, iid, request.from_step, actor=actor, new_id=request.new_id)
+    raise ValueError(f"unknown action {request.action!r}: use one of {', '.join(ACTIONS)}")
 
 
-def matching_runs(backend: Any, run_filter: RunFilter, limit: int = BULK_MAX) -> Iterator[str]:
-    """The ids of the runs ``run_filter`` matches, page by page (keyset), at most ``limit``."""
-    cursor: str | None = None
-    seen = 0
-    while seen < limit:
-        page = backend.list_runs(
-            run_filter, RunSort("created_at", True), cursor, min(500, limit - seen)
-        )
-        for run in page.runs:
-            yield run.instance_id
-        seen += len(page.runs)
-        cursor = page.next_cursor
-        if cursor is None:
-            return
+def bulk(
+    backend: Any, action: str, run_filter: RunFilter, actor: str, reason: str | None
+) -> ops.BulkResult:
+    """Apply ``action`` to every run ``run_filter`` matches (each audited)."""
+    options: dict[str, Any] = {"reason": reason} if action in _WITH_REASON else {}
+    return ops.bulk(backend, action, run_filter, actor=actor, **options)

@@ -21,7 +21,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sayiir.ui._actions import ACTIONS, AVAILABLE
+from sayiir.ui._actions import ACTIONS
 from sayiir.ui._charts import fmt_secs
 from sayiir.ui._live import ChangeFeed
 from sayiir.ui._security import CSRF_COOKIE, CSRF_FIELD, AuthHook, Guard
@@ -86,7 +86,7 @@ class Console:
         return await run_in_threadpool(fn, *args, **kwargs)
 
     def enabled(self, action: str) -> bool:
-        return action in AVAILABLE and action not in self.disabled
+        return action not in self.disabled
 
     async def render(
         self, request: Request, template: str, status_code: int = 200, **context: Any

@@ -16,14 +16,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from sayiir.errors import WorkflowError
-from sayiir.ui._actions import (
-    BULK_ACTIONS,
-    BULK_MAX,
-    ActionRequest,
-    matching_runs,
-    parse_payload,
-    perform,
-)
+from sayiir.ui._actions import BULK_ACTIONS, ActionRequest, bulk, parse_payload, perform
 from sayiir.ui._app import Console
 from sayiir.ui._forms import ListView
 from sayiir.ui._security import CSRF_COOKIE, CSRF_FIELD, CSRF_HEADER, OPERATOR_COOKIE
@@ -31,6 +24,7 @@ from sayiir.ui._security import CSRF_COOKIE, CSRF_FIELD, CSRF_HEADER, OPERATOR_C
 __all__ = ["routes"]
 
 PREVIEW_ROWS = 20
+COUNT_CAP = 10_000  # the preview counts the matching runs up to this many
 
 
 def _base(request: Request) -> str:
@@ -101,11 +95,14 @@ async def act(request: Request) -> Response:
             from_step=str(form.get("from_step", "")).strip() or None,
             new_id=str(form.get("new_id", "")).strip() or None,
         )
-        message = await console.call(perform, console.backend, req)
+        result = await console.call(perform, console.backend, req)
     except (WorkflowError, ValueError, LookupError) as exc:
         return RedirectResponse(_run_url(request, instance_id, error=str(exc)), 303)
     console.feed.note(instance_id)
-    return RedirectResponse(_run_url(request, instance_id, message=message), 303)
+    if result.new_instance_id:  # a fork: show the new run
+        message = f"forked from {instance_id}: {result.message}"
+        return RedirectResponse(_run_url(request, result.new_instance_id, message=message), 303)
+    return RedirectResponse(_run_url(request, instance_id, message=result.message), 303)
 
 
 async def sign_in(request: Request) -> Response:
@@ -147,24 +144,11 @@ async def sign_out(request: Request) -> Response:
 
 def _preview(backend: Any, view: ListView) -> tuple[list[Any], int, bool]:
     page = backend.list_runs(view.filter, view.sort, None, PREVIEW_ROWS)
-    count, capped = backend.count_runs(view.filter, cap=BULK_MAX)
+    count, capped = backend.count_runs(view.filter, cap=COUNT_CAP)
     return page.runs, count, capped
 
 
-def _bulk(
-    backend: Any, view: ListView, action: str, actor: str, reason: str | None
-) -> dict[str, Any]:
-    done, failed = 0, []
-    for instance_id in list(matching_runs(backend, view.filter)):
-        try:
-            perform(backend, ActionRequest(action, instance_id, actor, reason=reason))
-            done += 1
-        except (WorkflowError, ValueError, LookupError) as exc:
-            failed.append((instance_id, str(exc)))
-    return {"done": done, "failed": failed}
-
-
-async def bulk(request: Request) -> Response:
+async def bulk_page(request: Request) -> Response:
     """GET: what a bulk action would touch (a preview); POST: do it."""
     console: Console = request.app.state.console
     source = request.query_params if request.method == "GET" else await request.form()
@@ -176,7 +160,7 @@ async def bulk(request: Request) -> Response:
             message=f"{action!r} is not a bulk action available here "
             f"(bulk actions: {', '.join(a for a in BULK_ACTIONS if console.enabled(a))})",
         )  # fmt: skip
-    context: dict[str, Any] = {"view": view, "action": action, "bulk_max": BULK_MAX}
+    context: dict[str, Any] = {"view": view, "action": action, "count_cap": COUNT_CAP}
     if request.method == "GET":
         runs, count, capped = await console.call(_preview, console.backend, view)
         return await console.render(
@@ -189,7 +173,8 @@ async def bulk(request: Request) -> Response:
         return refusal
     assert operator is not None
     reason = str(source.get("reason", "")).strip() or None
-    result = await console.call(_bulk, console.backend, view, action, operator, reason)
+    outcome = await console.call(bulk, console.backend, action, view.filter, operator, reason)
+    result = {"done": len(outcome.done), "failed": sorted(outcome.refused.items())}
     console.feed.note(None)
     return await console.render(
         request, "bulk.html", nav="runs", runs=[], count=0, capped=False, result=result,
@@ -200,7 +185,7 @@ async def bulk(request: Request) -> Response:
 def routes() -> list[Route]:
     return [
         Route("/act", act, methods=["POST"], name="act"),
-        Route("/bulk", bulk, methods=["GET", "POST"], name="bulk"),
+        Route("/bulk", bulk_page, methods=["GET", "POST"], name="bulk"),
         Route("/login", sign_in, methods=["GET", "POST"], name="login"),
         Route("/logout", sign_out, methods=["POST"], name="logout"),
     ]
