@@ -161,7 +161,7 @@ def test_cancel_needs_the_token(page: Any, backend: Any, runs: dict[str, str], s
         _sign_in(page, base)
         page.goto(f"{base}/runs/{run}")
         page.click("#action-cancel")
-        page.wait_for_selector("#flash:text('cancel requested')")
+        page.wait_for_selector("#flash.notice-ok:text('cancel')")
         assert page.dialogs == [f"Cancel run {run}?"]
         page.wait_for_selector("#run-live .status.st-cancelled")
         assert "token" in page.locator("#audit").inner_text()
