@@ -162,7 +162,7 @@ class PostgresBackend(PostgresQueries, QueueStorage):
         # may be used from several loops (asyncio.run per call), so its async form runs the
         # sync pool in threads; connect() and from_pool(AsyncConnectionPool) are native.
         self._async_native = pool is not None and not self._pools.owns_async
-        self._listener: Listener | None = None
+        self._listeners: dict[str, Listener] = {}  # query name -> its LISTEN thread
         self._defined: set[str] = set()  # definition hashes this object stored (console)
 
     # -- construction ----------------------------------------------------------------------
@@ -306,7 +306,7 @@ class PostgresBackend(PostgresQueries, QueueStorage):
     async def aclose(self) -> None:
         """Close the pools this backend opened; use this one from async code."""
         self._pools.closed = True
-        if self._listener is not None:
+        if self._listeners:
             await asyncio.to_thread(self._stop_listening)
         await self._pools.aclose()
 
@@ -473,30 +473,52 @@ class PostgresBackend(PostgresQueries, QueueStorage):
         thread. ``callback`` runs on that thread and must not block. It is also called
         after every (re)connection, since notifications sent meanwhile are lost.
         """
+        listener = self._listening("listen", "workers find work by polling only")
+        if listener is None:
+            return _nothing
+        return listener.add(lambda _payload: callback())
+
+    def subscribe_changes(self, callback: Callable[[str | None], None]) -> Callable[[], None]:
+        """Call ``callback(instance_id)`` when a run starts or its status changes (the web
+        console's live updates); returns the unsubscribe function.
+
+        Like ``subscribe``: a daemon thread LISTENs (on the changes channel, fed by a trigger
+        of migration 0006); ``callback`` runs on it and must not block, and gets ``None``
+        after every (re)connection, since changes made meanwhile are not announced.
+        """
+        listener = self._listening("listen_changes", "live views must poll")
+        if listener is None:
+            return _nothing
+        return listener.add(callback)
+
+    def _listening(self, query: str, fallback: str) -> Listener | None:
+        """The LISTEN thread of ``query`` (started by its first subscriber), or None."""
         self._pools.check_open()
         with self._pools.lock:
-            if self._listener is None:
+            listener = self._listeners.get(query)
+            if listener is None:
                 if not self._target.conninfo:
                     logger.warning(
                         "%r: no conninfo to open a LISTEN connection with (the pool connects "
-                        "through a function); workers find work by polling only",
+                        "through a function); %s",
                         self,
+                        fallback,
                     )
-                    return _nothing
+                    return None
                 from sayiir.backends.postgres._listen import Listener
 
-                self._listener = Listener(
-                    self._listen_connection, self._compiled().queries["listen"], self._target
+                listener = Listener(
+                    self._listen_connection, self._compiled().queries[query], self._target
                 )
-            listener = self._listener
-        return listener.add(callback)
+                self._listeners[query] = listener
+        return listener
 
     def _listen_connection(self) -> Any:
         return driver().connect(self._target.conninfo, **self._pools.listen_kwargs())
 
     def _stop_listening(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
+        listeners, self._listeners = self._listeners, {}
+        for listener in listeners.values():
             listener.close()
 
     # -- retention -------------------------------------------------------------------------

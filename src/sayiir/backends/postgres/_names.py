@@ -16,6 +16,7 @@ __all__ = [
     "MAX_IDENTIFIER",
     "MAX_PREFIX",
     "TABLES",
+    "changes_channel",
     "check_names",
     "migration_lock_key",
     "queue_channel",
@@ -68,6 +69,8 @@ BARE_NAMES: dict[str, str] = {
     "n_definitions_pkey": "workflow_definitions_pkey",
     "n_audit_pkey": "audit_log_pkey",
     "n_audit_instance_idx": "audit_log_instance_idx",
+    "n_instances_insert_notify": "workflow_instances_insert_notify",
+    "n_instances_status_notify": "workflow_instances_status_notify",
 }
 
 # Names PostgreSQL derives itself (bigserial sequences) must fit too.
@@ -122,7 +125,21 @@ def queue_channel(schema: str, table_prefix: str) -> str:
     >>> queue_channel("public", "sayiir_")
     'public.sayiir_queue'
     """
-    name = f"{schema}.{table_prefix}queue"
+    return _channel(schema, table_prefix, "queue")
+
+
+def changes_channel(schema: str, table_prefix: str) -> str:
+    """The channel on which every new run and every change of a run's status is announced
+    (its instance id as the payload), for live views: ``"<schema>.<prefix>changes"``.
+
+    >>> changes_channel("public", "sayiir_")
+    'public.sayiir_changes'
+    """
+    return _channel(schema, table_prefix, "changes")
+
+
+def _channel(schema: str, table_prefix: str, kind: str) -> str:
+    name = f"{schema}.{table_prefix}{kind}"
     if len(name) <= MAX_IDENTIFIER:
         return name
-    return "sayiir_queue_" + hashlib.sha256(name.encode()).hexdigest()[:40]
+    return f"sayiir_{kind}_" + hashlib.sha256(name.encode()).hexdigest()[:40]

@@ -67,6 +67,21 @@ CREATE INDEX {n_instances_completed_idx} ON {t_instances} (completed_at)
 CREATE INDEX {n_instances_wake_idx} ON {t_instances} (wake_at)
     WHERE status IN ('waiting', 'awaiting_signal');
 
+-- Live views (the web console) LISTEN on the changes channel: every new run and every change
+-- of a run's status is announced with its instance id (migration 0006). A running run's
+-- checkpoints keep its status, so the hot path pays only the WHEN test.
+CREATE FUNCTION {f_notify_changes}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify({changes_channel}, NEW.instance_id);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER {n_instances_insert_notify} AFTER INSERT ON {t_instances}
+    FOR EACH ROW EXECUTE FUNCTION {f_notify_changes}();
+CREATE TRIGGER {n_instances_status_notify} AFTER UPDATE OF status ON {t_instances}
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION {f_notify_changes}();
+
 -- One row per task attempt; a retried write of the same attempt updates its row.
 CREATE TABLE {t_task_executions} (
     id             bigserial   NOT NULL,

@@ -40,3 +40,18 @@ CREATE INDEX {n_instances_wf_status_idx}
     ON {t_instances} (workflow_id, status, created_at, instance_id);
 -- "instance id starts with": LIKE 'prefix%' under any database collation.
 CREATE INDEX {n_instances_id_prefix_idx} ON {t_instances} (instance_id text_pattern_ops);
+
+-- Live views (the web console) LISTEN on the changes channel: every new run and every change
+-- of a run's status is announced with its instance id. A running run's checkpoints keep its
+-- status, so the hot path pays only the WHEN test, never a notification.
+CREATE FUNCTION {f_notify_changes}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify({changes_channel}, NEW.instance_id);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER {n_instances_insert_notify} AFTER INSERT ON {t_instances}
+    FOR EACH ROW EXECUTE FUNCTION {f_notify_changes}();
+CREATE TRIGGER {n_instances_status_notify} AFTER UPDATE OF status ON {t_instances}
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION {f_notify_changes}();
