@@ -29,7 +29,7 @@ from sayiir.ui._security import CSRF_COOKIE, CSRF_FIELD, AuthHook, Guard
 __all__ = ["Console", "create_app"]
 
 HERE = Path(__file__).parent
-ASSET_VERSION = "1"  # bump when static files change (they are cached for a day)
+ASSET_VERSION = "2"  # in the static URLs: bump when a static file changes (cache busting)
 
 
 def _fmt_time(value: datetime | None) -> str:

@@ -98,20 +98,15 @@ class _Layout:
             return self.fork(node)
         if kind == "route":
             return self.route(node)
-        if kind == "loop":
-            return self.frame(
-                node,
-                f"loop {node.get('id', '')} · up to {node.get('max_iterations', '?')} times",
-                self.block(node.get("body") or {"kind": "sequence", "steps": []}),
-                "loop",
+        if kind in ("loop", "child"):
+            loop = kind == "loop"
+            title = (
+                f"loop {node.get('id', '')} · up to {node.get('max_iterations', '?')} times"
+                if loop
+                else f"child workflow {node.get('workflow_id', '')}"
             )
-        if kind == "child":
-            return self.frame(
-                node,
-                f"child workflow {node.get('workflow_id', '')}",
-                self.block(node.get("root") or {"kind": "sequence", "steps": []}),
-                "child",
-            )
+            inner = node.get("body" if loop else "root") or {"kind": "sequence", "steps": []}
+            return self.frame(node, title, self.block(inner), kind)
         return self.leaf(node)
 
     def leaf(self, node: Mapping[str, Any]) -> _Block:

@@ -16,7 +16,7 @@
     var url = document.body.getAttribute("data-events");
     var indicator = document.getElementById("live");
     if (!url || !window.EventSource || !document.querySelector("[data-live]")) {
-      if (indicator) indicator.classList.add("off");
+      if (indicator) indicator.hidden = true;  // nothing on this page updates itself
       return;
     }
     var source = new EventSource(url);
