@@ -4,8 +4,8 @@
 
 The wheel must hold exactly the package: every file tracked under ``src/sayiir`` (modules, every
 ``.sql`` query and schema file, every numbered migration, ``py.typed``, ``sayiir.testing`` with its
-pytest plugin and the plugin's ``testdb.sql`` and, once they exist, the console's templates and
-static assets) and nothing else (no tests, benchmarks, caches, databases). Its metadata must carry
+pytest plugin and the plugin's ``testdb.sql``, the console's templates and static assets) and
+nothing else (no tests, benchmarks, caches, databases). Its metadata must carry
 the version of ``src/sayiir/_version.py``, the ``sayiir`` console script, the ``pytest11`` entry
 point of the plugin and the extras. The sdist must hold the package sources, the tests, the example
 and the project files, and no caches, venvs, benchmarks or build output. Prints a summary; exits 1
@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "src/sayiir"
-EXTRAS = ("postgres", "pydantic", "otel")
+EXTRAS = ("postgres", "pydantic", "otel", "ui")
 # Never in the wheel, anywhere in a path.
 WHEEL_FORBIDDEN = ("__pycache__", ".pyc", "tests/", "benchmarks/", "conftest.py", ".db")
 # Never in the sdist.
@@ -113,8 +113,9 @@ def _check_package_files(names: list[str], package: set[str], problems: list[str
     # PostgreSQL template databases are made with the queries of testdb.sql.
     must += [f"sayiir/testing/{m}.py" for m in ("__init__", "pytest_plugin")]
     must.append("sayiir/backends/postgres/testdb.sql")
-    # HOOK(console): once `sayiir ui` exists, name its entry template and one static asset
-    # here as well (they are already covered by "every tracked file of src/sayiir").
+    # the web console's templates and static assets (also covered by "every tracked file")
+    must += [f"sayiir/ui/templates/{t}.html" for t in ("base", "runs", "run")]
+    must += [f"sayiir/ui/static/{a}" for a in ("console.css", "console.js", "htmx-2.0.11.min.js")]
     problems.extend(f"wheel: missing {name}" for name in must if name not in package)
 
 

@@ -1,6 +1,6 @@
 """Scenarios run by scripts/wheel-smoke inside a fresh venv holding the built wheel.
 
-    python smoke.py core|quickstart|postgres|pydantic|otel|pytest_plugin
+    python smoke.py core|quickstart|postgres|pydantic|otel|pytest_plugin|ui
 
 It runs from a temporary directory outside the source tree (``SAYIIR_SOURCE_TREE`` names the
 tree, so the test can prove that ``sayiir`` was not imported from it). Each scenario prints
@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-OPTIONAL = ("psycopg", "psycopg_pool", "pydantic", "opentelemetry")
+OPTIONAL = (
+    "psycopg",
+    "psycopg_pool",
+    "pydantic",
+    "opentelemetry",
+    "starlette",
+    "jinja2",
+    "uvicorn",
+)
 
 
 def say(message: str) -> None:
@@ -102,7 +110,9 @@ def scenario_core() -> None:
     run([bin_path("sayiir"), "--help"])
     run([sys.executable, "-m", "sayiir.cli", "--help"])
     say("`sayiir --help` and `python -m sayiir.cli --help`")
-    # HOOK(console): once `sayiir ui` exists: without the [ui] extra it must exit 1 naming it.
+    proc = run([bin_path("sayiir"), "ui", "--url", "sqlite:///core.db"], expect=1)
+    check("sayiir[ui]" in proc.stderr, f"missing-extra error is unclear: {proc.stderr}")
+    say("`sayiir ui` without the ui extra says which extra to install")
 
 
 def scenario_quickstart() -> None:
@@ -308,6 +318,46 @@ def scenario_otel() -> None:
     say("init_tracing installed an OpenTelemetry SDK provider with the OTLP exporter")
 
 
+def scenario_ui() -> None:
+    """[ui]: `sayiir ui` serves its first page and a static asset from the wheel."""
+    import socket
+    import urllib.request
+
+    sayiir = installed_sayiir()
+    flow = sayiir.Flow("ui-smoke").then(lambda x: x + 1, name="inc").build()
+    with sayiir.SqliteBackend(str(HERE / "ui.db")) as backend:
+        sayiir.run_durable_workflow(flow, "ui-run-1", 1, backend=backend)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [bin_path("sayiir"), "ui", "--url", f"sqlite://{HERE / 'ui.db'}", "--port", str(port)]
+    with subprocess.Popen(
+        cmd, cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as proc:
+        try:
+            assert proc.stderr is not None
+            seen = []
+            for line in proc.stderr:
+                seen.append(line)
+                if "Uvicorn running on" in line:
+                    break
+            else:
+                raise AssertionError(f"sayiir ui exited with {proc.wait()}: {''.join(seen)}")
+            base = f"http://127.0.0.1:{port}"
+            with urllib.request.urlopen(f"{base}/runs", timeout=30) as page:
+                html = page.read().decode()
+            check("ui-run-1" in html and "ui-smoke" in html, "the runs page lists the run")
+            with urllib.request.urlopen(f"{base}/runs/ui-run-1", timeout=30) as page:
+                check("<svg" in page.read().decode(), "the run page draws its graph")
+            with urllib.request.urlopen(f"{base}/static/console.css", timeout=30) as css:
+                check(css.status == 200 and b".topbar" in css.read(), "a static asset")
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                check(proc.wait(timeout=60) == 0, "sayiir ui stops cleanly on SIGINT")
+    say("`sayiir ui` served the runs page, a run's graph and a static asset from the wheel")
+
+
 SCENARIOS = {
     "core": scenario_core,
     "quickstart": scenario_quickstart,
@@ -315,6 +365,7 @@ SCENARIOS = {
     "pydantic": scenario_pydantic,
     "otel": scenario_otel,
     "pytest_plugin": scenario_pytest_plugin,
+    "ui": scenario_ui,
 }
 
 if __name__ == "__main__":

@@ -108,6 +108,30 @@ def test_every_storage_operation_is_one_statement(
         assert counter.take() == 1, name
 
 
+def test_a_definition_is_stored_by_the_first_run_start_of_each_process_only(
+    backend: PostgresBackend, pg_dsn: str, iid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Storing definitions for the console adds no statement to a run start in steady
+    state: each backend object inserts a hash once, then only remembers it."""
+    backend.get_instance("warm-up")
+    counter = StatementCounter(monkeypatch)
+    shape = '{"workflow_id": "wf", "definition_hash": "hash-def", "root": {}}'
+    defined = record(iid, definition_hash="hash-def", definition=shape)
+    backend.create_instance(defined, replace=False)
+    assert counter.take() == 2  # the definition, then the run
+    backend.create_instance(replace(defined, instance_id=iid + "-2"), replace=False)
+    assert counter.take() == 1
+    with PostgresBackend(pg_dsn) as other:  # another process: inserts (nothing) once, too
+        other.get_instance("warm-up")
+        counter.take()
+        other.create_instance(replace(defined, instance_id=iid + "-3"), replace=False)
+        assert counter.take() == 2
+        other.create_instance(replace(defined, instance_id=iid + "-4"), replace=False)
+        assert counter.take() == 1
+    info = backend.get_definition("hash-def")
+    assert info is not None and info.structure["root"] == {}
+
+
 # -- the tables --------------------------------------------------------------------------------
 
 

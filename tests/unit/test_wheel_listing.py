@@ -35,6 +35,7 @@ DIST_INFO = f"sayiir-{sayiir.__version__}.dist-info/"
 METADATA = (
     f"Metadata-Version: 2.4\nName: sayiir\nVersion: {sayiir.__version__}\n"
     "Provides-Extra: postgres\nProvides-Extra: pydantic\nProvides-Extra: otel\n"
+    "Provides-Extra: ui\n"
 )
 ENTRY_POINTS = (
     "[console_scripts]\nsayiir = sayiir.cli.app:main\n\n"

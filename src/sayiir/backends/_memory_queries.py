@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from sayiir.backends._views import (
     step_views,
     summary,
 )
+from sayiir.backends.protocol import RunQueries
 from sayiir.core.codec import Codec
 from sayiir.core.queries import (
     AuditEntry,
@@ -38,7 +40,7 @@ from sayiir.core.queries import (
     public_status,
     to_epoch,
 )
-from sayiir.core.records import AttemptRecord, InstanceRecord
+from sayiir.core.records import AttemptRecord, InstanceRecord, QueueItem, Status
 from sayiir.errors import InstanceNotFoundError
 
 if TYPE_CHECKING:
@@ -50,15 +52,11 @@ __all__ = ["MemoryQueries", "StepMeta"]
 StepMeta = tuple[str | None, int, float, float, float]
 
 
-def _sort_value(rec: InstanceRecord, column: str) -> Any:
-    value = getattr(rec, column)
-    return value.value if column == "status" else value
-
-
 def _key(rec: InstanceRecord, sort: RunSort) -> list[Any]:
-    if sort.column == "instance_id":
-        return [rec.instance_id]
-    return [_sort_value(rec, sort.column), rec.instance_id]
+    return [
+        rec.status.value if column == "status" else getattr(rec, column)
+        for column in sort.key_columns
+    ]
 
 
 def _matches(rec: InstanceRecord, f: RunFilter, stored: tuple[str, ...]) -> bool:
@@ -74,7 +72,7 @@ def _matches(rec: InstanceRecord, f: RunFilter, stored: tuple[str, ...]) -> bool
     )
 
 
-class MemoryQueries:
+class MemoryQueries(RunQueries):
     """Mixed into ``InMemoryBackend`` (its dicts, lock and codec)."""
 
     codec: Codec
@@ -83,6 +81,7 @@ class MemoryQueries:
     _signals: dict[tuple[str, str], deque[tuple[bytes, float]]]
     _definitions: dict[str, DefinitionInfo]
     _audit: list[AuditEntry]
+    _enqueue: Callable[[_Instance, Sequence[QueueItem]], None]
 
     def _store_definition(self, record: InstanceRecord) -> None:
         """Called under the lock by ``create_instance``: keep the first of each hash."""
@@ -257,6 +256,22 @@ class MemoryQueries:
     def record_audit(self, entry: AuditEntry) -> None:
         with self._lock:
             self._audit.append(entry)
+
+    def reopen_failed(self, instance_id: str) -> Status | None:
+        with self._lock:
+            inst = self._instances.get(instance_id)
+            if inst is None:
+                return None
+            rec = inst.record
+            found = rec.status
+            if found is Status.FAILED:
+                inst.attempts = [a for a in inst.attempts if a.key in inst.checkpoints]
+                rec.status, rec.error, rec.completed_at = Status.RUNNING, None, None
+                rec.lease_until = rec.request = None
+                rec.updated_at = time.time()
+                if rec.distributed:
+                    self._enqueue(inst, [QueueItem("")])
+            return found
 
     def list_audit(self, instance_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
         check_limit("limit", limit)

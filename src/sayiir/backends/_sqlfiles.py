@@ -10,6 +10,7 @@ named ``NNNN_description.sql`` and may start with ``-- sayiir: no-transaction``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -61,10 +62,12 @@ def load_migrations(package: str) -> list[Migration]:
             )
         )
     out.sort(key=lambda m: m.version)
-    for expected, migration in enumerate(out, start=1):
-        if migration.version != expected:
+    # Numbers are reserved per feature, so gaps are allowed (each is applied by the set of
+    # versions a database lacks); a number used twice is an error.
+    for before, after in itertools.pairwise(out):
+        if before.version == after.version:
             raise ValueError(
-                f"migrations of {package} are not numbered 1..N: expected {expected:04d}, "
-                f"found {migration.version:04d}_{migration.name}.sql"
+                f"migrations of {package} share version {after.version:04d}: "
+                f"{before.name}.sql and {after.name}.sql"
             )
     return out

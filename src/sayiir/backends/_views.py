@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sayiir.core.codec import Codec
@@ -17,6 +18,7 @@ from sayiir.core.queries import (
     RunDetail,
     RunSummary,
     SignalView,
+    StatusCounts,
     StepView,
     from_epoch,
     preview,
@@ -34,6 +36,7 @@ __all__ = [
     "detail",
     "parent_id",
     "payload_preview",
+    "status_counts_of",
     "step_views",
     "summary",
 ]
@@ -217,3 +220,20 @@ def detail(
 def decode_full(codec: Codec, data: bytes) -> Any:
     """A stored payload, decoded in full (the console's "load on demand")."""
     return codec.decode(data)
+
+
+def status_counts_of(
+    since: datetime,
+    until: datetime,
+    start: float,
+    bucket_secs: float,
+    rows: Sequence[tuple[Any, ...]],
+) -> StatusCounts:
+    """``StatusCounts`` from rows ``(bucket number, stored status, count)`` (SQL backends)."""
+    totals: dict[str, int] = {}
+    buckets = []
+    for b, status, n in sorted(rows):
+        word = public_status(status)
+        totals[word] = totals.get(word, 0) + int(n)
+        buckets.append((from_epoch(start + int(b) * bucket_secs), word, int(n)))
+    return StatusCounts(since, until, totals, buckets)

@@ -385,6 +385,14 @@ class RunQueries(Protocol):
         """Append an operator action to the audit log."""
         ...
 
+    def reopen_failed(self, instance_id: str) -> Status | None:
+        """Retry a failed run, atomically: it becomes ``running`` again (no lease, so a
+        resume takes it over at once) with its checkpoints; the attempts of its steps
+        without a checkpoint are deleted, so they get fresh retries; a run submitted for
+        workers is queued again. Returns the status found (``None``: unknown run); any
+        status but ``failed`` changes nothing."""
+        ...
+
     def list_audit(self, instance_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
         """The audit entries of one run (or all runs), newest first."""
         ...

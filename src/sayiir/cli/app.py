@@ -3,6 +3,7 @@
     sayiir worker myapp.flows:workflows --url postgresql://db/sayiir --concurrency 4
     sayiir retention postgresql://db/sayiir --older-than-days 30      # e.g. from cron
     sayiir history postgresql://db/sayiir order-42 > order-42.json     # for testing.replay
+    SAYIIR_UI_TOKEN=... sayiir ui --url postgresql://db/sayiir         # the web console
 
 ``PostgresBackend`` migrates on first use; teams whose runtime role may not change the
 schema (``auto_migrate=False``) apply migrations here instead::
@@ -111,6 +112,30 @@ def _parser() -> _Parser:
     history.add_argument("--schema", default="public", help="PostgreSQL schema (public)")
     history.add_argument("--table-prefix", default="sayiir_", help="table prefix (sayiir_)")
     history.add_argument("-o", "--output", metavar="FILE", help="write to FILE, not stdout")
+    ui = commands.add_parser(
+        "ui",
+        help="serve the web console",
+        description="Serve the operator console (runs, steps, graphs, live updates) over HTTP. "
+        "Read-only unless SAYIIR_UI_TOKEN holds an operator token. Needs the ui extra: "
+        "pip install 'sayiir[ui]'.",
+    )
+    ui.add_argument(
+        "--url",
+        default=os.environ.get("SAYIIR_URL"),
+        help="postgresql://... or sqlite:///PATH (default: $SAYIIR_URL)",
+    )
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    ui.add_argument("--port", type=int, default=8765, help="port (8765)")
+    ui.add_argument("--schema", default="public", help="PostgreSQL schema (public)")
+    ui.add_argument("--table-prefix", default="sayiir_", help="table prefix (sayiir_)")
+    ui.add_argument(
+        "--disable",
+        action="append",
+        default=[],
+        metavar="ACTION",
+        help="never allow this action (cancel, pause, unpause, signal, retry, fork); repeatable",
+    )
+    ui.add_argument("--log-level", default="info", help="debug, info, warning (info)")
     worker = commands.add_parser(
         "worker",
         help="run a worker that executes submitted workflows",
@@ -151,10 +176,20 @@ def _parser() -> _Parser:
         "credentials, this long (300)",
     )
     worker.add_argument("--log-level", default="info", help="debug, info, warning (info)")
+    from sayiir.cli.runs import add_commands
+
+    add_commands(commands)
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description='Print a completion script: eval "$(sayiir completion bash)" in ~/.bashrc '
+        "(zsh: autoload -U bashcompinit && bashcompinit first).",
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"))
     return parser
 
 
-def _load_workflows(target: str) -> list[Any]:
+def load_workflows(target: str) -> list[Any]:
     """Import ``module:attribute`` and return the workflows it names."""
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
@@ -182,7 +217,7 @@ def _worker(args: argparse.Namespace) -> int:
         raise ValueError("--url (or $SAYIIR_DATABASE_URL) is required")
     os.environ.setdefault("SAYIIR_LOG", args.log_level)
     init_tracing()
-    workflows = _load_workflows(args.target)
+    workflows = load_workflows(args.target)
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     tags = [t.strip() for t in args.tags.split(",") if t.strip()]
     backend = PostgresBackend(
@@ -207,22 +242,53 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _history(args: argparse.Namespace) -> int:
-    import json
+def _ui(args: argparse.Namespace) -> int:
+    try:
+        import sayiir.ui
+    except ImportError as exc:
+        raise ImportError(
+            f"`sayiir ui` needs the ui extra ({exc.name} is not installed): "
+            "pip install 'sayiir[ui]'"
+        ) from None
+    if not args.url:
+        raise ValueError("--url (or $SAYIIR_URL) is required: postgresql://... or sqlite:///PATH")
+    backend = _open_backend(args)
+    token = os.environ.get("SAYIIR_UI_TOKEN") or None
+    mode = "operator actions enabled" if token else "read-only (set SAYIIR_UI_TOKEN for actions)"
+    print(f"sayiir console for {backend!r} on http://{args.host}:{args.port}/ ({mode})", flush=True)
+    with backend:
+        sayiir.ui.serve(
+            backend,
+            host=args.host,
+            port=args.port,
+            token=token,
+            disable=args.disable,
+            log_level=args.log_level,
+        )
+    return 0
 
-    from sayiir.testing._backends import open_backend
-    from sayiir.testing._history import export_history
 
+def _open_backend(args: argparse.Namespace) -> Any:
+    """The backend of ``args.url``; an ops command never changes a PostgreSQL schema."""
     if args.url.startswith(("postgresql://", "postgres://")):
         from sayiir.backends.postgres import PostgresBackend
 
-        backend = PostgresBackend(
+        return PostgresBackend(
             args.url, schema=args.schema, table_prefix=args.table_prefix, auto_migrate=False
         )
-    else:
-        if not os.path.exists(args.url.removeprefix("sqlite://")):
-            raise ValueError(f"no SQLite database at {args.url}")
-        backend = open_backend(args.url)
+    from sayiir.testing._backends import open_backend
+
+    if not os.path.exists(args.url.removeprefix("sqlite://")):
+        raise ValueError(f"no SQLite database at {args.url}")
+    return open_backend(args.url)
+
+
+def _history(args: argparse.Namespace) -> int:
+    import json
+
+    from sayiir.testing._history import export_history
+
+    backend = _open_backend(args)
     with backend:
         history = export_history(backend, args.instance_id)
     text = json.dumps(history, indent=2, sort_keys=True) + "\n"
@@ -281,8 +347,20 @@ def _retention(args: argparse.Namespace) -> int:
             n = backend.count_finished(days * 86400.0)
             print(f"would delete {n} finished run(s) older than {days:g} day(s) from {where}")
         else:
-            n = backend.delete_finished(days * 86400.0, args.batch_size)
+            from sayiir.cli._render import progress
+
+            tty = sys.stderr.isatty()
+            total = backend.count_finished(days * 86400.0) if tty else None
+            with progress("deleting", total, tty) as advance:
+                n = backend.delete_finished(days * 86400.0, args.batch_size, progress=advance)
             print(f"deleted {n} finished run(s) older than {days:g} day(s) from {where}")
+    return 0
+
+
+def _completion(args: argparse.Namespace) -> int:
+    from sayiir.cli._completion import bash_script
+
+    sys.stdout.write(bash_script(_parser()))
     return 0
 
 
@@ -296,10 +374,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exit_:  # --help (0) or a usage error (1, printed already)
         return exit_.code if isinstance(exit_.code, int) else 1
+    from sayiir.cli.runs import run_command
     from sayiir.errors import WorkflowError
 
-    commands = {"history": _history, "migrate": _migrate, "retention": _retention}
-    command = {**commands, "worker": _worker}[args.command]
+    commands = {"history": _history, "migrate": _migrate, "retention": _retention, "ui": _ui}
+    console = {"runs": run_command, "workflows": run_command, "stats": run_command}
+    command = {**commands, **console, "worker": _worker, "completion": _completion}[args.command]
     try:
         return command(args)
     except (WorkflowError, ValueError, TypeError, ImportError, AttributeError) as exc:

@@ -141,6 +141,20 @@ class RunSort:
             )
 
     @property
+    def key_columns(self) -> tuple[str, ...]:
+        """The columns of the keyset, in order: the sort column, ``created_at`` after a
+        status or workflow id (so one index serves filter and order), ``instance_id`` last.
+
+        >>> RunSort("status").key_columns
+        ('status', 'created_at', 'instance_id')
+        """
+        if self.column == "instance_id":
+            return ("instance_id",)
+        if self.column in ("status", "workflow_id"):
+            return (self.column, "created_at", "instance_id")
+        return (self.column, "instance_id")
+
+    @property
     def tag(self) -> str:
         """The order's name in a cursor (a cursor of another order is refused)."""
         return f"{self.column}:{'desc' if self.descending else 'asc'}"

@@ -139,11 +139,11 @@ class _KillPoint(CrashPoint):
 
 def _main(spec_text: str) -> int:
     from sayiir import resume_workflow, run_durable_workflow
-    from sayiir.cli.app import _load_workflows
+    from sayiir.cli.app import load_workflows
     from sayiir.testing._backends import open_backend
 
     spec = json.loads(spec_text)
-    (wf,) = _load_workflows(spec["workflow"])
+    (wf,) = load_workflows(spec["workflow"])
     backend = open_backend(spec["url"])
     point = CrashPoint.parse(spec["kill_at"])
     with _KillPoint(point.kind, point.target):

@@ -20,7 +20,7 @@ from psycopg.rows import tuple_row
 
 from sayiir.backends.postgres._conninfo import Target
 from sayiir.backends.postgres._errors import describe, is_transient, mark_lost, translate
-from sayiir.backends.postgres._ops import Op, Q, Request
+from sayiir.backends.postgres._ops import Composed, Op, Q, Request
 from sayiir.backends.postgres._sql import Compiled
 from sayiir.errors import BackendError
 
@@ -60,6 +60,8 @@ _TUPLES_OK = ExecStatus.TUPLES_OK
 def _statement(compiled: Compiled, req: Request) -> tuple[bytes, dict[str, Any] | None, bool]:
     if isinstance(req, Q):
         return compiled.queries[req.name], req.params, req.prepare
+    if isinstance(req, Composed):
+        return req.text.encode(), req.params, False
     return compiled.scripts[req.version], None, False
 
 

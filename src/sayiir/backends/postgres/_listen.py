@@ -1,9 +1,10 @@
-"""Worker wake-ups: one LISTEN connection per backend, in a background daemon thread.
+"""Wake-ups: one LISTEN connection per channel and backend, in a background daemon thread.
 
 Every statement that makes queue work claimable runs ``pg_notify(channel, '')`` (see
-``queries.sql``); PostgreSQL delivers it when that statement commits. The listener calls
-every subscriber's callback on each notification. Callbacks must not block (workers only set
-an ``Event``).
+``queries.sql``), and a trigger announces each new run and each change of a run's status on
+the changes channel (migration 0006); PostgreSQL delivers them when the statement commits.
+The listener calls every subscriber's callback with each notification's payload. Callbacks
+must not block (workers only set an ``Event``; the web console hands the id to its loop).
 
 The connection is dedicated (never from the pool: a pooled connection is handed to other
 callers, and a transaction-mode PgBouncer would drop the LISTEN). When it breaks, the
@@ -30,7 +31,8 @@ __all__ = ["Listener"]
 
 logger = logging.getLogger("sayiir.backends.postgres")
 
-Callback = Callable[[], None]
+# Called with the notification's payload, or None after a (re)LISTEN (look at everything).
+Callback = Callable[[str | None], None]
 
 
 class Listener:
@@ -57,7 +59,7 @@ class Listener:
         self.backend_pid: int | None = None  # of the LISTEN connection, while connected
         self.listens = 0  # successful (re)LISTENs, for tests and diagnostics
 
-    def add(self, callback: Callback) -> Callback:
+    def add(self, callback: Callback) -> Callable[[], None]:
         """Subscribe ``callback``; returns the function that unsubscribes it."""
         with self._lock:
             self._callbacks.append(callback)
@@ -89,14 +91,14 @@ class Listener:
         if thread is not None and thread is not threading.current_thread():
             thread.join(self.wait_slice * 5)
 
-    def _fire(self, stop: threading.Event) -> None:
+    def _fire(self, stop: threading.Event, payload: str | None = None) -> None:
         if stop.is_set():
             return
         with self._lock:
             callbacks = list(self._callbacks)
         for callback in callbacks:
             try:
-                callback()
+                callback(payload)
             except Exception:
                 logger.exception("sayiir queue listener: a wake-up callback failed")
 
@@ -117,8 +119,8 @@ class Listener:
                 failures = 0
                 self._fire(stop)  # anything sent while we were not listening is lost: look now
                 while not stop.is_set():
-                    for _ in conn.notifies(timeout=self.wait_slice):
-                        self._fire(stop)
+                    for notify in conn.notifies(timeout=self.wait_slice):
+                        self._fire(stop, notify.payload or None)
             except Exception as exc:  # a broken connection, or anything else: start over
                 failures += 1
                 cause = describe(exc, self._target)

@@ -16,6 +16,7 @@ __all__ = [
     "MAX_IDENTIFIER",
     "MAX_PREFIX",
     "TABLES",
+    "changes_channel",
     "check_names",
     "migration_lock_key",
     "queue_channel",
@@ -31,6 +32,8 @@ TABLES: dict[str, str] = {
     "t_signals": "workflow_signals",
     "t_task_queue": "task_queue",
     "t_migrations": "schema_migrations",
+    "t_definitions": "workflow_definitions",
+    "t_audit": "audit_log",
 }
 
 # Placeholder -> index/constraint name without prefix ({n_*} placeholders are bare names).
@@ -61,10 +64,17 @@ BARE_NAMES: dict[str, str] = {
     "n_task_queue_ready_idx": "task_queue_ready_idx",
     "n_task_queue_lease_idx": "task_queue_lease_idx",
     "n_migrations_pkey": "schema_migrations_pkey",
+    "n_instances_wf_status_idx": "workflow_instances_wf_status_idx",
+    "n_instances_id_prefix_idx": "workflow_instances_id_prefix_idx",
+    "n_definitions_pkey": "workflow_definitions_pkey",
+    "n_audit_pkey": "audit_log_pkey",
+    "n_audit_instance_idx": "audit_log_instance_idx",
+    "n_instances_insert_notify": "workflow_instances_insert_notify",
+    "n_instances_status_notify": "workflow_instances_status_notify",
 }
 
 # Names PostgreSQL derives itself (bigserial sequences) must fit too.
-_IMPLICIT = ("task_executions_id_seq", "workflow_signals_id_seq")
+_IMPLICIT = ("task_executions_id_seq", "workflow_signals_id_seq", "audit_log_id_seq")
 
 _LONGEST = max(len(n) for n in (*TABLES.values(), *BARE_NAMES.values(), *_IMPLICIT))
 MAX_PREFIX = MAX_IDENTIFIER - _LONGEST
@@ -115,7 +125,21 @@ def queue_channel(schema: str, table_prefix: str) -> str:
     >>> queue_channel("public", "sayiir_")
     'public.sayiir_queue'
     """
-    name = f"{schema}.{table_prefix}queue"
+    return _channel(schema, table_prefix, "queue")
+
+
+def changes_channel(schema: str, table_prefix: str) -> str:
+    """The channel on which every new run and every change of a run's status is announced
+    (its instance id as the payload), for live views: ``"<schema>.<prefix>changes"``.
+
+    >>> changes_channel("public", "sayiir_")
+    'public.sayiir_changes'
+    """
+    return _channel(schema, table_prefix, "changes")
+
+
+def _channel(schema: str, table_prefix: str, kind: str) -> str:
+    name = f"{schema}.{table_prefix}{kind}"
     if len(name) <= MAX_IDENTIFIER:
         return name
-    return "sayiir_queue_" + hashlib.sha256(name.encode()).hexdigest()[:40]
+    return f"sayiir_{kind}_" + hashlib.sha256(name.encode()).hexdigest()[:40]

@@ -114,7 +114,21 @@ class Script:
         return f"Script({self.version})"
 
 
-Request = Q | Script
+class Composed:
+    """Run a statement composed at call time from fixed fragments (the console's run list,
+    whose optional filters each add a condition; ``_console``), unprepared."""
+
+    __slots__ = ("params", "text")
+
+    def __init__(self, text: str, params: dict[str, Any]) -> None:
+        self.text = text
+        self.params = params
+
+    def __repr__(self) -> str:
+        return "Composed(...)"
+
+
+Request = Q | Script | Composed
 Op = Generator[Request, Rows, T]
 
 _STOPPED = (Status.CANCELLED, Status.PAUSED)

@@ -7,6 +7,7 @@ never holds locks for long, and an outage retries one batch, not all of them).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from sayiir.backends.postgres._ops import Op, Q
@@ -18,9 +19,15 @@ if TYPE_CHECKING:
 __all__ = ["count_finished", "delete_finished"]
 
 
-def delete_finished(runner: Runner, older_than_secs: float, batch_size: int) -> int:
+def delete_finished(
+    runner: Runner,
+    older_than_secs: float,
+    batch_size: int,
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """Delete completed, failed and cancelled runs that ended over ``older_than_secs`` ago,
-    ``batch_size`` runs per statement until a batch comes back short; return how many."""
+    ``batch_size`` runs per statement until a batch comes back short; return how many.
+    ``progress(n)`` is told each batch's count (the CLI's progress bar)."""
     older = non_negative("older_than_secs", older_than_secs)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
@@ -29,6 +36,8 @@ def delete_finished(runner: Runner, older_than_secs: float, batch_size: int) -> 
     while True:
         n = runner.run("delete_finished", lambda resent: _delete_batch(cutoff, batch_size))
         total += n
+        if progress is not None:
+            progress(n)
         if n < batch_size:
             return total
 

@@ -15,7 +15,7 @@ from functools import cache
 from psycopg import sql
 
 from sayiir.backends._sqlfiles import Migration, load_migrations, load_queries
-from sayiir.backends.postgres._names import BARE_NAMES, TABLES, queue_channel
+from sayiir.backends.postgres._names import BARE_NAMES, TABLES, changes_channel, queue_channel
 
 __all__ = [
     "PACKAGE",
@@ -44,13 +44,19 @@ def identifiers(schema: str, table_prefix: str) -> dict[str, sql.Composable]:
     """Placeholder -> identifier for ``schema`` and ``table_prefix``.
 
     ``{channel}`` is the queue's NOTIFY channel as a string literal (``pg_notify`` takes
-    text), ``{channel_name}`` the same name as an identifier (``LISTEN`` takes one).
+    text), ``{channel_name}`` the same name as an identifier (``LISTEN`` takes one);
+    ``{changes_channel}`` and ``{changes_channel_name}`` the same for run changes, and
+    ``{f_notify_changes}`` the trigger function that announces them.
     """
     channel = queue_channel(schema, table_prefix)
+    changes = changes_channel(schema, table_prefix)
     out: dict[str, sql.Composable] = {
         "schema": sql.Identifier(schema),
         "channel": sql.Literal(channel),
         "channel_name": sql.Identifier(channel),
+        "changes_channel": sql.Literal(changes),
+        "changes_channel_name": sql.Identifier(changes),
+        "f_notify_changes": sql.Identifier(schema, table_prefix + "notify_changes"),
     }
     for key, name in TABLES.items():
         out[key] = sql.Identifier(schema, table_prefix + name)
@@ -74,7 +80,12 @@ def _strip_trailing_comments(body: str) -> str:
 
 @cache
 def _sources() -> tuple[dict[str, str], list[Migration]]:
-    queries = {k: _strip_trailing_comments(v) for k, v in load_queries(PACKAGE).items()}
+    texts = load_queries(PACKAGE)
+    console = load_queries(PACKAGE, "console.sql")  # the operator console's reads (issue 14)
+    clash = texts.keys() & console.keys()
+    if clash:
+        raise ValueError(f"queries.sql and console.sql both define {sorted(clash)}")
+    queries = {k: _strip_trailing_comments(v) for k, v in {**texts, **console}.items()}
     return queries, load_migrations(MIGRATIONS_PACKAGE)
 
 

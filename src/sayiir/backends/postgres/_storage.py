@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TypeVar
 from uuid import uuid4
 
 from sayiir.backends.postgres import _ops
+from sayiir.backends.postgres._console import with_definition
 from sayiir.backends.protocol import AsyncStorage
 from sayiir.core.records import (
     AttemptRecord,
@@ -36,11 +37,15 @@ Call = tuple[str, "Make[T]"]
 
 
 def create_instance(
-    record: InstanceRecord, replace: bool, lease: float
+    record: InstanceRecord, replace: bool, lease: float, defined: set[str]
 ) -> Call[InstanceRecord | None]:
+    """``defined``: the definition hashes this backend object stored (the first run start
+    of each hash also inserts its definition, for the console)."""
     token = _ops.start_token(record)
-    return "create_instance", lambda resent: _ops.create_instance(
-        record, replace=replace, token=token, retry=resent, lease_secs=lease
+    return "create_instance", lambda resent: with_definition(
+        record,
+        _ops.create_instance(record, replace=replace, token=token, retry=resent, lease_secs=lease),
+        defined,
     )
 
 
@@ -116,6 +121,7 @@ class AsyncPostgresStorage(AsyncStorage):
         self._arun = backend._runner.arun
         self.codec = backend.codec
         self.lease_secs = backend.lease_secs
+        self._defined = backend._defined  # shared: one insert per hash per backend object
 
     def __repr__(self) -> str:
         return f"AsyncPostgresStorage({self._b!r})"
@@ -125,7 +131,7 @@ class AsyncPostgresStorage(AsyncStorage):
     async def create_instance(
         self, record: InstanceRecord, *, replace: bool
     ) -> InstanceRecord | None:
-        return await self._arun(*create_instance(record, replace, self.lease_secs))
+        return await self._arun(*create_instance(record, replace, self.lease_secs, self._defined))
 
     async def take_over(
         self, instance_id: str, token: str | None, new_token: str

@@ -782,6 +782,10 @@ WHERE i.instance_id = %(id)s
 LISTEN {channel_name}
 
 
+-- name: listen_changes
+LISTEN {changes_channel_name}
+
+
 -- == Retention ============================================================================
 
 

@@ -52,13 +52,35 @@ CREATE TABLE {t_instances} (
     CONSTRAINT {n_instances_request_check} CHECK (request_kind IN ('cancel', 'pause'))
 ) WITH (fillfactor = 80);
 
-CREATE INDEX {n_instances_workflow_idx} ON {t_instances} (workflow_id);
-CREATE INDEX {n_instances_status_idx} ON {t_instances} (status);
-CREATE INDEX {n_instances_created_idx} ON {t_instances} (created_at);
+-- The console's run list pages by keyset, (sort column[, created_at], instance_id); each filter
+-- has an index in that order (migration 0006). None covers updated_at (HOT updates, above).
+-- The created index carries status: the status counts of a window are an index-only scan.
+CREATE INDEX {n_instances_workflow_idx} ON {t_instances} (workflow_id, created_at, instance_id);
+CREATE INDEX {n_instances_status_idx} ON {t_instances} (status, created_at, instance_id);
+CREATE INDEX {n_instances_created_idx} ON {t_instances} (created_at, instance_id)
+    INCLUDE (status);
+CREATE INDEX {n_instances_wf_status_idx}
+    ON {t_instances} (workflow_id, status, created_at, instance_id);
+CREATE INDEX {n_instances_id_prefix_idx} ON {t_instances} (instance_id text_pattern_ops);
 CREATE INDEX {n_instances_completed_idx} ON {t_instances} (completed_at)
     WHERE completed_at IS NOT NULL;
 CREATE INDEX {n_instances_wake_idx} ON {t_instances} (wake_at)
     WHERE status IN ('waiting', 'awaiting_signal');
+
+-- Live views (the web console) LISTEN on the changes channel: every new run and every change
+-- of a run's status is announced with its instance id (migration 0006). A running run's
+-- checkpoints keep its status, so the hot path pays only the WHEN test.
+CREATE FUNCTION {f_notify_changes}() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify({changes_channel}, NEW.instance_id);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER {n_instances_insert_notify} AFTER INSERT ON {t_instances}
+    FOR EACH ROW EXECUTE FUNCTION {f_notify_changes}();
+CREATE TRIGGER {n_instances_status_notify} AFTER UPDATE OF status ON {t_instances}
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status)
+    EXECUTE FUNCTION {f_notify_changes}();
 
 -- One row per task attempt; a retried write of the same attempt updates its row.
 CREATE TABLE {t_task_executions} (
@@ -155,3 +177,26 @@ CREATE INDEX {n_task_queue_ready_idx} ON {t_task_queue} (priority, available_at)
 -- lease_expires_at, so it is not a HOT update; heartbeats are rare (every claim_ttl / 3).
 CREATE INDEX {n_task_queue_lease_idx} ON {t_task_queue} (lease_expires_at)
     WHERE worker_id IS NOT NULL;
+
+-- Workflow definitions (sayiir.core.graph.definition_json), inserted once per hash when a run
+-- starts (migration 0006; each process remembers the hashes it stored).
+CREATE TABLE {t_definitions} (
+    definition_hash  text        NOT NULL,
+    workflow_id      text        NOT NULL,
+    structure        jsonb       NOT NULL,
+    first_seen       timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT {n_definitions_pkey} PRIMARY KEY (definition_hash)
+);
+
+-- Operator actions (cancel, pause, retry, fork, signal...): who did what to which run, when.
+CREATE TABLE {t_audit} (
+    id           bigserial   NOT NULL,
+    at           timestamptz NOT NULL DEFAULT now(),
+    actor        text        NOT NULL,
+    action       text        NOT NULL,
+    instance_id  text,
+    detail       jsonb       NOT NULL DEFAULT jsonb_build_object(),
+    CONSTRAINT {n_audit_pkey} PRIMARY KEY (id)
+);
+
+CREATE INDEX {n_audit_instance_idx} ON {t_audit} (instance_id, id);

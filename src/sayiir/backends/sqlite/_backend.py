@@ -27,6 +27,7 @@ from sayiir.backends.adapters import ThreadedAsyncStorage
 from sayiir.backends.protocol import Storage
 from sayiir.backends.sqlite._connection import MIN_SQLITE_VERSION, Database
 from sayiir.backends.sqlite._migrate import migrate
+from sayiir.backends.sqlite._queries import SqliteQueries
 from sayiir.core.codec import Codec, JsonCodec
 from sayiir.core.records import (
     TERMINAL,
@@ -75,7 +76,7 @@ _BEGIN_READ = _Q["begin_deferred"]
 _Row = tuple[Any, ...]
 
 
-class SqliteBackend(Closing, Storage):
+class SqliteBackend(Closing, SqliteQueries, Storage):
     """Durable storage in one SQLite file (stdlib ``sqlite3``, WAL), safe for several processes.
 
     >>> from sayiir import Flow, run_durable_workflow
@@ -116,6 +117,7 @@ class SqliteBackend(Closing, Storage):
         if not busy_timeout_secs >= 0:
             raise ValueError(f"busy_timeout_secs must be >= 0, not {busy_timeout_secs!r}")
         self._db = Database(self._path, _Q, synchronous=sync, busy_timeout=busy_timeout_secs)
+        self._defined: set[str] = set()  # definition hashes this object stored (0005)
         try:
             migrate(self._db, _Q, _MIGRATIONS)
         except BaseException:
@@ -146,7 +148,11 @@ class SqliteBackend(Closing, Storage):
         params["run_token"] = record.token
         params["lease_until"] = time.time() + self.lease_secs if executes(record) else None
 
+        stored = False
+
         def tx(cur: sqlite3.Cursor) -> InstanceRecord | None:
+            nonlocal stored
+            stored = self._store_definition(cur, record)
             if cur.execute(_INSERT_INSTANCE, params).rowcount:
                 return None
             ids = {"instance_id": iid}
@@ -159,7 +165,10 @@ class SqliteBackend(Closing, Storage):
             cur.execute(_INSERT_INSTANCE, params)
             return None
 
-        return self._db.write(f"create_instance({iid!r})", tx)
+        existing = self._db.write(f"create_instance({iid!r})", tx)
+        if stored:
+            self._defined.add(record.definition_hash)
+        return existing
 
     def load(self, instance_id: str) -> RunState | None:
         ids = {"instance_id": instance_id}
