@@ -455,6 +455,7 @@ class SqliteBackend(Storage):
             distributed=bool(row[19]),
             token=row[20],
             lease_until=row[21],
+            traceparent=row[22],
         )
 
 
