@@ -300,22 +300,41 @@ def scenario_pydantic() -> None:
 
 
 def scenario_otel() -> None:
-    """[otel]: init_tracing installs the OTLP exporter when an endpoint is configured."""
-    from opentelemetry import trace
+    """[otel]: init_tracing installs OTLP exporters when an endpoint is configured and no
+    provider is set, and turns sayiir's spans and metrics on; serve_metrics serves them."""
+    import urllib.request
+
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.trace import TracerProvider
 
     sayiir = installed_sayiir()
+    from sayiir.observability import instrumented, uninstrument
+    from sayiir.observability.prometheus import serve_metrics
+
     os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:4317"
+    os.environ["OTEL_EXPORTER_OTLP_TIMEOUT"] = "1"  # nothing listens: give up quickly at exit
     os.environ["SAYIIR_LOG"] = "warning"
     sayiir.init_tracing()
     try:
         provider = trace.get_tracer_provider()
         check(isinstance(provider, TracerProvider), f"tracer provider is {provider!r}")
-        flow = sayiir.Flow("otel").then(lambda x: x * 2).build()
+        meters = metrics.get_meter_provider()
+        check(isinstance(meters, MeterProvider), f"meter provider is {meters!r}")
+        check(instrumented(), "init_tracing did not turn instrumentation on")
+        flow = sayiir.Flow("otel").then(lambda x: x * 2, name="double").build()
         check(sayiir.run_workflow(flow, 21) == 42, "run with tracing")
     finally:
         sayiir.shutdown_tracing()
-    say("init_tracing installed an OpenTelemetry SDK provider with the OTLP exporter")
+    server = serve_metrics(0, sayiir.InMemoryBackend(), addr="127.0.0.1")
+    try:
+        check(sayiir.run_workflow(flow, 21) == 42, "run with metrics")
+        body = urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics").read()
+        check(b'sayiir_tasks_completed_total{task_id="double"' in body, "no task metric")
+    finally:
+        server.close()
+        uninstrument()
+    say("init_tracing installed OTLP providers and instrumented sayiir; /metrics serves it")
 
 
 def scenario_ui() -> None:

@@ -332,7 +332,21 @@ def test_a_write_that_matches_no_run_of_its_token_is_refused() -> None:
     """No row changed, but the instance exists: another run (terminate_existing) owns it."""
     token = "0b7e5d2c-6f7e-4a39-9d57-3c1c2a9f0e11"
     other = "5d0c9a3e-1f2b-4c6d-8e9f-0a1b2c3d4e5f"
-    row = ("i", "wf", "h", "running", b"1", *([None] * 11), 0.0, 0.0, None, False, other, None)
+    row = (
+        "i",
+        "wf",
+        "h",
+        "running",
+        b"1",
+        *([None] * 11),
+        0.0,
+        0.0,
+        None,
+        False,
+        other,
+        None,
+        None,
+    )
     with pytest.raises(RunReplacedError):
         drive(_ops.finish("i", FinalState(Status.COMPLETED), [], token), [(0,)], [row])
     requests, _ = drive(_ops.save_steps("i", [], token), [("running", *([None] * 6))])
@@ -360,12 +374,12 @@ def test_create_instance_recognises_its_own_commit_on_retry() -> None:
     existing = (False, "i", "wf", "h", "running", b"1", *([None] * 11), 0.0, 0.0, None, False)
     _, result = drive(
         _ops.create_instance(rec, replace=False, token=token, retry=True),
-        [(*existing, token, None)],
+        [(*existing, token, None, None)],
     )
     assert result is None
     _, result = drive(
         _ops.create_instance(rec, replace=False, token=token, retry=False),
-        [(*existing, token, None)],
+        [(*existing, token, None, None)],
     )
     assert result is not None and result.instance_id == "i"
 
@@ -376,9 +390,9 @@ def test_create_instance_reads_again_when_a_concurrent_insert_is_invisible() -> 
     from sayiir.core.records import InstanceRecord
 
     rec = InstanceRecord("i", "wf", "h", Status.RUNNING, b"1")
-    invisible = (False, *([None] * 22))
+    invisible = (False, *([None] * 23))
     existing = (False, "i", "wf", "h", "running", b"1", *([None] * 11), 0.0, 0.0, None, False,
-                None, None)  # fmt: skip
+                None, None, None)  # fmt: skip
     requests, result = drive(
         _ops.create_instance(rec, replace=False, token=uuid4(), retry=False),
         [invisible],
@@ -474,7 +488,7 @@ def test_a_terminal_final_queues_nothing_and_drops_everything() -> None:
 def test_a_final_that_meets_an_applied_pause_keeps_it() -> None:
     """The held claim is given up, the final state not written: the stored pause is returned."""
     paused = ("i", "wf", "h", "paused", b"1", None, None, "hold", None, "ops", *([None] * 6),
-              0.0, 0.0, None, True, None, None)  # fmt: skip
+              0.0, 0.0, None, True, None, None, None)  # fmt: skip
     done = FinalState(Status.COMPLETED, output=b"1")
     requests, result = advance(final=done, replies=[[], [], [(True, 0, False)], [], [paused]])
     assert [r.name for r in requests][-1] == "get_instance"

@@ -37,4 +37,5 @@ def instance_params(record: InstanceRecord) -> dict[str, Any]:
         "updated_at": record.updated_at,
         "completed_at": record.completed_at,
         "distributed": record.distributed,
+        "traceparent": record.traceparent,
     }

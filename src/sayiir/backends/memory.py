@@ -352,7 +352,7 @@ class InMemoryBackend(MemoryQueries, QueueStorage):
                 entry.attempt += 1
                 entry.worker_id = worker_id
                 entry.lease_expires_at = now + lease_secs
-                claims.append(_claim_of(inst, entry))
+                claims.append(_claim_of(inst, entry, now - entry.available_at))
             return claims
 
     def next_due(self, definition_hashes: Sequence[str], tags: Sequence[str]) -> float | None:
@@ -532,7 +532,7 @@ class InMemoryBackend(MemoryQueries, QueueStorage):
         return rec.request
 
 
-def _claim_of(inst: _Instance, entry: _Entry) -> Claim:
+def _claim_of(inst: _Instance, entry: _Entry, waited: float | None = None) -> Claim:
     assert entry.worker_id is not None
     rec = inst.record
     return Claim(
@@ -542,6 +542,7 @@ def _claim_of(inst: _Instance, entry: _Entry) -> Claim:
         entry.worker_id,
         rec.definition_hash,
         entry.last_error,
+        waited,
     )
 
 

@@ -175,6 +175,12 @@ def _parser() -> _Parser:
         help="exit with status 1 when the database stays unreachable, or refuses the "
         "credentials, this long (300)",
     )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve metrics for Prometheus at http://0.0.0.0:PORT/metrics (needs sayiir[otel])",
+    )
     worker.add_argument("--log-level", default="info", help="debug, info, warning (info)")
     from sayiir.cli.runs import add_commands
 
@@ -237,8 +243,17 @@ def _worker(args: argparse.Namespace) -> int:
         max_claim_attempts=args.max_claim_attempts,
         outage_timeout=args.outage_timeout,
     )
-    with backend:
-        worker.run(workflows)  # raises when the worker stops by itself (logged)
+    metrics = None
+    if args.metrics_port is not None:
+        from sayiir.observability.prometheus import serve_metrics
+
+        metrics = serve_metrics(args.metrics_port, backend)
+    try:
+        with backend:
+            worker.run(workflows)  # raises when the worker stops by itself (logged)
+    finally:
+        if metrics is not None:
+            metrics.close()
     return 0
 
 

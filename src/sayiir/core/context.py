@@ -13,6 +13,10 @@ __all__ = ["TaskExecutionContext", "current_context", "get_task_context"]
 class TaskExecutionContext(NamedTuple):
     """Where the running task is: workflow, instance, task id and options (read-only).
 
+    ``attempt`` counts the attempts of this task in this run (1 for the first, 2 for the
+    first retry, ...): with ``instance_id`` and ``task_id`` it names this very attempt, for
+    idempotency keys and for log records (docs/observability.md shows a logging filter).
+
     >>> from sayiir import Flow, run_durable_workflow, task
     >>> @task
     ... def charge(order):
@@ -27,6 +31,7 @@ class TaskExecutionContext(NamedTuple):
     task_id: str
     metadata: TaskMetadata
     workflow_metadata: dict[str, Any] | None = None
+    attempt: int = 1
 
     def __repr__(self) -> str:
         return (

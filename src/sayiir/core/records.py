@@ -152,6 +152,9 @@ class InstanceRecord:
     # to ``create_instance`` so the backend stores it once per definition hash (for the
     # console); never read back into the record (``None`` on loaded records).
     definition: str | None = field(default=None, repr=False, compare=False)
+    # The W3C trace context (``traceparent``) of the caller that started the run, when
+    # tracing was on: every execution of the run, in any process, continues that trace.
+    traceparent: str | None = None
 
 
 @dataclass(slots=True)
@@ -271,6 +274,10 @@ class Claim:
     worker_id: str
     definition_hash: str = ""
     last_error: str | None = field(default=None, compare=False)
+    # Seconds the entry waited between becoming claimable and this claim (the queue wait of
+    # the schedule-to-start metric); ``None`` for a task claimed in the same write that
+    # checkpointed the previous one (it never waited in the queue).
+    waited: float | None = field(default=None, compare=False)
 
 
 def lease_expired(worker_id: str, attempt: int) -> str:

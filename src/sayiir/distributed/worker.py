@@ -27,7 +27,7 @@ from typing import Any
 from sayiir.backends.protocol import QueueStorage
 from sayiir.core.nodes import WorkflowDefinition
 from sayiir.core.records import Claim, FinalState, Status
-from sayiir.engine import WorkerMode, drive, resolve, work_claim
+from sayiir.engine import WorkerMode, drive, log_extra, observer, resolve, work_claim
 from sayiir.errors import BackendError, LeaseLostError, WorkflowError
 
 __all__ = ["Worker", "WorkerHandle"]
@@ -342,6 +342,9 @@ class _Running:
         if claim.attempt > self.worker.max_claim_attempts:
             self._dead_letter(claim)
             return
+        obs = observer()
+        if obs is not None and claim.waited is not None:
+            obs.claimed(definition.workflow_id, claim.waited)
         mode = WorkerMode(
             claim, self.worker.claim_ttl, self._stopping.is_set, frozenset(self.worker.tags)
         )
@@ -353,10 +356,14 @@ class _Running:
             status = drive(op, self.storage)
             if status is not None and status.status == "failed":
                 log.warning(
-                    "worker %s: run %r failed: %s", self.worker_id, claim.instance_id, status.error
+                    "worker %s: run %r failed: %s",
+                    self.worker_id,
+                    claim.instance_id,
+                    status.error,
+                    extra=_ids(claim),
                 )
         except LeaseLostError as exc:
-            log.warning("worker %s: %s", self.worker_id, exc)
+            log.warning("worker %s: %s", self.worker_id, exc, extra=_ids(claim))
         except BackendError as exc:
             log.error(
                 "worker %s: task %r of %r not finished: %s",
@@ -364,6 +371,7 @@ class _Running:
                 claim.key,
                 claim.instance_id,
                 exc,
+                extra=_ids(claim),
             )
         except BaseException as exc:  # anything this run does ends its claim, not the thread
             self._abandon(mode.claim, exc)
@@ -381,6 +389,7 @@ class _Running:
             what,
             _describe(exc),
             exc_info=exc,
+            extra=None if held is None else _ids(held),
         )
         if held is None:
             return
@@ -394,6 +403,7 @@ class _Running:
                 self.worker_id,
                 what,
                 err,
+                extra=_ids(held),
             )
 
     def _dead_letter(self, claim: Claim) -> None:
@@ -411,9 +421,17 @@ class _Running:
         except LeaseLostError:
             return  # taken over meanwhile: that worker decides
         except BackendError as exc:
-            log.error("worker %s cannot dead-letter %r: %s", self.worker_id, claim.instance_id, exc)
+            log.error(
+                "worker %s cannot dead-letter %r: %s",
+                self.worker_id,
+                claim.instance_id,
+                exc,
+                extra=_ids(claim),
+            )
             return
-        log.error("worker %s: run %r %s", self.worker_id, claim.instance_id, error)
+        log.error(
+            "worker %s: run %r %s", self.worker_id, claim.instance_id, error, extra=_ids(claim)
+        )
 
     # -- heartbeat -----------------------------------------------------------------------
 
@@ -438,6 +456,11 @@ class _Running:
                 t.is_alive() for t in self._threads if t is not threading.current_thread()
             ):
                 return
+
+
+def _ids(claim: Claim) -> dict[str, Any]:
+    """The ``extra=`` of a log record about ``claim``: its run and task (and trace) ids."""
+    return log_extra(claim.instance_id, claim.key or None)
 
 
 def _step(claim: Claim) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from sayiir.engine._drive import drive
 from sayiir.engine._interpreter import WorkerMode
+from sayiir.engine._observe import log_extra, observer
 from sayiir.engine._runs import check_policy, instance_status, submit_run, task_result, work_claim
 from sayiir.engine.engines import Controls, backend_storage, resolve
 
@@ -18,6 +19,8 @@ __all__ = [
     "check_policy",
     "drive",
     "instance_status",
+    "log_extra",
+    "observer",
     "resolve",
     "submit_run",
     "task_result",

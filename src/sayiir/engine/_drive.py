@@ -50,7 +50,7 @@ def _perform(eff: Effect[Any], storage: Storage | None) -> Any:
         # The name of a Storage method, checked where the effect was made (``Store``).
         return getattr(storage, eff.op)(*eff.args, **eff.kwargs)
     if isinstance(eff, Call):
-        return call_sync(eff.fn, eff.arg, eff.ctx, eff.timeout)
+        return call_sync(eff.fn, eff.arg, eff.ctx, eff.timeout, eff.span)
     if isinstance(eff, Sleep):
         sleep(eff.clock, eff.seconds)
         return None
@@ -220,7 +220,7 @@ async def _aperform(eff: Effect[Any], storage: AsyncStorage | None) -> Any:
         # AsyncStorage has every Storage operation under the same name (generated).
         return await getattr(storage, eff.op)(*eff.args, **eff.kwargs)
     if isinstance(eff, Call):
-        return await call_async(eff.fn, eff.arg, eff.ctx, eff.timeout)
+        return await call_async(eff.fn, eff.arg, eff.ctx, eff.timeout, eff.span)
     if isinstance(eff, Sleep):
         await asleep(eff.clock, eff.seconds)
         return None

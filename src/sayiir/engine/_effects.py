@@ -64,9 +64,12 @@ class Store(Effect[R]):
 
 
 class Call(Effect[CallResult]):
-    """Run a user task; the driver sends back a ``CallResult``."""
+    """Run a user task; the driver sends back a ``CallResult``.
 
-    __slots__ = ("arg", "ctx", "fn", "timeout")
+    ``span`` is the attempt's observer scope (``_observe.AttemptScope``), made current
+    while the task runs; ``None`` unless an observer is installed."""
+
+    __slots__ = ("arg", "ctx", "fn", "span", "timeout")
 
     def __init__(
         self,
@@ -74,11 +77,13 @@ class Call(Effect[CallResult]):
         arg: Any,
         ctx: TaskExecutionContext,
         timeout: float | None,
+        span: Any = None,
     ) -> None:
         self.fn = fn
         self.arg = arg
         self.ctx = ctx
         self.timeout = timeout
+        self.span = span
 
 
 class Sleep(Effect[None]):

@@ -46,11 +46,13 @@ from sayiir.core.records import (
     Claim,
     ControlRequest,
     FinalState,
+    InstanceRecord,
     QueueItem,
     Status,
     StepRecord,
     applied_request,
 )
+from sayiir.engine import _observe
 from sayiir.engine._effects import Call, Effects, Parallel, Sleep, Store
 from sayiir.engine._invoke import CallResult, TaskTimeout, call_sync, user_traceback
 from sayiir.errors import BackendError
@@ -188,6 +190,7 @@ class Execution:
         worker: WorkerMode | None = None,
         token: str | None = None,
         clock: Callable[[], float] = time.time,
+        run: InstanceRecord | None = None,
     ) -> None:
         self.definition = definition
         self.registry = registry
@@ -200,6 +203,8 @@ class Execution:
         self.worker = worker
         self.token = token  # the run's InstanceRecord.token: our writes carry it
         self.clock = clock
+        self.record = run  # the stored run (its trace context), None on the in-memory path
+        self.scope: _observe.ExecutionScope | None = None  # while an observer is installed
         self._roundtrip: Callable[[Any], Any] = getattr(
             codec, "roundtrip", lambda v: codec.decode(codec.encode(v))
         )
@@ -213,6 +218,27 @@ class Execution:
 
     def run(self, value: Any, inline: bool) -> Effects[Ended]:
         """Execute the whole workflow on ``value``; return how it ended."""
+        obs = _observe.OBSERVER
+        if obs is None:
+            return (yield from self._run(value, inline))
+        definition = self.definition
+        scope = obs.execution(
+            definition.workflow_id,
+            definition.definition_hash,
+            self.instance_id,
+            self.record,
+            self.worker_id,
+        )
+        self.scope = scope
+        try:
+            ended = yield from self._run(value, inline)
+        except BaseException as exc:
+            scope.end(None, exc)
+            raise
+        scope.end(ended.final, None)  # a failed run: its status says why (the task's span too)
+        return ended
+
+    def _run(self, value: Any, inline: bool) -> Effects[Ended]:
         worker = self.worker
         lane = Lane(inline, owned=worker is not None and _holds(worker, ""))
         try:
@@ -338,7 +364,8 @@ class Execution:
             key = self._decode(stored, ckey)
         else:
             fn = self._lookup(fn_id)
-            result = yield from self._call(fn, value, fn_id, ckey, None, lane)
+            result, span = yield from self._call(fn, value, fn_id, ckey, None, lane, 1)
+            _end(span, "completed" if result.ok else "failed", result.error)
             if not result.ok:
                 assert result.error is not None
                 raise _task_failure(result.error)
@@ -395,6 +422,8 @@ class Execution:
             stored = yield from Store(
                 Storage.consume_signal, self.instance_id, node.signal_name, key, token=self.token
             )
+            if stored is not None and self.scope is not None:
+                self.scope.event("sayiir.signal.received", {"sayiir.signal.name": node.signal_name})
         if stored is not None:
             return self._decode(stored, key)
         wake_at = None
@@ -435,7 +464,7 @@ class Execution:
                         worker_id=self.worker_id,
                     ),
                 )
-            result = yield from self._call(fn, value, node.id, key, timeout, lane)
+            result, span = yield from self._call(fn, value, node.id, key, timeout, lane, attempt)
             if result.ok:
                 out = result.value
                 try:
@@ -450,17 +479,20 @@ class Execution:
                         )
                     else:
                         nxt = self._roundtrip(out)
-                    return nxt
                 except Exception as exc:  # RecursionError, a custom codec's error: all count
                     result = _output_failure(exc, node.id)
+                else:
+                    return _ended(span, nxt)
             assert result.error is not None
             failures += 1
             error = result.text or describe(result.error)
             if failures > max_retries:
+                _end(span, "failed", result.error)
                 if self.durable:  # the last attempt is a task execution too
                     yield from self._store_failure(lane, key, node.id, failures, started, error)
                 raise _task_failure(result.error, error)
             assert policy is not None
+            _end(span, "retry", result.error, policy.delay_for(failures))
             yield from self._record_failure(lane, key, node.id, failures, started, error, policy)
 
     def _restore_attempts(
@@ -543,7 +575,10 @@ class Execution:
         key: str,
         timeout: float | None,
         lane: Lane,
-    ) -> Effects[CallResult]:
+        attempt: int,
+    ) -> Effects[tuple[CallResult, _observe.AttemptScope | None]]:
+        """Call a task once; return its ``CallResult`` and the attempt's observer scope
+        (``None`` unless an observer is installed), for the caller to end with the outcome."""
         if self.worker is not None:
             yield from self._take(key, task_id, fn, lane)
         elif lane.pending:
@@ -554,10 +589,13 @@ class Execution:
             task_id,
             self._meta(task_id, fn),
             self._workflow_metadata,
+            attempt,
         )
+        scope = self.scope
+        span = None if scope is None else scope.attempt(task_id, key, attempt)
         if lane.inline:
-            return call_sync(fn, value, ctx, timeout)
-        return (yield from Call(fn, value, ctx, timeout))
+            return call_sync(fn, value, ctx, timeout, span), span
+        return (yield from Call(fn, value, ctx, timeout, span)), span
 
     # -- worker mode -----------------------------------------------------------------------
 
@@ -690,6 +728,24 @@ class Execution:
                 meta.display_name = task_id
             self._metas[cache_key] = meta
         return meta
+
+
+def _end(
+    span: _observe.AttemptScope | None,
+    outcome: str,
+    error: BaseException | None = None,
+    retry_in: float | None = None,
+) -> None:
+    """End a task attempt's observer scope (when observed) with its outcome."""
+    if span is not None:
+        span.end(outcome, error, retry_in)
+
+
+def _ended(span: _observe.AttemptScope | None, value: Any) -> Any:
+    """``value``, after ending the attempt's observer scope (when observed) as completed."""
+    if span is not None:
+        span.end("completed", None, None)
+    return value
 
 
 def _holds(worker: WorkerMode, key: str) -> bool:

@@ -137,10 +137,17 @@ def _run_with_deadline(fn: Callable[[Any], Any], arg: Any, ctx: TaskExecutionCon
 
 
 def call_sync(
-    fn: Callable[[Any], Any], arg: Any, ctx: TaskExecutionContext, timeout: float | None
+    fn: Callable[[Any], Any],
+    arg: Any,
+    ctx: TaskExecutionContext,
+    timeout: float | None,
+    span: Any = None,
 ) -> CallResult:
-    """Call a task from a blocking driver; never raises for task errors."""
+    """Call a task from a blocking driver; never raises for task errors.
+
+    ``span`` (an ``_observe.AttemptScope``, when observed) is current while the task runs."""
     token = current_context.set(ctx)
+    undo = None if span is None else span.activate()
     try:
         if timeout is not None and not inspect.iscoroutinefunction(fn):
             return CallResult(True, _run_with_deadline(fn, arg, ctx))
@@ -151,14 +158,21 @@ def call_sync(
     except BaseException as exc:  # whatever the task raised is its failure (module docstring)
         return CallResult(False, error=exc)
     finally:
+        if undo is not None:
+            undo()
         current_context.reset(token)
 
 
 async def call_async(
-    fn: Callable[[Any], Any], arg: Any, ctx: TaskExecutionContext, timeout: float | None
+    fn: Callable[[Any], Any],
+    arg: Any,
+    ctx: TaskExecutionContext,
+    timeout: float | None,
+    span: Any = None,
 ) -> CallResult:
     """Call a task from the asyncio driver: coroutines on the loop, sync code in a thread."""
     token = current_context.set(ctx)
+    undo = None if span is None else span.activate()
     try:
         if inspect.iscoroutinefunction(fn):
             awaitable = fn(arg)
@@ -178,6 +192,8 @@ async def call_async(
     except BaseException as exc:
         return CallResult(False, error=exc)
     finally:
+        if undo is not None:
+            undo()
         current_context.reset(token)
 
 

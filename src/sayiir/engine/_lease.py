@@ -21,6 +21,7 @@ import weakref
 from typing import Generic, TypeVar
 
 from sayiir.backends.protocol import AsyncStorage, Storage
+from sayiir.engine._observe import log_extra
 
 __all__ = ["Held", "ahold", "arelease", "hold", "release"]
 
@@ -87,7 +88,12 @@ def _renewed(held: Held[S], ok: bool) -> None:
 def _failed(held: Held[S], exc: Exception) -> None:
     # The next renewal (or write) tries again; a lease that expires meanwhile lets another
     # resume take the run over, and this execution's next write is then refused.
-    logger.warning("sayiir: renewing the lease of run %r failed: %s", held.instance_id, exc)
+    logger.warning(
+        "sayiir: renewing the lease of run %r failed: %s",
+        held.instance_id,
+        exc,
+        extra=log_extra(held.instance_id),
+    )
 
 
 # -- sync executions: one daemon thread per process ----------------------------------------

@@ -40,6 +40,7 @@ from sayiir.core.records import (
     control_decision,
 )
 from sayiir.core.status import WorkflowStatus, format_wake_at
+from sayiir.engine import _observe
 from sayiir.engine._effects import Effects, Store
 from sayiir.engine._hooks import reached
 from sayiir.engine._interpreter import Ended, Execution, Failure, WorkerMode
@@ -292,8 +293,9 @@ def start_run(
     if isinstance(created, WorkflowStatus):
         return created
     execution = Execution(
-        definition, registry, codec, instance_id, durable=True, token=created.token, clock=clock
-    )
+        definition, registry, codec, instance_id, durable=True, token=created.token, clock=clock,
+        run=created,
+    )  # fmt: skip
     if type(value) not in _SCALARS:
         try:
             value = codec.decode(created.input)
@@ -342,6 +344,7 @@ def _create(
             raise
         return _existing(definition, codec, existing, policy, instance_id)
     now = clock()
+    obs = _observe.OBSERVER
     record = InstanceRecord(
         instance_id,
         definition.workflow_id,
@@ -354,12 +357,15 @@ def _create(
         priority=first_priority(definition.nodes),
         token=token,
         definition=definition_text(definition),
+        traceparent=None if obs is None else obs.traceparent(),
     )
     existing = yield from Store(
         Storage.create_instance, record, replace=policy == "terminate_existing"
     )
     if existing is not None:
         return _existing(definition, codec, existing, policy, instance_id)
+    if obs is not None:
+        obs.run_created(definition.workflow_id)
     return record
 
 
@@ -495,6 +501,7 @@ def _take_and_run(
         attempts=state.attempts,
         token=token,
         clock=clock,
+        run=record,
     )
     ended = yield from execution.run(value, inline)
     return (yield from _finish_ended(instance_id, ended, token))
@@ -554,6 +561,7 @@ def work_claim(
             worker=worker,
             token=record.token,
             clock=clock,
+            run=record,
         )
         try:
             value = codec.decode(record.input)

@@ -163,6 +163,7 @@ def record_of(row: tuple[Any, ...], at: int = 0) -> InstanceRecord:
         distributed=r.distributed,
         token=None if r.start_token is None else str(r.start_token),
         lease_until=r.lease_until,
+        traceparent=r.traceparent,
     )
 
 

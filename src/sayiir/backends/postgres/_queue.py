@@ -70,9 +70,10 @@ def _claims(rows: Rows, worker_id: str) -> list[Claim]:
     for r in map(ClaimRow._make, rows):
         expired = r.expired_from
         cause = r.last_error if expired is None else lease_expired(expired, r.attempt - 1)
-        claims.append(
-            Claim(r.instance_id, r.task_key, r.attempt, worker_id, r.definition_hash, cause)
+        claim = Claim(
+            r.instance_id, r.task_key, r.attempt, worker_id, r.definition_hash, cause, r.waited
         )
+        claims.append(claim)
     return claims
 
 

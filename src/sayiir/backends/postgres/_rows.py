@@ -48,6 +48,7 @@ class InstanceRow(NamedTuple):
     distributed: bool
     start_token: UUID | None
     lease_until: float | None
+    traceparent: str | None
 
 
 INSTANCE_WIDTH = len(InstanceRow._fields)
@@ -117,8 +118,8 @@ class RecoverRow(NamedTuple):
 
 
 class ClaimRow(NamedTuple):
-    """``claim``, ``claimed_by_token``: an entry claimed, and the worker whose expired lease
-    it was taken from (``None``: it was free)."""
+    """``claim``, ``claimed_by_token``: an entry claimed, the worker whose expired lease
+    it was taken from (``None``: it was free), and how long it waited since it was ready."""
 
     instance_id: str
     task_key: str
@@ -126,6 +127,7 @@ class ClaimRow(NamedTuple):
     definition_hash: str
     expired_from: str | None
     last_error: str | None
+    waited: float | None
 
 
 class HeldRow(NamedTuple):

@@ -25,20 +25,21 @@ i.reason, i.cancelled_by, i.paused_by, extract(epoch FROM i.wake_at)::float8, i.
 i.signal_name, i.request_kind, i.request_reason, i.request_by,
 extract(epoch FROM i.created_at)::float8, extract(epoch FROM i.updated_at)::float8,
 extract(epoch FROM i.completed_at)::float8, i.distributed, i.start_token,
-extract(epoch FROM i.lease_until)::float8
+extract(epoch FROM i.lease_until)::float8, i.traceparent
 
 
 -- name: _instance_values
 (instance_id, workflow_id, definition_hash, status, input, output, error, reason,
  cancelled_by, paused_by, wake_at, park_node, signal_name, request_kind, request_reason,
- request_by, distributed, start_token, created_at, updated_at, completed_at, lease_until)
+ request_by, distributed, start_token, created_at, updated_at, completed_at, lease_until,
+ traceparent)
 VALUES (%(id)s, %(workflow_id)s, %(definition_hash)s, %(status)s, %(input)s, %(output)s,
         %(error)s, %(reason)s, %(cancelled_by)s, %(paused_by)s,
         to_timestamp(%(wake_at)s::float8), %(park_node)s, %(signal_name)s, %(request_kind)s,
         %(request_reason)s, %(request_by)s, %(distributed)s, %(start_token)s,
         to_timestamp(%(created_at)s::float8), to_timestamp(%(updated_at)s::float8),
         to_timestamp(%(completed_at)s::float8),
-        now() + make_interval(secs => %(start_lease)s::float8))
+        now() + make_interval(secs => %(start_lease)s::float8), %(traceparent)s)
 
 
 -- The run a write of an executing engine may change: the one that carries its token
@@ -185,7 +186,7 @@ SET workflow_id = excluded.workflow_id, definition_hash = excluded.definition_ha
     distributed = excluded.distributed, start_token = excluded.start_token,
     created_at = excluded.created_at,
     updated_at = excluded.updated_at, completed_at = excluded.completed_at,
-    lease_until = excluded.lease_until
+    lease_until = excluded.lease_until, traceparent = excluded.traceparent
 RETURNING 1
 )
 SELECT (SELECT count(*) FROM wake), (SELECT count(*) FROM up)
@@ -598,7 +599,8 @@ WITH cand AS (
     RETURNING q.instance_id, q.task_key, q.attempt, q.definition_hash, q.priority,
               q.available_at, cand.expired_from, q.last_error
 )
-SELECT c.instance_id, c.task_key, c.attempt, c.definition_hash, c.expired_from, c.last_error
+SELECT c.instance_id, c.task_key, c.attempt, c.definition_hash, c.expired_from, c.last_error,
+       extract(epoch FROM now() - c.available_at)::float8
 FROM claimed AS c
 ORDER BY {_aged}, c.available_at
 
@@ -622,7 +624,8 @@ CROSS JOIN LATERAL (
 
 -- A claim re-sent after a lost connection: the entries its first attempt claimed.
 -- name: claimed_by_token
-SELECT q.instance_id, q.task_key, q.attempt, q.definition_hash, NULL::text, q.last_error
+SELECT q.instance_id, q.task_key, q.attempt, q.definition_hash, NULL::text, q.last_error,
+       extract(epoch FROM now() - q.available_at)::float8
 FROM {t_task_queue} AS q
 WHERE q.worker_id = %(worker)s AND q.claim_token = %(token)s
 ORDER BY q.priority, q.available_at

@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS {t_migrations} (
 -- One row per workflow run. Updated on every checkpoint (updated_at, status, lease_until), so
 -- pages keep free room for HOT updates; no index covers those columns for the same reason.
 -- start_token is the token of the execution that owns the run, lease_until when its hold
--- expires (migration 0003: a resume takes the run over only after it).
+-- expires (migration 0003: a resume takes the run over only after it). traceparent (0005) is
+-- the W3C trace context of the caller that started the run, when tracing was on.
 CREATE TABLE {t_instances} (
     instance_id      text        NOT NULL,
     workflow_id      text        NOT NULL,
@@ -46,6 +47,7 @@ CREATE TABLE {t_instances} (
     updated_at       timestamptz NOT NULL DEFAULT now(),
     completed_at     timestamptz,
     lease_until      timestamptz,
+    traceparent      text,
     CONSTRAINT {n_instances_pkey} PRIMARY KEY (instance_id),
     CONSTRAINT {n_instances_status_check} CHECK (status IN (
         'running', 'waiting', 'awaiting_signal', 'paused', 'completed', 'failed', 'cancelled')),

@@ -453,6 +453,7 @@ class SqliteBackend(Closing, SqliteQueries, Storage):
             distributed=bool(row[19]),
             token=row[20],
             lease_until=row[21],
+            traceparent=row[22],
         )
 
 

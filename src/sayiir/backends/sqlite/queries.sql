@@ -52,7 +52,7 @@ VALUES (:version, :name, :checksum, :applied_at)
 SELECT instance_id, workflow_id, definition_hash, status, CAST(input AS BLOB),
        CAST(output AS BLOB), error, reason, cancelled_by, paused_by, wake_at, park_node,
        signal_name, request_kind, request_reason, request_by, created_at, updated_at,
-       completed_at, distributed, run_token, lease_until
+       completed_at, distributed, run_token, lease_until, traceparent
 FROM sayiir_workflow_instances
 WHERE instance_id = :instance_id
 
@@ -60,12 +60,13 @@ WHERE instance_id = :instance_id
 INSERT INTO sayiir_workflow_instances (
     instance_id, workflow_id, definition_hash, status, input, output, error, reason,
     cancelled_by, paused_by, wake_at, park_node, signal_name, request_kind, request_reason,
-    request_by, created_at, updated_at, completed_at, distributed, run_token, lease_until
+    request_by, created_at, updated_at, completed_at, distributed, run_token, lease_until,
+    traceparent
 ) VALUES (
     :instance_id, :workflow_id, :definition_hash, :status, :input, :output, :error, :reason,
     :cancelled_by, :paused_by, :wake_at, :park_node, :signal_name, :request_kind,
     :request_reason, :request_by, :created_at, :updated_at, :completed_at, :distributed,
-    :run_token, :lease_until
+    :run_token, :lease_until, :traceparent
 )
 ON CONFLICT (instance_id) DO NOTHING
 

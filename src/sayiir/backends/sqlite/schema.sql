@@ -16,7 +16,8 @@ CREATE TABLE IF NOT EXISTS sayiir_schema_migrations (
 -- request_* hold a cancel/pause asked for while an engine executes the run; distributed (0/1)
 -- marks a run submitted for workers; run_token is the token of the execution that owns the
 -- run (0002_run_token: writes of a replaced run are refused; 0003_execution_lease: a resume
--- takes the run over with a new token) and lease_until when its hold on the run expires.
+-- takes the run over with a new token) and lease_until when its hold on the run expires;
+-- traceparent (0004_trace_context) is the W3C trace context of the caller that started it.
 CREATE TABLE sayiir_workflow_instances (
     instance_id     TEXT PRIMARY KEY NOT NULL,
     workflow_id     TEXT NOT NULL,
@@ -39,7 +40,8 @@ CREATE TABLE sayiir_workflow_instances (
     updated_at      REAL NOT NULL,
     completed_at    REAL,
     run_token       TEXT,
-    lease_until     REAL
+    lease_until     REAL,
+    traceparent     TEXT
 );
 
 CREATE INDEX sayiir_workflow_instances_status_idx
