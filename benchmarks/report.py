@@ -200,6 +200,13 @@ def _headlines(results: list[dict[str, Any]], pgbench: dict[str, Any]) -> list[l
     out = []
     out.append("(c) 2 worker processes drain 4-step linear runs (PostgreSQL):")
     for engine in ("ours", "ref"):
+        r = _get(results, "workers-2-open", engine)
+        if r is not None:
+            out.append(
+                f"    {engine:4} open loop, {r.get('rate', '?')} runs/s: first-task pickup "
+                f"p50/p99 ms {_pair(r, 'pickup_first_p50_ms', 'pickup_first_p99_ms')}"
+            )
+    for engine in ("ours", "ref"):
         r = _get(results, "workers-2", engine)
         if r is None:
             out.append(f"    {engine:4} not measured")
@@ -229,3 +236,20 @@ def pgbench_lines(pgbench: dict[str, Any]) -> list[str]:
         else:
             lines.append(f"pgbench -N {key}: {r.get('status')} ({r.get('reason')})")
     return lines
+
+
+def durability_lines(data: dict[str, Any]) -> list[str]:
+    """What every engine's commits survive in this run (``benchmarks/durability.py``)."""
+    lines = ["Durability (what a commit survives; same for every engine unless listed):"]
+    server = data.get("postgres_durability")
+    if server:
+        settings = ", ".join(f"{k}={v}" for k, v in server.items())
+        lines.append(f"    PostgreSQL server: {settings} (no engine overrides it per session)")
+    seen: dict[str, str] = {}
+    for r in data["results"]:
+        if r.get("mode") == "sqlite" and r.get("durability"):
+            settings = ", ".join(f"{k}={v}" for k, v in r["durability"].items())
+            seen.setdefault(r["engine"], settings)
+    for engine, settings in seen.items():
+        lines.append(f"    SQLite, {engine}: {settings}")
+    return lines if len(lines) > 1 else []

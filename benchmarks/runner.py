@@ -24,7 +24,7 @@ from typing import Any
 
 from benchmarks import pg, venvs
 from benchmarks.metrics import throughput, worker_metrics
-from benchmarks.plan import Case
+from benchmarks.plan import OPEN_LOOP_RATE, Case
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER_POLL_SECONDS = 0.01
@@ -91,6 +91,7 @@ def _command(
             str(ctx.stall),
             "--timeout",
             str(ctx.case_timeout - 30),
+            *(["--rate", str(OPEN_LOOP_RATE)] if case.mode.endswith("-open") else []),
         ]
     module = "benchmarks.peers.dbos_run" if engine == "dbos" else "benchmarks.peers.sayiir_run"
     cmd = [str(python), "-m", module, *base, "--mode", case.mode]
@@ -192,8 +193,10 @@ def _result(case: Case, code: int, out: str, err: str) -> dict[str, Any]:
     if data.get("status") != "ok":
         return data
     if "workdir" in data:
-        data.update(worker_metrics(case.workload, case.size, Path(data["workdir"]), data["t_go"]))
-        del data["workdir"]
+        workdir = Path(data.pop("workdir"))
+        data.update(
+            worker_metrics(case.workload, case.size, workdir, data["t_go"], data.get("t_end"))
+        )
     else:
         latency = data.pop("latency", {})
         data["e2e_p50_ms"] = latency.get("p50_ms")

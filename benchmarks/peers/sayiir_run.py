@@ -25,7 +25,15 @@ import time
 from typing import Any
 
 import sayiir
-from benchmarks.shapes import SIGNAL_NAME, SLEEP_SECONDS, expected, latency_summary, tasks_per_run
+from benchmarks import durability
+from benchmarks.shapes import (
+    SIGNAL_NAME,
+    SLEEP_SECONDS,
+    expected,
+    initial,
+    latency_summary,
+    tasks_per_run,
+)
 from benchmarks.workloads import build
 from sayiir import InMemoryBackend, resume_workflow, run_durable_workflow, run_workflow, send_signal
 
@@ -54,7 +62,7 @@ def make_backend(mode: str, url: str, path: str) -> Any:
     return InMemoryBackend()
 
 
-def check(status: Any, want: int) -> None:
+def check(status: Any, want: Any) -> None:
     if status.status != "completed" or status.output != want:
         raise RuntimeError(f"unexpected result {status!r} (output {status.output!r}, want {want})")
 
@@ -66,7 +74,7 @@ def run_plain(wf: Any, workload: str, size: int, runs: int) -> list[float]:
     spans = []
     for i in range(runs):
         t0 = time.perf_counter()
-        out = run_workflow(wf, i)
+        out = run_workflow(wf, initial(workload, i))
         spans.append(time.perf_counter() - t0)
         if out != expected(workload, size, i):
             raise RuntimeError(f"run {i}: output {out!r}")
@@ -77,7 +85,7 @@ def run_serial(wf: Any, backend: Any, workload: str, size: int, runs: int, tag: 
     spans = []
     for i in range(runs):
         t0 = time.perf_counter()
-        status = run_durable_workflow(wf, f"{tag}-{i}", i, backend=backend)
+        status = run_durable_workflow(wf, f"{tag}-{i}", initial(workload, i), backend=backend)
         spans.append(time.perf_counter() - t0)
         check(status, expected(workload, size, i))
     return spans
@@ -141,13 +149,13 @@ def run_sleep(wf: Any, backend: Any, args: argparse.Namespace, tag: str) -> list
 
 def warm_up(wf: Any, backend: Any, workload: str, tag: str) -> None:
     """A few untimed runs (imports, connections, schema, caches); linear/fanout only."""
-    if workload not in ("linear", "fanout"):
+    if workload not in ("linear", "fanout", "payload"):
         return
     for i in range(WARMUP_RUNS):
         if backend is None:
-            run_workflow(wf, i)
+            run_workflow(wf, initial(workload, i))
         else:
-            run_durable_workflow(wf, f"{tag}-warm-{i}", i, backend=backend)
+            run_durable_workflow(wf, f"{tag}-warm-{i}", initial(workload, i), backend=backend)
 
 
 def execute(args: argparse.Namespace) -> dict[str, Any]:
@@ -165,10 +173,11 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
     else:
         spans = run_serial(wf, backend, args.workload, args.size, args.runs, tag)
     elapsed = time.perf_counter() - t0
+    settings = sqlite_settings(backend, args.path) if args.mode == "sqlite" else None
     close = getattr(backend, "close", None)
     if close is not None:
         close()
-    return {
+    result = {
         "status": "ok",
         "engine_version": getattr(sayiir, "__version__", "?"),
         "runs": args.runs,
@@ -176,6 +185,17 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(elapsed, 6),
         "latency": latency_summary(spans),
     }
+    if settings is not None:
+        result["durability"] = settings
+    return result
+
+
+def sqlite_settings(backend: Any, path: str) -> dict[str, str]:
+    """The journal mode and ``synchronous`` of the connection the backend used."""
+    cursor = getattr(getattr(backend, "_db", None), "_cur", None)
+    if cursor is None:
+        return {**durability.sqlite_file(path), "read_from": "a fresh connection"}
+    return durability.sqlite(cursor.connection)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,10 +6,14 @@ Runs under this repo's package and under the reference ``sayiir==1.0.0``::
         --workers 2 --url postgresql://... --workdir /tmp/w
 
 ``drive`` starts the ``serve`` processes (each a ``Worker`` on its own ``PostgresBackend``)
-and waits until every one is connected, then submits the runs, one after the other, and
-waits until every run's last task has run. Every task appends ``instance task start end``
-to its worker's ``timings-<n>.txt``; the driver writes ``submits.txt`` (``instance
-submitted_at``, taken when ``submit`` returned) and, for the signal workload, the
+and waits until every one is connected, then submits the runs, one after the other (or, with
+``--rate``, open-loop: run ``i`` at ``i / rate`` seconds, whatever the workers do), and waits
+until every run's last task has run. Then it checks every run through ``client.status``: it
+must be ``completed`` with the expected output, and the clock stops when the last run is
+seen completed (its final commit), not at the last task body. Every task appends
+``instance task start end`` to its worker's ``timings-<n>.txt``; the driver writes
+``submits.txt`` (``instance submitted_at``, taken when ``submit`` returned) and, for the
+signal workload, the
 signalling process writes ``signals.txt``. The orchestrator computes pickup and end-to-end
 latencies from these files. Prints one JSON line.
 """
@@ -28,8 +32,10 @@ from typing import Any
 
 import sayiir
 from benchmarks.peers.sayiir_run import NotAvailable, make_backend
-from benchmarks.shapes import Recorder, final_task, tasks_per_run
+from benchmarks.shapes import Recorder, expected, final_task, initial, tasks_per_run
 from benchmarks.workloads import build
+
+_FINISHED = ("completed", "failed", "cancelled")
 
 
 class HelperFailed(Exception):
@@ -68,6 +74,7 @@ class Progress:
         self.final = final
         self.done: set[str] = set()
         self.started: set[str] = set()
+        self.ends: dict[str, float] = {}  # instance -> end of its final task
         self.changed = time.monotonic()
 
     def poll(self) -> None:
@@ -82,9 +89,10 @@ class Progress:
                 self.changed = time.monotonic()
             self.offsets[n] += len(complete)
             for line in complete.splitlines():
-                instance, task, _, _ = line.split()
+                instance, task, _, end = line.split()
                 if task == self.final:
                     self.done.add(instance)
+                    self.ends[instance] = float(end)
                 elif task == "first":
                     self.started.add(instance)
 
@@ -183,8 +191,12 @@ def _submit_and_wait(
     lines = []
     t_go = time.time()
     for i in range(args.runs):
+        if args.rate:
+            due = t_go + i / args.rate
+            if (wait := due - time.time()) > 0:
+                time.sleep(wait)
         instance = f"{tag}-{i}"
-        client.submit(wf, instance, i)
+        client.submit(wf, instance, initial(args.workload, i))
         lines.append(f"{instance} {time.time():.6f}\n")
     t_submitted = time.time()
     (workdir / "submits.txt").write_text("".join(lines))
@@ -194,6 +206,7 @@ def _submit_and_wait(
         _tell(signaller, "go")
         _expect(signaller, "done", workdir / "sig.err")
     ok = ok and progress.wait(args.runs, "done", deadline, args.stall)
+    verdict = _verify(args, client, tag, progress, deadline) if ok else None
     result: dict[str, Any] = {
         "status": "ok" if ok else "error",
         "engine_version": getattr(sayiir, "__version__", "?"),
@@ -204,12 +217,42 @@ def _submit_and_wait(
         "submit_seconds": round(t_submitted - t_go, 6),
         "workdir": str(workdir),
     }
+    if args.rate:
+        result["rate"] = args.rate
     if not ok:
         result["reason"] = (
             f"stalled: {len(progress.done)} of {args.runs} runs finished, "
             f"no task ran for {args.stall:.0f} s"
         )
+    elif isinstance(verdict, str):
+        result["status"] = "error"
+        result["reason"] = verdict
+    else:
+        result["t_end"] = verdict
     return result
+
+
+def _verify(
+    args: argparse.Namespace, client: Any, tag: str, progress: Progress, deadline: float
+) -> float | str:
+    """Every run completed with its expected output: the time the last one was seen so (the
+    clock's end), or what was wrong. The run whose final task ended last is watched first, so
+    the end is its commit plus one status read; a run seen unfinished later moves it."""
+    order = sorted(range(args.runs), key=lambda i: -progress.ends.get(f"{tag}-{i}", 0.0))
+    t_end = 0.0
+    for n, i in enumerate(order):
+        instance, want = f"{tag}-{i}", expected(args.workload, args.size, i)
+        waited = False
+        while (status := client.status(instance)).status not in _FINISHED:
+            if time.monotonic() > deadline:
+                return f"run {instance} still {status.status} at the deadline"
+            waited = True
+            time.sleep(0.0005)
+        if n == 0 or waited:
+            t_end = time.time()
+        if status.status != "completed" or status.output != want:
+            return f"run {instance}: {status.status}, output {status.output!r} (want {want!r})"
+    return t_end
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -225,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ttl", type=float, default=30.0, help="worker claim_ttl (s)")
     parser.add_argument("--timeout", type=float, default=1200.0)
     parser.add_argument("--stall", type=float, default=20.0, help="give up after idle seconds")
+    parser.add_argument("--rate", type=float, default=0.0, help="open loop: runs/s (0: all now)")
     parser.add_argument("--prefix", default="w")
     parser.add_argument("--id", default="0")
     parser.add_argument("--timings", default="")
