@@ -10,6 +10,7 @@ named ``NNNN_description.sql`` and may start with ``-- sayiir: no-transaction``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -44,7 +45,11 @@ def load_queries(package: str, filename: str = "queries.sql") -> dict[str, str]:
 
 
 def load_migrations(package: str) -> list[Migration]:
-    """Every ``NNNN_*.sql`` of ``package`` in version order; gaps and repeats are errors."""
+    """Every ``NNNN_*.sql`` of ``package`` in version order; a repeated number is an error.
+
+    Numbers may have gaps: features developed side by side reserve theirs, and a database is
+    migrated by the set of versions it lacks, not by a count.
+    """
     out: list[Migration] = []
     for entry in resources.files(package).iterdir():
         match = _MIGRATION_FILE.match(entry.name)
@@ -61,10 +66,10 @@ def load_migrations(package: str) -> list[Migration]:
             )
         )
     out.sort(key=lambda m: m.version)
-    for expected, migration in enumerate(out, start=1):
-        if migration.version != expected:
+    for before, migration in itertools.pairwise(out):
+        if migration.version == before.version:
             raise ValueError(
-                f"migrations of {package} are not numbered 1..N: expected {expected:04d}, "
-                f"found {migration.version:04d}_{migration.name}.sql"
+                f"migrations of {package} repeat number {migration.version:04d}: "
+                f"{before.name}.sql and {migration.name}.sql"
             )
     return out
