@@ -7,6 +7,8 @@ workload and mode but a handful of runs: it only proves that the suite still wor
 ``workers-2-open`` measures latency, not throughput: 2 workers, runs submitted open-loop at
 ``OPEN_LOOP_RATE`` runs/s (far below either engine's capacity, so no backlog builds up), and
 its figure is the first-task pickup p50/p99. ``payload`` is linear with ~1 KB JSON documents.
+``sqlite-workers-N``: N worker processes on one SQLite file (no server), compared with the
+serial in-process ``sqlite`` mode of the same workload: SQLite has one writer.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ MODES = (
     "workers-2",
     "workers-4",
     "workers-2-open",
+    "sqlite-workers-1",
+    "sqlite-workers-2",
+    "sqlite-workers-4",
 )
 OPEN_LOOP_RATE = 10.0  # runs/s
 MODE_ENGINES = {
@@ -35,6 +40,10 @@ MODE_ENGINES = {
     "workers-2": ("ours", "ref"),
     "workers-4": ("ours", "ref"),
     "workers-2-open": ("ours", "ref"),
+    # The reference has no SQLite backend; DBOS has no worker processes of its own.
+    "sqlite-workers-1": ("ours",),
+    "sqlite-workers-2": ("ours",),
+    "sqlite-workers-4": ("ours",),
 }
 HEADLINE_SIZE = 4
 HEADLINES = {
@@ -75,6 +84,11 @@ _FULL: dict[str, dict[str, dict[int, int]]] = {
         "signal": {10: 200},
         "sleep": {10: 200},
     },
+    "sqlite-workers": {
+        "linear": {4: 1_000},
+        "payload": {4: 500},
+        "fanout": {10: 200},
+    },
 }
 _QUICK: dict[str, dict[str, dict[int, int]]] = {
     "memory": {
@@ -99,6 +113,7 @@ _QUICK: dict[str, dict[str, dict[int, int]]] = {
         "sleep": {10: 20},
     },
     "workers": {"linear": {4: 100}},
+    "sqlite-workers": {"linear": {4: 50}},
 }
 _QUICK_WORKERS_2 = {
     "fanout": {10: 20},
@@ -134,7 +149,15 @@ class Case:
 def _group(mode: str) -> str:
     if mode in ("plain", "durable-memory"):
         return "memory"
+    if mode.startswith("sqlite-workers"):
+        return "sqlite-workers"
     return "workers" if mode.startswith("workers") else mode
+
+
+def worker_count(mode: str) -> int | None:
+    """The number of worker processes of a worker mode (``None``: one process, no workers)."""
+    parts = mode.split("-")
+    return int(parts[parts.index("workers") + 1]) if "workers" in parts else None
 
 
 def build_plan(quick: bool) -> list[Case]:

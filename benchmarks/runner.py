@@ -24,7 +24,7 @@ from typing import Any
 
 from benchmarks import pg, venvs
 from benchmarks.metrics import throughput, worker_metrics
-from benchmarks.plan import OPEN_LOOP_RATE, Case
+from benchmarks.plan import OPEN_LOOP_RATE, Case, worker_count
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER_POLL_SECONDS = 0.01
@@ -69,8 +69,12 @@ def _command(
     case: Case, engine: str, python: Path, where: dict[str, str], ctx: Context
 ) -> list[str]:
     base = ["--workload", case.workload, "--size", str(case.size), "--runs", str(case.runs)]
-    if case.mode.startswith("workers"):
-        workers = case.mode.split("-")[1]
+    workers = worker_count(case.mode)
+    if workers is not None:
+        if case.mode.startswith("sqlite"):
+            database = ["--backend", "sqlite", "--path", where["path"]]
+        else:
+            database = ["--url", where["url"]]
         return [
             str(python),
             "-m",
@@ -78,9 +82,8 @@ def _command(
             "drive",
             *base,
             "--workers",
-            workers,
-            "--url",
-            where["url"],
+            str(workers),
+            *database,
             "--workdir",
             where["workdir"],
             "--poll",

@@ -5,7 +5,8 @@ Runs under this repo's package and under the reference ``sayiir==1.0.0``::
     python -m benchmarks.peers.sayiir_workers drive --workload linear --size 4 --runs 2000 \
         --workers 2 --url postgresql://... --workdir /tmp/w
 
-``drive`` starts the ``serve`` processes (each a ``Worker`` on its own ``PostgresBackend``)
+``drive`` starts the ``serve`` processes (each a ``Worker`` on its own ``PostgresBackend``, or
+``SqliteBackend`` on one file with ``--backend sqlite --path FILE``)
 and waits until every one is connected, then submits the runs, one after the other (or, with
 ``--rate``, open-loop: run ``i`` at ``i / rate`` seconds, whatever the workers do), and waits
 until every run's last task has run. Then it checks every run through ``client.status``: it
@@ -52,7 +53,7 @@ def serve(args: argparse.Namespace) -> None:
 
     recorder = Recorder(args.timings, _instance_id)
     wf = build(args.workload, args.size, recorder.wrap)
-    backend = make_backend("postgres", args.url, "")
+    backend = make_backend(args.backend, args.url, args.path)
     options: dict[str, Any] = {"poll_interval": args.poll, "claim_ttl": args.ttl}
     if "max_concurrent_tasks" in inspect.signature(Worker).parameters:
         options["max_concurrent_tasks"] = 1
@@ -136,11 +137,12 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    backend = make_backend("postgres", args.url, "")
+    backend = make_backend(args.backend, args.url, args.path)
     client = WorkflowClient(backend)
     wf = build(args.workload, args.size)
     base = [sys.executable, "-m", "benchmarks.peers.sayiir_workers"]
     common = ["--workload", args.workload, "--size", str(args.size), "--url", args.url]
+    common += ["--backend", args.backend, "--path", args.path]
     files = [workdir / f"timings-{n}.txt" for n in range(args.workers)]
     workers = []
     for n in range(args.workers):
@@ -150,8 +152,8 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
     tag = f"{args.prefix}-{os.getpid()}-{time.time_ns()}"
     signaller = None
     if args.workload == "signal":
-        sig = [sys.executable, "-m", "benchmarks.peers.sayiir_signal", "--mode", "postgres"]
-        sig += ["--url", args.url, "--prefix", tag, "--runs", str(args.runs)]
+        sig = [sys.executable, "-m", "benchmarks.peers.sayiir_signal", "--mode", args.backend]
+        sig += ["--url", args.url, "--path", args.path, "--prefix", tag, "--runs", str(args.runs)]
         signaller = _spawn([*sig, "--times", str(workdir / "signals.txt")], workdir / "sig.err")
     try:
         for n, proc in enumerate(workers):
@@ -260,7 +262,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("command", choices=["drive", "serve"])
     parser.add_argument("--workload", required=True)
     parser.add_argument("--size", type=int, required=True)
-    parser.add_argument("--url", required=True)
+    parser.add_argument("--backend", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument("--url", default="", help="PostgreSQL URL (--backend postgres)")
+    parser.add_argument("--path", default="", help="SQLite file (--backend sqlite)")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--workdir", default="/tmp/sayiir-bench-workers")
