@@ -70,11 +70,11 @@ def _summary(result: dict[str, Any]) -> str:
 
 
 def _pgbench(cases: list[plan.Case], quick: bool) -> dict[str, Any]:
-    if not any(c.mode == "postgres" for c in cases) or pg.unavailable():
+    if not any(c.mode.startswith(("postgres", "workers")) for c in cases) or pg.unavailable():
         return {}
     seconds = 2 if quick else 10
     out = {}
-    for clients in (1, 4):
+    for clients in (1, 2, 4):
         out[f"c{clients}"] = pg.pgbench(clients, seconds)
         _log(f"pgbench -N -c {clients}: {out[f'c{clients}'].get('tps', out[f'c{clients}'])} tps")
     return out
@@ -128,6 +128,8 @@ def _finish(args: argparse.Namespace, data: dict[str, Any]) -> None:
         print(report.text_table(*report.detail_rows(results)))
     print()
     for line in report.pgbench_lines(data["pgbench"]) + report.headlines(results, data["pgbench"]):
+        print(line)
+    for line in report.target_lines(results, data["pgbench"]):
         print(line)
     print()
     for line in report.durability_lines(data):

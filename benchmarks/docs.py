@@ -103,6 +103,7 @@ def render(data: dict[str, Any], charts: list[str], doc_dir: Path) -> str:
         "```",
         *report.pgbench_lines(pgb),
         *report.headlines(results, pgb),
+        *report.target_lines(results, pgb),
         "```",
         "",
         *_durability(data),

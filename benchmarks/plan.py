@@ -7,6 +7,8 @@ workload and mode but a handful of runs: it only proves that the suite still wor
 ``workers-2-open`` measures latency, not throughput: 2 workers, runs submitted open-loop at
 ``OPEN_LOOP_RATE`` runs/s (far below either engine's capacity, so no backlog builds up), and
 its figure is the first-task pickup p50/p99. ``payload`` is linear with ~1 KB JSON documents.
+``postgres-many``: 200 runs in flight in one process (asyncio ``CheckpointingRunner``, a pool
+of 4 connections), against ``pgbench -N -c 4``.
 ``sqlite-workers-N``: N worker processes on one SQLite file (no server), compared with the
 serial in-process ``sqlite`` mode of the same workload: SQLite has one writer.
 """
@@ -22,6 +24,7 @@ MODES = (
     "durable-memory",
     "sqlite",
     "postgres",
+    "postgres-many",
     "workers-1",
     "workers-2",
     "workers-4",
@@ -36,6 +39,7 @@ MODE_ENGINES = {
     "durable-memory": ("ours", "ref"),
     "sqlite": ("ours", "ref", "dbos"),
     "postgres": ("ours", "ref", "dbos"),
+    "postgres-many": ("ours",),
     "workers-1": ("ours", "ref"),
     "workers-2": ("ours", "ref"),
     "workers-4": ("ours", "ref"),
@@ -84,6 +88,7 @@ _FULL: dict[str, dict[str, dict[int, int]]] = {
         "signal": {10: 200},
         "sleep": {10: 200},
     },
+    "postgres-many": {"linear": {4: 2_000}, "payload": {4: 1_000}},
     "sqlite-workers": {
         "linear": {4: 1_000},
         "payload": {4: 500},
@@ -114,6 +119,7 @@ _QUICK: dict[str, dict[str, dict[int, int]]] = {
     },
     "workers": {"linear": {4: 100}},
     "sqlite-workers": {"linear": {4: 50}},
+    "postgres-many": {"linear": {4: 100}},
 }
 _QUICK_WORKERS_2 = {
     "fanout": {10: 20},

@@ -224,7 +224,7 @@ def _headlines(results: list[dict[str, Any]], pgbench: dict[str, Any]) -> list[l
 
 def pgbench_lines(pgbench: dict[str, Any]) -> list[str]:
     lines = []
-    for key in ("c1", "c4"):
+    for key in ("c1", "c2", "c4"):
         r = pgbench.get(key)
         if not r:
             continue
@@ -253,3 +253,37 @@ def durability_lines(data: dict[str, Any]) -> list[str]:
     for engine, settings in seen.items():
         lines.append(f"    SQLite, {engine}: {settings}")
     return lines if len(lines) > 1 else []
+
+
+def _steps(results: list[dict[str, Any]], workload: str, mode: str, size: int) -> float | None:
+    r = index(results).get((workload, mode, size, "ours"))
+    return float(r["steps_per_s"]) if r and r.get("status") == "ok" else None
+
+
+def _pgbench_tps(pgbench: dict[str, Any], clients: int) -> float | None:
+    r = pgbench.get(f"c{clients}", {})
+    return float(r["tps"]) if r.get("status") == "ok" else None
+
+
+def target_lines(results: list[dict[str, Any]], pgbench: dict[str, Any]) -> list[str]:
+    """The throughput targets of issue 16 as ratios of this run (left out when unmeasured)."""
+    targets = [
+        ("forks on 2 workers: fanout K=10 vs linear K=10 steps/s",
+         _steps(results, "fanout", "workers-2", 10), _steps(results, "linear", "workers-2", 10),
+         0.6),
+        ("PostgreSQL serial K=4 steps/s vs pgbench -N -c 1 tps",
+         _steps(results, "linear", "postgres", 4), _pgbench_tps(pgbench, 1), 0.6),
+        ("many runs in one process (postgres-many) K=4 steps/s vs pgbench -N -c 4 tps",
+         _steps(results, "linear", "postgres-many", 4), _pgbench_tps(pgbench, 4), 0.6),
+        ("2 workers on PostgreSQL K=4 steps/s vs pgbench -N -c 2 tps",
+         _steps(results, "linear", "workers-2", 4), _pgbench_tps(pgbench, 2), 0.5),
+        ("2 workers on SQLite K=4 vs serial in-process SQLite K=4, steps/s",
+         _steps(results, "linear", "sqlite-workers-2", 4), _steps(results, "linear", "sqlite", 4),
+         0.7),
+    ]  # fmt: skip
+    lines = []
+    for label, ours, base, target in targets:
+        if ours is None or not base:
+            continue
+        lines.append(f"    {label}: {_num(ours)} / {_num(base)} = {_verdict(ours / base, target)}")
+    return ["Issue 16 targets (ratios within this run):", *lines] if lines else []

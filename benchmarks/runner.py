@@ -131,7 +131,7 @@ def _spawn(cmd: list[str], timeout: float) -> tuple[int, str, str, float]:
 
 
 def _resources(case: Case, engine: str, ctx: Context) -> AbstractContextManager[str | None]:
-    if case.mode == "postgres" or case.mode.startswith("workers"):
+    if case.mode.startswith("postgres") or case.mode.startswith("workers"):
         return pg.fresh_database(f"{engine}_{case.workload}_{case.mode}")
     return nullcontext(None)
 
@@ -139,7 +139,7 @@ def _resources(case: Case, engine: str, ctx: Context) -> AbstractContextManager[
 def _skip_reason(case: Case, engine: str, ctx: Context) -> str | None:
     if engine in ctx.missing:
         return ctx.missing[engine]
-    needs_pg = case.mode == "postgres" or case.mode.startswith("workers")
+    needs_pg = case.mode.startswith("postgres") or case.mode.startswith("workers")
     if needs_pg and ctx.pg_missing:
         return ctx.pg_missing
     return None

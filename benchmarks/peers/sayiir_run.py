@@ -9,6 +9,9 @@ Runs under this repo's package and under the reference ``sayiir==1.0.0``::
 * signal: start every run (each parks at the wait), another process sends the signals
   (the same process for in-memory backends, which cannot be shared), then resume each run.
 * sleep: start every run (each parks at the delay), resume each one once its delay is over.
+* postgres-many (linear, payload): many runs in one process, on asyncio:
+  ``CheckpointingRunner`` on ``await PostgresBackend.connect(url, max_connections=4)``, 200
+  runs in flight at once (compare with ``pgbench -N -c 4``).
 
 Prints one JSON line: ``status`` ("ok" or "n/a" with a ``reason``), ``seconds``, ``runs``,
 ``tasks`` and the end-to-end latency of a run (``p50_ms``, ``p99_ms``).
@@ -37,7 +40,9 @@ from benchmarks.shapes import (
 from benchmarks.workloads import build
 from sayiir import InMemoryBackend, resume_workflow, run_durable_workflow, run_workflow, send_signal
 
-MODES = ("plain", "durable-memory", "sqlite", "postgres")
+MODES = ("plain", "durable-memory", "sqlite", "postgres", "postgres-many")
+MANY_IN_FLIGHT = 200  # postgres-many: runs in flight at once, in one process
+MANY_POOL = 4  # postgres-many: connections of the async pool
 WARMUP_RUNS = 20
 
 
@@ -147,6 +152,41 @@ def run_sleep(wf: Any, backend: Any, args: argparse.Namespace, tag: str) -> list
     return spans
 
 
+def run_many(
+    wf: Any, url: str, workload: str, size: int, runs: int, tag: str
+) -> tuple[float, list[float]]:
+    """``runs`` runs, ``MANY_IN_FLIGHT`` at a time, in one process on asyncio; returns the
+    seconds they took (after the untimed warm-up) and each run's own time."""
+    import asyncio
+
+    try:
+        from sayiir import CheckpointingRunner, PostgresBackend
+    except ImportError as exc:
+        raise NotAvailable(f"no CheckpointingRunner: {exc}") from exc
+
+    async def main() -> tuple[float, list[float]]:
+        backend = await PostgresBackend.connect(url, max_connections=MANY_POOL)
+        runner = CheckpointingRunner(backend)
+        gate = asyncio.Semaphore(MANY_IN_FLIGHT)
+
+        async def one(i: int) -> float:
+            async with gate:
+                t0 = time.perf_counter()
+                status = await runner.run(wf, f"{tag}-{i}", initial(workload, i))
+                check(status, expected(workload, size, i))
+                return time.perf_counter() - t0
+
+        for i in range(WARMUP_RUNS):  # untimed: the pool's connections, caches
+            await runner.run(wf, f"{tag}-warm-{i}", initial(workload, i))
+        t0 = time.perf_counter()
+        spans = await asyncio.gather(*(one(i) for i in range(runs)))
+        elapsed = time.perf_counter() - t0
+        await backend.aclose()
+        return elapsed, list(spans)
+
+    return asyncio.run(main())
+
+
 def warm_up(wf: Any, backend: Any, workload: str, tag: str) -> None:
     """A few untimed runs (imports, connections, schema, caches); linear/fanout only."""
     if workload not in ("linear", "fanout", "payload"):
@@ -161,6 +201,11 @@ def warm_up(wf: Any, backend: Any, workload: str, tag: str) -> None:
 def execute(args: argparse.Namespace) -> dict[str, Any]:
     wf = build(args.workload, args.size)
     tag = f"{args.prefix}-{os.getpid()}-{time.time_ns()}"
+    if args.mode == "postgres-many":
+        if args.workload not in ("linear", "payload"):
+            raise NotAvailable("postgres-many runs linear workloads only")
+        elapsed, spans = run_many(wf, args.url, args.workload, args.size, args.runs, tag)
+        return _result(args, elapsed, spans, None)
     backend = None if args.mode == "plain" else make_backend(args.mode, args.url, args.path)
     warm_up(wf, backend, args.workload, tag)
     t0 = time.perf_counter()
@@ -177,7 +222,13 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
     close = getattr(backend, "close", None)
     if close is not None:
         close()
-    result = {
+    return _result(args, elapsed, spans, settings)
+
+
+def _result(
+    args: argparse.Namespace, elapsed: float, spans: list[float], settings: dict[str, str] | None
+) -> dict[str, Any]:
+    result: dict[str, Any] = {
         "status": "ok",
         "engine_version": getattr(sayiir, "__version__", "?"),
         "runs": args.runs,
