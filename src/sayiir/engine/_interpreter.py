@@ -312,9 +312,14 @@ class Execution:
         lanes[0].pending, lane.pending = lane.pending, []
         for i in [*range(1, count), 0]:
             try:
-                results[i] = yield from self._branch(node.branches[i], value, scope, lanes[i])
+                results[i] = yield from self.chain(node.branches[i], value, scope, lanes[i])
             except (Failure, _Parked, _Stopped, _Suspended) as exc:
                 results[i] = exc
+        # What the branches finished is not written branch by branch: it goes with the next
+        # write of this turn (the join's claim, or the write that suspends or ends the turn),
+        # which always carries the lane's pending checkpoints. One write, not one per branch.
+        for branch in lanes:
+            lane.pending += branch.pending
         if any(branch.owned for branch in lanes):
             lane.owned = True  # the join may run here once every branch is done
         return results
