@@ -286,4 +286,11 @@ def target_lines(results: list[dict[str, Any]], pgbench: dict[str, Any]) -> list
         if ours is None or not base:
             continue
         lines.append(f"    {label}: {_num(ours)} / {_num(base)} = {_verdict(ours / base, target)}")
+    serial = index(results).get(("linear", "postgres", 4, "ours"))
+    if serial and serial.get("status") == "ok" and serial.get("client_cpu_us_per_step"):
+        cpu, wall = serial["client_cpu_us_per_step"], serial["us_per_step"]
+        lines.append(
+            f"    PostgreSQL serial K=4, µs per step: {wall:,.0f} wall = {cpu:,.0f} client CPU "
+            f"+ {wall - cpu:,.0f} waiting for the server (round trips, commit)"
+        )
     return ["Issue 16 targets (ratios within this run):", *lines] if lines else []

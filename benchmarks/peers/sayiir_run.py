@@ -208,6 +208,7 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
         return _result(args, elapsed, spans, None)
     backend = None if args.mode == "plain" else make_backend(args.mode, args.url, args.path)
     warm_up(wf, backend, args.workload, tag)
+    cpu0 = time.process_time()
     t0 = time.perf_counter()
     if backend is None:
         spans = run_plain(wf, args.workload, args.size, args.runs)
@@ -218,11 +219,16 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
     else:
         spans = run_serial(wf, backend, args.workload, args.size, args.runs, tag)
     elapsed = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
     settings = sqlite_settings(backend, args.path) if args.mode == "sqlite" else None
     close = getattr(backend, "close", None)
     if close is not None:
         close()
-    return _result(args, elapsed, spans, settings)
+    result = _result(args, elapsed, spans, settings)
+    # This process's CPU (engine, codec, driver) per step; the rest of the wall time per step
+    # is spent waiting: for the server (round trips, commits) or for SQLite's fsync.
+    result["client_cpu_us_per_step"] = round(cpu / result["tasks"] * 1e6, 1)
+    return result
 
 
 def _result(
