@@ -120,7 +120,7 @@ class WorkerMode:
     becomes a queue entry for any worker (fork branches spread this way).
     """
 
-    __slots__ = ("claim", "enqueued", "lease_secs", "stopping", "tags")
+    __slots__ = ("claim", "enqueued", "lease_secs", "stopping", "tags", "written")
 
     def __init__(
         self,
@@ -134,10 +134,17 @@ class WorkerMode:
         self.stopping = stopping
         self.tags = tags  # the task tags this worker serves
         self.enqueued: list[QueueItem] = []
+        # Checkpoint keys this worker wrote for the run: its own writes never unblock it.
+        self.written: set[str] = set()
 
     def drain(self) -> list[QueueItem]:
         items, self.enqueued = self.enqueued, []
         return items
+
+    def wrote(self, steps: list[StepRecord]) -> list[StepRecord]:
+        """Note the keys of ``steps`` (about to be written under the claim); returns them."""
+        self.written.update(step.key for step in steps)
+        return steps
 
 
 def describe(exc: BaseException) -> str:
@@ -594,7 +601,7 @@ class Execution:
         request, worker.claim = yield from Store(
             QueueStorage.advance,
             worker.claim,
-            steps,
+            worker.wrote(steps),
             enqueue=worker.drain(),
             next_item=item,
             lease_secs=worker.lease_secs,
@@ -635,7 +642,7 @@ class Execution:
             request, _ = yield from Store(
                 QueueStorage.advance,
                 worker.claim,
-                steps,
+                worker.wrote(steps),
                 enqueue=worker.drain(),
                 lease_secs=worker.lease_secs,
             )
