@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import machine, pg, plan, report, runner
+from benchmarks import durability, machine, pg, plan, report, runner
+from benchmarks.shapes import WORKLOADS
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -31,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the suite and print the table")
     run.add_argument("--quick", action="store_true", help="small sizes; for CI")
     run.add_argument("--headline", choices=sorted(plan.HEADLINES), help="only this figure")
-    run.add_argument("--workload", action="append", choices=["linear", "fanout", "signal", "sleep"])
+    run.add_argument("--workload", action="append", choices=list(WORKLOADS))
     run.add_argument("--mode", action="append", choices=list(plan.MODES))
     run.add_argument("--engine", action="append", choices=list(plan.ENGINES))
     run.add_argument("--profile", action="store_true", help="profile our engine per step")
@@ -69,11 +70,11 @@ def _summary(result: dict[str, Any]) -> str:
 
 
 def _pgbench(cases: list[plan.Case], quick: bool) -> dict[str, Any]:
-    if not any(c.mode == "postgres" for c in cases) or pg.unavailable():
+    if not any(c.mode.startswith(("postgres", "workers")) for c in cases) or pg.unavailable():
         return {}
     seconds = 2 if quick else 10
     out = {}
-    for clients in (1, 4):
+    for clients in (1, 2, 4):
         out[f"c{clients}"] = pg.pgbench(clients, seconds)
         _log(f"pgbench -N -c {clients}: {out[f'c{clients}'].get('tps', out[f'c{clients}'])} tps")
     return out
@@ -98,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
             "worker_claim_ttl_s": runner.WORKER_CLAIM_TTL_SECONDS,
         },
         "pgbench": _pgbench(cases, args.quick),
+        "postgres_durability": durability.postgres(pg.ADMIN_URL) if not ctx.pg_missing else {},
         "results": [],
     }
     for case in cases:
@@ -126,6 +128,11 @@ def _finish(args: argparse.Namespace, data: dict[str, Any]) -> None:
         print(report.text_table(*report.detail_rows(results)))
     print()
     for line in report.pgbench_lines(data["pgbench"]) + report.headlines(results, data["pgbench"]):
+        print(line)
+    for line in report.target_lines(results, data["pgbench"]):
+        print(line)
+    print()
+    for line in report.durability_lines(data):
         print(line)
     notes = report.reasons(results)
     if notes:
@@ -168,6 +175,7 @@ def _merge(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     merged = [fresh.pop(key(r), r) for r in old["results"]] + list(fresh.values())
     old["results"] = merged
     old["pgbench"] = data["pgbench"] or old.get("pgbench", {})
+    old["postgres_durability"] = data.get("postgres_durability") or old.get("postgres_durability")
     old["profile"] = data.get("profile") or old.get("profile")
     old.setdefault("updates", []).append(
         {

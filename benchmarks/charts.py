@@ -18,7 +18,9 @@ from benchmarks.plan import ENGINE_LABELS, ENGINES, MODES
 
 COLORS = {"ours": "#1b7837", "ref": "#2166ac", "dbos": "#b2182b"}
 MARKERS = {"plain": "o", "durable-memory": "s", "sqlite": "^", "postgres": "D"}
-MARKERS.update({"workers-1": "v", "workers-2": "<", "workers-4": ">"})
+MARKERS.update({"workers-1": "v", "workers-2": "<", "workers-4": ">", "workers-2-open": "x"})
+MARKERS.update({"postgres-many": "P"})
+MARKERS.update({"sqlite-workers-1": "1", "sqlite-workers-2": "2", "sqlite-workers-4": "3"})
 
 
 def matplotlib_ready(log: Callable[[str], None]) -> bool:

@@ -67,6 +67,11 @@ def _profile(data: dict[str, Any]) -> str:
     return report.markdown_table(header, rows) + "\n" + "\n".join(top)
 
 
+def _durability(data: dict[str, Any]) -> list[str]:
+    lines = report.durability_lines(data)
+    return ["## Durability", "", "```", *lines, "```", ""] if lines else []
+
+
 def render(data: dict[str, Any], charts: list[str], doc_dir: Path) -> str:
     results = data["results"]
     pgb = data.get("pgbench", {})
@@ -98,8 +103,10 @@ def render(data: dict[str, Any], charts: list[str], doc_dir: Path) -> str:
         "```",
         *report.pgbench_lines(pgb),
         *report.headlines(results, pgb),
+        *report.target_lines(results, pgb),
         "```",
         "",
+        *_durability(data),
         "## Workflows per second",
         "",
         "Rows: workload / mode / K steps per run / runs. Empty cell: the engine has no such "

@@ -7,6 +7,8 @@ sent; after the delay, ``SLEEP_SECONDS`` after the previous task ended; any othe
 the previous one ended. End-to-end latency = the run's last task end - its submit time.
 Pickup is also split into first tasks (ready at submit: mostly the wait behind the backlog
 of submitted runs) and next tasks (ready when an earlier task of the same run ended).
+The makespan ends at ``t_end``, when the driver saw the last run completed (its final
+commit), not at the last task body.
 """
 
 from __future__ import annotations
@@ -77,7 +79,9 @@ def predecessors(workload: str, size: int) -> dict[str, list[str]]:
     return preds
 
 
-def worker_metrics(workload: str, size: int, workdir: Path, t_go: float) -> dict[str, Any]:
+def worker_metrics(
+    workload: str, size: int, workdir: Path, t_go: float, t_end: float | None = None
+) -> dict[str, Any]:
     submits = _read_pairs(workdir / "submits.txt")
     signals = _read_pairs(workdir / "signals.txt")
     tasks = _read_tasks(workdir)
@@ -109,7 +113,7 @@ def worker_metrics(workload: str, size: int, workdir: Path, t_go: float) -> dict
     later = latency_summary(nexts)
     end_to_end = latency_summary(e2e)
     return {
-        "seconds": round(last_end - t_go, 6),
+        "seconds": round(max(last_end, t_end or 0.0) - t_go, 6),
         "pickup_p50_ms": pickup["p50_ms"],
         "pickup_p99_ms": pickup["p99_ms"],
         "pickup_first_p50_ms": first["p50_ms"],

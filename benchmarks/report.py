@@ -200,6 +200,13 @@ def _headlines(results: list[dict[str, Any]], pgbench: dict[str, Any]) -> list[l
     out = []
     out.append("(c) 2 worker processes drain 4-step linear runs (PostgreSQL):")
     for engine in ("ours", "ref"):
+        r = _get(results, "workers-2-open", engine)
+        if r is not None:
+            out.append(
+                f"    {engine:4} open loop, {r.get('rate', '?')} runs/s: first-task pickup "
+                f"p50/p99 ms {_pair(r, 'pickup_first_p50_ms', 'pickup_first_p99_ms')}"
+            )
+    for engine in ("ours", "ref"):
         r = _get(results, "workers-2", engine)
         if r is None:
             out.append(f"    {engine:4} not measured")
@@ -217,7 +224,7 @@ def _headlines(results: list[dict[str, Any]], pgbench: dict[str, Any]) -> list[l
 
 def pgbench_lines(pgbench: dict[str, Any]) -> list[str]:
     lines = []
-    for key in ("c1", "c4"):
+    for key in ("c1", "c2", "c4"):
         r = pgbench.get(key)
         if not r:
             continue
@@ -229,3 +236,61 @@ def pgbench_lines(pgbench: dict[str, Any]) -> list[str]:
         else:
             lines.append(f"pgbench -N {key}: {r.get('status')} ({r.get('reason')})")
     return lines
+
+
+def durability_lines(data: dict[str, Any]) -> list[str]:
+    """What every engine's commits survive in this run (``benchmarks/durability.py``)."""
+    lines = ["Durability (what a commit survives; same for every engine unless listed):"]
+    server = data.get("postgres_durability")
+    if server:
+        settings = ", ".join(f"{k}={v}" for k, v in server.items())
+        lines.append(f"    PostgreSQL server: {settings} (no engine overrides it per session)")
+    seen: dict[str, str] = {}
+    for r in data["results"]:
+        if r.get("mode") == "sqlite" and r.get("durability"):
+            settings = ", ".join(f"{k}={v}" for k, v in r["durability"].items())
+            seen.setdefault(r["engine"], settings)
+    for engine, settings in seen.items():
+        lines.append(f"    SQLite, {engine}: {settings}")
+    return lines if len(lines) > 1 else []
+
+
+def _steps(results: list[dict[str, Any]], workload: str, mode: str, size: int) -> float | None:
+    r = index(results).get((workload, mode, size, "ours"))
+    return float(r["steps_per_s"]) if r and r.get("status") == "ok" else None
+
+
+def _pgbench_tps(pgbench: dict[str, Any], clients: int) -> float | None:
+    r = pgbench.get(f"c{clients}", {})
+    return float(r["tps"]) if r.get("status") == "ok" else None
+
+
+def target_lines(results: list[dict[str, Any]], pgbench: dict[str, Any]) -> list[str]:
+    """The throughput targets of issue 16 as ratios of this run (left out when unmeasured)."""
+    targets = [
+        ("forks on 2 workers: fanout K=10 vs linear K=10 steps/s",
+         _steps(results, "fanout", "workers-2", 10), _steps(results, "linear", "workers-2", 10),
+         0.6),
+        ("PostgreSQL serial K=4 steps/s vs pgbench -N -c 1 tps",
+         _steps(results, "linear", "postgres", 4), _pgbench_tps(pgbench, 1), 0.6),
+        ("many runs in one process (postgres-many) K=4 steps/s vs pgbench -N -c 4 tps",
+         _steps(results, "linear", "postgres-many", 4), _pgbench_tps(pgbench, 4), 0.6),
+        ("2 workers on PostgreSQL K=4 steps/s vs pgbench -N -c 2 tps",
+         _steps(results, "linear", "workers-2", 4), _pgbench_tps(pgbench, 2), 0.5),
+        ("2 workers on SQLite K=4 vs serial in-process SQLite K=4, steps/s",
+         _steps(results, "linear", "sqlite-workers-2", 4), _steps(results, "linear", "sqlite", 4),
+         0.7),
+    ]  # fmt: skip
+    lines = []
+    for label, ours, base, target in targets:
+        if ours is None or not base:
+            continue
+        lines.append(f"    {label}: {_num(ours)} / {_num(base)} = {_verdict(ours / base, target)}")
+    serial = index(results).get(("linear", "postgres", 4, "ours"))
+    if serial and serial.get("status") == "ok" and serial.get("client_cpu_us_per_step"):
+        cpu, wall = serial["client_cpu_us_per_step"], serial["us_per_step"]
+        lines.append(
+            f"    PostgreSQL serial K=4, µs per step: {wall:,.0f} wall = {cpu:,.0f} client CPU "
+            f"+ {wall - cpu:,.0f} waiting for the server (round trips, commit)"
+        )
+    return ["Issue 16 targets (ratios within this run):", *lines] if lines else []

@@ -24,7 +24,7 @@ from typing import Any
 
 from benchmarks import pg, venvs
 from benchmarks.metrics import throughput, worker_metrics
-from benchmarks.plan import Case
+from benchmarks.plan import OPEN_LOOP_RATE, Case, worker_count
 
 REPO = Path(__file__).resolve().parent.parent
 WORKER_POLL_SECONDS = 0.01
@@ -69,8 +69,12 @@ def _command(
     case: Case, engine: str, python: Path, where: dict[str, str], ctx: Context
 ) -> list[str]:
     base = ["--workload", case.workload, "--size", str(case.size), "--runs", str(case.runs)]
-    if case.mode.startswith("workers"):
-        workers = case.mode.split("-")[1]
+    workers = worker_count(case.mode)
+    if workers is not None:
+        if case.mode.startswith("sqlite"):
+            database = ["--backend", "sqlite", "--path", where["path"]]
+        else:
+            database = ["--url", where["url"]]
         return [
             str(python),
             "-m",
@@ -78,9 +82,8 @@ def _command(
             "drive",
             *base,
             "--workers",
-            workers,
-            "--url",
-            where["url"],
+            str(workers),
+            *database,
             "--workdir",
             where["workdir"],
             "--poll",
@@ -91,6 +94,7 @@ def _command(
             str(ctx.stall),
             "--timeout",
             str(ctx.case_timeout - 30),
+            *(["--rate", str(OPEN_LOOP_RATE)] if case.mode.endswith("-open") else []),
         ]
     module = "benchmarks.peers.dbos_run" if engine == "dbos" else "benchmarks.peers.sayiir_run"
     cmd = [str(python), "-m", module, *base, "--mode", case.mode]
@@ -127,7 +131,7 @@ def _spawn(cmd: list[str], timeout: float) -> tuple[int, str, str, float]:
 
 
 def _resources(case: Case, engine: str, ctx: Context) -> AbstractContextManager[str | None]:
-    if case.mode == "postgres" or case.mode.startswith("workers"):
+    if case.mode.startswith("postgres") or case.mode.startswith("workers"):
         return pg.fresh_database(f"{engine}_{case.workload}_{case.mode}")
     return nullcontext(None)
 
@@ -135,7 +139,7 @@ def _resources(case: Case, engine: str, ctx: Context) -> AbstractContextManager[
 def _skip_reason(case: Case, engine: str, ctx: Context) -> str | None:
     if engine in ctx.missing:
         return ctx.missing[engine]
-    needs_pg = case.mode == "postgres" or case.mode.startswith("workers")
+    needs_pg = case.mode.startswith("postgres") or case.mode.startswith("workers")
     if needs_pg and ctx.pg_missing:
         return ctx.pg_missing
     return None
@@ -192,8 +196,10 @@ def _result(case: Case, code: int, out: str, err: str) -> dict[str, Any]:
     if data.get("status") != "ok":
         return data
     if "workdir" in data:
-        data.update(worker_metrics(case.workload, case.size, Path(data["workdir"]), data["t_go"]))
-        del data["workdir"]
+        workdir = Path(data.pop("workdir"))
+        data.update(
+            worker_metrics(case.workload, case.size, workdir, data["t_go"], data.get("t_end"))
+        )
     else:
         latency = data.pop("latency", {})
         data["e2e_p50_ms"] = latency.get("p50_ms")

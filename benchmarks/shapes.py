@@ -8,6 +8,9 @@ all import it. ``size`` is K in the issue's terms:
 * ``signal``  ``first`` (``x + 1``), wait for signal ``go`` whose payload is the run's
   index, then K tasks ``s0..``                                               (K + 1 tasks)
 * ``sleep``   ``first``, a durable delay of ``SLEEP_SECONDS``, then K tasks  (K + 1 tasks)
+* ``payload`` K sequential tasks like ``linear``, but each takes and returns a ~1 KB JSON
+  dict (an order with customer and line items; ``bump`` counts the step): what a real step
+  stores, where ``x + 1`` measures the engine alone                         (K tasks)
 """
 
 from __future__ import annotations
@@ -17,14 +20,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-WORKLOADS = ("linear", "fanout", "signal", "sleep")
+WORKLOADS = ("linear", "fanout", "signal", "sleep", "payload")
 SIGNAL_NAME = "go"
 SLEEP_SECONDS = 0.05
 DELAY_NAME = "nap"
 
 
 def tasks_per_run(workload: str, size: int) -> int:
-    return size if workload == "linear" else size + 1
+    return size if workload in ("linear", "payload") else size + 1
 
 
 def chain_names(size: int) -> list[str]:
@@ -39,8 +42,39 @@ def final_task(workload: str, size: int) -> str:
     return "join" if workload == "fanout" else f"s{size - 1}"
 
 
-def expected(workload: str, size: int, x: int) -> int:
+def order(x: int, steps: int = 0) -> dict[str, Any]:
+    """The ``payload`` workload's document for run ``x`` after ``steps`` steps (~1 KB as JSON)."""
+    items = [
+        {"sku": f"SKU-{x % 997:04d}-{n}", "name": f"item {n} of order {x}", "qty": n + 1,
+         "unit_price": round(9.99 + n, 2), "tags": ["standard", "boxed"]}
+        for n in range(6)
+    ]  # fmt: skip
+    return {
+        "order_id": f"order-{x:08d}",
+        "steps": steps,
+        "customer": {"id": x, "name": "Ada Lovelace", "email": f"ada{x}@example.com",
+                     "address": {"street": "12 Analytical Way", "city": "London",
+                                 "zip": "NW1 6XE", "country": "GB"}},
+        "items": items,
+        "currency": "EUR",
+        "notes": "leave at the door; ring twice",
+    }  # fmt: skip
+
+
+def bump(doc: dict[str, Any]) -> dict[str, Any]:
+    """A ``payload`` step: the document in, a new document out, one more step counted."""
+    return {**doc, "steps": doc["steps"] + 1}
+
+
+def initial(workload: str, x: int) -> Any:
+    """The input of run number ``x``."""
+    return order(x) if workload == "payload" else x
+
+
+def expected(workload: str, size: int, x: int) -> Any:
     """The output of run number ``x`` (its input; the signal payload is ``x`` as well)."""
+    if workload == "payload":
+        return order(x, size)
     if workload == "linear":
         return x + size
     if workload == "fanout":

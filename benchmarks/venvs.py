@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENVS = ROOT / ".venvs"
-PEERS: dict[str, list[str]] = {"ref": ["sayiir==1.0.0"], "dbos": ["dbos"]}
+PEERS: dict[str, list[str]] = {"ref": ["sayiir==1.0.0"], "dbos": ["dbos==3.4.0"]}
 
 
 def python_of(venv: Path) -> Path:

@@ -15,6 +15,7 @@ from benchmarks.shapes import (
     SIGNAL_NAME,
     SLEEP_SECONDS,
     branch_names,
+    bump,
     chain_names,
     identity_wrap,
     inc,
@@ -25,9 +26,9 @@ from sayiir import Flow
 Wrap = Callable[[str, Callable[[Any], Any]], Callable[[Any], Any]]
 
 
-def _chain(flow: Any, size: int, wrap: Wrap) -> Any:
+def _chain(flow: Any, size: int, wrap: Wrap, body: Callable[[Any], Any] = inc) -> Any:
     for name in chain_names(size):
-        flow = flow.then(wrap(name, inc), name=name)
+        flow = flow.then(wrap(name, body), name=name)
     return flow
 
 
@@ -36,6 +37,8 @@ def build(workload: str, size: int, wrap: Wrap = identity_wrap) -> Any:
     flow = Flow(f"bench-{workload}-{size}")
     if workload == "linear":
         return _chain(flow, size, wrap).build()
+    if workload == "payload":
+        return _chain(flow, size, wrap, bump).build()
     if workload == "fanout":
         fork = flow.fork()
         for name in branch_names(size):

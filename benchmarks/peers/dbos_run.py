@@ -29,12 +29,15 @@ from typing import Any
 
 from dbos import DBOS, DBOSConfig, SetWorkflowID
 
+from benchmarks import durability
 from benchmarks.shapes import (
     SIGNAL_NAME,
     SLEEP_SECONDS,
     branch_names,
+    bump,
     expected,
     inc,
+    initial,
     join_sum,
     latency_summary,
     tasks_per_run,
@@ -58,6 +61,18 @@ def linear_wf(x: int, size: int) -> int:
     for _ in range(size):
         x = step_inc(x)
     return x
+
+
+@DBOS.step()
+def step_bump(doc: dict[str, Any]) -> dict[str, Any]:
+    return bump(doc)
+
+
+@DBOS.workflow()
+def payload_wf(doc: dict[str, Any], size: int) -> dict[str, Any]:
+    for _ in range(size):
+        doc = step_bump(doc)
+    return doc
 
 
 @DBOS.workflow()
@@ -84,7 +99,13 @@ def sleep_wf(x: int, size: int) -> int:
     return x
 
 
-WORKFLOWS = {"linear": linear_wf, "fanout": fanout_wf, "signal": signal_wf, "sleep": sleep_wf}
+WORKFLOWS = {
+    "linear": linear_wf,
+    "fanout": fanout_wf,
+    "signal": signal_wf,
+    "sleep": sleep_wf,
+    "payload": payload_wf,
+}
 
 
 def system_url(args: argparse.Namespace) -> str:
@@ -101,12 +122,12 @@ def launch(url: str) -> None:
 
 def warm_up(args: argparse.Namespace, tag: str) -> None:
     """A few untimed runs (connections, caches); linear/fanout only, as for sayiir."""
-    if args.workload not in ("linear", "fanout"):
+    if args.workload not in ("linear", "fanout", "payload"):
         return
     wf = WORKFLOWS[args.workload]
     for i in range(WARMUP_RUNS):
         with SetWorkflowID(f"{tag}-warm-{i}"):
-            wf(i, args.size)
+            wf(initial(args.workload, i), args.size)
 
 
 def run_serial(args: argparse.Namespace, tag: str) -> list[float]:
@@ -115,7 +136,7 @@ def run_serial(args: argparse.Namespace, tag: str) -> list[float]:
     for i in range(args.runs):
         t0 = time.perf_counter()
         with SetWorkflowID(f"{tag}-{i}"):
-            out = wf(i, args.size)
+            out = wf(initial(args.workload, i), args.size)
         spans.append(time.perf_counter() - t0)
         if out != expected(args.workload, args.size, i):
             raise RuntimeError(f"run {i}: output {out!r}")
@@ -161,6 +182,10 @@ def run_background(args: argparse.Namespace, tag: str) -> list[float]:
 def execute(args: argparse.Namespace) -> dict[str, Any]:
     if args.mode not in ("sqlite", "postgres"):
         return {"status": "n/a", "reason": "DBOS always persists to a database"}
+    if args.mode == "sqlite":
+        # The same durability as ours: WAL with synchronous=FULL (DBOS sets neither; without
+        # this it would use a rollback journal, with synchronous=FULL by default).
+        durability.use_wal(args.path)
     launch(system_url(args))
     tag = f"{args.prefix}-{os.getpid()}-{time.time_ns()}"
     warm_up(args, tag)
@@ -171,7 +196,7 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
         spans = run_serial(args, tag)
     elapsed = time.perf_counter() - t0
     DBOS.destroy()
-    return {
+    result: dict[str, Any] = {
         "status": "ok",
         "engine_version": version("dbos"),
         "runs": args.runs,
@@ -179,6 +204,9 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(elapsed, 6),
         "latency": latency_summary(spans),
     }
+    if args.mode == "sqlite":  # DBOS's connections keep what a fresh one gets
+        result["durability"] = durability.sqlite_file(args.path)
+    return result
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,11 +5,16 @@ Runs under this repo's package and under the reference ``sayiir==1.0.0``::
     python -m benchmarks.peers.sayiir_workers drive --workload linear --size 4 --runs 2000 \
         --workers 2 --url postgresql://... --workdir /tmp/w
 
-``drive`` starts the ``serve`` processes (each a ``Worker`` on its own ``PostgresBackend``)
-and waits until every one is connected, then submits the runs, one after the other, and
-waits until every run's last task has run. Every task appends ``instance task start end``
-to its worker's ``timings-<n>.txt``; the driver writes ``submits.txt`` (``instance
-submitted_at``, taken when ``submit`` returned) and, for the signal workload, the
+``drive`` starts the ``serve`` processes (each a ``Worker`` on its own ``PostgresBackend``, or
+``SqliteBackend`` on one file with ``--backend sqlite --path FILE``)
+and waits until every one is connected, then submits the runs, one after the other (or, with
+``--rate``, open-loop: run ``i`` at ``i / rate`` seconds, whatever the workers do), and waits
+until every run's last task has run. Then it checks every run through ``client.status``: it
+must be ``completed`` with the expected output, and the clock stops when the last run is
+seen completed (its final commit), not at the last task body. Every task appends
+``instance task start end`` to its worker's ``timings-<n>.txt``; the driver writes
+``submits.txt`` (``instance submitted_at``, taken when ``submit`` returned) and, for the
+signal workload, the
 signalling process writes ``signals.txt``. The orchestrator computes pickup and end-to-end
 latencies from these files. Prints one JSON line.
 """
@@ -28,8 +33,10 @@ from typing import Any
 
 import sayiir
 from benchmarks.peers.sayiir_run import NotAvailable, make_backend
-from benchmarks.shapes import Recorder, final_task, tasks_per_run
+from benchmarks.shapes import Recorder, expected, final_task, initial, tasks_per_run
 from benchmarks.workloads import build
+
+_FINISHED = ("completed", "failed", "cancelled")
 
 
 class HelperFailed(Exception):
@@ -46,7 +53,7 @@ def serve(args: argparse.Namespace) -> None:
 
     recorder = Recorder(args.timings, _instance_id)
     wf = build(args.workload, args.size, recorder.wrap)
-    backend = make_backend("postgres", args.url, "")
+    backend = make_backend(args.backend, args.url, args.path)
     options: dict[str, Any] = {"poll_interval": args.poll, "claim_ttl": args.ttl}
     if "max_concurrent_tasks" in inspect.signature(Worker).parameters:
         options["max_concurrent_tasks"] = 1
@@ -68,6 +75,7 @@ class Progress:
         self.final = final
         self.done: set[str] = set()
         self.started: set[str] = set()
+        self.ends: dict[str, float] = {}  # instance -> end of its final task
         self.changed = time.monotonic()
 
     def poll(self) -> None:
@@ -82,9 +90,10 @@ class Progress:
                 self.changed = time.monotonic()
             self.offsets[n] += len(complete)
             for line in complete.splitlines():
-                instance, task, _, _ = line.split()
+                instance, task, _, end = line.split()
                 if task == self.final:
                     self.done.add(instance)
+                    self.ends[instance] = float(end)
                 elif task == "first":
                     self.started.add(instance)
 
@@ -128,11 +137,12 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    backend = make_backend("postgres", args.url, "")
+    backend = make_backend(args.backend, args.url, args.path)
     client = WorkflowClient(backend)
     wf = build(args.workload, args.size)
     base = [sys.executable, "-m", "benchmarks.peers.sayiir_workers"]
     common = ["--workload", args.workload, "--size", str(args.size), "--url", args.url]
+    common += ["--backend", args.backend, "--path", args.path]
     files = [workdir / f"timings-{n}.txt" for n in range(args.workers)]
     workers = []
     for n in range(args.workers):
@@ -142,8 +152,8 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
     tag = f"{args.prefix}-{os.getpid()}-{time.time_ns()}"
     signaller = None
     if args.workload == "signal":
-        sig = [sys.executable, "-m", "benchmarks.peers.sayiir_signal", "--mode", "postgres"]
-        sig += ["--url", args.url, "--prefix", tag, "--runs", str(args.runs)]
+        sig = [sys.executable, "-m", "benchmarks.peers.sayiir_signal", "--mode", args.backend]
+        sig += ["--url", args.url, "--path", args.path, "--prefix", tag, "--runs", str(args.runs)]
         signaller = _spawn([*sig, "--times", str(workdir / "signals.txt")], workdir / "sig.err")
     try:
         for n, proc in enumerate(workers):
@@ -183,8 +193,12 @@ def _submit_and_wait(
     lines = []
     t_go = time.time()
     for i in range(args.runs):
+        if args.rate:
+            due = t_go + i / args.rate
+            if (wait := due - time.time()) > 0:
+                time.sleep(wait)
         instance = f"{tag}-{i}"
-        client.submit(wf, instance, i)
+        client.submit(wf, instance, initial(args.workload, i))
         lines.append(f"{instance} {time.time():.6f}\n")
     t_submitted = time.time()
     (workdir / "submits.txt").write_text("".join(lines))
@@ -194,6 +208,7 @@ def _submit_and_wait(
         _tell(signaller, "go")
         _expect(signaller, "done", workdir / "sig.err")
     ok = ok and progress.wait(args.runs, "done", deadline, args.stall)
+    verdict = _verify(args, client, tag, progress, deadline) if ok else None
     result: dict[str, Any] = {
         "status": "ok" if ok else "error",
         "engine_version": getattr(sayiir, "__version__", "?"),
@@ -204,12 +219,42 @@ def _submit_and_wait(
         "submit_seconds": round(t_submitted - t_go, 6),
         "workdir": str(workdir),
     }
+    if args.rate:
+        result["rate"] = args.rate
     if not ok:
         result["reason"] = (
             f"stalled: {len(progress.done)} of {args.runs} runs finished, "
             f"no task ran for {args.stall:.0f} s"
         )
+    elif isinstance(verdict, str):
+        result["status"] = "error"
+        result["reason"] = verdict
+    else:
+        result["t_end"] = verdict
     return result
+
+
+def _verify(
+    args: argparse.Namespace, client: Any, tag: str, progress: Progress, deadline: float
+) -> float | str:
+    """Every run completed with its expected output: the time the last one was seen so (the
+    clock's end), or what was wrong. The run whose final task ended last is watched first, so
+    the end is its commit plus one status read; a run seen unfinished later moves it."""
+    order = sorted(range(args.runs), key=lambda i: -progress.ends.get(f"{tag}-{i}", 0.0))
+    t_end = 0.0
+    for n, i in enumerate(order):
+        instance, want = f"{tag}-{i}", expected(args.workload, args.size, i)
+        waited = False
+        while (status := client.status(instance)).status not in _FINISHED:
+            if time.monotonic() > deadline:
+                return f"run {instance} still {status.status} at the deadline"
+            waited = True
+            time.sleep(0.0005)
+        if n == 0 or waited:
+            t_end = time.time()
+        if status.status != "completed" or status.output != want:
+            return f"run {instance}: {status.status}, output {status.output!r} (want {want!r})"
+    return t_end
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -217,7 +262,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("command", choices=["drive", "serve"])
     parser.add_argument("--workload", required=True)
     parser.add_argument("--size", type=int, required=True)
-    parser.add_argument("--url", required=True)
+    parser.add_argument("--backend", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument("--url", default="", help="PostgreSQL URL (--backend postgres)")
+    parser.add_argument("--path", default="", help="SQLite file (--backend sqlite)")
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--workdir", default="/tmp/sayiir-bench-workers")
@@ -225,6 +272,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ttl", type=float, default=30.0, help="worker claim_ttl (s)")
     parser.add_argument("--timeout", type=float, default=1200.0)
     parser.add_argument("--stall", type=float, default=20.0, help="give up after idle seconds")
+    parser.add_argument("--rate", type=float, default=0.0, help="open loop: runs/s (0: all now)")
     parser.add_argument("--prefix", default="w")
     parser.add_argument("--id", default="0")
     parser.add_argument("--timings", default="")

@@ -22,6 +22,7 @@ import pytest
 from sayiir.backends.memory import InMemoryBackend
 from sayiir.backends.postgres import PostgresBackend
 from sayiir.backends.protocol import QueueStorage
+from sayiir.backends.sqlite import SqliteBackend
 from sayiir.core.records import (
     Claim,
     ControlRequest,
@@ -42,6 +43,7 @@ FACTORIES: dict[str, Factory] = {
     "postgres": lambda request: PostgresBackend(
         request.getfixturevalue("pg_dsn"), max_connections=12
     ),
+    "sqlite": lambda request: SqliteBackend(request.getfixturevalue("tmp_path") / "queue.db"),
 }
 
 LONG = 60.0  # a lease that never runs out during a test

@@ -9,16 +9,18 @@ from typing import Any
 
 import pytest
 
-from sayiir import InMemoryBackend, PostgresBackend, Worker, WorkerHandle
+from sayiir import InMemoryBackend, PostgresBackend, SqliteBackend, Worker, WorkerHandle
 from sayiir.backends.protocol import QueueStorage
 
 
-@pytest.fixture(params=["memory", "postgres"])
+@pytest.fixture(params=["memory", "postgres", "sqlite"])
 def backend(request: pytest.FixtureRequest) -> Iterator[QueueStorage]:
-    """A fresh queue: in memory, or PostgreSQL tables with a prefix of their own."""
+    """A fresh queue: in memory, PostgreSQL tables with a prefix of their own, or a file."""
     b: QueueStorage
     if request.param == "memory":
         b = InMemoryBackend()
+    elif request.param == "sqlite":
+        b = SqliteBackend(request.getfixturevalue("tmp_path") / "queue.db")
     else:
         dsn = request.getfixturevalue("pg_dsn")
         b = PostgresBackend(dsn, table_prefix=f"w{uuid.uuid4().hex[:10]}_")

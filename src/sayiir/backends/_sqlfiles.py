@@ -45,7 +45,11 @@ def load_queries(package: str, filename: str = "queries.sql") -> dict[str, str]:
 
 
 def load_migrations(package: str) -> list[Migration]:
-    """Every ``NNNN_*.sql`` of ``package`` in version order; gaps and repeats are errors."""
+    """Every ``NNNN_*.sql`` of ``package`` in version order; a repeated number is an error.
+
+    Numbers may have gaps: features developed side by side reserve theirs, and a database is
+    migrated by the set of versions it lacks, not by a count.
+    """
     out: list[Migration] = []
     for entry in resources.files(package).iterdir():
         match = _MIGRATION_FILE.match(entry.name)

@@ -150,7 +150,8 @@ def _parser() -> _Parser:
     worker.add_argument(
         "--url",
         default=os.environ.get("SAYIIR_DATABASE_URL"),
-        help="postgresql:// URL of the shared database (default: $SAYIIR_DATABASE_URL)",
+        help="postgresql:// URL of the shared database, or sqlite:///PATH for worker processes "
+        "on one machine (default: $SAYIIR_DATABASE_URL)",
     )
     worker.add_argument("--schema", default="public", help="schema of the tables (public)")
     worker.add_argument("--table-prefix", default="sayiir_", help="table prefix (sayiir_)")
@@ -214,8 +215,28 @@ def load_workflows(target: str) -> list[Any]:
     return workflows
 
 
-def _worker(args: argparse.Namespace) -> int:
+def _worker_backend(args: argparse.Namespace) -> Any:
+    """PostgreSQL for ``postgresql://`` URLs; SQLite for ``sqlite:///PATH``: worker processes
+    on one machine sharing the file."""
+    if args.url.startswith("sqlite://"):
+        from sayiir.backends.sqlite import SqliteBackend
+
+        path = args.url.removeprefix("sqlite://")
+        if not path:
+            raise ValueError(f"no database path in {args.url!r}: use sqlite:///PATH")
+        return SqliteBackend(path)
     from sayiir.backends.postgres import PostgresBackend
+
+    return PostgresBackend(
+        args.url,
+        schema=args.schema,
+        table_prefix=args.table_prefix,
+        # One storage call never retries past the worker's own budget (checked by Worker).
+        retry_timeout_secs=min(30.0, max(args.outage_timeout, 0.0)),
+    )
+
+
+def _worker(args: argparse.Namespace) -> int:
     from sayiir.distributed.worker import Worker
     from sayiir.observability.tracing import init_tracing
 
@@ -226,13 +247,7 @@ def _worker(args: argparse.Namespace) -> int:
     workflows = load_workflows(args.target)
     worker_id = args.worker_id or f"{socket.gethostname()}-{os.getpid()}"
     tags = [t.strip() for t in args.tags.split(",") if t.strip()]
-    backend = PostgresBackend(
-        args.url,
-        schema=args.schema,
-        table_prefix=args.table_prefix,
-        # One storage call never retries past the worker's own budget (checked by Worker).
-        retry_timeout_secs=min(30.0, max(args.outage_timeout, 0.0)),
-    )
+    backend = _worker_backend(args)
     worker = Worker(
         worker_id,
         backend,

@@ -127,8 +127,9 @@ class Worker:
             raise ValueError("worker_id must not be empty")
         if not isinstance(backend, QueueStorage):
             raise TypeError(
-                f"{type(backend).__name__} cannot serve workers: use PostgresBackend "
-                "(or InMemoryBackend for workers in one process)"
+                f"{type(backend).__name__} cannot serve workers: use PostgresBackend, "
+                "SqliteBackend (worker processes on one machine) or InMemoryBackend (workers "
+                "in one process)"
             )
         if not poll_interval > 0 or not claim_ttl > 0 or not outage_timeout > 0:
             raise ValueError("poll_interval, claim_ttl and outage_timeout must be positive")

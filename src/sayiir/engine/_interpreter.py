@@ -122,7 +122,7 @@ class WorkerMode:
     becomes a queue entry for any worker (fork branches spread this way).
     """
 
-    __slots__ = ("claim", "enqueued", "lease_secs", "stopping", "tags")
+    __slots__ = ("claim", "enqueued", "lease_secs", "stopping", "tags", "written")
 
     def __init__(
         self,
@@ -136,10 +136,17 @@ class WorkerMode:
         self.stopping = stopping
         self.tags = tags  # the task tags this worker serves
         self.enqueued: list[QueueItem] = []
+        # Checkpoint keys this worker wrote for the run: its own writes never unblock it.
+        self.written: set[str] = set()
 
     def drain(self) -> list[QueueItem]:
         items, self.enqueued = self.enqueued, []
         return items
+
+    def wrote(self, steps: list[StepRecord]) -> list[StepRecord]:
+        """Note the keys of ``steps`` (about to be written under the claim); returns them."""
+        self.written.update(step.key for step in steps)
+        return steps
 
 
 def describe(exc: BaseException) -> str:
@@ -339,9 +346,14 @@ class Execution:
         lanes[0].pending, lane.pending = lane.pending, []
         for i in [*range(1, count), 0]:
             try:
-                results[i] = yield from self._branch(node.branches[i], value, scope, lanes[i])
+                results[i] = yield from self.chain(node.branches[i], value, scope, lanes[i])
             except (Failure, _Parked, _Stopped, _Suspended) as exc:
                 results[i] = exc
+        # What the branches finished is not written branch by branch: it goes with the next
+        # write of this turn (the join's claim, or the write that suspends or ends the turn),
+        # which always carries the lane's pending checkpoints. One write, not one per branch.
+        for branch in lanes:
+            lane.pending += branch.pending
         if any(branch.owned for branch in lanes):
             lane.owned = True  # the join may run here once every branch is done
         return results
@@ -628,7 +640,7 @@ class Execution:
         request, worker.claim = yield from Store(
             QueueStorage.advance,
             worker.claim,
-            steps,
+            worker.wrote(steps),
             enqueue=worker.drain(),
             next_item=item,
             lease_secs=worker.lease_secs,
@@ -669,7 +681,7 @@ class Execution:
             request, _ = yield from Store(
                 QueueStorage.advance,
                 worker.claim,
-                steps,
+                worker.wrote(steps),
                 enqueue=worker.drain(),
                 lease_secs=worker.lease_secs,
             )

@@ -574,7 +574,9 @@ def work_claim(
             return (yield from _end(worker, held, instance_id, ended, record.token))
         current = yield from _suspend(worker, held, ended.pending, instance_id, record.token)
         state = yield from Store(Storage.load, instance_id)
-        if state is None or set(state.checkpoints) <= known:
+        # Only another worker's checkpoint can unblock this path (what this turn wrote was
+        # seen as it ran): without one, the turn ends now, not after one more pass.
+        if state is None or set(state.checkpoints) <= known | worker.written:
             if current is not None:
                 yield from Store(
                     QueueStorage.advance, current, [], release=True, lease_secs=lease_secs
@@ -640,6 +642,7 @@ def _suspend(
         return None
     items = worker.drain()
     lease = worker.lease_secs
+    worker.wrote(pending)
     if any(item.key == held.key for item in items):
         # The claimed task itself goes back to the queue (a retry backoff).
         yield from Store(

@@ -10,32 +10,42 @@ Consumed signals are kept (``consumed_at`` set) rather than deleted, as the Post
 "consumed marker" has it: the row records when the run took the event, and the pending-signal
 index only covers unconsumed rows, so lookups stay as fast as with deletion. They stay until
 deleted (there is no retention command yet).
+
+It is also a worker queue (``QueueStorage``, statements in ``_queue``): ``sayiir worker``
+processes and ``WorkflowClient`` share one file on one machine, with no server. Claims are
+fenced as on PostgreSQL; wake-ups across processes come from ``_wake.CommitWatcher``.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sayiir.backends._closing import Closing
 from sayiir.backends._sqlfiles import load_migrations, load_queries
 from sayiir.backends._sqlrows import instance_params
 from sayiir.backends.adapters import ThreadedAsyncStorage
-from sayiir.backends.protocol import Storage
+from sayiir.backends.protocol import QueueStorage
+from sayiir.backends.sqlite import _queue
 from sayiir.backends.sqlite._connection import MIN_SQLITE_VERSION, Database
 from sayiir.backends.sqlite._migrate import migrate
 from sayiir.backends.sqlite._queries import SqliteQueries
+from sayiir.backends.sqlite._wake import CommitWatcher
 from sayiir.core.codec import Codec, JsonCodec
 from sayiir.core.records import (
+    ACTIVE,
     TERMINAL,
     AttemptRecord,
     AttemptState,
+    Claim,
     ControlRequest,
     FinalState,
     InstanceRecord,
+    QueueItem,
     RunState,
     Status,
     StepRecord,
@@ -49,6 +59,7 @@ from sayiir.core.records import (
 from sayiir.errors import (
     BackendError,
     InstanceNotFoundError,
+    LeaseLostError,
     RunReplacedError,
 )
 
@@ -76,7 +87,7 @@ _BEGIN_READ = _Q["begin_deferred"]
 _Row = tuple[Any, ...]
 
 
-class SqliteBackend(Closing, SqliteQueries, Storage):
+class SqliteBackend(Closing, SqliteQueries, QueueStorage):
     """Durable storage in one SQLite file (stdlib ``sqlite3``, WAL), safe for several processes.
 
     >>> from sayiir import Flow, run_durable_workflow
@@ -92,6 +103,9 @@ class SqliteBackend(Closing, SqliteQueries, Storage):
     holding the write lock is waited for up to ``busy_timeout_secs``, then ``BackendError``.
     ``lease_secs``: how long an execution holds a run without a write or a heartbeat (see
     ``Storage``); each process's clock decides, so keep the machine's clock in sync.
+
+    Workers (``Worker(id, SqliteBackend(path))`` in several processes) claim queued tasks
+    from the same file; see docs/workers.md.
     """
 
     def __init__(
@@ -118,6 +132,9 @@ class SqliteBackend(Closing, SqliteQueries, Storage):
             raise ValueError(f"busy_timeout_secs must be >= 0, not {busy_timeout_secs!r}")
         self._db = Database(self._path, _Q, synchronous=sync, busy_timeout=busy_timeout_secs)
         self._defined: set[str] = set()  # definition hashes this object stored (0005)
+        self._listeners: list[Callable[[], None]] = []
+        self._listeners_lock = threading.Lock()
+        self._watcher: CommitWatcher | None = None
         try:
             migrate(self._db, _Q, _MIGRATIONS)
         except BaseException:
@@ -138,6 +155,11 @@ class SqliteBackend(Closing, SqliteQueries, Storage):
 
     def close(self) -> None:
         """Close the connection; calls made afterwards raise ``BackendError``."""
+        with self._listeners_lock:
+            watcher, self._watcher = self._watcher, None
+            self._listeners.clear()
+        if watcher is not None:
+            watcher.stop()
         self._db.close()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -148,27 +170,31 @@ class SqliteBackend(Closing, SqliteQueries, Storage):
         params["run_token"] = record.token
         params["lease_until"] = time.time() + self.lease_secs if executes(record) else None
 
+        first = [QueueItem("", priority=record.priority)] if record.distributed else []
         stored = False
 
         def tx(cur: sqlite3.Cursor) -> InstanceRecord | None:
             nonlocal stored
             stored = self._store_definition(cur, record)
-            if cur.execute(_INSERT_INSTANCE, params).rowcount:
-                return None
             ids = {"instance_id": iid}
-            if not replace:
-                return self._record(cur.execute(_SELECT_INSTANCE, ids).fetchone())
-            # Buffered signals stay: they may have been sent for the new run.
-            cur.execute(_Q["delete_instance_checkpoints"], ids)
-            cur.execute(_Q["delete_instance_executions"], ids)
-            cur.execute(_Q["delete_instance"], ids)
-            cur.execute(_INSERT_INSTANCE, params)
+            if not cur.execute(_INSERT_INSTANCE, params).rowcount:
+                if not replace:
+                    return self._record(cur.execute(_SELECT_INSTANCE, ids).fetchone())
+                # Buffered signals stay: they may have been sent for the new run. Queue
+                # entries go with the old row (ON DELETE CASCADE).
+                cur.execute(_Q["delete_instance_checkpoints"], ids)
+                cur.execute(_Q["delete_instance_executions"], ids)
+                cur.execute(_Q["delete_instance"], ids)
+                cur.execute(_INSERT_INSTANCE, params)
+            _queue.enqueue(_Q, cur, iid, record.definition_hash, first, time.time())
             return None
 
-        existing = self._db.write(f"create_instance({iid!r})", tx)
+        found = self._db.write(f"create_instance({iid!r})", tx)
         if stored:
             self._defined.add(record.definition_hash)
-        return existing
+        if found is None and first:
+            self._notify()
+        return found
 
     def load(self, instance_id: str) -> RunState | None:
         ids = {"instance_id": instance_id}
@@ -290,34 +316,17 @@ class SqliteBackend(Closing, SqliteQueries, Storage):
         token: str | None = None,
     ) -> ControlRequest | None:
         status = Status(final.status)
-        stopped = status is Status.CANCELLED or status is Status.PAUSED
 
         def tx(cur: sqlite3.Cursor) -> ControlRequest | None:
             now = time.time()
-            params = {
-                "instance_id": instance_id,
-                "status": status.value,
-                "output": final.output,
-                "error": final.error,
-                "wake_at": final.wake_at,
-                "park_node": final.park_node,
-                "signal_name": final.signal_name,
-                "now": now,
-                "reason": final.reason,
-                "by": final.by,
-                "stopped": stopped,
-                "cancelled": status is Status.CANCELLED,
-                "paused": status is Status.PAUSED,
-                "terminal": status in TERMINAL,
-                "clear_request": stopped or status in TERMINAL,
-            }
+            params = _final_params(instance_id, final, now)
             row = _fence(cur.execute(_SELECT_CONTROL, params).fetchone(), instance_id, token)
             decision = self._decision(row, instance_id, status)
             if decision != "skip":
                 _store_steps(cur, instance_id, steps, now)
             if decision != "write":
                 return _applied(instance_id, row)
-            cur.execute(_FINISH, params)
+            _write_final(cur, row, params)
             return None
 
         return self._db.write(f"finish({instance_id!r})", tx)
@@ -358,6 +367,8 @@ class SqliteBackend(Closing, SqliteQueries, Storage):
             if decision == "apply":
                 query = _Q["apply_cancel"] if request.kind == "cancel" else _Q["apply_pause"]
                 cur.execute(query, {**params, "now": time.time()})
+                if request.kind == "cancel" and row[8]:
+                    _queue.delete_run(_Q, cur, instance_id)
             elif decision == "request":
                 cur.execute(_Q["store_request"], params)  # never downgrades a pending cancel
             return found
@@ -366,6 +377,7 @@ class SqliteBackend(Closing, SqliteQueries, Storage):
 
     def unpause(self, instance_id: str) -> Status | None:
         ids = {"instance_id": instance_id}
+        woke: list[bool] = []
 
         def tx(cur: sqlite3.Cursor) -> Status | None:
             row = cur.execute(_SELECT_CONTROL, ids).fetchone()
@@ -373,29 +385,171 @@ class SqliteBackend(Closing, SqliteQueries, Storage):
                 return None
             found = self._status(row[0], instance_id)
             if found is Status.PAUSED:
-                cur.execute(_Q["unpause_instance"], {**ids, "now": time.time()})
+                now = time.time()
+                cur.execute(_Q["unpause_instance"], {**ids, "now": now})
+                if row[8]:
+                    woke.append(_queue.enqueue(_Q, cur, instance_id, row[9], [_CONTINUE], now))
             elif row[4] == "pause":
                 cur.execute(_Q["clear_request"], ids)
                 return Status.PAUSED
             return found
 
-        return self._db.write(f"unpause({instance_id!r})", tx)
+        found = self._db.write(f"unpause({instance_id!r})", tx)
+        if woke:
+            self._notify()
+        return found
 
     def send_signal(self, instance_id: str, signal_name: str, payload: bytes) -> Status | None:
+        woke: list[bool] = []
+
         def tx(cur: sqlite3.Cursor) -> Status | None:
             row = cur.execute(_SELECT_CONTROL, {"instance_id": instance_id}).fetchone()
             found = None if row is None else self._status(row[0], instance_id)
+            now = time.time()
             if found not in TERMINAL:
                 params = {
                     "instance_id": instance_id,
                     "signal_name": signal_name,
                     "payload": payload,
-                    "now": time.time(),
+                    "now": now,
                 }
                 cur.execute(_Q["insert_signal"], params)
+            if row is not None and row[8] and found in ACTIVE:  # wake a worker to consume it
+                woke.append(_queue.enqueue(_Q, cur, instance_id, row[9], [_CONTINUE], now))
             return found
 
-        return self._db.write(f"send_signal({instance_id!r}, {signal_name!r})", tx)
+        found = self._db.write(f"send_signal({instance_id!r}, {signal_name!r})", tx)
+        if woke:
+            self._notify()
+        return found
+
+    # -- worker queue (QueueStorage; statements in _queue) ---------------------------------
+
+    def enqueue(self, instance_id: str, items: Sequence[QueueItem]) -> None:
+        def tx(cur: sqlite3.Cursor) -> bool:
+            row = cur.execute(_SELECT_CONTROL, {"instance_id": instance_id}).fetchone()
+            return row is not None and _queue.enqueue(
+                _Q, cur, instance_id, row[9], items, time.time()
+            )
+
+        if self._db.write(f"enqueue({instance_id!r})", tx):
+            self._notify()
+
+    def claim(
+        self,
+        worker_id: str,
+        definition_hashes: Sequence[str],
+        tags: Sequence[str],
+        limit: int,
+        lease_secs: float,
+    ) -> list[Claim]:
+        def tx(cur: sqlite3.Cursor) -> list[Claim]:
+            return _queue.claim(_Q, cur, worker_id, definition_hashes, tags, limit, lease_secs)
+
+        # An idle worker looks first without the write lock, which busy workers need.
+        if not self._db.run("claim", lambda cur: _queue.claimable(
+                _Q, cur, definition_hashes, tags), None):  # fmt: skip
+            return []
+        return self._db.write("claim", tx)
+
+    def next_due(self, definition_hashes: Sequence[str], tags: Sequence[str]) -> float | None:
+        def tx(cur: sqlite3.Cursor) -> float | None:
+            return _queue.next_due(_Q, cur, definition_hashes, tags)
+
+        return self._db.run("next_due", tx, None)
+
+    def heartbeat(self, claims: Sequence[Claim], lease_secs: float) -> list[Claim]:
+        if not claims:
+            return []
+
+        def tx(cur: sqlite3.Cursor) -> list[Claim]:
+            return _queue.heartbeat(_Q, cur, claims, lease_secs)
+
+        return self._db.write("heartbeat", tx)
+
+    def advance(
+        self,
+        claim: Claim,
+        steps: Sequence[StepRecord],
+        *,
+        final: FinalState | None = None,
+        enqueue: Sequence[QueueItem] = (),
+        next_item: QueueItem | None = None,
+        release: bool = False,
+        lease_secs: float = 300.0,
+    ) -> tuple[ControlRequest | None, Claim | None]:
+        iid = claim.instance_id
+
+        def tx(cur: sqlite3.Cursor) -> tuple[ControlRequest | None, Claim | None]:
+            if not _queue.held(_Q, cur, claim):
+                raise LeaseLostError(
+                    f"worker '{claim.worker_id}' lost its claim on task '{claim.key}' of "
+                    f"instance '{iid}' (attempt {claim.attempt}); its result was not written"
+                )
+            now = time.time()
+            row = cur.execute(_SELECT_CONTROL, {"instance_id": iid}).fetchone()
+            if final is not None and self._decision(row, iid, Status(final.status)) != "write":
+                # An applied cancel or pause stays; the claim is given up.
+                if final.status in TERMINAL:
+                    _queue.delete_run(_Q, cur, iid)
+                else:
+                    _queue.delete_entry(_Q, cur, claim)
+                return _applied(iid, row), None
+            _store_steps(cur, iid, steps, now)
+            if final is not None or next_item is not None or release:
+                # Given up before the new entries go in: a worker that holds "" and parks
+                # queues "" again (due at the wake-up time); that entry must survive.
+                _queue.delete_entry(_Q, cur, claim)
+            woke.append(_queue.enqueue(_Q, cur, iid, row[9], enqueue, now))
+            if final is not None:
+                _write_final(cur, row, _final_params(iid, final, now))
+                return None, None
+            request, _ = self._touch(cur, iid, now, None)
+            if next_item is None:
+                return request, None if release else claim
+            return request, _queue.take_next(_Q, cur, claim, next_item, row[9], lease_secs)
+
+        woke: list[bool] = []
+        result = self._db.write(f"advance({iid!r}, {claim.key!r})", tx)
+        if any(woke):
+            self._notify()
+        return result
+
+    def abandon(self, claim: Claim, error: str, *, retry_in: float) -> bool:
+        def tx(cur: sqlite3.Cursor) -> bool:
+            return _queue.release(_Q, cur, claim, error, retry_in)
+
+        given_up = self._db.write(f"abandon({claim.instance_id!r}, {claim.key!r})", tx)
+        if given_up and retry_in <= 0:
+            self._notify()
+        return given_up
+
+    def subscribe(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` when queue work may be ready: at once for this backend's own
+        writes, and within a few milliseconds of a commit by another process on the file
+        (``CommitWatcher``). ``callback`` must not block. Returns the unsubscribe function."""
+        with self._listeners_lock:
+            self._listeners.append(callback)
+            if self._watcher is None and self._path != ":memory:":
+                self._watcher = CommitWatcher(self._path, _Q["pragma_data_version"], self._notify)
+
+        def unsubscribe() -> None:
+            with self._listeners_lock:
+                if callback in self._listeners:
+                    self._listeners.remove(callback)
+                watcher = self._watcher if not self._listeners else None
+                if watcher is not None:
+                    self._watcher = None
+            if watcher is not None:
+                watcher.stop()
+
+        return unsubscribe
+
+    def _notify(self) -> None:
+        with self._listeners_lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener()
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -455,6 +609,39 @@ class SqliteBackend(Closing, SqliteQueries, Storage):
             lease_until=row[21],
             traceparent=row[22],
         )
+
+
+_CONTINUE = QueueItem("")  # a worker resumes the run (a signal arrived, it was unpaused)
+
+
+def _final_params(instance_id: str, final: FinalState, now: float) -> dict[str, Any]:
+    """The parameters of ``finish_instance``: the status rules of ``records`` as flags."""
+    status = Status(final.status)
+    stopped = status is Status.CANCELLED or status is Status.PAUSED
+    return {
+        "instance_id": instance_id,
+        "status": status.value,
+        "output": final.output,
+        "error": final.error,
+        "wake_at": final.wake_at,
+        "park_node": final.park_node,
+        "signal_name": final.signal_name,
+        "now": now,
+        "reason": final.reason,
+        "by": final.by,
+        "stopped": stopped,
+        "cancelled": status is Status.CANCELLED,
+        "paused": status is Status.PAUSED,
+        "terminal": status in TERMINAL,
+        "clear_request": stopped or status in TERMINAL,
+    }
+
+
+def _write_final(cur: sqlite3.Cursor, control: _Row, params: dict[str, Any]) -> None:
+    """Store the final state; a finished run submitted for workers loses its queue entries."""
+    cur.execute(_FINISH, params)
+    if params["terminal"] and control[8]:
+        _queue.delete_run(_Q, cur, params["instance_id"])
 
 
 def _applied(instance_id: str, row: _Row) -> ControlRequest | None:

@@ -80,8 +80,8 @@ def _apply(db: Database, queries: Queries, migrations: list[Migration], m: Migra
 
 def check_versions(path: str, applied: _Applied, migrations: list[Migration]) -> None:
     """Refuse a database migrated by newer code, or by a migration file edited since."""
-    latest = migrations[-1].version if migrations else 0
-    known = {m.version: m for m in migrations}
+    known = {m.version: m for m in migrations}  # numbers may have gaps (reserved ones)
+    latest = max(known, default=0)
     current = max((version for version, _, _ in applied), default=0)
     if current > latest:
         raise BackendError(
@@ -94,7 +94,8 @@ def check_versions(path: str, applied: _Applied, migrations: list[Migration]) ->
         if expected is None:
             raise BackendError(
                 f"SQLite database {path!r} applied migration {version:04d}_{name}, which this "
-                "sayiir does not ship: it was migrated by another release. Use that release."
+                f"sayiir does not have (it knows versions up to {latest}, not this one): the "
+                "database was migrated by another sayiir build. Use that build."
             )
         if checksum != expected.checksum:
             raise BackendError(

@@ -18,6 +18,10 @@ PRAGMA synchronous = NORMAL
 -- large file forever.
 PRAGMA journal_size_limit = 67108864
 
+-- name: pragma_data_version
+-- Changes whenever another connection committed (CommitWatcher: wake-ups across processes).
+PRAGMA data_version
+
 -- name: begin_immediate
 BEGIN IMMEDIATE
 
@@ -84,7 +88,7 @@ DELETE FROM sayiir_workflow_instances WHERE instance_id = :instance_id
 -- The control columns: what _touch, request_control and unpause decide from, and the run
 -- token the writes of an executing engine are checked against.
 SELECT status, reason, cancelled_by, paused_by, request_kind, request_reason, request_by,
-       run_token
+       run_token, distributed, definition_hash
 FROM sayiir_workflow_instances
 WHERE instance_id = :instance_id
 
@@ -232,3 +236,116 @@ LIMIT 1
 
 -- name: mark_signal_consumed
 UPDATE sayiir_workflow_signals SET consumed_at = :now WHERE id = :id
+
+-- == Worker queue (sayiir_task_queue; InMemoryBackend is the reference semantics) =========
+--
+-- Every statement runs inside the BEGIN IMMEDIATE transaction of one backend call, so one
+-- process at a time reads and changes the queue: a claim never needs row locks, and a write
+-- under a claim checks the claim and writes in one step. :served and :hashes are JSON arrays.
+
+-- name: queue_select_entry
+SELECT attempt, worker_id FROM sayiir_task_queue
+WHERE instance_id = :instance_id AND task_key = :key
+
+-- name: queue_insert
+-- An entry added (InMemoryBackend._enqueue): a checkpointed key is skipped, a key already
+-- queued keeps its entry, an unclaimed one its earliest due time.
+INSERT INTO sayiir_task_queue AS q
+    (instance_id, task_key, task_id, definition_hash, priority, tags, available_at)
+SELECT :instance_id, :key, :task_id, :definition_hash, :priority, :tags, :available_at
+WHERE NOT EXISTS (
+    SELECT 1 FROM sayiir_checkpoints WHERE instance_id = :instance_id AND key = :key)
+ON CONFLICT (instance_id, task_key) DO UPDATE
+SET available_at = min(q.available_at, excluded.available_at)
+WHERE q.worker_id IS NULL
+
+-- name: queue_insert_claimed
+-- advance(next_item=...): the worker takes the next entry of its run at once.
+INSERT INTO sayiir_task_queue
+    (instance_id, task_key, task_id, definition_hash, priority, tags, available_at,
+     worker_id, attempt, lease_expires_at)
+VALUES (:instance_id, :key, :task_id, :definition_hash, :priority, :tags, :now,
+        :worker_id, 1, :lease_expires_at)
+
+-- name: queue_claimable
+-- Up to :n entries a worker may claim, in claim order: unclaimed and due (the ready index
+-- walked in aged-priority order, see the migration), or claimed with a lease that ran out
+-- (the lease index). Only entries of the definitions it serves (:hashes), whose tags it all
+-- serves (:served), of runs neither paused nor finished. CROSS JOIN makes SQLite walk the
+-- queue index first (never every active run). SqliteBackend.claim (_queue.claim) takes the
+-- rows this returns, in the same transaction: the claim lives there and here only.
+SELECT id, instance_id, task_key, attempt, worker_id, last_error, definition_hash
+FROM (
+    SELECT * FROM (
+        SELECT q.id, q.instance_id, q.task_key, q.attempt, q.worker_id, q.last_error,
+               q.definition_hash, q.priority * 300.0 + q.available_at AS aged, q.available_at
+        FROM sayiir_task_queue AS q
+        CROSS JOIN sayiir_workflow_instances AS i ON i.instance_id = q.instance_id
+        WHERE q.worker_id IS NULL AND q.available_at <= :now
+          AND i.status IN ('running', 'waiting', 'awaiting_signal')
+          AND q.definition_hash IN (SELECT value FROM json_each(:hashes))
+          AND (q.tags = '[]' OR NOT EXISTS (
+                SELECT 1 FROM json_each(q.tags) AS t
+                WHERE t.value NOT IN (SELECT value FROM json_each(:served))))
+        ORDER BY q.priority * 300.0 + q.available_at, q.id
+        LIMIT :n
+    )
+    UNION ALL
+    SELECT * FROM (
+        SELECT q.id, q.instance_id, q.task_key, q.attempt, q.worker_id, q.last_error,
+               q.definition_hash, q.priority * 300.0 + q.available_at AS aged, q.available_at
+        FROM sayiir_task_queue AS q
+        CROSS JOIN sayiir_workflow_instances AS i ON i.instance_id = q.instance_id
+        WHERE q.worker_id IS NOT NULL AND q.lease_expires_at < :now
+          AND i.status IN ('running', 'waiting', 'awaiting_signal')
+          AND q.definition_hash IN (SELECT value FROM json_each(:hashes))
+          AND (q.tags = '[]' OR NOT EXISTS (
+                SELECT 1 FROM json_each(q.tags) AS t
+                WHERE t.value NOT IN (SELECT value FROM json_each(:served))))
+        ORDER BY q.lease_expires_at
+        LIMIT :n
+    )
+)
+ORDER BY aged, available_at, id
+LIMIT :n
+
+-- name: queue_take
+UPDATE sayiir_task_queue
+SET worker_id = :worker_id, attempt = attempt + 1, lease_expires_at = :lease_expires_at,
+    last_error = coalesce(:last_error, last_error)
+WHERE id = :id
+
+-- name: queue_next_due
+-- When the earliest unclaimed entry a worker could claim falls due (timers, retries). Only
+-- an idle worker asks, when the unclaimed entries are the ones not yet due: it walks those
+-- (the ready index), not the runs.
+SELECT min(q.available_at)
+FROM sayiir_task_queue AS q
+CROSS JOIN sayiir_workflow_instances AS i ON i.instance_id = q.instance_id
+WHERE q.worker_id IS NULL AND q.available_at > :now
+  AND i.status IN ('running', 'waiting', 'awaiting_signal')
+  AND q.definition_hash IN (SELECT value FROM json_each(:hashes))
+  AND (q.tags = '[]' OR NOT EXISTS (
+        SELECT 1 FROM json_each(q.tags) AS t
+        WHERE t.value NOT IN (SELECT value FROM json_each(:served))))
+
+-- name: queue_heartbeat
+UPDATE sayiir_task_queue
+SET lease_expires_at = :lease_expires_at
+WHERE instance_id = :instance_id AND task_key = :key AND attempt = :attempt
+  AND worker_id = :worker_id
+
+-- name: queue_abandon
+UPDATE sayiir_task_queue
+SET worker_id = NULL, lease_expires_at = NULL, available_at = :available_at,
+    last_error = :error
+WHERE instance_id = :instance_id AND task_key = :key AND attempt = :attempt
+  AND worker_id = :worker_id
+
+-- name: queue_delete_entry
+DELETE FROM sayiir_task_queue WHERE instance_id = :instance_id AND task_key = :key
+
+-- name: queue_delete_run
+-- A run that finished or was cancelled loses every entry (their holders are fenced off).
+DELETE FROM sayiir_task_queue WHERE instance_id = :instance_id
+

@@ -127,3 +127,33 @@ CREATE TABLE sayiir_audit_log (
 );
 
 CREATE INDEX sayiir_audit_log_instance_idx ON sayiir_audit_log (instance_id, id);
+
+-- The worker queue (0007_worker_queue): one row per runnable point of a run submitted for
+-- workers (a task, or "continue" with task_key = ''), unclaimed or claimed by a worker until
+-- lease_expires_at; attempt fences every write made under a claim (see the migration).
+CREATE TABLE sayiir_task_queue (
+    id               INTEGER PRIMARY KEY,
+    instance_id      TEXT NOT NULL
+        REFERENCES sayiir_workflow_instances (instance_id) ON DELETE CASCADE,
+    task_key         TEXT NOT NULL,
+    task_id          TEXT,
+    definition_hash  TEXT NOT NULL,
+    priority         INTEGER NOT NULL DEFAULT 3,
+    tags             TEXT NOT NULL DEFAULT '[]',
+    available_at     REAL NOT NULL,
+    worker_id        TEXT,
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    lease_expires_at REAL,
+    last_error       TEXT,
+    CHECK ((worker_id IS NULL) = (lease_expires_at IS NULL))
+);
+
+CREATE UNIQUE INDEX sayiir_task_queue_key_idx ON sayiir_task_queue (instance_id, task_key);
+
+CREATE INDEX sayiir_task_queue_ready_idx
+    ON sayiir_task_queue (priority * 300.0 + available_at, id)
+    WHERE worker_id IS NULL;
+
+CREATE INDEX sayiir_task_queue_lease_idx
+    ON sayiir_task_queue (lease_expires_at)
+    WHERE worker_id IS NOT NULL;
