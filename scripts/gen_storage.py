@@ -117,7 +117,8 @@ def _plan_call(op: Operation, prefix: str) -> str:
     if unknown or unused or plan.args.kwonlyargs:
         raise SystemExit(
             f"{PG_PLANS.name}: {op.name}() must take Storage.{op.name}'s parameters "
-            f"positionally (and {sorted(FROM_BACKEND)}); unknown {unknown}, missing {sorted(unused)}"
+            f"positionally (and {sorted(FROM_BACKEND)}); unknown {unknown}, "
+            f"missing {sorted(unused)}"
         )
     return f"{prefix}{op.name}({', '.join(args)})"
 
