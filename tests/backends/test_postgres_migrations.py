@@ -26,6 +26,7 @@ from sayiir.errors import BackendError
 pytestmark = pytest.mark.postgres
 
 LATEST = migrations()[-1].version
+VERSIONS = [m.version for m in migrations()]  # numbers are reserved per feature: gaps
 
 
 @pytest.fixture
@@ -55,14 +56,15 @@ def tables(db: psycopg.Connection[Any], prefix: str, schema: str = "public") -> 
 
 FOUR = {"workflow_instances", "task_executions", "checkpoints", "workflow_signals"}
 QUEUE = {"task_queue"}  # migration 0002
-ALL = FOUR | QUEUE
+FLOW_CONTROL = {"schedules", "concurrency_slots"}  # migration 0007
+ALL = FOUR | QUEUE | FLOW_CONTROL
 
 
 def test_first_use_creates_the_tables(pg_dsn: str, db: psycopg.Connection[Any]) -> None:
     with PostgresBackend(pg_dsn) as backend:
         assert backend.get_instance("nothing") is None
     assert tables(db, "sayiir_") == ALL | {"schema_migrations"}
-    assert versions(db, "sayiir_") == list(range(1, LATEST + 1))
+    assert versions(db, "sayiir_") == VERSIONS
     row = db.execute(
         "SELECT name, length(checksum), applied_at <= now() FROM sayiir_schema_migrations"
         " WHERE version = 1"
@@ -105,7 +107,7 @@ def test_eight_processes_migrating_an_empty_database_at_once(
         assert proc.returncode == 0, err
     applied = [int(out.strip()) for out, _ in outputs]
     assert sum(applied) == len(migrations())  # each migration applied by exactly one process
-    assert versions(db, prefix) == list(range(1, LATEST + 1))
+    assert versions(db, prefix) == VERSIONS
     assert tables(db, prefix) == ALL | {"schema_migrations"}
     locks = db.execute(
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
@@ -240,7 +242,7 @@ def test_cli_dry_run_prints_the_sql_and_applies_nothing(
     assert tables(db, prefix) == set()
     # The printed script is exactly what a DBA can apply by hand.
     db.execute(out)
-    assert versions(db, prefix) == list(range(1, LATEST + 1))
+    assert versions(db, prefix) == VERSIONS
     with PostgresBackend(pg_dsn, table_prefix=prefix, auto_migrate=False) as backend:
         assert backend.get_instance("x") is None
     assert cli(["migrate", pg_dsn, "--table-prefix", prefix, "--dry-run"]) == 0
@@ -251,7 +253,7 @@ def test_cli_migrate_and_errors(
     pg_dsn: str, prefix: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli(["migrate", pg_dsn, "--table-prefix", prefix]) == 0
-    assert f"applied {LATEST} migration(s)" in capsys.readouterr().out
+    assert f"applied {len(VERSIONS)} migration(s)" in capsys.readouterr().out
     assert cli(["migrate", pg_dsn, "--table-prefix", prefix]) == 0
     assert "schema up to date" in capsys.readouterr().out
     assert cli(["migrate", pg_dsn, "--table-prefix", 'x"; DROP TABLE canary; --']) == 1
@@ -326,7 +328,7 @@ def test_the_first_released_schema_is_upgraded_and_its_runs_continue(
         assert CALLS == [10]  # the checkpointed first task did not run again
         client = WorkflowClient(new)
         assert client.submit(workflow, "new-run", 5).status == "in_progress"  # 0002's queue
-    assert versions(db, prefix) == list(range(1, LATEST + 1))
+    assert versions(db, prefix) == VERSIONS
     assert tables(db, prefix) == ALL | {"schema_migrations"}
 
 
@@ -347,4 +349,4 @@ def test_cli_refuses_a_newer_database_and_changes_nothing(
         err = capsys.readouterr().err
         assert f"at version {LATEST + 1}, newer than" in err, err
         assert "Upgrade sayiir" in err
-    assert versions(db, prefix) == [*range(1, LATEST + 1), LATEST + 1]
+    assert versions(db, prefix) == [*VERSIONS, LATEST + 1]

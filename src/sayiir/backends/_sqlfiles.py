@@ -10,6 +10,7 @@ named ``NNNN_description.sql`` and may start with ``-- sayiir: no-transaction``.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -44,7 +45,11 @@ def load_queries(package: str, filename: str = "queries.sql") -> dict[str, str]:
 
 
 def load_migrations(package: str) -> list[Migration]:
-    """Every ``NNNN_*.sql`` of ``package`` in version order; gaps and repeats are errors."""
+    """Every ``NNNN_*.sql`` of ``package`` in version order; repeats are errors.
+
+    Gaps are allowed: version numbers are reserved per feature, and the migrators apply
+    what is missing from the set of applied versions, not the versions above the highest.
+    """
     out: list[Migration] = []
     for entry in resources.files(package).iterdir():
         match = _MIGRATION_FILE.match(entry.name)
@@ -61,10 +66,13 @@ def load_migrations(package: str) -> list[Migration]:
             )
         )
     out.sort(key=lambda m: m.version)
-    for expected, migration in enumerate(out, start=1):
-        if migration.version != expected:
+    for before, migration in itertools.pairwise(out):
+        if migration.version == before.version:
             raise ValueError(
-                f"migrations of {package} are not numbered 1..N: expected {expected:04d}, "
-                f"found {migration.version:04d}_{migration.name}.sql"
+                f"migrations of {package} repeat version {migration.version:04d}: "
+                f"{before.version:04d}_{before.name}.sql and "
+                f"{migration.version:04d}_{migration.name}.sql"
             )
+    if out and out[0].version < 1:
+        raise ValueError(f"migrations of {package} start at 0001, not {out[0].version:04d}")
     return out

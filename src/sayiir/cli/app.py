@@ -3,6 +3,8 @@
     sayiir worker myapp.flows:workflows --url postgresql://db/sayiir --concurrency 4
     sayiir retention postgresql://db/sayiir --older-than-days 30      # e.g. from cron
     sayiir history postgresql://db/sayiir order-42 > order-42.json     # for testing.replay
+    sayiir scheduler postgresql://db/sayiir                            # fire cron schedules
+    sayiir schedules postgresql://db/sayiir [pause|resume|delete|trigger|backfill ID]
 
 ``PostgresBackend`` migrates on first use; teams whose runtime role may not change the
 schema (``auto_migrate=False``) apply migrations here instead::
@@ -24,6 +26,9 @@ import socket
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
+
+from sayiir.cli.schedules import add_commands as add_schedule_commands
+from sayiir.cli.schedules import scheduler, schedules
 
 __all__ = ["main"]
 
@@ -151,6 +156,7 @@ def _parser() -> _Parser:
         "credentials, this long (300)",
     )
     worker.add_argument("--log-level", default="info", help="debug, info, warning (info)")
+    add_schedule_commands(commands)
     return parser
 
 
@@ -299,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sayiir.errors import WorkflowError
 
     commands = {"history": _history, "migrate": _migrate, "retention": _retention}
+    commands.update(scheduler=scheduler, schedules=schedules)
     command = {**commands, "worker": _worker}[args.command]
     try:
         return command(args)

@@ -152,6 +152,11 @@ class InstanceRecord:
     # to ``create_instance`` so the backend stores it once per definition hash (for the
     # console); never read back into the record (``None`` on loaded records).
     definition: str | None = field(default=None, repr=False, compare=False)
+    # A submitted run's concurrency key and limit (``sayiir.core.limits``): a worker starts it
+    # only while fewer than ``concurrency_limit`` runs of that key hold a slot. Handed to
+    # ``create_instance`` (stored with the run's start entry); ``None`` on loaded records.
+    concurrency_key: str | None = field(default=None, repr=False, compare=False)
+    concurrency_limit: int = field(default=0, repr=False, compare=False)
 
 
 @dataclass(slots=True)

@@ -30,6 +30,9 @@ TABLES: dict[str, str] = {
     "t_checkpoints": "checkpoints",
     "t_signals": "workflow_signals",
     "t_task_queue": "task_queue",
+    "t_schedules": "schedules",
+    "t_concurrency_slots": "concurrency_slots",
+    "t_dedupe_keys": "dedupe_keys",
     "t_migrations": "schema_migrations",
 }
 
@@ -61,6 +64,12 @@ BARE_NAMES: dict[str, str] = {
     "n_task_queue_ready_idx": "task_queue_ready_idx",
     "n_task_queue_lease_idx": "task_queue_lease_idx",
     "n_migrations_pkey": "schema_migrations_pkey",
+    "n_schedules_pkey": "schedules_pkey",
+    "n_schedules_due_idx": "schedules_due_idx",
+    "n_concurrency_slots_pkey": "concurrency_slots_pkey",
+    "n_concurrency_slots_instance_fkey": "concurrency_slots_instance_fkey",
+    "n_concurrency_slots_instance_idx": "concurrency_slots_instance_idx",
+    "n_dedupe_keys_pkey": "dedupe_keys_pkey",
 }
 
 # Names PostgreSQL derives itself (bigserial sequences) must fit too.

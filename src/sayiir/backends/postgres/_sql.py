@@ -30,6 +30,8 @@ __all__ = [
 
 PACKAGE = "sayiir.backends.postgres"
 MIGRATIONS_PACKAGE = "sayiir.backends.postgres.migrations"
+# The named queries: the storage protocol's, then each feature's own file.
+_QUERY_FILES = ("queries.sql", "schedules.sql", "limits.sql")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,11 @@ def _strip_trailing_comments(body: str) -> str:
 
 @cache
 def _sources() -> tuple[dict[str, str], list[Migration]]:
-    queries = {k: _strip_trailing_comments(v) for k, v in load_queries(PACKAGE).items()}
+    queries = {
+        k: _strip_trailing_comments(v)
+        for filename in _QUERY_FILES
+        for k, v in load_queries(PACKAGE, filename).items()
+    }
     return queries, load_migrations(MIGRATIONS_PACKAGE)
 
 

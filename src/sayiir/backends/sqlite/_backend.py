@@ -26,6 +26,7 @@ from sayiir.backends._sqlrows import instance_params
 from sayiir.backends.adapters import ThreadedAsyncStorage
 from sayiir.backends.protocol import Storage
 from sayiir.backends.sqlite._connection import MIN_SQLITE_VERSION, Database
+from sayiir.backends.sqlite._flow_control import SqliteDedupe, SqliteSchedules
 from sayiir.backends.sqlite._migrate import migrate
 from sayiir.core.codec import Codec, JsonCodec
 from sayiir.core.records import (
@@ -75,7 +76,7 @@ _BEGIN_READ = _Q["begin_deferred"]
 _Row = tuple[Any, ...]
 
 
-class SqliteBackend(Storage):
+class SqliteBackend(SqliteSchedules, SqliteDedupe, Storage):
     """Durable storage in one SQLite file (stdlib ``sqlite3``, WAL), safe for several processes.
 
     >>> from sayiir import Flow, run_durable_workflow

@@ -80,7 +80,8 @@ def _apply(db: Database, queries: Queries, migrations: list[Migration], m: Migra
 
 def check_versions(path: str, applied: _Applied, migrations: list[Migration]) -> None:
     """Refuse a database migrated by newer code, or by a migration file edited since."""
-    latest = len(migrations)
+    latest = max((m.version for m in migrations), default=0)
+    known = {m.version: m for m in migrations}
     current = max((version for version, _, _ in applied), default=0)
     if current > latest:
         raise BackendError(
@@ -89,7 +90,13 @@ def check_versions(path: str, applied: _Applied, migrations: list[Migration]) ->
             "Upgrade sayiir to use it (an older release must not write to it)."
         )
     for version, name, checksum in applied:
-        expected = migrations[version - 1]
+        expected = known.get(version)
+        if expected is None:
+            raise BackendError(
+                f"SQLite database {path!r} applied migration {version:04d}_{name}, which "
+                "this sayiir does not know: the database was migrated by another release. "
+                "Use that release (or a newer one) with it."
+            )
         if checksum != expected.checksum:
             raise BackendError(
                 f"SQLite database {path!r} (schema version {current}; this sayiir: {latest}) "
