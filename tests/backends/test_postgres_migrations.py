@@ -56,7 +56,7 @@ def tables(db: psycopg.Connection[Any], prefix: str, schema: str = "public") -> 
 
 FOUR = {"workflow_instances", "task_executions", "checkpoints", "workflow_signals"}
 QUEUE = {"task_queue"}  # migration 0002
-FLOW_CONTROL = {"schedules", "concurrency_slots"}  # migration 0007
+FLOW_CONTROL = {"schedules", "concurrency_slots", "dedupe_keys"}  # migration 0007
 ALL = FOUR | QUEUE | FLOW_CONTROL
 
 
