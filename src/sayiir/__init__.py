@@ -52,6 +52,7 @@ logging.getLogger("sayiir").addHandler(logging.NullHandler())
 if TYPE_CHECKING:
     from sayiir.backends.postgres import PostgresBackend
     from sayiir.backends.sqlite import SqliteBackend
+    from sayiir.distributed.schedules import Schedule
     from sayiir.worker import Worker, WorkerHandle
     from sayiir.workflow_client import WorkflowClient
 
@@ -96,6 +97,7 @@ __all__ = [  # noqa: RUF022 -- the reference's order, then ours
     "Codec",
     "JsonCodec",
     "SqliteBackend",
+    "Schedule",
 ]
 
 _LAZY = {
@@ -104,6 +106,7 @@ _LAZY = {
     "Worker": "sayiir.worker",
     "WorkerHandle": "sayiir.worker",
     "WorkflowClient": "sayiir.workflow_client",
+    "Schedule": "sayiir.distributed.schedules",
 }
 
 

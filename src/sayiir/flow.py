@@ -18,6 +18,7 @@ from typing import Any, TypeAlias
 
 from sayiir._callables import same_callable, wrap_loop, wrap_pydantic
 from sayiir.core.builder import FlowBuilder, Step, envelope_task_id
+from sayiir.core.limits import RunLimits
 from sayiir.core.metadata import TaskMetadata
 from sayiir.core.nodes import ChildNode, NodeInfo, WorkflowDefinition, key_fn_id
 from sayiir.loop_result import OnMax
@@ -46,6 +47,9 @@ class Workflow:
         self._inner = inner
         self._task_registry = task_registry
         self._builder = builder
+        # Run concurrency limits (Flow(max_concurrent_runs=..., concurrency_key=...)): not
+        # part of the definition hash, enforced for submitted runs (docs/flow-control.md).
+        self._limits: RunLimits | None = None
 
     @property
     def workflow_id(self) -> str:
@@ -92,7 +96,20 @@ class Flow:
     'charged 9.5, reserved 2'
     """
 
-    def __init__(self, name: str = "workflow", *, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "workflow",
+        *,
+        metadata: dict[str, Any] | None = None,
+        max_concurrent_runs: int | None = None,
+        concurrency_key: Callable[[Any], Any] | None = None,
+        max_concurrent: int | None = None,
+    ) -> None:
+        self._limits = RunLimits.of(
+            max_concurrent_runs=max_concurrent_runs,
+            concurrency_key=concurrency_key,
+            max_concurrent=max_concurrent,
+        )
         self._name = name
         self._builder = FlowBuilder(name)
         self._task_registry: dict[str, TaskFn] = {}
@@ -178,7 +195,9 @@ class Flow:
                 "pass name= to tell them apart (one function may be used several times)"
             )
         inner = self._builder.build()
-        return Workflow(inner, dict(self._task_registry), self._builder)
+        workflow = Workflow(inner, dict(self._task_registry), self._builder)
+        workflow._limits = self._limits
+        return workflow
 
     # -- registry ----------------------------------------------------------------------
 

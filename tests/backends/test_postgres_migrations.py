@@ -58,7 +58,8 @@ def tables(db: psycopg.Connection[Any], prefix: str, schema: str = "public") -> 
 FOUR = {"workflow_instances", "task_executions", "checkpoints", "workflow_signals"}
 QUEUE = {"task_queue"}  # migration 0002
 CONSOLE = {"workflow_definitions", "audit_log"}  # migration 0006
-ALL = FOUR | QUEUE | CONSOLE
+FLOW_CONTROL = {"schedules", "concurrency_slots", "dedupe_keys"}  # migration 0007
+ALL = FOUR | QUEUE | CONSOLE | FLOW_CONTROL
 
 
 def test_first_use_creates_the_tables(pg_dsn: str, db: psycopg.Connection[Any]) -> None:

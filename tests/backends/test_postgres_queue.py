@@ -278,8 +278,24 @@ def big_queue(backend: PostgresBackend, db: psycopg.Connection[Any], prefix: str
             " FROM generate_series(1, 3000) AS g"
         ).format(queue)
     )
+    # Run concurrency limits (migration 0007): every third entry has a key, and the slots
+    # of a thousand keys are held (the claim must probe them by index, not scan them).
+    slots = table(prefix, "concurrency_slots")
+    db.execute(
+        sql.SQL(
+            "UPDATE {} SET concurrency_key = 'key' || (substr(instance_id, 5)::int % 1000),"
+            " concurrency_limit = 2 WHERE substr(instance_id, 5)::int % 3 = 0"
+        ).format(queue)
+    )
+    db.execute(
+        sql.SQL(
+            "INSERT INTO {} (concurrency_key, slot, instance_id)"
+            " SELECT 'key' || g, 0, 'big-' || (g * 3) FROM generate_series(1, 1000) AS g"
+        ).format(slots)
+    )
     db.execute(sql.SQL("ANALYZE {}").format(queue))
     db.execute(sql.SQL("ANALYZE {}").format(instances))
+    db.execute(sql.SQL("ANALYZE {}").format(slots))
     return prefix
 
 

@@ -574,7 +574,7 @@ def between(text: str, start: str, end: str) -> str:
         ("InstanceRow", "_instance_columns", "", "\n\n", {}),
         ("TouchedRow", "_touch", "RETURNING", ")", {}),
         ("LoadRow", "load", "{_instance_columns},", "\nFROM", {2: "keys"}),
-        ("ClaimRow", "claim", "\nSELECT", "\nFROM claimed", {}),
+        ("ClaimRow", "claim", "\n(SELECT", "\n FROM claimed", {}),
         ("ClaimRow", "claimed_by_token", "\nSELECT", "\nFROM", {}),
         ("HeldRow", "heartbeat", "RETURNING", "\n\n", {}),
         ("AdvanceRow", "advance", "SELECT EXISTS (SELECT FROM held),", "\nFROM (SELECT)", {}),

@@ -41,6 +41,8 @@ from sayiir.errors import BackendError
 PACKAGE = "sayiir.backends.sqlite"
 QUERIES = load_queries(PACKAGE)
 MIGRATIONS = load_migrations(f"{PACKAGE}.migrations")
+# The highest version shipped (numbers are reserved per feature: there may be gaps).
+LATEST = MIGRATIONS[-1].version
 
 
 def record(iid: str, status: Status = Status.RUNNING) -> InstanceRecord:

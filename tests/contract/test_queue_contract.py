@@ -805,3 +805,177 @@ def test_an_entry_queued_afresh_counts_claims_from_one_again(
     assert queue.abandon(renewed, "third", retry_in=0.0)
     [a5] = take(queue, h)
     assert (a5.attempt, a5.last_error) == (2, "third")
+
+
+# -- run concurrency limits (sayiir.core.limits) ----------------------------------------------
+
+
+def test_a_key_at_its_limit_waits_queued_and_other_keys_go_first(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    a1 = new(concurrency_key="wf:a", concurrency_limit=1)
+    a2 = new(concurrency_key="wf:a", concurrency_limit=1)
+    b1 = new(concurrency_key="wf:b", concurrency_limit=1)
+    first = take(queue, h, n=1)
+    assert keys(first) == [(a1, "")]
+    # a2 is older than b1, but key "a" is at its limit: b1 is claimed, a2 waits queued.
+    second = take(queue, h, n=1)
+    assert keys(second) == [(b1, "")]
+    assert take(queue, h) == []
+    # A run holds its slot through its whole life (its later entries need no new slot).
+    queue.advance(first[0], [step("s1")], enqueue=[item("t")], release=True)
+    assert keys(take(queue, h, n=1)) == [(a1, "t")]
+    assert take(queue, h) == []
+    queue.finish(a1, FinalState(Status.COMPLETED, output=b"1"), [])
+    assert keys(take(queue, h)) == [(a2, "")]  # the slot of a finished run is free again
+
+
+def test_a_limit_above_one_and_a_claim_of_several(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    runs = [new(concurrency_key="wf", concurrency_limit=2) for _ in range(5)]
+    claimed = take(queue, h, n=50)  # one slot per key per claim, so one run at a time here
+    claimed += take(queue, h, n=50)
+    claimed += take(queue, h, n=50)
+    assert sorted(c.instance_id for c in claimed) == sorted(runs[:2])
+    queue.finish(runs[0], FinalState(Status.FAILED, error="x"), [])
+    assert [c.instance_id for c in take(queue, h)] == [runs[2]]
+
+
+def test_a_cancelled_run_frees_its_slot_and_a_wake_up_keeps_it(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    a1 = new(concurrency_key="k", concurrency_limit=1)
+    a2 = new(concurrency_key="k", concurrency_limit=1)
+    claim = start(queue, h, a1)
+    queue.advance(claim, [], final=FinalState(Status.WAITING, wake_at=time.time()))
+    queue.enqueue(a1, [QueueItem("")])  # its timer fell due: a wake-up of an admitted run
+    assert keys(take(queue, h)) == [(a1, "")]
+    assert take(queue, h) == []
+    queue.request_control(a1, ControlRequest("cancel", "stop", "ops"))
+    queue.finish(a1, FinalState(Status.CANCELLED, reason="stop"), [])
+    assert keys(take(queue, h)) == [(a2, "")]
+
+
+def test_claimers_racing_never_start_more_runs_of_a_key_than_its_limit(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    runs = [new(concurrency_key="hot", concurrency_limit=2) for _ in range(12)]
+    barrier = threading.Barrier(8)
+    got: list[Claim] = []
+    lock = threading.Lock()
+
+    def claimer(i: int) -> None:
+        barrier.wait()
+        for _ in range(3):
+            claims = take(queue, h, f"w{i}", n=1)
+            with lock:
+                got.extend(claims)
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(got) == 2
+    assert {c.instance_id for c in got} <= set(runs)
+
+
+def test_a_run_held_back_by_its_limit_says_why(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    from sayiir import WorkflowClient
+
+    client = WorkflowClient(queue)
+    first = new(concurrency_key="orders:7", concurrency_limit=1)
+    second = new(concurrency_key="orders:7", concurrency_limit=1)
+    plain = new()
+    assert client.waiting_reason(first) is None  # under the limit: it is just queued
+    take(queue, h, n=1)
+    assert client.waiting_reason(first) is None  # it runs
+    assert client.waiting_reason(second) == (
+        f"queued: concurrency key 'orders:7' is at its limit (1 of 1 held by {first})"
+    )
+    assert client.status(second).status == "in_progress"
+    assert client.waiting_reason(plain) is None
+    assert client.waiting_reason("unknown") is None
+
+
+# -- idempotent submit with a window --------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def any_backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
+    from sayiir import SqliteBackend
+
+    if request.param == "sqlite":
+        b: Any = SqliteBackend(tmp_path / "d.db")
+    else:
+        b = FACTORIES[request.param](request)
+    yield b
+    b.close()
+
+
+def test_a_dedupe_key_starts_one_run_per_window(any_backend: Any) -> None:
+    from sayiir import Flow, WorkflowClient
+    from sayiir.distributed import dedupe
+
+    wf = Flow("dd").then(lambda x: x, name="t").build()
+    client = WorkflowClient(any_backend)
+    key = f"delivery-{uuid.uuid4().hex}"
+    a, b, c = (f"run-{uuid.uuid4().hex}" for _ in range(3))
+    assert client.submit(wf, a, 1, dedupe_key=key, dedupe_window="1h").status == "in_progress"
+    assert client.submit(wf, b, 2, dedupe_key=key, dedupe_window="1h").status == "in_progress"
+    assert any_backend.get_instance(b) is None  # the second submit started nothing
+    assert any_backend.codec.decode(any_backend.get_instance(a).input) == 1
+    # After the window, the key starts a new run (the clock of the key, not a sleep).
+    later = time.time() + 3601
+    assert dedupe.holder(any_backend, key, c, "1h", later) == c
+    assert dedupe.holder(any_backend, key, b, "1h", later + 1) == c
+
+
+def test_a_submit_that_died_after_taking_the_key_is_completed_by_the_next(
+    any_backend: Any,
+) -> None:
+    from sayiir import Flow, WorkflowClient
+    from sayiir.distributed import dedupe
+
+    wf = Flow("dd2").then(lambda x: x, name="t").build()
+    key = f"k-{uuid.uuid4().hex}"
+    dead, second = f"run-{uuid.uuid4().hex}", f"run-{uuid.uuid4().hex}"
+    assert dedupe.holder(any_backend, key, dead, "1h", time.time()) == dead  # then it died
+    WorkflowClient(any_backend).submit(wf, second, 5, dedupe_key=key)
+    assert any_backend.get_instance(second) is None
+    assert any_backend.get_instance(dead) is not None  # the key's run exists now, once
+
+
+def test_submits_racing_with_one_key_start_one_run(any_backend: Any) -> None:
+    from sayiir import Flow, WorkflowClient
+
+    wf = Flow("dd3").then(lambda x: x, name="t").build()
+    client = WorkflowClient(any_backend)
+    key = f"k-{uuid.uuid4().hex}"
+    ids = [f"run-{uuid.uuid4().hex}" for _ in range(6)]
+    barrier = threading.Barrier(len(ids))
+
+    def submit(iid: str) -> None:
+        barrier.wait()
+        client.submit(wf, iid, 1, dedupe_key=key)
+
+    threads = [threading.Thread(target=submit, args=(iid,)) for iid in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sum(any_backend.get_instance(i) is not None for i in ids) == 1
+
+
+def test_dedupe_arguments_are_checked(any_backend: Any) -> None:
+    from sayiir import Flow, WorkflowClient
+
+    wf = Flow("dd4").then(lambda x: x, name="t").build()
+    client = WorkflowClient(any_backend)
+    with pytest.raises(ValueError, match="dedupe_key must be a non-empty string"):
+        client.submit(wf, "x1", 1, dedupe_key="")
+    with pytest.raises(ValueError, match="dedupe_window must be positive"):
+        client.submit(wf, "x1", 1, dedupe_key="k", dedupe_window=0)

@@ -124,9 +124,44 @@ urgent_flow = Flow("urgent").then(urgent).build()
 lazy_flow = Flow("lazy").then(lazy).build()
 
 duo = Flow("duo").then(begin).then(finish).build()
+
+
+def stamp(order: dict[str, Any], event: str) -> None:
+    """Append "<run> <key> <event> <time>" to $SAYIIR_TEST_INTERVALS (concurrency tests)."""
+    ctx = get_task_context()
+    assert ctx is not None
+    line = f"{ctx.instance_id} {order['key']} {event} {time.time():.6f}\n".encode()
+    fd = os.open(os.environ["SAYIIR_TEST_INTERVALS"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+@task
+def keyed_first(order: dict[str, Any]) -> dict[str, Any]:
+    stamp(order, "start")
+    time.sleep(0.002)
+    return order
+
+
+@task
+def keyed_last(order: dict[str, Any]) -> dict[str, Any]:
+    time.sleep(0.002)
+    stamp(order, "end")
+    return order
+
+
+# At most one run per key at a time, however many workers (docs/flow-control.md).
+keyed = (
+    Flow("keyed", concurrency_key=lambda order: order["key"], max_concurrent=1)
+    .then(keyed_first)
+    .then(keyed_last)
+    .build()
+)
 signalled = Flow("signalled").then(begin).then(slow).wait_for_signal("go").then(finish).build()
 
-workflows = [fan, sleepy, parked, tagged, urgent_flow, lazy_flow, duo, signalled]
+workflows = [fan, sleepy, parked, tagged, urgent_flow, lazy_flow, duo, signalled, keyed]
 
 _WRITES = ("advance", "finish", "save_steps", "enqueue", "record_attempt")
 

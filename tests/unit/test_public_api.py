@@ -48,6 +48,7 @@ SAYIIR_ALL = [
     "Codec",
     "JsonCodec",
     "SqliteBackend",
+    "Schedule",
 ]
 
 # The reference's private extension module, as code that reaches into it sees it.

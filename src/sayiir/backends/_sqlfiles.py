@@ -74,4 +74,6 @@ def load_migrations(package: str) -> list[Migration]:
                 f"migrations of {package} share version {after.version:04d}: "
                 f"{before.name}.sql and {after.name}.sql"
             )
+    if out and out[0].version < 1:
+        raise ValueError(f"migrations of {package} start at 0001, not {out[0].version:04d}")
     return out

@@ -12,10 +12,13 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
+from sayiir.backends._memory_dedupe import MemoryDedupe
 from sayiir.backends._memory_queries import MemoryQueries, StepMeta
+from sayiir.backends._memory_schedules import MemorySchedules
 from sayiir.backends.adapters import DirectAsyncStorage
 from sayiir.backends.protocol import QueueStorage
 from sayiir.core.codec import Codec, JsonCodec
+from sayiir.core.limits import ConcurrencyState
 from sayiir.core.queries import AuditEntry, DefinitionInfo
 from sayiir.core.records import (
     ACTIVE,
@@ -90,7 +93,7 @@ class _Entry:
         self.last_error: str | None = None  # why the last claim ended without an outcome
 
 
-class InMemoryBackend(MemoryQueries, QueueStorage):
+class InMemoryBackend(MemoryQueries, MemorySchedules, MemoryDedupe, QueueStorage):
     """Thread-safe in-process store; state lives as long as the object.
 
     ``lease_secs``: how long an execution holds a run without a write or a heartbeat
@@ -106,6 +109,8 @@ class InMemoryBackend(MemoryQueries, QueueStorage):
     """
 
     def __init__(self, codec: Codec | None = None, *, lease_secs: float = 30.0) -> None:
+        MemorySchedules.__init__(self)
+        MemoryDedupe.__init__(self)
         self.codec: Codec = codec if codec is not None else JsonCodec()
         self.lease_secs = check_lease_secs(lease_secs)
         self._lock = threading.Lock()
@@ -115,6 +120,7 @@ class InMemoryBackend(MemoryQueries, QueueStorage):
         self._audit: list[AuditEntry] = []
         self._seq = 0
         self._listeners: list[Callable[[], None]] = []
+        self._slots: dict[str, set[str]] = {}  # concurrency key -> runs holding a slot
 
     def __repr__(self) -> str:
         return "InMemoryBackend()"
@@ -345,8 +351,12 @@ class InMemoryBackend(MemoryQueries, QueueStorage):
                     order = claim_order(entry.item.priority, entry.available_at, now)
                     ready.append((order, entry.available_at, entry.seq, inst, entry))
             ready.sort(key=lambda r: r[:3])
-            claims = []
-            for _, _, _, inst, entry in ready[:limit]:
+            claims: list[Claim] = []
+            for _, _, _, inst, entry in ready:
+                if len(claims) == limit:
+                    break
+                if not self._admit(inst, entry):
+                    continue  # its concurrency key is at its limit: the run waits queued
                 if entry.worker_id is not None:  # taken over: its lease ran out
                     entry.last_error = lease_expired(entry.worker_id, entry.attempt)
                 entry.attempt += 1
@@ -354,6 +364,42 @@ class InMemoryBackend(MemoryQueries, QueueStorage):
                 entry.lease_expires_at = now + lease_secs
                 claims.append(_claim_of(inst, entry, now - entry.available_at))
             return claims
+
+    def concurrency_state(self, instance_id: str) -> ConcurrencyState | None:
+        with self._lock:
+            inst = self._instances.get(instance_id)
+            if inst is None or inst.record.concurrency_key is None or "" not in inst.queue:
+                return None
+            if inst.queue[""].attempt > 0:
+                return None  # claimed once: it started
+            key = inst.record.concurrency_key
+            holders = sorted(
+                h
+                for h in self._slots.get(key, ())
+                if h in self._instances and self._instances[h].record.status not in TERMINAL
+            )
+            return ConcurrencyState(
+                key, inst.record.concurrency_limit, tuple(holders), instance_id in holders
+            )
+
+    def _admit(self, inst: _Instance, entry: _Entry) -> bool:
+        """Whether the entry's run may run: it has no concurrency key, already holds a slot
+        of it, or takes one now (fewer than the limit of unfinished runs hold one)."""
+        rec = inst.record
+        key = rec.concurrency_key
+        if key is None or entry.item.key != "":
+            return True
+        holders = self._slots.setdefault(key, set())
+        if rec.instance_id in holders:
+            return True
+        for held in list(holders):
+            other = self._instances.get(held)
+            if other is None or other.record.status in TERMINAL:
+                holders.discard(held)  # a finished run's slot is free (checked lazily)
+        if len(holders) >= rec.concurrency_limit:
+            return False
+        holders.add(rec.instance_id)
+        return True
 
     def next_due(self, definition_hashes: Sequence[str], tags: Sequence[str]) -> float | None:
         now = time.time()

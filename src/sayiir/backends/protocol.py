@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from sayiir.core.codec import Codec
+from sayiir.core.limits import ConcurrencyState
 from sayiir.core.queries import (
     AuditEntry,
     DefinitionInfo,
@@ -36,8 +37,17 @@ from sayiir.core.records import (
     Status,
     StepRecord,
 )
+from sayiir.core.schedules import ScheduleRecord
 
-__all__ = ["AsyncStorage", "QueueStorage", "RunQueries", "Storage"]
+__all__ = [
+    "AsyncStorage",
+    "ConcurrencyStorage",
+    "DedupeStorage",
+    "QueueStorage",
+    "RunQueries",
+    "ScheduleStorage",
+    "Storage",
+]
 
 
 @runtime_checkable
@@ -395,4 +405,58 @@ class RunQueries(Protocol):
 
     def list_audit(self, instance_id: str | None = None, limit: int = 100) -> list[AuditEntry]:
         """The audit entries of one run (or all runs), newest first."""
+
+
+@runtime_checkable
+class ScheduleStorage(Protocol):
+    """Stored schedules (``sayiir.distributed.schedules``): rows changed by compare-and-set.
+
+    Every change of a schedule is ``put_schedule`` with the version the writer read, so of
+    several workers or schedulers deciding the same tick at once exactly one wins.
+    """
+
+    def put_schedule(self, record: ScheduleRecord, expected_version: int | None) -> bool:
+        """Store ``record`` (its ``version`` as given). ``expected_version=None``: insert,
+        False when the id exists. Otherwise: replace the row only if it is still at
+        ``expected_version``; False (nothing written) when it changed or is gone."""
+        ...
+
+    def get_schedule(self, schedule_id: str) -> ScheduleRecord | None: ...
+
+    def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, by id."""
+        ...
+
+    def delete_schedule(self, schedule_id: str) -> bool:
+        """Delete it (its runs stay); False when there was none."""
+        ...
+
+    def due_schedules(self, now: float, limit: int) -> list[ScheduleRecord]:
+        """Up to ``limit`` schedules not paused whose ``fire_at`` is at or before ``now``,
+        earliest first."""
+        ...
+
+    def next_schedule_at(self) -> float | None:
+        """The earliest ``fire_at`` of a schedule not paused (``None``: there is none)."""
+        ...
+
+
+@runtime_checkable
+class ConcurrencyStorage(Protocol):
+    """What an operator reads about run concurrency limits (``sayiir.core.limits``)."""
+
+    def concurrency_state(self, instance_id: str) -> ConcurrencyState | None:
+        """The concurrency key of a run still waiting for its first claim, its limit and the
+        unfinished runs holding a slot of it; ``None`` when the run has no key or started."""
+        ...
+
+
+@runtime_checkable
+class DedupeStorage(Protocol):
+    """The keys of idempotent submits (``WorkflowClient.submit(dedupe_key=...)``)."""
+
+    def take_dedupe_key(self, key: str, instance_id: str, now: float, expires: float) -> str | None:
+        """Make ``instance_id`` the holder of ``key`` until ``expires``, unless a run holds
+        it at ``now`` (its window not passed); return the holder now (``instance_id`` when
+        taken). ``None``: a concurrent call took it meanwhile, ask again."""
         ...

@@ -4,6 +4,8 @@
     sayiir retention postgresql://db/sayiir --older-than-days 30      # e.g. from cron
     sayiir history postgresql://db/sayiir order-42 > order-42.json     # for testing.replay
     SAYIIR_UI_TOKEN=... sayiir ui --url postgresql://db/sayiir         # the web console
+    sayiir scheduler postgresql://db/sayiir                            # fire cron schedules
+    sayiir schedules postgresql://db/sayiir [pause|resume|delete|trigger|backfill ID]
 
 ``PostgresBackend`` migrates on first use; teams whose runtime role may not change the
 schema (``auto_migrate=False``) apply migrations here instead::
@@ -25,6 +27,9 @@ import socket
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
+
+from sayiir.cli.schedules import add_commands as add_schedule_commands
+from sayiir.cli.schedules import scheduler, schedules
 
 __all__ = ["main"]
 
@@ -193,6 +198,7 @@ def _parser() -> _Parser:
         "(zsh: autoload -U bashcompinit && bashcompinit first).",
     )
     completion.add_argument("shell", choices=("bash", "zsh"))
+    add_schedule_commands(commands)
     return parser
 
 
@@ -408,6 +414,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sayiir.errors import WorkflowError
 
     commands = {"history": _history, "migrate": _migrate, "retention": _retention, "ui": _ui}
+    commands.update(scheduler=scheduler, schedules=schedules)
     console = {"runs": run_command, "workflows": run_command, "stats": run_command}
     command = {**commands, **console, "worker": _worker, "completion": _completion}[args.command]
     try:

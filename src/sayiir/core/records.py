@@ -155,6 +155,11 @@ class InstanceRecord:
     # The W3C trace context (``traceparent``) of the caller that started the run, when
     # tracing was on: every execution of the run, in any process, continues that trace.
     traceparent: str | None = None
+    # A submitted run's concurrency key and limit (``sayiir.core.limits``): a worker starts it
+    # only while fewer than ``concurrency_limit`` runs of that key hold a slot. Handed to
+    # ``create_instance`` (stored with the run's start entry); ``None`` on loaded records.
+    concurrency_key: str | None = field(default=None, repr=False, compare=False)
+    concurrency_limit: int = field(default=0, repr=False, compare=False)
 
 
 @dataclass(slots=True)

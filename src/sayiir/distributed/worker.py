@@ -24,9 +24,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sayiir.backends.protocol import QueueStorage
+from sayiir.backends.protocol import QueueStorage, ScheduleStorage
 from sayiir.core.nodes import WorkflowDefinition
 from sayiir.core.records import Claim, FinalState, Status
+from sayiir.distributed.schedules import Scheduler
 from sayiir.engine import WorkerMode, drive, log_extra, observer, resolve, work_claim
 from sayiir.errors import BackendError, LeaseLostError, WorkflowError
 
@@ -109,6 +110,8 @@ class Worker:
     worker died, stalled, or met an error it could not record) fails its run, dead-lettered,
     at the next claim. ``outage_timeout``: how long the worker keeps retrying while the
     database is unreachable or refuses it (a wrong password) before it stops with an error.
+    ``schedules``: the worker also fires the backend's cron schedules (default; any number of
+    workers may, each tick still starts one run; docs/schedules.md).
     """
 
     def __init__(
@@ -122,6 +125,7 @@ class Worker:
         tags: Sequence[str] | None = None,
         max_claim_attempts: int = 5,
         outage_timeout: float = 300.0,
+        schedules: bool = True,
     ) -> None:
         if not worker_id:
             raise ValueError("worker_id must not be empty")
@@ -147,6 +151,7 @@ class Worker:
         self.tags = tuple(tags or ())
         self.max_claim_attempts = max_claim_attempts
         self.outage_timeout = float(outage_timeout)
+        self.schedules = bool(schedules)
 
     def start(self, workflows: Sequence[Any]) -> WorkerHandle:
         """Start serving ``workflows`` in background threads; returns at once."""
@@ -226,12 +231,20 @@ class _Running:
         self.fatal: BaseException | None = None  # what stopped the worker by itself
         self._fatal_lock = threading.Lock()
         self._outage_since: float | None = None  # when the first failed claim of a row began
+        self._scheduler: Scheduler | None = None
 
     def start(self) -> None:
         self._unsubscribe = self.storage.subscribe(self._wake.set)
         for i in range(self.worker.max_concurrent_tasks):
             self._spawn(self._run_tasks, f"sayiir-worker-{self.worker_id}-{i}")
         self._spawn(self._heartbeat, f"sayiir-heartbeat-{self.worker_id}")
+        if self.worker.schedules and isinstance(self.storage, ScheduleStorage):
+            self._scheduler = Scheduler(
+                self.storage,
+                poll_interval=self.worker.poll_interval,
+                name=f"scheduler of worker {self.worker_id}",
+            )
+            self._scheduler.start()
         log.info("worker %s started (%d workflows)", self.worker_id, len(self.table))
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
@@ -262,6 +275,8 @@ class _Running:
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
+        if self._scheduler is not None:
+            self._scheduler.stop()
 
     def alive(self) -> bool:
         return any(t.is_alive() for t in self._threads)
@@ -271,6 +286,10 @@ class _Running:
         for thread in self._threads:
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             thread.join(left)
+        if self._scheduler is not None:
+            self._scheduler.join(
+                None if deadline is None else max(0.0, deadline - time.monotonic())
+            )
         if not self.alive() and self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None

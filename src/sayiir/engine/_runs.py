@@ -329,6 +329,7 @@ def _create(
     clock: Callable[[], float],
     distributed: bool,
     token: str,
+    concurrency: tuple[str, int] | None = None,
 ) -> Effects[InstanceRecord | WorkflowStatus]:
     """Create the instance per the conflict policy; return the record stored.
 
@@ -359,6 +360,8 @@ def _create(
         definition=definition_text(definition),
         traceparent=None if obs is None else obs.traceparent(),
     )
+    if concurrency is not None:
+        record.concurrency_key, record.concurrency_limit = concurrency
     existing = yield from Store(
         Storage.create_instance, record, replace=policy == "terminate_existing"
     )
@@ -377,10 +380,12 @@ def submit_run(
     policy: str,
     *,
     clock: Callable[[], float] = time.time,
+    concurrency: tuple[str, int] | None = None,
 ) -> Effects[WorkflowStatus]:
-    """Store a new instance for a worker to run; execute nothing."""
+    """Store a new instance for a worker to run; execute nothing. ``concurrency``: the run's
+    concurrency key and limit (``RunLimits.key_for``), enforced by the workers' claims."""
     created = yield from _create(
-        definition, codec, instance_id, value, policy, clock, True, new_token()
+        definition, codec, instance_id, value, policy, clock, True, new_token(), concurrency
     )
     if isinstance(created, WorkflowStatus):
         return created

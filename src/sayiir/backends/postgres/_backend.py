@@ -26,10 +26,12 @@ from sayiir.backends.adapters import ThreadedAsyncStorage
 from sayiir.backends.postgres import _migrations, _ops, _queue, _retention, _storage
 from sayiir.backends.postgres._conninfo import Target, parse_target
 from sayiir.backends.postgres._console import PostgresQueries
+from sayiir.backends.postgres._limits import PostgresLimits
 from sayiir.backends.postgres._names import check_names
 from sayiir.backends.postgres._options import Options, Password, check_password, positive
 from sayiir.backends.postgres._pools import Pools
 from sayiir.backends.postgres._runner import Runner, driver
+from sayiir.backends.postgres._schedules import PostgresSchedules
 from sayiir.backends.postgres._storage import AsyncPostgresStorage
 from sayiir.backends.protocol import QueueStorage
 from sayiir.core.codec import Codec, JsonCodec
@@ -57,7 +59,9 @@ __all__ = ["AsyncPostgresStorage", "PostgresBackend"]
 logger = logging.getLogger("sayiir.backends.postgres")
 
 
-class PostgresBackend(AsyncClosing, PostgresQueries, QueueStorage):
+class PostgresBackend(
+    AsyncClosing, PostgresQueries, PostgresSchedules, PostgresLimits, QueueStorage
+):
     """Durable storage in PostgreSQL 13+.
 
     The constructor is cheap (it only validates its arguments): the backend connects, and

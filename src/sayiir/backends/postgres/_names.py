@@ -31,6 +31,9 @@ TABLES: dict[str, str] = {
     "t_checkpoints": "checkpoints",
     "t_signals": "workflow_signals",
     "t_task_queue": "task_queue",
+    "t_schedules": "schedules",
+    "t_concurrency_slots": "concurrency_slots",
+    "t_dedupe_keys": "dedupe_keys",
     "t_migrations": "schema_migrations",
     "t_definitions": "workflow_definitions",
     "t_audit": "audit_log",
@@ -71,6 +74,12 @@ BARE_NAMES: dict[str, str] = {
     "n_audit_instance_idx": "audit_log_instance_idx",
     "n_instances_insert_notify": "workflow_instances_insert_notify",
     "n_instances_status_notify": "workflow_instances_status_notify",
+    "n_schedules_pkey": "schedules_pkey",
+    "n_schedules_due_idx": "schedules_due_idx",
+    "n_concurrency_slots_pkey": "concurrency_slots_pkey",
+    "n_concurrency_slots_instance_fkey": "concurrency_slots_instance_fkey",
+    "n_concurrency_slots_instance_idx": "concurrency_slots_instance_idx",
+    "n_dedupe_keys_pkey": "dedupe_keys_pkey",
 }
 
 # Names PostgreSQL derives itself (bigserial sequences) must fit too.

@@ -204,6 +204,8 @@ def _instance_params(
     params = instance_params(record)
     params["id"] = record.instance_id
     params["priority"] = queue_priority(record.priority)
+    params["concurrency_key"] = record.concurrency_key
+    params["concurrency_limit"] = record.concurrency_limit if record.concurrency_key else None
     params["start_token"] = token
     params["start_lease"] = lease_secs if executes(record) else None
     return params

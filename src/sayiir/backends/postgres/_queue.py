@@ -39,6 +39,9 @@ __all__ = ["abandon", "advance", "claim", "enqueue", "heartbeat", "next_due"]
 
 # -- worker queue --------------------------------------------------------------------------
 
+# A claim whose candidate lost a concurrency slot to another claimer tries again this often.
+_SLOT_RACE_RETRIES = 3
+
 
 def _item_params(params: dict[str, Any], items: Sequence[QueueItem]) -> str:
     """Add the parameters of ``{_items}`` to ``params``; return the query-name suffix of
@@ -98,18 +101,23 @@ def claim(
         rows = yield Q("claimed_by_token", {"worker": worker_id, "token": token})
         if rows:
             return _claims(rows, worker_id)
-    rows = yield Q(
-        "claim",
-        {
-            "worker": worker_id,
-            "hashes": list(definition_hashes),
-            "tags": list(tags),
-            "n": limit,
-            "lease": float(lease_secs),
-            "token": token,
-        },
-    )
-    return _claims(rows, worker_id)
+    params = {
+        "worker": worker_id,
+        "hashes": list(definition_hashes),
+        "tags": list(tags),
+        "n": limit,
+        "lease": float(lease_secs),
+        "token": token,
+    }
+    claims: list[Claim] = []
+    for _ in range(_SLOT_RACE_RETRIES):
+        rows = yield Q("claim", params)
+        lost_a_slot = bool(rows) and rows[-1][0] is None  # the marker row (see queries.sql)
+        claims += _claims(rows[:-1] if lost_a_slot else rows, worker_id)
+        if not lost_a_slot or len(claims) >= limit:
+            break
+        params["n"] = limit - len(claims)
+    return claims
 
 
 def next_due(definition_hashes: Sequence[str], tags: Sequence[str]) -> Op[float | None]:

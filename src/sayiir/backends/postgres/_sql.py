@@ -30,6 +30,8 @@ __all__ = [
 
 PACKAGE = "sayiir.backends.postgres"
 MIGRATIONS_PACKAGE = "sayiir.backends.postgres.migrations"
+# The named queries: the storage protocol's, then each feature's own file.
+_QUERY_FILES = ("queries.sql", "console.sql", "schedules.sql", "limits.sql")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +82,13 @@ def _strip_trailing_comments(body: str) -> str:
 
 @cache
 def _sources() -> tuple[dict[str, str], list[Migration]]:
-    texts = load_queries(PACKAGE)
-    console = load_queries(PACKAGE, "console.sql")  # the operator console's reads (issue 14)
-    clash = texts.keys() & console.keys()
-    if clash:
-        raise ValueError(f"queries.sql and console.sql both define {sorted(clash)}")
-    queries = {k: _strip_trailing_comments(v) for k, v in {**texts, **console}.items()}
+    queries: dict[str, str] = {}
+    for filename in _QUERY_FILES:
+        texts = load_queries(PACKAGE, filename)
+        clash = queries.keys() & texts.keys()
+        if clash:
+            raise ValueError(f"{filename} defines {sorted(clash)} again")
+        queries.update({k: _strip_trailing_comments(v) for k, v in texts.items()})
     return queries, load_migrations(MIGRATIONS_PACKAGE)
 
 

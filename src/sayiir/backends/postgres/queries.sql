@@ -133,8 +133,11 @@ WITH ins AS (
     ON CONFLICT (instance_id) DO NOTHING
     RETURNING 1
 ), start AS (
-    INSERT INTO {t_task_queue} (instance_id, task_key, definition_hash, priority)
-    SELECT %(id)s, '', %(definition_hash)s, %(priority)s FROM ins WHERE %(distributed)s
+    INSERT INTO {t_task_queue}
+        (instance_id, task_key, definition_hash, priority, concurrency_key, concurrency_limit)
+    SELECT %(id)s, '', %(definition_hash)s, %(priority)s, %(concurrency_key)s,
+           %(concurrency_limit)s
+    FROM ins WHERE %(distributed)s
     RETURNING 1
 ), wake AS (
     SELECT pg_notify({channel}, '') WHERE EXISTS (SELECT FROM start)
@@ -165,10 +168,15 @@ WITH del_cp AS (
     DELETE FROM {t_task_queue}
     WHERE instance_id = %(id)s AND (task_key <> '' OR NOT %(distributed)s)
 ), start AS (
-    INSERT INTO {t_task_queue} AS q (instance_id, task_key, definition_hash, priority)
-    SELECT %(id)s, '', %(definition_hash)s, %(priority)s WHERE %(distributed)s
+    INSERT INTO {t_task_queue} AS q
+        (instance_id, task_key, definition_hash, priority, concurrency_key, concurrency_limit)
+    SELECT %(id)s, '', %(definition_hash)s, %(priority)s, %(concurrency_key)s,
+           %(concurrency_limit)s
+    WHERE %(distributed)s
     ON CONFLICT (instance_id, task_key) DO UPDATE
     SET task_id = NULL, definition_hash = excluded.definition_hash, priority = excluded.priority,
+        concurrency_key = excluded.concurrency_key,
+        concurrency_limit = excluded.concurrency_limit,
         tags = ARRAY[]::text[], available_at = now(), worker_id = NULL, attempt = 0, lease_expires_at = NULL,
         claim_token = NULL, created_at = now()
     RETURNING 1
@@ -557,28 +565,88 @@ AND i.status IN ('running', 'waiting', 'awaiting_signal')
 -- due, expired and waited. Each claim also returns the worker whose lease it took over (NULL
 -- for an unclaimed entry) and the entry's last_error: why its previous claim ended without
 -- an outcome, as the dead-lettering worker reports it.
+-- Whether the run of the entry or candidate "q" holds a slot (of its key): a
+-- scalar subquery with LIMIT 1, probing the instance_id index once per row (an EXISTS
+-- inside an OR may be planned as a hashed scan of the whole slots table).
+-- name: _holds_slot
+((SELECT 1 FROM {t_concurrency_slots} AS hs WHERE hs.instance_id = q.instance_id LIMIT 1)
+ IS NOT NULL)
+
+
+-- A run with a concurrency key starts only when it may take a slot of it (migration 0007):
+-- it holds one already (a wake-up), or fewer than the limit of unfinished runs hold one. A
+-- pre-filter in the claim's walk, so a key at its limit never blocks the others (fair
+-- across keys); the slot itself is taken by _admit, which is what guarantees the limit.
+-- name: _admissible
+(q.concurrency_key IS NULL
+ OR {_holds_slot}
+ OR (SELECT count(*) FROM {t_concurrency_slots} AS s
+     JOIN {t_instances} AS h ON h.instance_id = s.instance_id
+     WHERE s.concurrency_key = q.concurrency_key
+       AND h.status NOT IN ('completed', 'failed', 'cancelled')) < q.concurrency_limit)
+
+
+-- Take a slot for each candidate that needs one (at most one candidate per key per claim):
+-- the lowest slot number no unfinished run holds. Two claimers racing for the same number
+-- collide on the primary key; the later one takes the row over only when its holder is
+-- visibly finished (a holder this statement cannot see, committed after it began, is
+-- running), so it gets no slot, claims nothing, and the limit holds. Defines "cand" anew
+-- (with needs_slot) and "admit" (the runs that took a slot).
+-- name: _admit
+need AS (
+    SELECT DISTINCT ON (q.concurrency_key) q.instance_id, q.concurrency_key, q.concurrency_limit
+    FROM cand AS q
+    WHERE q.concurrency_key IS NOT NULL AND NOT {_holds_slot}
+    ORDER BY q.concurrency_key
+), admit AS (
+    INSERT INTO {t_concurrency_slots} AS s (concurrency_key, slot, instance_id)
+    SELECT n.concurrency_key, f.slot, n.instance_id
+    FROM need AS n
+    CROSS JOIN LATERAL (
+        SELECT g.slot FROM generate_series(0, n.concurrency_limit - 1) AS g (slot)
+        WHERE NOT EXISTS (
+            SELECT FROM {t_concurrency_slots} AS o
+            JOIN {t_instances} AS h ON h.instance_id = o.instance_id
+            WHERE o.concurrency_key = n.concurrency_key AND o.slot = g.slot
+              AND h.status NOT IN ('completed', 'failed', 'cancelled'))
+        ORDER BY g.slot
+        LIMIT 1
+    ) AS f
+    ON CONFLICT (concurrency_key, slot) DO UPDATE SET instance_id = excluded.instance_id
+    WHERE EXISTS (SELECT FROM {t_instances} AS h WHERE h.instance_id = s.instance_id
+                  AND h.status IN ('completed', 'failed', 'cancelled'))
+    RETURNING s.instance_id
+), cand_slots AS (
+    SELECT q.*, (q.concurrency_key IS NOT NULL AND NOT {_holds_slot}) AS needs_slot
+    FROM cand AS q
+)
+
+
 -- name: _aged
 (c.priority - extract(epoch FROM now() - c.available_at) / 300.0)
 
 
 -- name: claim
 WITH cand AS (
-    SELECT c.instance_id, c.task_key, c.worker_id AS expired_from
+    SELECT c.instance_id, c.task_key, c.worker_id AS expired_from, c.concurrency_key,
+           c.concurrency_limit
     FROM (
         SELECT ready.* FROM generate_series(1, 5) AS p (priority)
         CROSS JOIN LATERAL (
-            SELECT q.instance_id, q.task_key, q.priority, q.available_at, q.worker_id
+            SELECT q.instance_id, q.task_key, q.priority, q.available_at, q.worker_id,
+                   q.concurrency_key, q.concurrency_limit
             FROM {t_task_queue} AS q
             JOIN {t_instances} AS i ON i.instance_id = q.instance_id
             WHERE q.worker_id IS NULL AND q.priority = p.priority AND q.available_at <= now()
-              AND {_serves}
+              AND {_serves} AND {_admissible}
             ORDER BY q.available_at
             LIMIT %(n)s
             FOR UPDATE OF q SKIP LOCKED
         ) AS ready
         UNION ALL
         SELECT * FROM (
-            SELECT q.instance_id, q.task_key, q.priority, q.available_at, q.worker_id
+            SELECT q.instance_id, q.task_key, q.priority, q.available_at, q.worker_id,
+                   NULL::text, NULL::integer
             FROM {t_task_queue} AS q
             JOIN {t_instances} AS i ON i.instance_id = q.instance_id
             WHERE q.worker_id IS NOT NULL AND q.lease_expires_at < now()
@@ -590,19 +658,26 @@ WITH cand AS (
     ) AS c
     ORDER BY {_aged}, c.available_at
     LIMIT %(n)s
-), claimed AS (
+), {_admit}, claimed AS (
     UPDATE {t_task_queue} AS q
     SET worker_id = %(worker)s, attempt = q.attempt + 1,
         lease_expires_at = now() + make_interval(secs => %(lease)s), claim_token = %(token)s
-    FROM cand
+    FROM cand_slots AS cand
     WHERE q.instance_id = cand.instance_id AND q.task_key = cand.task_key
+      AND (NOT cand.needs_slot OR cand.instance_id IN (SELECT a.instance_id FROM admit AS a))
     RETURNING q.instance_id, q.task_key, q.attempt, q.definition_hash, q.priority,
               q.available_at, cand.expired_from, q.last_error
 )
-SELECT c.instance_id, c.task_key, c.attempt, c.definition_hash, c.expired_from, c.last_error,
-       extract(epoch FROM now() - c.available_at)::float8
-FROM claimed AS c
-ORDER BY {_aged}, c.available_at
+(SELECT c.instance_id, c.task_key, c.attempt, c.definition_hash, c.expired_from, c.last_error,
+        extract(epoch FROM now() - c.available_at)::float8
+ FROM claimed AS c
+ ORDER BY {_aged}, c.available_at)
+UNION ALL
+-- A last row of NULLs when a candidate needed a slot and lost it to a concurrent claim: the
+-- caller claims again at once (work is there) instead of sleeping.
+SELECT NULL::text, NULL::text, NULL::int4, NULL::text, NULL::text, NULL::text, NULL::float8
+WHERE EXISTS (SELECT FROM cand_slots AS cs
+              WHERE cs.needs_slot AND cs.instance_id NOT IN (SELECT a.instance_id FROM admit AS a))
 
 
 -- Seconds until the earliest unclaimed entry the claim query would take falls due (NULL:

@@ -165,6 +165,8 @@ CREATE TABLE {t_task_queue} (
     claim_token       uuid,
     created_at        timestamptz NOT NULL DEFAULT now(),
     last_error        text,
+    concurrency_key   text,
+    concurrency_limit integer,
     CONSTRAINT {n_task_queue_pkey} PRIMARY KEY (instance_id, task_key),
     CONSTRAINT {n_task_queue_instance_fkey} FOREIGN KEY (instance_id)
         REFERENCES {t_instances} (instance_id) ON DELETE CASCADE,
@@ -202,3 +204,36 @@ CREATE TABLE {t_audit} (
 );
 
 CREATE INDEX {n_audit_instance_idx} ON {t_audit} (instance_id, id);
+
+-- Cron schedules (migration 0007): a compare-and-set row per schedule, JSON body.
+CREATE TABLE {t_schedules} (
+    schedule_id text        NOT NULL,
+    version     bigint      NOT NULL,
+    paused      boolean     NOT NULL DEFAULT false,
+    fire_at     timestamptz NOT NULL,
+    body        bytea       NOT NULL,
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT {n_schedules_pkey} PRIMARY KEY (schedule_id)
+);
+
+CREATE INDEX {n_schedules_due_idx} ON {t_schedules} (fire_at) WHERE NOT paused;
+
+-- Run concurrency limits (migration 0007): a slot row per run holding one, per key.
+CREATE TABLE {t_concurrency_slots} (
+    concurrency_key text    NOT NULL,
+    slot            integer NOT NULL,
+    instance_id     text    NOT NULL,
+    CONSTRAINT {n_concurrency_slots_pkey} PRIMARY KEY (concurrency_key, slot),
+    CONSTRAINT {n_concurrency_slots_instance_fkey} FOREIGN KEY (instance_id)
+        REFERENCES {t_instances} (instance_id) ON DELETE CASCADE
+);
+
+CREATE INDEX {n_concurrency_slots_instance_idx} ON {t_concurrency_slots} (instance_id);
+
+-- Idempotent submit with a window (migration 0007): the run holding a key until expires_at.
+CREATE TABLE {t_dedupe_keys} (
+    dedupe_key  text        NOT NULL,
+    instance_id text        NOT NULL,
+    expires_at  timestamptz NOT NULL,
+    CONSTRAINT {n_dedupe_keys_pkey} PRIMARY KEY (dedupe_key)
+);

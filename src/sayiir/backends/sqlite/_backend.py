@@ -32,6 +32,7 @@ from sayiir.backends.adapters import ThreadedAsyncStorage
 from sayiir.backends.protocol import QueueStorage
 from sayiir.backends.sqlite import _queue
 from sayiir.backends.sqlite._connection import MIN_SQLITE_VERSION, Database
+from sayiir.backends.sqlite._flow_control import SqliteDedupe, SqliteSchedules
 from sayiir.backends.sqlite._migrate import migrate
 from sayiir.backends.sqlite._queries import SqliteQueries
 from sayiir.backends.sqlite._wake import CommitWatcher
@@ -87,7 +88,7 @@ _BEGIN_READ = _Q["begin_deferred"]
 _Row = tuple[Any, ...]
 
 
-class SqliteBackend(Closing, SqliteQueries, QueueStorage):
+class SqliteBackend(Closing, SqliteQueries, SqliteSchedules, SqliteDedupe, QueueStorage):
     """Durable storage in one SQLite file (stdlib ``sqlite3``, WAL), safe for several processes.
 
     >>> from sayiir import Flow, run_durable_workflow

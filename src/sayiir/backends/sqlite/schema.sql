@@ -157,3 +157,22 @@ CREATE INDEX sayiir_task_queue_ready_idx
 CREATE INDEX sayiir_task_queue_lease_idx
     ON sayiir_task_queue (lease_expires_at)
     WHERE worker_id IS NOT NULL;
+
+-- Cron schedules (migration 0006): a compare-and-set row per schedule, JSON body.
+CREATE TABLE sayiir_schedules (
+    schedule_id TEXT PRIMARY KEY,
+    version     INTEGER NOT NULL,
+    paused      INTEGER NOT NULL DEFAULT 0,
+    fire_at     REAL NOT NULL,
+    body        BLOB NOT NULL,
+    updated_at  REAL NOT NULL
+);
+
+CREATE INDEX sayiir_schedules_due_idx ON sayiir_schedules (fire_at) WHERE paused = 0;
+
+-- Idempotent submit with a window (migration 0006).
+CREATE TABLE sayiir_dedupe_keys (
+    dedupe_key  TEXT PRIMARY KEY,
+    instance_id TEXT NOT NULL,
+    expires_at  REAL NOT NULL
+);
