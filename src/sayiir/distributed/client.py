@@ -11,6 +11,7 @@ from sayiir.core.limits import RunLimits
 from sayiir.core.status import WorkflowStatus
 from sayiir.distributed import dedupe as _dedupe
 from sayiir.distributed import schedules as _schedules
+from sayiir.errors import WorkflowError
 from sayiir.engine import (
     Controls,
     backend_storage,
@@ -86,6 +87,14 @@ class WorkflowClient(Controls):
             policy = "use_existing"
         limits: RunLimits | None = getattr(workflow, "_limits", None)
         concurrency = None if limits is None else limits.key_for(definition.workflow_id, input)
+        if concurrency is not None and not isinstance(s, ConcurrencyStorage):
+            # Refused rather than ignored: a limit that is not enforced is a silent overrun.
+            raise WorkflowError(
+                f"workflow '{definition.workflow_id}' has a run concurrency limit, which "
+                f"{type(s).__name__} does not enforce (PostgreSQL and InMemoryBackend do; "
+                "SQLite workers do not yet): submit it to a PostgreSQL backend, or build the "
+                "flow without max_concurrent_runs / concurrency_key"
+            )
         op = submit_run(definition, s.codec, instance_id, input, policy, concurrency=concurrency)
         result: WorkflowStatus = drive(op, s)
         return result
