@@ -11,7 +11,6 @@ from sayiir.core.limits import RunLimits
 from sayiir.core.status import WorkflowStatus
 from sayiir.distributed import dedupe as _dedupe
 from sayiir.distributed import schedules as _schedules
-from sayiir.errors import WorkflowError
 from sayiir.engine import (
     Controls,
     backend_storage,
@@ -22,6 +21,7 @@ from sayiir.engine import (
     submit_run,
     task_result,
 )
+from sayiir.errors import WorkflowError
 
 __all__ = ["WorkflowClient"]
 
