@@ -11,7 +11,6 @@ import importlib
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -22,7 +21,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from sayiir import PostgresBackend, WorkflowClient
+from sayiir import PostgresBackend
+from tests.distributed.processes import WorkerProcesses
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
@@ -31,38 +31,12 @@ workerapp: Any = importlib.import_module("workerapp")  # the module the workers 
 pytestmark = pytest.mark.postgres
 
 
-class Cluster:
+class Cluster(WorkerProcesses):
     """Worker processes sharing the module's database, and a client to drive them."""
 
     def __init__(self, dsn: str, ledger: Path) -> None:
+        super().__init__(dsn, PostgresBackend(dsn), ledger)
         self.dsn = dsn
-        self.ledger = ledger
-        self.backend = PostgresBackend(dsn)
-        self.client = WorkflowClient(self.backend)
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(
-        self,
-        worker_id: str,
-        *,
-        claim_ttl: float = 5.0,
-        poll: float = 0.5,
-        concurrency: int = 1,
-        tags: str = "",
-        env: dict[str, str] | None = None,
-    ) -> subprocess.Popen[bytes]:
-        cmd = [
-            sys.executable, "-m", "sayiir.cli", "worker", "workerapp:workflows",
-            "--url", self.dsn, "--id", worker_id, "--poll-interval", str(poll),
-            "--claim-ttl", str(claim_ttl), "--concurrency", str(concurrency),
-            "--tags", tags, "--log-level", "warning",
-        ]  # fmt: skip
-        full_env = {**os.environ, "SAYIIR_TEST_LEDGER": str(self.ledger), **(env or {})}
-        proc = subprocess.Popen(
-            cmd, cwd=HERE, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        self.procs.append(proc)
-        return proc
 
     def lines(self) -> list[tuple[str, str, int, str]]:
         if not self.ledger.exists():
@@ -89,16 +63,6 @@ class Cluster:
                 (instance_id,),
             ).fetchall()
         return [key for (key,) in rows]
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)
-                proc.kill()
-            proc.wait(10)
-            if proc.stdout is not None:
-                proc.stdout.close()
-        self.backend.close()
 
 
 @pytest.fixture

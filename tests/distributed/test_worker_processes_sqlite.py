@@ -22,35 +22,25 @@ from typing import Any
 
 import pytest
 
-from sayiir import SqliteBackend, WorkflowClient
+from sayiir import SqliteBackend
+from tests.distributed.processes import WorkerProcesses
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 workerapp: Any = importlib.import_module("workerapp")  # the module the workers serve
 
 
-class Workers:
+class Workers(WorkerProcesses):
     """Worker processes on one SQLite file, and a client (in this process) to drive them."""
 
     def __init__(self, path: Path, ledger: Path) -> None:
+        super().__init__(f"sqlite://{path}", SqliteBackend(path), ledger)
         self.path = path
-        self.ledger = ledger
-        self.backend = SqliteBackend(path)
-        self.client = WorkflowClient(self.backend)
-        self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, worker_id: str, *, claim_ttl: float, env: dict[str, str]) -> Any:
-        cmd = [
-            sys.executable, "-m", "sayiir.cli", "worker", "workerapp:workflows",
-            "--url", f"sqlite://{self.path}", "--id", worker_id, "--poll-interval", "0.5",
-            "--claim-ttl", str(claim_ttl), "--concurrency", "2", "--log-level", "warning",
-        ]  # fmt: skip
-        full_env = {**os.environ, "SAYIIR_TEST_LEDGER": str(self.ledger), **env}
-        proc = subprocess.Popen(
-            cmd, cwd=HERE, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        self.procs.append(proc)
-        return proc
+    def start(  # type: ignore[override]
+        self, worker_id: str, *, claim_ttl: float, env: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
+        return super().start(worker_id, claim_ttl=claim_ttl, concurrency=2, env=env)
 
     def executions(self) -> Counter[tuple[str, str]]:
         """How often each (run, task) began, from the ledger."""
@@ -62,15 +52,6 @@ class Workers:
     def query(self, sql: str) -> list[Any]:
         with sqlite3.connect(self.path) as conn:
             return conn.execute(sql).fetchall()
-
-    def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait(10)
-            if proc.stdout is not None:
-                proc.stdout.close()
-        self.backend.close()
 
 
 @pytest.fixture
