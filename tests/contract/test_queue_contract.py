@@ -59,17 +59,6 @@ def queue(request: pytest.FixtureRequest) -> Iterator[QueueStorage]:
 
 
 @pytest.fixture
-def enforces_limits(queue: QueueStorage) -> None:
-    """Run limits are enforced by the PostgreSQL and in-memory queues; the SQLite queue does
-    not enforce them yet, and ``WorkflowClient.submit`` refuses a limited workflow on it
-    (tests/distributed/test_limits_refused.py)."""
-    from sayiir.backends.protocol import ConcurrencyStorage
-
-    if not isinstance(queue, ConcurrencyStorage):
-        pytest.skip(f"{type(queue).__name__} does not enforce run limits yet (issue 15)")
-
-
-@pytest.fixture
 def h() -> str:
     """This test's definition hash: claims only see this test's entries."""
     return f"hash-{uuid.uuid4().hex}"
@@ -821,7 +810,6 @@ def test_an_entry_queued_afresh_counts_claims_from_one_again(
 # -- run concurrency limits (sayiir.core.limits) ----------------------------------------------
 
 
-@pytest.mark.usefixtures("enforces_limits")
 def test_a_key_at_its_limit_waits_queued_and_other_keys_go_first(
     queue: QueueStorage, h: str, new: Callable[..., str]
 ) -> None:
@@ -842,7 +830,6 @@ def test_a_key_at_its_limit_waits_queued_and_other_keys_go_first(
     assert keys(take(queue, h)) == [(a2, "")]  # the slot of a finished run is free again
 
 
-@pytest.mark.usefixtures("enforces_limits")
 def test_a_limit_above_one_and_a_claim_of_several(
     queue: QueueStorage, h: str, new: Callable[..., str]
 ) -> None:
@@ -855,7 +842,6 @@ def test_a_limit_above_one_and_a_claim_of_several(
     assert [c.instance_id for c in take(queue, h)] == [runs[2]]
 
 
-@pytest.mark.usefixtures("enforces_limits")
 def test_a_cancelled_run_frees_its_slot_and_a_wake_up_keeps_it(
     queue: QueueStorage, h: str, new: Callable[..., str]
 ) -> None:
@@ -871,7 +857,6 @@ def test_a_cancelled_run_frees_its_slot_and_a_wake_up_keeps_it(
     assert keys(take(queue, h)) == [(a2, "")]
 
 
-@pytest.mark.usefixtures("enforces_limits")
 def test_claimers_racing_never_start_more_runs_of_a_key_than_its_limit(
     queue: QueueStorage, h: str, new: Callable[..., str]
 ) -> None:
@@ -896,7 +881,6 @@ def test_claimers_racing_never_start_more_runs_of_a_key_than_its_limit(
     assert {c.instance_id for c in got} <= set(runs)
 
 
-@pytest.mark.usefixtures("enforces_limits")
 def test_a_run_held_back_by_its_limit_says_why(
     queue: QueueStorage, h: str, new: Callable[..., str]
 ) -> None:

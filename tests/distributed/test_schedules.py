@@ -324,3 +324,30 @@ def test_cli_lists_and_operates_schedules(
     assert "no schedule 'nope'" in capsys.readouterr().err
     assert main(["schedules", str(path), "pause"]) == 1
     assert "needs a schedule id" in capsys.readouterr().err
+
+
+def test_a_scheduled_run_is_limited_like_a_submitted_one(backend: Any) -> None:
+    """The schedule carries the workflow's run limit (its key from the schedule's input):
+    a tick's run waits while a submitted run of the same key holds the only slot."""
+    limited = (
+        Flow("limited", concurrency_key=lambda x: x["tenant"], max_concurrent=1)
+        .then(lambda x: x, name="build")
+        .build()
+    )
+    client = WorkflowClient(backend)
+    client.submit(limited, "by-hand", {"tenant": "acme"})
+    [held] = backend.claim("w1", [limited.definition_hash], [], 10, 60.0)
+    assert held.instance_id == "by-hand"
+    S.register(
+        backend,
+        Schedule(limited, cron="* * * * *", input={"tenant": "acme"}, overlap="allow_all"),
+        T0,
+    )
+    [tick] = fire(backend, T0 + 60)
+    assert backend.claim("w1", [limited.definition_hash], [], 10, 60.0) == []
+    assert client.waiting_reason(tick) == (
+        "queued: concurrency key 'limited:acme' is at its limit (1 of 1 held by by-hand)"
+    )
+    end(backend, "by-hand")
+    [started] = backend.claim("w1", [limited.definition_hash], [], 10, 60.0)
+    assert started.instance_id == tick

@@ -56,6 +56,10 @@ class ScheduleRecord:
     created_at: float = 0.0
     updated_at: float = 0.0
     version: int = 1
+    # The run limit of the schedule's runs (sayiir.core.limits): the workflow's concurrency
+    # key, computed from the schedule's input when it was stored, and its limit.
+    concurrency_key: str | None = None
+    concurrency_limit: int = 0
 
     def body(self) -> bytes:
         """Everything but the indexed columns, as JSON (what the backends store)."""

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sayiir.backends.protocol import ConcurrencyStorage
-from sayiir.core.limits import RunLimits
 from sayiir.core.status import WorkflowStatus
 from sayiir.distributed import dedupe as _dedupe
+from sayiir.distributed import limits as _limits
 from sayiir.distributed import schedules as _schedules
 from sayiir.engine import (
     Controls,
@@ -21,7 +21,6 @@ from sayiir.engine import (
     submit_run,
     task_result,
 )
-from sayiir.errors import WorkflowError
 
 __all__ = ["WorkflowClient"]
 
@@ -79,22 +78,13 @@ class WorkflowClient(Controls):
         definition, _ = resolve(workflow, {})
         s = self._storage
         policy = self._policy
+        concurrency = _limits.concurrency_of(s, workflow, definition.workflow_id, input)
         if dedupe_key is not None:
             # The key's run: ours, or the one of the submit that took the key first. It is
             # created unless it exists (by a racing submit with the key, or by its own
             # submitter, which may also have died between taking the key and creating it).
             instance_id = _dedupe.holder(s, dedupe_key, instance_id, dedupe_window, time.time())
             policy = "use_existing"
-        limits: RunLimits | None = getattr(workflow, "_limits", None)
-        concurrency = None if limits is None else limits.key_for(definition.workflow_id, input)
-        if concurrency is not None and not isinstance(s, ConcurrencyStorage):
-            # Refused rather than ignored: a limit that is not enforced is a silent overrun.
-            raise WorkflowError(
-                f"workflow '{definition.workflow_id}' has a run concurrency limit, which "
-                f"{type(s).__name__} does not enforce (PostgreSQL and InMemoryBackend do; "
-                "SQLite workers do not yet): submit it to a PostgreSQL backend, or build the "
-                "flow without max_concurrent_runs / concurrency_key"
-            )
         op = submit_run(definition, s.codec, instance_id, input, policy, concurrency=concurrency)
         result: WorkflowStatus = drive(op, s)
         return result

@@ -25,9 +25,11 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sayiir.backends.protocol import ScheduleStorage, Storage
+from sayiir.core.limits import RunLimits
 from sayiir.core.nodes import WorkflowDefinition
 from sayiir.core.records import TERMINAL, InstanceRecord, Status
 from sayiir.core.schedules import OVERLAP_POLICIES, ScheduleRecord
+from sayiir.distributed import limits as _limits
 from sayiir.engine import (
     cancel_run,
     check_instance_id,
@@ -200,6 +202,9 @@ class Schedule:
                 f"unknown overlap policy {overlap!r}: use one of {', '.join(OVERLAP_POLICIES)}"
             )
         self.definition: WorkflowDefinition = definition
+        # The workflow's run limits: its runs are limited like submitted ones (the key is
+        # computed from ``input`` when the schedule is stored, _limits.concurrency_of).
+        self._limits: RunLimits | None = getattr(workflow, "_limits", None)
         self.id = definition.workflow_id if id is None else id
         check_instance_id(run_id(self.id, 0.0))
         self.cron = cron
@@ -265,6 +270,8 @@ def register(backend: Any, schedule: Schedule, now: float) -> ScheduleInfo:
     store = schedule_storage(backend)
     codec = backend.codec
     data = codec.encode(schedule.input)
+    workflow_id = schedule.definition.workflow_id
+    concurrency = _limits.concurrency_of(backend, schedule, workflow_id, schedule.input)
     while True:
         old = store.get_schedule(schedule.id)
         same_time = (
@@ -281,6 +288,8 @@ def register(backend: Any, schedule: Schedule, now: float) -> ScheduleInfo:
             overlap=schedule.overlap,
             catchup_window=schedule.catchup_window,
             jitter=schedule.jitter,
+            concurrency_key=None if concurrency is None else concurrency[0],
+            concurrency_limit=0 if concurrency is None else concurrency[1],
             next_tick=_next_tick(schedule.cron, schedule.timezone, now),
             fire_at=0.0,
             created_at=now,
@@ -300,7 +309,7 @@ def register(backend: Any, schedule: Schedule, now: float) -> ScheduleInfo:
 
 _DEFINITION_FIELDS = (
     "workflow_id", "definition_hash", "priority", "cron", "timezone", "input", "overlap",
-    "catchup_window", "jitter",
+    "catchup_window", "jitter", "concurrency_key", "concurrency_limit",
 )  # fmt: skip
 
 
@@ -337,10 +346,12 @@ def set_paused(backend: Any, schedule_id: str, paused: bool, now: float) -> None
 
 
 def _instance(record: ScheduleRecord, instance_id: str, now: float) -> InstanceRecord:
+    # concurrency_*: limited like a submitted run of the workflow (none: no limit).
     return InstanceRecord(
         instance_id, record.workflow_id, record.definition_hash, Status.RUNNING, record.input,
         created_at=now, updated_at=now, distributed=True, priority=record.priority,
-        token=new_token(),
+        token=new_token(), concurrency_key=record.concurrency_key,
+        concurrency_limit=record.concurrency_limit,
     )  # fmt: skip
 
 

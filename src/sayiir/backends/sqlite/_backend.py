@@ -37,6 +37,7 @@ from sayiir.backends.sqlite._migrate import migrate
 from sayiir.backends.sqlite._queries import SqliteQueries
 from sayiir.backends.sqlite._wake import CommitWatcher
 from sayiir.core.codec import Codec, JsonCodec
+from sayiir.core.limits import ConcurrencyState
 from sayiir.core.records import (
     ACTIVE,
     TERMINAL,
@@ -187,7 +188,10 @@ class SqliteBackend(Closing, SqliteQueries, SqliteSchedules, SqliteDedupe, Queue
                 cur.execute(_Q["delete_instance_executions"], ids)
                 cur.execute(_Q["delete_instance"], ids)
                 cur.execute(_INSERT_INSTANCE, params)
-            _queue.enqueue(_Q, cur, iid, record.definition_hash, first, time.time())
+            concurrency = None
+            if record.concurrency_key is not None:
+                concurrency = (record.concurrency_key, record.concurrency_limit)
+            _queue.enqueue(_Q, cur, iid, record.definition_hash, first, time.time(), concurrency)
             return None
 
         found = self._db.write(f"create_instance({iid!r})", tx)
@@ -452,6 +456,12 @@ class SqliteBackend(Closing, SqliteQueries, SqliteSchedules, SqliteDedupe, Queue
                 _Q, cur, definition_hashes, tags), None):  # fmt: skip
             return []
         return self._db.write("claim", tx)
+
+    def concurrency_state(self, instance_id: str) -> ConcurrencyState | None:
+        def tx(cur: sqlite3.Cursor) -> ConcurrencyState | None:
+            return _queue.concurrency_state(_Q, cur, instance_id)
+
+        return self._db.run("concurrency_state", tx, None)
 
     def next_due(self, definition_hashes: Sequence[str], tags: Sequence[str]) -> float | None:
         def tx(cur: sqlite3.Cursor) -> float | None:

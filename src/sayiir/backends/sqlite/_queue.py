@@ -15,11 +15,13 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sayiir.core.limits import ConcurrencyState
 from sayiir.core.records import Claim, QueueItem, lease_expired, queue_priority
 
 __all__ = [
     "claim",
     "claimable",
+    "concurrency_state",
     "delete_entry",
     "delete_run",
     "enqueue",
@@ -44,11 +46,14 @@ def enqueue(
     definition_hash: str,
     items: Sequence[QueueItem],
     now: float,
+    concurrency: tuple[str, int] | None = None,
 ) -> bool:
     """Add ``items`` (``InMemoryBackend._enqueue``): a checkpointed key is skipped, a queued one
-    keeps its entry (an unclaimed one its earliest due time). True when any was given."""
+    keeps its entry (an unclaimed one its earliest due time). True when any was given.
+    ``concurrency``: the run's key and limit, for its start entry (a submit's)."""
     if not items:
         return False
+    key, limit = concurrency if concurrency is not None else (None, None)
     rows = [
         {
             "instance_id": instance_id,
@@ -58,6 +63,8 @@ def enqueue(
             "priority": queue_priority(item.priority),
             "tags": json.dumps(sorted(item.tags)),
             "available_at": item.available_at if item.available_at is not None else now,
+            "concurrency_key": key if item.key == "" else None,
+            "concurrency_limit": limit if item.key == "" else None,
         }
         for item in items
     ]
@@ -87,7 +94,11 @@ def claim(
     params = {"now": now, "n": limit, **_servable(definition_hashes, tags)}
     rows = cur.execute(q["queue_claimable"], params).fetchall()
     claims = []
-    for entry_id, instance_id, key, attempt, holder, last_error, definition_hash in rows:
+    for row in rows:
+        entry_id, instance_id, key, attempt, holder, last_error, definition_hash = row[:7]
+        concurrency_key, concurrency_limit, needs_slot = row[7:]
+        if needs_slot and not _take_slot(q, cur, instance_id, concurrency_key, concurrency_limit):
+            continue  # an earlier entry of this claim took the key's last slot: it waits
         if holder is not None:  # taken over: its lease ran out
             last_error = lease_expired(holder, attempt)
         take = {
@@ -99,6 +110,23 @@ def claim(
         cur.execute(q["queue_take"], take)
         claims.append(Claim(instance_id, key, attempt + 1, worker_id, definition_hash, last_error))
     return claims
+
+
+def _take_slot(q: Queries, cur: sqlite3.Cursor, instance_id: str, key: str, limit: int) -> bool:
+    """Take a slot of ``key`` for the run when fewer than ``limit`` unfinished runs hold one."""
+    ids = {"key": key, "instance_id": instance_id, "limit": limit}
+    cur.execute(q["queue_free_slots"], ids)
+    return bool(cur.execute(q["queue_take_slot"], ids).rowcount)
+
+
+def concurrency_state(q: Queries, cur: sqlite3.Cursor, instance_id: str) -> ConcurrencyState | None:
+    """``ConcurrencyStorage.concurrency_state``: where a run waiting for its first claim stands."""
+    row = cur.execute(q["queue_concurrency_state"], {"instance_id": instance_id}).fetchone()
+    if row is None:
+        return None
+    key, limit, holders = row
+    held = tuple(json.loads(holders or "[]"))
+    return ConcurrencyState(key, int(limit), held, instance_id in held)
 
 
 def next_due(

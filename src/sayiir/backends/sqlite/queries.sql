@@ -250,9 +250,12 @@ WHERE instance_id = :instance_id AND task_key = :key
 -- name: queue_insert
 -- An entry added (InMemoryBackend._enqueue): a checkpointed key is skipped, a key already
 -- queued keeps its entry, an unclaimed one its earliest due time.
+-- A limited run's start entry carries its concurrency key and limit (0009_run_limits).
 INSERT INTO sayiir_task_queue AS q
-    (instance_id, task_key, task_id, definition_hash, priority, tags, available_at)
-SELECT :instance_id, :key, :task_id, :definition_hash, :priority, :tags, :available_at
+    (instance_id, task_key, task_id, definition_hash, priority, tags, available_at,
+     concurrency_key, concurrency_limit)
+SELECT :instance_id, :key, :task_id, :definition_hash, :priority, :tags, :available_at,
+       :concurrency_key, :concurrency_limit
 WHERE NOT EXISTS (
     SELECT 1 FROM sayiir_checkpoints WHERE instance_id = :instance_id AND key = :key)
 ON CONFLICT (instance_id, task_key) DO UPDATE
@@ -274,11 +277,20 @@ VALUES (:instance_id, :key, :task_id, :definition_hash, :priority, :tags, :now,
 -- serves (:served), of runs neither paused nor finished. CROSS JOIN makes SQLite walk the
 -- queue index first (never every active run). SqliteBackend.claim (_queue.claim) takes the
 -- rows this returns, in the same transaction: the claim lives there and here only.
-SELECT id, instance_id, task_key, attempt, worker_id, last_error, definition_hash
+-- A run with a concurrency key (0009_run_limits) is returned only when it may run: it holds
+-- a slot of its key already (a wake-up), or fewer than the limit of unfinished runs hold
+-- one. A filter in the walk, so a key at its limit never blocks the others (fair across
+-- keys); needs_slot: the claim takes the slot (queue_take_slot) before the entry.
+SELECT id, instance_id, task_key, attempt, worker_id, last_error, definition_hash,
+       concurrency_key, concurrency_limit, needs_slot
 FROM (
     SELECT * FROM (
         SELECT q.id, q.instance_id, q.task_key, q.attempt, q.worker_id, q.last_error,
-               q.definition_hash, q.priority * 300.0 + q.available_at AS aged, q.available_at
+               q.definition_hash, q.priority * 300.0 + q.available_at AS aged, q.available_at,
+               q.concurrency_key, q.concurrency_limit,
+               q.concurrency_key IS NOT NULL AND NOT EXISTS (
+                   SELECT 1 FROM sayiir_concurrency_slots AS hs
+                   WHERE hs.instance_id = q.instance_id) AS needs_slot
         FROM sayiir_task_queue AS q
         CROSS JOIN sayiir_workflow_instances AS i ON i.instance_id = q.instance_id
         WHERE q.worker_id IS NULL AND q.available_at <= :now
@@ -287,13 +299,22 @@ FROM (
           AND (q.tags = '[]' OR NOT EXISTS (
                 SELECT 1 FROM json_each(q.tags) AS t
                 WHERE t.value NOT IN (SELECT value FROM json_each(:served))))
+          AND (q.concurrency_key IS NULL
+               OR EXISTS (SELECT 1 FROM sayiir_concurrency_slots AS hs
+                          WHERE hs.instance_id = q.instance_id)
+               OR (SELECT count(*) FROM sayiir_concurrency_slots AS s
+                   CROSS JOIN sayiir_workflow_instances AS h ON h.instance_id = s.instance_id
+                   WHERE s.concurrency_key = q.concurrency_key
+                     AND h.status NOT IN ('completed', 'failed', 'cancelled'))
+                  < q.concurrency_limit)
         ORDER BY q.priority * 300.0 + q.available_at, q.id
         LIMIT :n
     )
     UNION ALL
     SELECT * FROM (
         SELECT q.id, q.instance_id, q.task_key, q.attempt, q.worker_id, q.last_error,
-               q.definition_hash, q.priority * 300.0 + q.available_at AS aged, q.available_at
+               q.definition_hash, q.priority * 300.0 + q.available_at AS aged, q.available_at,
+               NULL, NULL, 0
         FROM sayiir_task_queue AS q
         CROSS JOIN sayiir_workflow_instances AS i ON i.instance_id = q.instance_id
         WHERE q.worker_id IS NOT NULL AND q.lease_expires_at < :now
@@ -314,6 +335,35 @@ UPDATE sayiir_task_queue
 SET worker_id = :worker_id, attempt = attempt + 1, lease_expires_at = :lease_expires_at,
     last_error = coalesce(:last_error, last_error)
 WHERE id = :id
+
+-- name: queue_take_slot
+-- A slot of :key for the run, when fewer than :limit unfinished runs hold one (rowcount 1);
+-- the claim's transaction is the only writer, so the count cannot go stale before the
+-- insert. The rows of the key's finished holders are deleted first (queue_free_slots).
+INSERT INTO sayiir_concurrency_slots (concurrency_key, instance_id)
+SELECT :key, :instance_id
+WHERE (SELECT count(*) FROM sayiir_concurrency_slots WHERE concurrency_key = :key) < :limit
+
+-- name: queue_free_slots
+-- The slots of :key whose runs finished: free again (a finished holder no longer counts).
+DELETE FROM sayiir_concurrency_slots AS s
+WHERE s.concurrency_key = :key AND EXISTS (
+    SELECT 1 FROM sayiir_workflow_instances AS h
+    WHERE h.instance_id = s.instance_id AND h.status IN ('completed', 'failed', 'cancelled'))
+
+-- name: queue_concurrency_state
+-- A run waiting for its first claim: its key, limit and the unfinished runs holding a slot
+-- (a JSON array). Served by the queue's (instance_id, task_key) index and the slots' key.
+SELECT q.concurrency_key, q.concurrency_limit,
+       (SELECT json_group_array(instance_id) FROM (
+            SELECT s.instance_id FROM sayiir_concurrency_slots AS s
+            CROSS JOIN sayiir_workflow_instances AS h ON h.instance_id = s.instance_id
+            WHERE s.concurrency_key = q.concurrency_key
+              AND h.status NOT IN ('completed', 'failed', 'cancelled')
+            ORDER BY s.instance_id))
+FROM sayiir_task_queue AS q
+WHERE q.instance_id = :instance_id AND q.task_key = '' AND q.attempt = 0
+  AND q.concurrency_key IS NOT NULL
 
 -- name: queue_next_due
 -- When the earliest unclaimed entry a worker could claim falls due (timers, retries). Only

@@ -131,6 +131,7 @@ CREATE INDEX sayiir_audit_log_instance_idx ON sayiir_audit_log (instance_id, id)
 -- The worker queue (0007_worker_queue): one row per runnable point of a run submitted for
 -- workers (a task, or "continue" with task_key = ''), unclaimed or claimed by a worker until
 -- lease_expires_at; attempt fences every write made under a claim (see the migration).
+-- concurrency_key and concurrency_limit (0009_run_limits): a limited run's start entry.
 CREATE TABLE sayiir_task_queue (
     id               INTEGER PRIMARY KEY,
     instance_id      TEXT NOT NULL
@@ -145,6 +146,8 @@ CREATE TABLE sayiir_task_queue (
     attempt          INTEGER NOT NULL DEFAULT 0,
     lease_expires_at REAL,
     last_error       TEXT,
+    concurrency_key  TEXT,
+    concurrency_limit INTEGER,
     CHECK ((worker_id IS NULL) = (lease_expires_at IS NULL))
 );
 
@@ -176,3 +179,15 @@ CREATE TABLE sayiir_dedupe_keys (
     instance_id TEXT NOT NULL,
     expires_at  REAL NOT NULL
 );
+
+CREATE INDEX sayiir_dedupe_keys_expires_idx ON sayiir_dedupe_keys (expires_at);
+
+-- Run concurrency limits (0009_run_limits): the runs holding a slot of each key.
+CREATE TABLE sayiir_concurrency_slots (
+    concurrency_key TEXT NOT NULL,
+    instance_id     TEXT NOT NULL
+        REFERENCES sayiir_workflow_instances (instance_id) ON DELETE CASCADE,
+    PRIMARY KEY (concurrency_key, instance_id)
+);
+
+CREATE INDEX sayiir_concurrency_slots_instance_idx ON sayiir_concurrency_slots (instance_id);
