@@ -82,7 +82,9 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
         proc.send_signal(signal.SIGTERM)
     for proc in procs:
-        assert proc.wait(30) == 0
+        # 0: it stopped cleanly; -SIGTERM: the signal came while it was still starting (on
+        # a loaded machine, before its handler was installed): stopped as well.
+        assert proc.wait(30) in (0, -signal.SIGTERM)
 
 
 def test_three_workers_one_killed_every_tick_starts_one_run(pg_dsn: str, cluster: Any) -> None:
