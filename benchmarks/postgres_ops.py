@@ -176,18 +176,18 @@ def bench_worker(url: str, runs: int) -> tuple[float, float]:
     workflow: Any = _linear()
     backend = PostgresBackend(url, table_prefix="w_")
     client = WorkflowClient(backend)
-    original = psycopg.Connection.execute
+    original = psycopg.Cursor.execute
     counted = [0]
 
-    def counting(conn: Any, *args: Any, **kwargs: Any) -> Any:
+    def counting(cur: Any, *args: Any, **kwargs: Any) -> Any:
         if threading.current_thread().name.startswith("sayiir-worker-"):
             counted[0] += 1
-        return original(conn, *args, **kwargs)
+        return original(cur, *args, **kwargs)
 
     try:
         for i in range(runs):
             client.submit(workflow, f"lin-{i}", 0)
-        psycopg.Connection.execute = counting  # type: ignore[method-assign]
+        psycopg.Cursor.execute = counting  # type: ignore[method-assign]
         start = time.perf_counter()
         handle = Worker("bench", backend, poll_interval=0.05).start([workflow])
         pending = [f"lin-{i}" for i in range(runs)]
@@ -198,7 +198,7 @@ def bench_worker(url: str, runs: int) -> tuple[float, float]:
         handle.shutdown()
         handle.join(10)
     finally:
-        psycopg.Connection.execute = original  # type: ignore[method-assign]
+        psycopg.Cursor.execute = original  # type: ignore[method-assign]
         backend.close()
     return counted[0] / (runs * STEPS), elapsed * 1e6 / (runs * STEPS)
 

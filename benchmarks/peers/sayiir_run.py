@@ -154,9 +154,10 @@ def run_sleep(wf: Any, backend: Any, args: argparse.Namespace, tag: str) -> list
 
 def run_many(
     wf: Any, url: str, workload: str, size: int, runs: int, tag: str
-) -> tuple[float, list[float]]:
+) -> tuple[float, float, list[float]]:
     """``runs`` runs, ``MANY_IN_FLIGHT`` at a time, in one process on asyncio; returns the
-    seconds they took (after the untimed warm-up) and each run's own time."""
+    seconds they took (after the untimed warm-up), the CPU seconds this process spent
+    meanwhile, and each run's own time."""
     import asyncio
 
     try:
@@ -164,7 +165,7 @@ def run_many(
     except ImportError as exc:
         raise NotAvailable(f"no CheckpointingRunner: {exc}") from exc
 
-    async def main() -> tuple[float, list[float]]:
+    async def main() -> tuple[float, float, list[float]]:
         backend = await PostgresBackend.connect(url, max_connections=MANY_POOL)
         runner = CheckpointingRunner(backend)
         gate = asyncio.Semaphore(MANY_IN_FLIGHT)
@@ -178,11 +179,13 @@ def run_many(
 
         for i in range(WARMUP_RUNS):  # untimed: the pool's connections, caches
             await runner.run(wf, f"{tag}-warm-{i}", initial(workload, i))
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         spans = await asyncio.gather(*(one(i) for i in range(runs)))
         elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
         await backend.aclose()
-        return elapsed, list(spans)
+        return elapsed, cpu, list(spans)
 
     return asyncio.run(main())
 
@@ -204,8 +207,10 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
     if args.mode == "postgres-many":
         if args.workload not in ("linear", "payload"):
             raise NotAvailable("postgres-many runs linear workloads only")
-        elapsed, spans = run_many(wf, args.url, args.workload, args.size, args.runs, tag)
-        return _result(args, elapsed, spans, None)
+        elapsed, cpu, spans = run_many(wf, args.url, args.workload, args.size, args.runs, tag)
+        result = _result(args, elapsed, spans, None)
+        result["client_cpu_us_per_step"] = round(cpu / result["tasks"] * 1e6, 1)
+        return result
     backend = None if args.mode == "plain" else make_backend(args.mode, args.url, args.path)
     warm_up(wf, backend, args.workload, tag)
     cpu0 = time.process_time()

@@ -94,13 +94,13 @@ def queue_rows(db: psycopg.Connection[Any], prefix: str, iid: str) -> list[tuple
 class StatementCounter:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.count = 0
-        original = psycopg.Connection.execute
+        original = psycopg.Cursor.execute
 
-        def counting(conn: Any, *args: Any, **kwargs: Any) -> Any:
+        def counting(cur: Any, *args: Any, **kwargs: Any) -> Any:
             self.count += 1
-            return original(conn, *args, **kwargs)
+            return original(cur, *args, **kwargs)
 
-        monkeypatch.setattr(psycopg.Connection, "execute", counting)
+        monkeypatch.setattr(psycopg.Cursor, "execute", counting)
 
     def take(self) -> int:
         n, self.count = self.count, 0

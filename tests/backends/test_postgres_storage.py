@@ -67,17 +67,18 @@ def step(key: str, out: bytes = b"1", task_id: str | None = "t", attempt: int = 
 
 
 class StatementCounter:
-    """Counts the statements psycopg sends (each is one network round trip here)."""
+    """Counts the statements psycopg sends (each is one network round trip here): every one
+    goes through ``Cursor.execute``, ``Connection.execute`` included."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.count = 0
-        original = psycopg.Connection.execute
+        original = psycopg.Cursor.execute
 
-        def counting(conn: Any, *args: Any, **kwargs: Any) -> Any:
+        def counting(cur: Any, *args: Any, **kwargs: Any) -> Any:
             self.count += 1
-            return original(conn, *args, **kwargs)
+            return original(cur, *args, **kwargs)
 
-        monkeypatch.setattr(psycopg.Connection, "execute", counting)
+        monkeypatch.setattr(psycopg.Cursor, "execute", counting)
 
     def take(self) -> int:
         n, self.count = self.count, 0
