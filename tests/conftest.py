@@ -33,7 +33,9 @@ import pytest
 from tests.pgcluster import PrivateCluster, cluster_tools_missing, private_cluster
 
 DSN_ENV = "SAYIIR_TEST_POSTGRES_DSN"
-_PG_FIXTURES = frozenset({"pg_database", "pg_dsn"})
+_PG_FIXTURES = frozenset(
+    {"pg_database", "pg_dsn", "pg_partitioned_database", "pg_partitioned_dsn"}
+)
 _CLUSTER_FIXTURE = "pg_cluster"
 _MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
 
@@ -135,6 +137,22 @@ def fresh_database(name: str) -> Iterator[str]:
 def pg_dsn(pg_database: str) -> str:
     """The URL of this module's fresh PostgreSQL database (shared by the module's tests)."""
     return pg_database
+
+
+@pytest.fixture(scope="module")
+def pg_partitioned_database(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A second fresh database of this module, for the partitioned layout: the first
+    ``PostgresBackend(url, partition="month")`` creates its tables partitioned."""
+    if admin_dsn() is None:
+        pytest.skip(f"PostgreSQL test: set {DSN_ENV} to run it")
+    with fresh_database(_database_name(request.module.__name__ + "_part")) as url:
+        yield url
+
+
+@pytest.fixture
+def pg_partitioned_dsn(pg_partitioned_database: str) -> str:
+    """The URL of this module's partitioned database (shared by the module's tests)."""
+    return pg_partitioned_database
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """Fixtures of the console contract suites (test_queries_contract, test_console_actions):
-``backend`` runs each test on memory, SQLite and PostgreSQL (marked and skipped without a
+``backend`` runs each test on memory, SQLite and PostgreSQL (plain and partitioned; marked and skipped without a
 DSN by tests/conftest.py); ``tag`` is a prefix private to the test, since a module's tests
 share one PostgreSQL database."""
 
@@ -23,6 +23,9 @@ QUERY_FACTORIES: dict[str, Factory] = {
     "memory": lambda _request, _tmp: InMemoryBackend(),
     "sqlite": lambda _request, tmp: SqliteBackend(tmp / "queries.db"),
     "postgres": lambda request, _: PostgresBackend(request.getfixturevalue("pg_dsn")),
+    "postgres_partitioned": lambda request, _: PostgresBackend(
+        request.getfixturevalue("pg_partitioned_dsn"), partition="month"
+    ),
 }
 
 

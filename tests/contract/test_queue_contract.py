@@ -43,6 +43,9 @@ FACTORIES: dict[str, Factory] = {
     "postgres": lambda request: PostgresBackend(
         request.getfixturevalue("pg_dsn"), max_connections=12
     ),
+    "postgres_partitioned": lambda request: PostgresBackend(
+        request.getfixturevalue("pg_partitioned_dsn"), max_connections=12, partition="month"
+    ),
     "sqlite": lambda request: SqliteBackend(request.getfixturevalue("tmp_path") / "queue.db"),
 }
 
@@ -904,7 +907,7 @@ def test_a_run_held_back_by_its_limit_says_why(
 # -- idempotent submit with a window --------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "postgres", "postgres_partitioned"])
 def any_backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
     from sayiir import SqliteBackend
 

@@ -45,6 +45,9 @@ FACTORIES: dict[str, Factory] = {
     "memory": lambda _request, _tmp: InMemoryBackend(),
     "sqlite": lambda _request, tmp: SqliteBackend(tmp / "contract.db"),
     "postgres": lambda request, _: PostgresBackend(request.getfixturevalue("pg_dsn")),
+    "postgres_partitioned": lambda request, _: PostgresBackend(
+        request.getfixturevalue("pg_partitioned_dsn"), partition="month"
+    ),
 }
 
 ALL_STATUSES = list(Status)

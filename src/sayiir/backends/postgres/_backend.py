@@ -23,7 +23,7 @@ from uuid import uuid4
 
 from sayiir.backends._closing import AsyncClosing
 from sayiir.backends.adapters import ThreadedAsyncStorage
-from sayiir.backends.postgres import _migrations, _ops, _queue, _retention, _storage
+from sayiir.backends.postgres import _migrations, _ops, _partition, _queue, _retention, _storage
 from sayiir.backends.postgres._conninfo import Target, parse_target
 from sayiir.backends.postgres._console import PostgresQueries
 from sayiir.backends.postgres._limits import PostgresLimits
@@ -51,6 +51,7 @@ from sayiir.core.records import (
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+    from sayiir.backends._sqlfiles import Migration
     from sayiir.backends.postgres._listen import Listener
     from sayiir.backends.postgres._sql import Compiled
 
@@ -116,6 +117,7 @@ class PostgresBackend(
         password: str | Callable[[], str] | None = None,
         lease_secs: float = 30.0,
         raise_parse_cache_limit: bool = True,
+        partition: str | None = None,
     ) -> None:
         options = Options(
             max_connections,
@@ -129,7 +131,7 @@ class PostgresBackend(
         target = parse_target(url)
         self._setup(target, options, schema, table_prefix, codec, auto_migrate,
                     retry_timeout_secs, lease_secs, raise_parse_cache_limit,
-                    check_password(password, target))  # fmt: skip
+                    check_password(password, target), partition=partition)  # fmt: skip
 
     def _setup(
         self,
@@ -144,8 +146,10 @@ class PostgresBackend(
         parse_cache: bool,
         password: Password = None,
         pool: ConnectionPool[Any] | AsyncConnectionPool[Any] | None = None,
+        partition: str | None = None,
     ) -> None:
         check_names(schema, table_prefix)
+        self._partition = _partition.check_partition(partition)
         self.codec = codec if codec is not None else JsonCodec()
         self.lease_secs = check_lease_secs(lease_secs)
         self._target = target
@@ -159,7 +163,8 @@ class PostgresBackend(
                 k: v for k, v in pool.kwargs.items() if k not in ("autocommit", "row_factory")
             }
         self._pools = Pools(target, options, password, repr(self), pool, foreign_kwargs)
-        self._runner = Runner(self._pools, schema, table_prefix, retry_timeout, self._setup_op,
+        self._runner = Runner(self._pools, schema, table_prefix, retry_timeout,
+                              lambda: self._open(migrate=self._auto_migrate),
                               bool(parse_cache))  # fmt: skip
         # Async pools belong to one event loop. A backend made with the plain constructor
         # may be used from several loops (asyncio.run per call), so its async form runs the
@@ -206,6 +211,7 @@ class PostgresBackend(
         retry_timeout_secs: float = 30.0,
         lease_secs: float = 30.0,
         raise_parse_cache_limit: bool = True,
+        partition: str | None = None,
     ) -> PostgresBackend:
         """Use a ``psycopg_pool`` pool you own (sync or async); we never close it.
 
@@ -236,7 +242,8 @@ class PostgresBackend(
         backend = cls.__new__(cls)
         backend._setup(target, Options(None, None, pool.timeout, None, None, None, None),
                        schema, table_prefix, codec, auto_migrate, retry_timeout_secs,
-                       lease_secs, raise_parse_cache_limit, pool=pool)  # fmt: skip
+                       lease_secs, raise_parse_cache_limit, pool=pool,
+                       partition=partition)  # fmt: skip
         return backend
 
     def __repr__(self) -> str:
@@ -252,16 +259,36 @@ class PostgresBackend(
 
         Returns the names (``"0001_initial"``) of the migrations this call applied.
         """
-        from sayiir.backends.postgres._sql import migrations
-
-        done = self._runner.run_direct(
-            "migrate",
-            lambda resent: _migrations.migrate(
-                self._schema, self._prefix, migrations(), self._target.where
-            ),
-        )
+        done = self._runner.run_direct("migrate", lambda resent: self._open(migrate=True))
         self._runner.ready = True
         return [f"{m.version:04d}_{m.name}" for m in done]
+
+    def partition_tables(self) -> bool:
+        """Convert the tables to the partitioned layout (``sayiir partition URL``).
+
+        Runs, task executions and checkpoints become range-partitioned by month of the
+        run's creation, and ``delete_finished`` then drops whole months instead of deleting
+        rows (docs/postgres.md, "Partitioning"). Pending migrations are applied first. The
+        conversion copies every row in one transaction, under an exclusive lock of the
+        tables: nothing is half-converted if it fails, and every other process must be
+        stopped meanwhile (and opened again afterwards). Returns ``False`` when the tables
+        were partitioned already.
+
+        >>> PostgresBackend("postgresql://localhost/sayiir").partition_tables()  # doctest: +SKIP
+        True
+        """
+        from sayiir.backends.postgres._sql import migrations
+
+        def op() -> _ops.Op[bool]:
+            yield from _migrations.migrate(
+                self._schema, self._prefix, migrations(), self._target.where
+            )
+            return (yield from _partition.convert(self._schema, self._prefix))
+
+        converted = self._runner.run_direct("partition", lambda resent: op())
+        self._runner.use_layout(True)
+        self._runner.ready = True
+        return converted
 
     def pending_migrations(self) -> list[tuple[str, str]]:
         """``(name, sql)`` for each migration not applied yet; applies nothing.
@@ -289,11 +316,23 @@ class PostgresBackend(
             for m in plan.pending
         ]
 
-    def _setup_op(self) -> _ops.Op[Any]:
+    def _open(self, migrate: bool) -> _ops.Op[list[Migration]]:
+        """First use: apply the migrations (or check them), then read the tables' layout and
+        compile the queries for it; returns the migrations applied."""
         from sayiir.backends.postgres._sql import migrations
 
-        step = _migrations.migrate if self._auto_migrate else _migrations.verify
-        return step(self._schema, self._prefix, migrations(), self._target.where)
+        where = self._target.where
+        done: list[Migration] = []
+        if migrate:
+            done = yield from _migrations.migrate(self._schema, self._prefix, migrations(), where)
+        else:
+            yield from _migrations.verify(self._schema, self._prefix, migrations(), where)
+        fresh = any(m.version == 1 for m in done)
+        partitioned = yield from _partition.setup(
+            self._schema, self._prefix, self._partition, fresh, migrate, where
+        )
+        self._runner.use_layout(partitioned)
+        return done
 
     def _compiled(self) -> Compiled:
         return self._runner.compiled()

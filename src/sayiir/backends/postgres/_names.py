@@ -13,6 +13,7 @@ import re
 
 __all__ = [
     "BARE_NAMES",
+    "FUNCTIONS",
     "MAX_IDENTIFIER",
     "MAX_PREFIX",
     "TABLES",
@@ -80,6 +81,18 @@ BARE_NAMES: dict[str, str] = {
     "n_concurrency_slots_instance_fkey": "concurrency_slots_instance_fkey",
     "n_concurrency_slots_instance_idx": "concurrency_slots_instance_idx",
     "n_dedupe_keys_pkey": "dedupe_keys_pkey",
+    "n_instances_unique_id": "workflow_instances_unique_id",
+}
+
+# Placeholder -> function name without prefix ({f_*} placeholders are schema-qualified).
+FUNCTIONS: dict[str, str] = {
+    "f_notify_changes": "notify_changes",
+    "f_unique_run_id": "unique_run_id",
+    "f_partition_add": "partition_add",
+    "f_partition_ensure": "partition_ensure",
+    "f_partition_columns": "partition_columns",
+    "f_partition_convert": "partition_convert",
+    "f_partition_drop": "partition_drop",
 }
 
 # Names PostgreSQL derives itself (bigserial sequences) must fit too.

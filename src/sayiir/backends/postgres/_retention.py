@@ -1,8 +1,9 @@
 """Retention: delete the runs that finished long ago (``sayiir retention``).
 
-The cutoff is taken once, from the database clock, when a call starts; the runs are then
-deleted in batches, each batch one statement in its own transaction (so a long clean-up
-never holds locks for long, and an outage retries one batch, not all of them).
+The cutoff is taken once, from the database clock, when a call starts. In the partitioned
+layout the months that ended before it are dropped whole first (``_partition.drop_months``);
+the runs left are then deleted in batches, each batch one statement in its own transaction
+(so a long clean-up never holds locks for long, and an outage retries one batch, not all).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from sayiir.backends.postgres._ops import Op, Q
 from sayiir.backends.postgres._options import non_negative
+from sayiir.backends.postgres._partition import drop_months
 
 if TYPE_CHECKING:
     from sayiir.backends.postgres._runner import Runner
@@ -33,6 +35,8 @@ def delete_finished(
         raise ValueError(f"batch_size must be a positive int, not {batch_size!r}")
     cutoff = runner.run("delete_finished", lambda resent: _cutoff(older))
     total = 0
+    if runner.partitioned:  # known once the first call has opened the backend
+        total = drop_months(runner, cutoff, progress)
     while True:
         n = runner.run("delete_finished", lambda resent: _delete_batch(cutoff, batch_size))
         total += n

@@ -98,6 +98,9 @@ class Runner:
         self._setup = setup
         self._parse_cache = parse_cache
         self._sql: Compiled | None = None
+        # The layout of the tables (migration 0008), found by ``setup``: the queries are
+        # compiled for it once it is known (the setup's own queries are the same in both).
+        self.partitioned = False
 
     def compiled(self) -> Compiled:
         """The queries and migration scripts, names filled in (rendered on first use)."""
@@ -106,8 +109,14 @@ class Runner:
 
             if self._parse_cache:
                 driver().raise_parse_cache_limit()
-            self._sql = compile_sql(self._schema, self._prefix)
+            self._sql = compile_sql(self._schema, self._prefix, self.partitioned)
         return self._sql
+
+    def use_layout(self, partitioned: bool) -> None:
+        """Compile the queries for the partitioned layout, or the plain one, from now on."""
+        if partitioned != self.partitioned:
+            self.partitioned = partitioned
+            self._sql = None
 
     def run(self, doing: str, make: Make[T]) -> T:
         """Run on a connection of the sync pool (migrating first, on first use)."""

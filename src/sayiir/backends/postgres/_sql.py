@@ -15,10 +15,17 @@ from functools import cache
 from psycopg import sql
 
 from sayiir.backends._sqlfiles import Migration, load_migrations, load_queries
-from sayiir.backends.postgres._names import BARE_NAMES, TABLES, changes_channel, queue_channel
+from sayiir.backends.postgres._names import (
+    BARE_NAMES,
+    FUNCTIONS,
+    TABLES,
+    changes_channel,
+    queue_channel,
+)
 
 __all__ = [
     "PACKAGE",
+    "PARTITIONED",
     "VARIANTS",
     "Compiled",
     "compile_sql",
@@ -31,7 +38,9 @@ __all__ = [
 PACKAGE = "sayiir.backends.postgres"
 MIGRATIONS_PACKAGE = "sayiir.backends.postgres.migrations"
 # The named queries: the storage protocol's, then each feature's own file.
-_QUERY_FILES = ("queries.sql", "console.sql", "schedules.sql", "limits.sql")
+_QUERY_FILES = ("queries.sql", "console.sql", "schedules.sql", "limits.sql", "partition.sql")
+# The suffix of a fragment's form in the partitioned layout (partition.sql; _expand).
+PARTITIONED = "__part"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +56,10 @@ def identifiers(schema: str, table_prefix: str) -> dict[str, sql.Composable]:
 
     ``{channel}`` is the queue's NOTIFY channel as a string literal (``pg_notify`` takes
     text), ``{channel_name}`` the same name as an identifier (``LISTEN`` takes one);
-    ``{changes_channel}`` and ``{changes_channel_name}`` the same for run changes, and
-    ``{f_notify_changes}`` the trigger function that announces them.
+    ``{changes_channel}`` and ``{changes_channel_name}`` the same for run changes;
+    ``{f_*}`` the functions of the migrations (``{f_notify_changes}`` announces them);
+    ``{lit_schema}`` and ``{lit_prefix}`` the schema and the prefix as string literals, for
+    the functions of migration 0008 that compose names of partitions (with ``format('%I')``).
     """
     channel = queue_channel(schema, table_prefix)
     changes = changes_channel(schema, table_prefix)
@@ -58,8 +69,11 @@ def identifiers(schema: str, table_prefix: str) -> dict[str, sql.Composable]:
         "channel_name": sql.Identifier(channel),
         "changes_channel": sql.Literal(changes),
         "changes_channel_name": sql.Identifier(changes),
-        "f_notify_changes": sql.Identifier(schema, table_prefix + "notify_changes"),
+        "lit_schema": sql.Literal(schema),
+        "lit_prefix": sql.Literal(table_prefix),
     }
+    for key, name in FUNCTIONS.items():
+        out[key] = sql.Identifier(schema, table_prefix + name)
     for key, name in TABLES.items():
         out[key] = sql.Identifier(schema, table_prefix + name)
     for key, name in BARE_NAMES.items():
@@ -109,10 +123,12 @@ VARIANTS: dict[str, dict[str, str]] = {
 _FRAGMENT = re.compile(r"\{(_\w+)\}")
 
 
-def _expand(text: str, sources: dict[str, str], choice: dict[str, str]) -> str:
+def _expand(text: str, sources: dict[str, str], choice: dict[str, str], layout: str) -> str:
     """Inline the fragments ``text`` names (fragments may name fragments). A switch of
-    ``VARIANTS`` becomes the source ``choice`` gives it, or stays as it is. Only our own
-    file's text is inlined; identifiers are still filled by ``render`` alone."""
+    ``VARIANTS`` becomes the source ``choice`` gives it, or stays as it is. In the
+    partitioned layout (``layout == PARTITIONED``) a fragment ``_x`` is replaced by
+    ``_x__part`` where partition.sql defines one. Only our own file's text is inlined;
+    identifiers are still filled by ``render`` alone."""
 
     def inline(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -120,33 +136,36 @@ def _expand(text: str, sources: dict[str, str], choice: dict[str, str]) -> str:
             if name not in choice:
                 return match.group(0)
             name = choice[name]
-        return _expand(sources[name], sources, choice)
+        if layout and name + layout in sources:
+            name += layout
+        return _expand(sources[name], sources, choice, layout)
 
     return _FRAGMENT.sub(inline, text)
 
 
-def _variants(text: str, sources: dict[str, str]) -> dict[str, str]:
+def _variants(text: str, sources: dict[str, str], layout: str) -> dict[str, str]:
     """Query-name suffix -> expanded text, for every combination of the switches used."""
-    skeleton = _expand(text, sources, {})
+    skeleton = _expand(text, sources, {}, layout)
     used = [switch for switch in VARIANTS if "{" + switch + "}" in skeleton]
     out = {}
     for combo in itertools.product(*(VARIANTS[switch].items() for switch in used)):
         suffix = "".join(option for option, _ in combo)
         choice = {switch: source for switch, (_, source) in zip(used, combo, strict=True)}
-        out[suffix] = _expand(skeleton, sources, choice)
+        out[suffix] = _expand(skeleton, sources, choice, layout)
     return out
 
 
 @cache
-def compile_sql(schema: str, table_prefix: str) -> Compiled:
-    """Render every query and migration for one schema + prefix (cached per pair)."""
+def compile_sql(schema: str, table_prefix: str, partitioned: bool = False) -> Compiled:
+    """Render every query and migration for one schema + prefix and layout (cached)."""
     sources, migs = _sources()
     names = identifiers(schema, table_prefix)
+    layout = PARTITIONED if partitioned else ""
     queries = {
         name + suffix: render(text, names)
         for name, source in sources.items()
         if not name.startswith("_")
-        for suffix, text in _variants(source, sources).items()
+        for suffix, text in _variants(source, sources, layout).items()
     }
     return Compiled(queries, {m.version: render(m.sql, names) for m in migs})
 

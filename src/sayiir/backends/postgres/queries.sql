@@ -29,17 +29,63 @@ extract(epoch FROM i.lease_until)::float8, i.traceparent
 
 
 -- name: _instance_values
+{_instance_cols}
+VALUES {_instance_row}
+
+
+-- name: _instance_cols
 (instance_id, workflow_id, definition_hash, status, input, output, error, reason,
  cancelled_by, paused_by, wake_at, park_node, signal_name, request_kind, request_reason,
  request_by, distributed, start_token, created_at, updated_at, completed_at, lease_until,
  traceparent)
-VALUES (%(id)s, %(workflow_id)s, %(definition_hash)s, %(status)s, %(input)s, %(output)s,
+
+
+-- name: _instance_row
+       (%(id)s, %(workflow_id)s, %(definition_hash)s, %(status)s, %(input)s, %(output)s,
         %(error)s, %(reason)s, %(cancelled_by)s, %(paused_by)s,
         to_timestamp(%(wake_at)s::float8), %(park_node)s, %(signal_name)s, %(request_kind)s,
         %(request_reason)s, %(request_by)s, %(distributed)s, %(start_token)s,
         to_timestamp(%(created_at)s::float8), to_timestamp(%(updated_at)s::float8),
         to_timestamp(%(completed_at)s::float8),
         now() + make_interval(secs => %(start_lease)s::float8), %(traceparent)s)
+
+
+-- The layout switches (partition.sql has their partitioned forms, named _x__part). In this,
+-- the plain layout, task executions and checkpoints have no column of their own for the
+-- run's creation time (_run_col, _run_val: nothing), the primary key of the instances makes
+-- a second run with one id a conflict (_new_run_conflict), and the foreign keys to the
+-- instances delete a run's other rows with it (_drop_run_rows: nothing).
+-- name: _run_col
+
+
+-- name: _run_val
+
+
+-- name: _new_run_conflict
+ON CONFLICT (instance_id) DO NOTHING
+
+
+-- name: _drop_run_rows
+
+
+-- replace_instance's write of the run's row: insert it, or overwrite the old run's. Defines
+-- the CTE "up" (a row when written).
+-- name: _replace_run
+up AS (
+    INSERT INTO {t_instances} AS i {_instance_values}
+    ON CONFLICT (instance_id) DO UPDATE
+    SET workflow_id = excluded.workflow_id, definition_hash = excluded.definition_hash,
+        status = excluded.status, input = excluded.input, output = excluded.output,
+        error = excluded.error, reason = excluded.reason, cancelled_by = excluded.cancelled_by,
+        paused_by = excluded.paused_by, wake_at = excluded.wake_at, park_node = excluded.park_node,
+        signal_name = excluded.signal_name, request_kind = excluded.request_kind,
+        request_reason = excluded.request_reason, request_by = excluded.request_by,
+        distributed = excluded.distributed, start_token = excluded.start_token,
+        created_at = excluded.created_at,
+        updated_at = excluded.updated_at, completed_at = excluded.completed_at,
+        lease_until = excluded.lease_until, traceparent = excluded.traceparent
+    RETURNING 1
+)
 
 
 -- The run a write of an executing engine may change: the one that carries its token
@@ -105,19 +151,20 @@ steps AS (
     FROM ({_steps}) AS s (key, task_id, output, attempt, started, finished, worker_id)
     WHERE EXISTS (SELECT FROM inst)
 ), cp AS (
-    INSERT INTO {t_checkpoints} AS c (instance_id, key, task_id, output)
-    SELECT %(id)s, s.key, s.task_id, s.output FROM steps AS s
-    ON CONFLICT (instance_id, key) DO UPDATE
+    INSERT INTO {t_checkpoints} AS c (instance_id, key, task_id, output{_run_col})
+    SELECT %(id)s, s.key, s.task_id, s.output{_run_val} FROM steps AS s
+    ON CONFLICT (instance_id, key{_run_col}) DO UPDATE
     SET task_id = excluded.task_id, output = excluded.output, created_at = excluded.created_at
 ), te AS (
     INSERT INTO {t_task_executions} AS t
         (instance_id, task_key, task_id, attempt, status, worker_id, started_at, finished_at,
-         duration_ms)
+         duration_ms{_run_col})
     SELECT %(id)s, s.key, s.task_id, s.attempt, 'completed', s.worker_id,
            to_timestamp(s.started), to_timestamp(s.finished), (s.finished - s.started) * 1000
+           {_run_val}
     FROM steps AS s
     WHERE s.task_id IS NOT NULL
-    ON CONFLICT (instance_id, task_key, attempt) DO UPDATE
+    ON CONFLICT (instance_id, task_key, attempt{_run_col}) DO UPDATE
     SET task_id = excluded.task_id, status = excluded.status, worker_id = excluded.worker_id,
         started_at = excluded.started_at, finished_at = excluded.finished_at,
         duration_ms = excluded.duration_ms, error = NULL, next_retry_at = NULL
@@ -130,7 +177,7 @@ steps AS (
 -- name: create_instance
 WITH ins AS (
     INSERT INTO {t_instances} {_instance_values}
-    ON CONFLICT (instance_id) DO NOTHING
+    {_new_run_conflict}
     RETURNING 1
 ), start AS (
     INSERT INTO {t_task_queue}
@@ -182,21 +229,7 @@ WITH del_cp AS (
     RETURNING 1
 ), wake AS (
     SELECT pg_notify({channel}, '') WHERE EXISTS (SELECT FROM start)
-), up AS (
-INSERT INTO {t_instances} AS i {_instance_values}
-ON CONFLICT (instance_id) DO UPDATE
-SET workflow_id = excluded.workflow_id, definition_hash = excluded.definition_hash,
-    status = excluded.status, input = excluded.input, output = excluded.output,
-    error = excluded.error, reason = excluded.reason, cancelled_by = excluded.cancelled_by,
-    paused_by = excluded.paused_by, wake_at = excluded.wake_at, park_node = excluded.park_node,
-    signal_name = excluded.signal_name, request_kind = excluded.request_kind,
-    request_reason = excluded.request_reason, request_by = excluded.request_by,
-    distributed = excluded.distributed, start_token = excluded.start_token,
-    created_at = excluded.created_at,
-    updated_at = excluded.updated_at, completed_at = excluded.completed_at,
-    lease_until = excluded.lease_until, traceparent = excluded.traceparent
-RETURNING 1
-)
+), {_replace_run}
 SELECT (SELECT count(*) FROM wake), (SELECT count(*) FROM up)
 
 
@@ -264,13 +297,14 @@ SELECT * FROM inst
 WITH {_touch}, te AS (
     INSERT INTO {t_task_executions} AS t
         (instance_id, task_key, task_id, attempt, status, worker_id, started_at, finished_at,
-         duration_ms, error, next_retry_at, deadline)
+         duration_ms, error, next_retry_at, deadline{_run_col})
     SELECT %(id)s, %(key)s, %(task_id)s, %(attempt)s, %(status)s, %(worker_id)s,
            to_timestamp(%(started)s::float8), to_timestamp(%(finished)s::float8),
            (%(finished)s::float8 - %(started)s::float8) * 1000, %(error)s,
            to_timestamp(%(next_retry_at)s::float8), to_timestamp(%(deadline)s::float8)
+           {_run_val}
     WHERE EXISTS (SELECT FROM inst)
-    ON CONFLICT (instance_id, task_key, attempt) DO UPDATE
+    ON CONFLICT (instance_id, task_key, attempt{_run_col}) DO UPDATE
     SET task_id = excluded.task_id, status = excluded.status, worker_id = excluded.worker_id,
         started_at = excluded.started_at, finished_at = excluded.finished_at,
         duration_ms = excluded.duration_ms, error = excluded.error,
@@ -313,9 +347,9 @@ WITH lock AS MATERIALIZED (
     WHERE i.instance_id = %(id)s AND EXISTS (SELECT FROM taken)
     RETURNING 1
 ), cp AS (
-    INSERT INTO {t_checkpoints} AS c (instance_id, key, task_id, output)
-    SELECT %(id)s, %(key)s, NULL, t.payload FROM taken AS t
-    ON CONFLICT (instance_id, key) DO UPDATE
+    INSERT INTO {t_checkpoints} AS c (instance_id, key, task_id, output{_run_col})
+    SELECT %(id)s, %(key)s, NULL, t.payload{_run_val} FROM taken AS t
+    ON CONFLICT (instance_id, key{_run_col}) DO UPDATE
     SET task_id = excluded.task_id, output = excluded.output, created_at = excluded.created_at
 )
 SELECT EXISTS (SELECT FROM lock),
@@ -879,11 +913,12 @@ WHERE i.status IN ('completed', 'failed', 'cancelled')
 
 -- One batch (its own transaction): up to %(batch)s finished runs that ended before the
 -- cutoff, oldest first, skipping rows other sessions hold. Checkpoints, task executions
--- and queue entries go with their run (ON DELETE CASCADE); consumed signal events are
--- deleted here (unconsumed ones stay, for a future run with the same id, as with replace).
+-- and queue entries go with their run (ON DELETE CASCADE, or _drop_run_rows in the
+-- partitioned layout); consumed signal events are deleted here (unconsumed ones stay, for a
+-- future run with the same id, as with replace).
 -- name: delete_finished
 WITH old AS (
-    SELECT i.instance_id FROM {t_instances} AS i
+    SELECT i.instance_id, i.created_at FROM {t_instances} AS i
     WHERE i.status IN ('completed', 'failed', 'cancelled')
       AND i.completed_at < to_timestamp(%(cutoff)s::float8)
     ORDER BY i.completed_at
@@ -898,7 +933,7 @@ WITH old AS (
     USING old
     WHERE i.instance_id = old.instance_id
     RETURNING 1
-)
+){_drop_run_rows}
 SELECT count(*) FROM gone
 
 
