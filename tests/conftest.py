@@ -33,9 +33,7 @@ import pytest
 from tests.pgcluster import PrivateCluster, cluster_tools_missing, private_cluster
 
 DSN_ENV = "SAYIIR_TEST_POSTGRES_DSN"
-_PG_FIXTURES = frozenset(
-    {"pg_database", "pg_dsn", "pg_partitioned_database", "pg_partitioned_dsn"}
-)
+_PG_FIXTURES = frozenset({"pg_database", "pg_dsn", "pg_partitioned_database", "pg_partitioned_dsn"})
 _CLUSTER_FIXTURE = "pg_cluster"
 _MAX_IDENTIFIER = 63  # PostgreSQL's NAMEDATALEN - 1
 

@@ -1,7 +1,7 @@
 """Fixtures of the console contract suites (test_queries_contract, test_console_actions):
-``backend`` runs each test on memory, SQLite and PostgreSQL (plain and partitioned; marked and skipped without a
-DSN by tests/conftest.py); ``tag`` is a prefix private to the test, since a module's tests
-share one PostgreSQL database."""
+``backend`` runs each test on memory, SQLite and PostgreSQL, plain and partitioned (marked
+and skipped without a DSN by tests/conftest.py); ``tag`` is a prefix private to the test,
+since a module's tests share one PostgreSQL database."""
 
 from __future__ import annotations
 

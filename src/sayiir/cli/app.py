@@ -12,6 +12,7 @@ schema (``auto_migrate=False``) apply migrations here instead::
 
     sayiir migrate postgresql://admin@db/sayiir --schema sayiir
     sayiir migrate postgresql://admin@db/sayiir --dry-run > pending.sql
+    sayiir partition postgresql://admin@db/sayiir   # runs by month; retention drops months
 
 Exit status 0 on success, 1 on any error; errors go to stderr and never show the password
 (prefer ``PGPASSWORD`` or ``~/.pgpass`` over a password in the URL: command lines are
@@ -68,6 +69,25 @@ def _parser() -> _Parser:
         help="print the SQL of the pending migrations instead of applying them",
     )
     migrate.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECS",
+        help="how long to retry while the database is unreachable (10)",
+    )
+    partition = commands.add_parser(
+        "partition",
+        help="partition the PostgreSQL tables by month",
+        description="Convert runs, task executions and checkpoints to tables range-"
+        "partitioned by month of creation, in one transaction (stop the workers first); "
+        "retention then drops whole months. Applies pending migrations first.",
+    )
+    partition.add_argument("url", help="postgresql://[user[:password]@]host[:port]/database")
+    partition.add_argument("--schema", default="public", help="schema of the tables (public)")
+    partition.add_argument(
+        "--table-prefix", default="sayiir_", help="prefix of the table names (sayiir_)"
+    )
+    partition.add_argument(
         "--timeout",
         type=float,
         default=10.0,
@@ -362,6 +382,25 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _partition(args: argparse.Namespace) -> int:
+    from sayiir.backends.postgres import PostgresBackend
+
+    backend = PostgresBackend(
+        args.url,
+        schema=args.schema,
+        table_prefix=args.table_prefix,
+        auto_migrate=False,
+        retry_timeout_secs=args.timeout,
+    )
+    with backend:
+        where = f"{backend!r}"
+        if backend.partition_tables():
+            print(f"partitioned the tables of {where} by month")
+        else:
+            print(f"already partitioned: {where}")
+    return 0
+
+
 def _retention(args: argparse.Namespace) -> int:
     from sayiir.backends.postgres import PostgresBackend
 
@@ -414,6 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sayiir.errors import WorkflowError
 
     commands = {"history": _history, "migrate": _migrate, "retention": _retention, "ui": _ui}
+    commands["partition"] = _partition
     commands.update(scheduler=scheduler, schedules=schedules)
     console = {"runs": run_command, "workflows": run_command, "stats": run_command}
     command = {**commands, **console, "worker": _worker, "completion": _completion}[args.command]
