@@ -50,6 +50,22 @@ def _redact(text: str) -> str:
     return redact(text)
 
 
+def _schema_arguments(parser: argparse.ArgumentParser) -> None:
+    """The URL and options of a command that changes the PostgreSQL schema."""
+    parser.add_argument("url", help="postgresql://[user[:password]@]host[:port]/database")
+    parser.add_argument("--schema", default="public", help="schema of the tables (public)")
+    parser.add_argument(
+        "--table-prefix", default="sayiir_", help="prefix of the table names (sayiir_)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECS",
+        help="how long to retry while the database is unreachable (10)",
+    )
+
+
 def _parser() -> _Parser:
     parser = _Parser(prog="sayiir", description="sayiir durable workflows: administration.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -58,22 +74,11 @@ def _parser() -> _Parser:
         help="create or upgrade the PostgreSQL tables",
         description="Apply pending schema migrations (what PostgresBackend does on first use).",
     )
-    migrate.add_argument("url", help="postgresql://[user[:password]@]host[:port]/database")
-    migrate.add_argument("--schema", default="public", help="schema of the tables (public)")
-    migrate.add_argument(
-        "--table-prefix", default="sayiir_", help="prefix of the table names (sayiir_)"
-    )
+    _schema_arguments(migrate)
     migrate.add_argument(
         "--dry-run",
         action="store_true",
         help="print the SQL of the pending migrations instead of applying them",
-    )
-    migrate.add_argument(
-        "--timeout",
-        type=float,
-        default=10.0,
-        metavar="SECS",
-        help="how long to retry while the database is unreachable (10)",
     )
     partition = commands.add_parser(
         "partition",
@@ -82,18 +87,7 @@ def _parser() -> _Parser:
         "partitioned by month of creation, in one transaction (stop the workers first); "
         "retention then drops whole months. Applies pending migrations first.",
     )
-    partition.add_argument("url", help="postgresql://[user[:password]@]host[:port]/database")
-    partition.add_argument("--schema", default="public", help="schema of the tables (public)")
-    partition.add_argument(
-        "--table-prefix", default="sayiir_", help="prefix of the table names (sayiir_)"
-    )
-    partition.add_argument(
-        "--timeout",
-        type=float,
-        default=10.0,
-        metavar="SECS",
-        help="how long to retry while the database is unreachable (10)",
-    )
+    _schema_arguments(partition)
     retention = commands.add_parser(
         "retention",
         help="delete old finished runs",
@@ -101,7 +95,7 @@ def _parser() -> _Parser:
         "days ago, with their checkpoints, task executions and consumed signal events; in "
         "batches, each batch its own transaction.",
     )
-    retention.add_argument("url", help="postgresql://[user[:password]@]host[:port]/database")
+    _schema_arguments(retention)
     retention.add_argument(
         "--older-than-days",
         type=float,
@@ -112,19 +106,8 @@ def _parser() -> _Parser:
     retention.add_argument(
         "--batch-size", type=int, default=1000, metavar="B", help="runs per batch (1000)"
     )
-    retention.add_argument("--schema", default="public", help="schema of the tables (public)")
-    retention.add_argument(
-        "--table-prefix", default="sayiir_", help="prefix of the table names (sayiir_)"
-    )
     retention.add_argument(
         "--dry-run", action="store_true", help="print how many runs would be deleted"
-    )
-    retention.add_argument(
-        "--timeout",
-        type=float,
-        default=10.0,
-        metavar="SECS",
-        help="how long to retry while the database is unreachable (10)",
     )
     history = commands.add_parser(
         "history",
@@ -356,16 +339,22 @@ def _history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _migrate(args: argparse.Namespace) -> int:
+def _schema_backend(args: argparse.Namespace) -> Any:
+    """The PostgreSQL backend of a schema command (``--schema``, ``--table-prefix``,
+    ``--timeout``), which never migrates on its own: the command says what changes."""
     from sayiir.backends.postgres import PostgresBackend
 
-    backend = PostgresBackend(
+    return PostgresBackend(
         args.url,
         schema=args.schema,
         table_prefix=args.table_prefix,
         auto_migrate=False,
         retry_timeout_secs=args.timeout,
     )
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    backend = _schema_backend(args)
     with backend:
         where = f"{backend!r}"
         if args.dry_run:
@@ -383,15 +372,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _partition(args: argparse.Namespace) -> int:
-    from sayiir.backends.postgres import PostgresBackend
-
-    backend = PostgresBackend(
-        args.url,
-        schema=args.schema,
-        table_prefix=args.table_prefix,
-        auto_migrate=False,
-        retry_timeout_secs=args.timeout,
-    )
+    backend = _schema_backend(args)
     with backend:
         where = f"{backend!r}"
         if backend.partition_tables():
@@ -402,20 +383,12 @@ def _partition(args: argparse.Namespace) -> int:
 
 
 def _retention(args: argparse.Namespace) -> int:
-    from sayiir.backends.postgres import PostgresBackend
-
     days = args.older_than_days
     if not days >= 0:
         raise ValueError(f"--older-than-days must be >= 0, not {days:g}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, not {args.batch_size}")
-    backend = PostgresBackend(
-        args.url,
-        schema=args.schema,
-        table_prefix=args.table_prefix,
-        auto_migrate=False,  # an ops command never changes the schema: `sayiir migrate` does
-        retry_timeout_secs=args.timeout,
-    )
+    backend = _schema_backend(args)  # never migrates: `sayiir migrate` does
     with backend:
         where = f"{backend!r}"
         if args.dry_run:

@@ -94,9 +94,10 @@ def inspect(
     return Plan(max(applied, default=0), migrations[-1].version, pending, user, database)
 
 
-def migrate_command(schema: str, table_prefix: str) -> str:
-    """The CLI line that applies the migrations for this schema and prefix."""
-    cmd = "sayiir migrate URL"
+def migrate_command(schema: str, table_prefix: str, command: str = "migrate") -> str:
+    """The CLI line that applies the migrations for this schema and prefix (or runs another
+    schema ``command``, e.g. ``partition``, with the same options)."""
+    cmd = f"sayiir {command} URL"
     if schema != "public":
         cmd += f" --schema {schema}"
     if table_prefix != "sayiir_":

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from sayiir.backends.postgres._migrations import migrate_command
 from sayiir.backends.postgres._names import migration_lock_key
 from sayiir.backends.postgres._ops import Op, Q
 from sayiir.errors import BackendError
@@ -63,12 +64,7 @@ def check_partition(value: object) -> bool:
 
 def partition_command(schema: str, table_prefix: str) -> str:
     """The CLI line that converts the tables of this schema and prefix."""
-    cmd = "sayiir partition URL"
-    if schema != "public":
-        cmd += f" --schema {schema}"
-    if table_prefix != "sayiir_":
-        cmd += f" --table-prefix {table_prefix}"
-    return cmd
+    return migrate_command(schema, table_prefix, "partition")
 
 
 def layout(schema: str, table_prefix: str) -> Op[bool | None]:
