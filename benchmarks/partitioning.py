@@ -9,8 +9,9 @@ executions each), created over five past months, plus one run in 1,000 still in 
 ``partition_tables()`` (not timed). On each: ``delete_finished`` with a cutoff at the start
 of last month, so every run finished before it: time, WAL written (server-wide LSN
 difference: on a shared server other sessions' writes count too; ``--private-cluster``
-runs a server of its own), size of the three tables (all partitions) right after, and dead
-rows left for vacuum. Then the step throughput of both layouts: STEPS_RUNS 4-step runs in
+runs a server of its own, with fsync on and 128 MB of shared buffers, the shared server's
+settings here), size of the three tables (all partitions) right after, and dead rows left for
+vacuum. Then the step throughput of both layouts: STEPS_RUNS 4-step runs in
 one process (``run_durable_workflow``), layouts alternating over ROUNDS rounds, median.
 Rows are loaded with ``generate_series`` (the engine would take hours for a million runs).
 """
@@ -182,6 +183,11 @@ def server(private: bool) -> Iterator[str]:
     from tests.pgcluster import private_cluster
 
     with private_cluster("bench") as cluster:
+        # The test clusters are small and unsynced; measure with the server defaults.
+        cluster.execute("ALTER SYSTEM SET fsync = on")
+        cluster.execute("ALTER SYSTEM SET shared_buffers = '128MB'")
+        cluster.execute("ALTER SYSTEM SET max_wal_size = '1GB'")
+        cluster.restart()
         yield cluster.url("postgres")
 
 
