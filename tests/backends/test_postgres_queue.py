@@ -648,6 +648,24 @@ def test_retention_cli(
     capsys.readouterr()
 
 
+def test_retention_cli_purges_expired_dedupe_keys(
+    pg_dsn: str, backend: PostgresBackend, prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    now = time.time()
+    for i in range(5):  # windows passed a minute ago (no submit came since to purge them)
+        assert backend.take_dedupe_key(f"old-{i}", f"r{i}", now - 120, now - 60) == f"r{i}"
+    assert backend.take_dedupe_key("live", "r-live", now, now + 3600) == "r-live"
+    args = ["retention", pg_dsn, "--table-prefix", prefix, "--older-than-days", "30"]
+    assert cli([*args, "--dry-run"]) == 0
+    assert "would delete 5 expired dedupe key(s)" in capsys.readouterr().out
+    assert cli([*args, "--batch-size", "2"]) == 0
+    assert "deleted 5 expired dedupe key(s)" in capsys.readouterr().out
+    assert backend.count_expired_dedupe_keys(time.time()) == 0
+    assert backend.take_dedupe_key("live", "r-other", time.time(), now + 7200) == "r-live"
+
+
 def test_concurrent_workers_and_retention_do_not_deadlock(backend: PostgresBackend) -> None:
     runs = [finished(backend) for _ in range(20)]
     stop = threading.Event()

@@ -913,6 +913,9 @@ def any_backend(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
 
     if request.param == "sqlite":
         b: Any = SqliteBackend(tmp_path / "d.db")
+    elif request.param == "postgres":  # tables of its own: purges see this test's keys only
+        prefix = f"d{uuid.uuid4().hex[:10]}_"
+        b = PostgresBackend(request.getfixturevalue("pg_dsn"), table_prefix=prefix)
     else:
         b = FACTORIES[request.param](request)
     yield b
@@ -982,3 +985,23 @@ def test_dedupe_arguments_are_checked(any_backend: Any) -> None:
         client.submit(wf, "x1", 1, dedupe_key="")
     with pytest.raises(ValueError, match="dedupe_window must be positive"):
         client.submit(wf, "x1", 1, dedupe_key="k", dedupe_window=0)
+
+
+def test_expired_dedupe_keys_are_purged_by_submits_and_in_batches(any_backend: Any) -> None:
+    """The table holds the keys of the current windows, not every key ever used: a submit
+    that takes a key drains up to PURGE_BATCH expired ones, retention the rest in batches."""
+    from sayiir.distributed import dedupe
+
+    now = time.time()
+    for i in range(30):
+        assert dedupe.holder(any_backend, f"old-{i}", f"run-{i}", "10s", now) == f"run-{i}"
+    assert any_backend.purge_dedupe_keys(now + 5, 100) == 0  # none expired yet
+    # A submit with a new key once the window has passed: it drains PURGE_BATCH of them.
+    assert dedupe.holder(any_backend, "fresh", "run-fresh", "10s", now + 11) == "run-fresh"
+    left = 30 - dedupe.PURGE_BATCH
+    assert any_backend.purge_dedupe_keys(now + 11, left - 3) == left - 3
+    assert any_backend.purge_dedupe_keys(now + 11, 100) == 3
+    assert any_backend.purge_dedupe_keys(now + 11, 100) == 0
+    # The key of the current window stayed, and a purged key is free for a new run.
+    assert dedupe.holder(any_backend, "fresh", "run-other", "10s", now + 12) == "run-fresh"
+    assert dedupe.holder(any_backend, "old-0", "run-new", "10s", now + 12) == "run-new"

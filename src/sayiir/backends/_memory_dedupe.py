@@ -21,3 +21,12 @@ class MemoryDedupe:
                 return held[0]
             self._dedupe[key] = (instance_id, expires)
             return instance_id
+
+    def purge_dedupe_keys(self, now: float, limit: int) -> int:
+        with self._dedupe_lock:
+            expired = sorted(
+                (until, key) for key, (_, until) in self._dedupe.items() if until <= now
+            )
+            for _, key in expired[:limit]:
+                del self._dedupe[key]
+            return min(len(expired), limit)

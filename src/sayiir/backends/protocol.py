@@ -460,3 +460,9 @@ class DedupeStorage(Protocol):
         it at ``now`` (its window not passed); return the holder now (``instance_id`` when
         taken). ``None``: a concurrent call took it meanwhile, ask again."""
         ...
+
+    def purge_dedupe_keys(self, now: float, limit: int) -> int:
+        """Delete up to ``limit`` keys whose window has passed at ``now`` (oldest first);
+        return how many. Served by an index on the expiry, so a call with nothing to purge
+        costs one probe (submits call it; ``sayiir retention`` in batches)."""
+        ...

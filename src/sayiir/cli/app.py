@@ -26,6 +26,7 @@ import importlib
 import os
 import socket
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
@@ -92,8 +93,8 @@ def _parser() -> _Parser:
         "retention",
         help="delete old finished runs",
         description="Delete completed, failed and cancelled runs that finished more than N "
-        "days ago, with their checkpoints, task executions and consumed signal events; in "
-        "batches, each batch its own transaction.",
+        "days ago, with their checkpoints, task executions and consumed signal events, and "
+        "the dedupe keys whose window has passed; in batches, each batch its own transaction.",
     )
     _schema_arguments(retention)
     retention.add_argument(
@@ -107,7 +108,7 @@ def _parser() -> _Parser:
         "--batch-size", type=int, default=1000, metavar="B", help="runs per batch (1000)"
     )
     retention.add_argument(
-        "--dry-run", action="store_true", help="print how many runs would be deleted"
+        "--dry-run", action="store_true", help="print how many runs (and keys) would be deleted"
     )
     history = commands.add_parser(
         "history",
@@ -391,9 +392,12 @@ def _retention(args: argparse.Namespace) -> int:
     backend = _schema_backend(args)  # never migrates: `sayiir migrate` does
     with backend:
         where = f"{backend!r}"
+        now = time.time()  # dedupe windows are the submitters' clock (WorkflowClient.submit)
         if args.dry_run:
             n = backend.count_finished(days * 86400.0)
             print(f"would delete {n} finished run(s) older than {days:g} day(s) from {where}")
+            keys = backend.count_expired_dedupe_keys(now)
+            print(f"would delete {keys} expired dedupe key(s)")
         else:
             from sayiir.cli._render import progress
 
@@ -402,6 +406,13 @@ def _retention(args: argparse.Namespace) -> int:
             with progress("deleting", total, tty) as advance:
                 n = backend.delete_finished(days * 86400.0, args.batch_size, progress=advance)
             print(f"deleted {n} finished run(s) older than {days:g} day(s) from {where}")
+            keys = 0
+            while True:
+                purged = backend.purge_dedupe_keys(now, args.batch_size)
+                keys += purged
+                if purged < args.batch_size:
+                    break
+            print(f"deleted {keys} expired dedupe key(s)")
     return 0
 
 

@@ -43,6 +43,23 @@ class PostgresLimits:
         )
         return holder
 
+    def purge_dedupe_keys(self, now: float, limit: int) -> int:
+        n: int = self._runner.run("purge_dedupe_keys", lambda resent: _count_of(
+            "purge_dedupe_keys", {"now": now, "limit": limit}))  # fmt: skip
+        return n
+
+    def count_expired_dedupe_keys(self, now: float) -> int:
+        """How many keys ``purge_dedupe_keys(now, ...)`` would delete (``sayiir retention
+        --dry-run``)."""
+        n: int = self._runner.run("count_expired_dedupe_keys", lambda resent: _count_of(
+            "count_expired_dedupe_keys", {"now": now}))  # fmt: skip
+        return n
+
+
+def _count_of(query: str, params: dict[str, float]) -> Op[int]:
+    rows = yield Q(query, params)
+    return int(rows[0][0])
+
 
 def take_dedupe_key(key: str, instance_id: str, now: float, expires: float) -> Op[str | None]:
     params = {"key": key, "run": instance_id, "now": now, "expires": expires}

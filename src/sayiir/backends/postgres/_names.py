@@ -81,6 +81,7 @@ BARE_NAMES: dict[str, str] = {
     "n_concurrency_slots_instance_fkey": "concurrency_slots_instance_fkey",
     "n_concurrency_slots_instance_idx": "concurrency_slots_instance_idx",
     "n_dedupe_keys_pkey": "dedupe_keys_pkey",
+    "n_dedupe_keys_expires_idx": "dedupe_keys_expires_idx",
     "n_instances_unique_id": "workflow_instances_unique_id",
 }
 

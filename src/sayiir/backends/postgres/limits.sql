@@ -19,6 +19,29 @@ WHERE q.instance_id = %(id)s AND q.task_key = '' AND q.attempt = 0
 -- Take a dedupe key for %(run)s until %(expires)s unless a run holds it at %(now)s; returns
 -- the holder now (ours when taken). No row: a concurrent submit took it after this
 -- statement's snapshot; the caller asks again.
+-- Up to %(limit)s keys whose window has passed at %(now)s, oldest first (the expires_at
+-- index, migration 0010). SKIP LOCKED: a key a submit is taking over right now is left to
+-- it. Returns how many were deleted.
+-- name: purge_dedupe_keys
+WITH old AS (
+    SELECT d.dedupe_key FROM {t_dedupe_keys} AS d
+    WHERE d.expires_at <= to_timestamp(%(now)s::float8)
+    ORDER BY d.expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), gone AS (
+    DELETE FROM {t_dedupe_keys} AS d USING old
+    WHERE d.dedupe_key = old.dedupe_key
+    RETURNING 1
+)
+SELECT count(*) FROM gone
+
+
+-- How many keys purge_dedupe_keys would delete at %(now)s (sayiir retention --dry-run).
+-- name: count_expired_dedupe_keys
+SELECT count(*) FROM {t_dedupe_keys} AS d WHERE d.expires_at <= to_timestamp(%(now)s::float8)
+
+
 -- name: take_dedupe_key
 WITH up AS (
     INSERT INTO {t_dedupe_keys} AS d (dedupe_key, instance_id, expires_at)

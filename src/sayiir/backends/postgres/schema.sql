@@ -238,6 +238,9 @@ CREATE TABLE {t_dedupe_keys} (
     CONSTRAINT {n_dedupe_keys_pkey} PRIMARY KEY (dedupe_key)
 );
 
+-- The purge of expired keys (migration 0010): submits and sayiir retention walk it.
+CREATE INDEX {n_dedupe_keys_expires_idx} ON {t_dedupe_keys} (expires_at);
+
 -- The partitioned layout (migration 0008): functions only, called by `sayiir partition URL`
 -- and by retention; the tables above are the plain layout, which they convert.
 -- A unique index of a partitioned table must contain the partition key, so the instance id

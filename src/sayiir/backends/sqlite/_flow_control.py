@@ -91,3 +91,11 @@ class SqliteDedupe:
             return str(row[0])
 
         return self._db.write("taking a dedupe key", write)
+
+    def purge_dedupe_keys(self, now: float, limit: int) -> int:
+        params = {"now": now, "limit": limit}
+
+        def write(cur: sqlite3.Cursor) -> int:
+            return cur.execute(_Q["purge_dedupe_keys"], params).rowcount
+
+        return self._db.write("purging dedupe keys", write)

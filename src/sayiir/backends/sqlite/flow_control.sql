@@ -37,3 +37,10 @@ WHERE sayiir_dedupe_keys.expires_at <= :now
 
 -- name: select_dedupe_key
 SELECT instance_id FROM sayiir_dedupe_keys WHERE dedupe_key = :key
+
+-- name: purge_dedupe_keys
+-- Up to :limit keys whose window has passed, oldest first (the expires_at index, 0009).
+DELETE FROM sayiir_dedupe_keys
+WHERE dedupe_key IN (
+    SELECT dedupe_key FROM sayiir_dedupe_keys WHERE expires_at <= :now
+    ORDER BY expires_at LIMIT :limit)
