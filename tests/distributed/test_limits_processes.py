@@ -1,6 +1,6 @@
-"""Run concurrency limits with real worker processes on PostgreSQL: four workers, runs over
-twenty keys with ``max_concurrent=1``: never two runs of one key at once (the intervals the
-tasks record are checked), and every run completes.
+"""Run concurrency limits with real worker processes, on PostgreSQL and on SQLite: four
+workers, 1,000 runs over twenty keys with ``max_concurrent=1``: never two runs of one key at
+once (the intervals the tasks record are checked), and every run completes.
 
 ``SAYIIR_TEST_LIMIT_RUNS`` sets the number of runs (default 1,000; benchmarks/limits.py
 measures the cost of the limits)."""
@@ -15,22 +15,26 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
-from sayiir import PostgresBackend, WorkflowClient
+from sayiir import WorkflowClient
+from tests.distributed.targets import Target, target
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 workerapp: Any = importlib.import_module("workerapp")
 
-pytestmark = pytest.mark.postgres
-
 RUNS = int(os.environ.get("SAYIIR_TEST_LIMIT_RUNS", "1000"))
 KEYS = 20
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
+    yield from target(request, tmp_path)
 
 
 def _intervals(path: Path) -> dict[str, list[tuple[float, float, str]]]:
@@ -47,59 +51,35 @@ def _intervals(path: Path) -> dict[str, list[tuple[float, float, str]]]:
     return out
 
 
-def test_four_workers_never_run_two_runs_of_one_key_at_once(pg_dsn: str, tmp_path: Path) -> None:
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_four_workers_never_run_two_runs_of_one_key_at_once(
+    backend: Target, tmp_path: Path
+) -> None:
     intervals = tmp_path / "intervals"
     env = {**os.environ, "SAYIIR_TEST_INTERVALS": str(intervals), "SAYIIR_TEST_LEDGER": "/dev/null"}
-    with PostgresBackend(pg_dsn) as backend:
-        client = WorkflowClient(backend)
-        for i in range(RUNS):
-            # The runs of one key are submitted together: without the limit, the workers
-            # would take several of them at once (claims go oldest first).
-            key = f"k{i * KEYS // RUNS}"
-            client.submit(workerapp.keyed, f"keyed-{i:05d}", {"key": key, "n": i})
-        procs = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "sayiir.cli",
-                    "worker",
-                    "workerapp:workflows",
-                    "--url",
-                    pg_dsn,
-                    "--id",
-                    f"lw{w}",
-                    "--poll-interval",
-                    "0.2",
-                    "--concurrency",
-                    "2",
-                    "--log-level",
-                    "warning",
-                ],
-                cwd=HERE,
-                env=env,
-            )
-            for w in range(4)
-        ]
-        try:
-            deadline = time.monotonic() + 600
-            while True:
-                with psycopg.connect(pg_dsn) as conn:
-                    row = conn.execute(
-                        "SELECT count(*) FILTER (WHERE status = 'completed'), count(*) "
-                        "FROM sayiir_workflow_instances WHERE instance_id LIKE 'keyed-%'"
-                    ).fetchone()
-                assert row is not None
-                if row[0] == RUNS:
-                    break
-                assert all(p.poll() is None for p in procs), "a worker died"
-                assert time.monotonic() < deadline, f"only {row[0]} of {RUNS} runs completed"
-                time.sleep(0.2)
-        finally:
-            for p in procs:
-                p.send_signal(signal.SIGTERM)
-            for p in procs:
-                p.wait(60)
+    client = WorkflowClient(backend.backend)
+    for i in range(RUNS):
+        # The runs of one key are submitted together: without the limit, the workers
+        # would take several of them at once (claims go oldest first).
+        key = f"k{i * KEYS // RUNS}"
+        client.submit(workerapp.keyed, f"keyed-{i:05d}", {"key": key, "n": i})
+    command = [
+        sys.executable, "-m", "sayiir.cli", "worker", "workerapp:workflows", *backend.args,
+        "--poll-interval", "0.2", "--concurrency", "2", "--log-level", "warning",
+    ]  # fmt: skip
+    procs = [subprocess.Popen([*command, "--id", f"lw{w}"], cwd=HERE, env=env) for w in range(4)]
+    try:
+        deadline = time.monotonic() + 800
+        while (done := backend.count("keyed-", "completed")) < RUNS:
+            assert all(p.poll() is None for p in procs), "a worker died"
+            assert time.monotonic() < deadline, f"only {done} of {RUNS} runs completed"
+            time.sleep(0.5)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(60)
     by_key = _intervals(intervals)
     assert sum(len(v) for v in by_key.values()) == RUNS  # every run once (no crash here)
     assert len(by_key) == KEYS
