@@ -46,9 +46,13 @@ class RunLimits:
             if not callable(concurrency_key):
                 raise TypeError("concurrency_key must be a function of the run's input")
             if max_concurrent_runs is not None:
+                # Two slots per run cannot be taken all-or-nothing in PostgreSQL's one-statement
+                # claim (docs/flow-control.md, "Why not a per-key and a workflow-wide limit").
                 raise ValueError(
                     "give either max_concurrent_runs (all runs of the workflow) or "
-                    "concurrency_key with max_concurrent (per key), not both"
+                    "concurrency_key with max_concurrent (per key), not both: the two "
+                    "together are not supported (docs/flow-control.md says why); to cap the "
+                    "work of a per-key-limited workflow, cap the concurrency of its workers"
                 )
             return cls(_count("max_concurrent", 1 if max_concurrent is None else max_concurrent),
                        concurrency_key)  # fmt: skip
