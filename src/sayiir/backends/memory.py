@@ -10,7 +10,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import fields
+from operator import attrgetter
 
 from sayiir.backends._memory_dedupe import MemoryDedupe
 from sayiir.backends._memory_queries import MemoryQueries, StepMeta
@@ -592,8 +593,12 @@ def _claim_of(inst: _Instance, entry: _Entry, waited: float | None = None) -> Cl
     )
 
 
+_FIELDS = attrgetter(*(f.name for f in fields(InstanceRecord)))
+
+
 def _copy(record: InstanceRecord) -> InstanceRecord:
-    return replace(record)
+    """A copy of ``record`` (every field read in C: ``dataclasses.replace`` took 9 us)."""
+    return InstanceRecord(*_FIELDS(record))
 
 
 def _apply(rec: InstanceRecord, request: ControlRequest) -> None:

@@ -7,8 +7,10 @@ interpreter and in ``_runs``; a driver only knows how to wait.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import threading
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -59,7 +61,8 @@ def _perform(eff: Effect[Any], storage: Storage | None) -> Any:
 
 
 def _prime(branches: list[Yielding]) -> tuple[list[Any], list[tuple[int, Yielding, Effect[Any]]]]:
-    """Advance each branch to its first effect: replayed branches finish right here."""
+    """Advance each branch to its first effect: replayed branches finish right here (asyncio
+    driver: the branches' calls are effects there, so priming never runs a task)."""
     results: list[Any] = [None] * len(branches)
     live: list[tuple[int, Yielding, Effect[Any]]] = []
     for i, gen in enumerate(branches):
@@ -86,110 +89,172 @@ def _pool() -> ThreadPoolExecutor:
         return _branch_pool
 
 
-def _reset_after_fork() -> None:
-    """In a forked child, start the branch pool afresh.
+# How often the watchdog looks at the forks in progress. A fork whose calling thread has not
+# moved to its next branch for a whole tick (so it ran one for 0.5 to 1 ms) gets a pool
+# thread. Branches of plain Python code finish well within it: no thread hand-off at all.
+_TICK = 0.0005
+# Ticks without any fork in progress before the watchdog blocks until the next one.
+_IDLE_TICKS = 40
 
-    Only the forking thread exists in the child: the parent's pool threads are gone, yet the
-    pool object believes some are idle (so it would start none), and the slots, the lock and
-    the pool's own locks may have been held by threads that will never release them. A new
-    pool is made on first use (``os.fork``, multiprocessing's fork start, gunicorn preload).
+
+class _Watchdog:
+    """One daemon thread per process that brings pool threads to held-up forks.
+
+    A fork registers while its calling thread runs branches (a set add, no thread wake-up:
+    the watchdog polls while forks come and go, and blocks only after ``_IDLE_TICKS`` idle
+    ticks, to be woken by the next fork). The calling thread never hands a branch over
+    itself, so CPU-light branches cost no thread switch; a branch that blocks (I/O, sleep, a
+    barrier, a slow storage write) is noticed within two ticks and the rest of the fork's
+    branches start on pool threads, side by side.
     """
-    global _branch_pool, _branch_slots, _pool_lock
+
+    def __init__(self) -> None:
+        self.forks: set[_Fork] = set()
+        self.cond = threading.Condition(threading.Lock())
+        self.parked = False
+        self.thread: threading.Thread | None = None
+
+    def add(self, fork: _Fork) -> None:
+        self.forks.add(fork)  # atomic under the GIL; the watchdog reads it with list()
+        if self.parked or self.thread is None:
+            # Dekker-style: the watchdog sets ``parked`` before it looks at ``forks`` (both
+            # under ``cond``), so either it sees this fork or we see it parked and wake it.
+            with self.cond:
+                if self.thread is None:
+                    self.thread = threading.Thread(
+                        target=self.loop, name="sayiir-branch-watch", daemon=True
+                    )
+                    self.thread.start()
+                self.cond.notify()
+
+    def loop(self) -> None:
+        idle = 0
+        while True:
+            if idle >= _IDLE_TICKS:
+                with self.cond:
+                    self.parked = True
+                    while not self.forks:
+                        self.cond.wait()
+                    self.parked = False
+                idle = 0
+            time.sleep(_TICK)
+            forks = list(self.forks)
+            if not forks:
+                idle += 1
+                continue
+            idle = 0
+            for fork in forks:
+                fork.check()
+
+
+_watchdog = _Watchdog()
+
+
+def _reset_after_fork() -> None:
+    """In a forked child, start the branch pool and the watchdog afresh.
+
+    Only the forking thread exists in the child: the parent's pool threads and watchdog are
+    gone, yet the pool object believes some are idle (so it would start none), and the slots,
+    the locks and the pool's own locks may have been held by threads that will never release
+    them. New ones are made on first use (``os.fork``, multiprocessing's fork start, gunicorn
+    preload).
+    """
+    global _branch_pool, _branch_slots, _pool_lock, _watchdog
     _branch_pool = None
     _branch_slots = threading.BoundedSemaphore(_BRANCH_THREADS)
     _pool_lock = threading.Lock()
+    _watchdog = _Watchdog()
 
 
 if hasattr(os, "register_at_fork"):  # POSIX; there is no fork elsewhere
     os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-# How long this thread runs branches alone before pool threads join in. Branches of plain
-# Python code finish well within it (no thread hand-off at all); a branch that blocks (I/O,
-# sleep, a storage write) lets the helpers start the others after this delay.
-_HELP_AFTER = 0.0005
-
-
 def _parallel(branches: list[Yielding], storage: Storage | None) -> list[Any]:
-    """Run live branches, this thread first, pool threads joining in when it is held up.
+    """Run the branches, this thread first, pool threads joining in when it is held up.
 
-    This thread takes branches one by one from a shared queue. One pool thread waits
-    ``_HELP_AFTER`` for them to be done; if some are still queued it takes one, and each
-    helper that takes a branch first brings in another helper while branches remain, so
-    blocking branches end up running side by side. Trivial branches cost no hand-off.
-    A helper starts only when a pool thread is free (``_branch_slots``), and this thread
-    runs whatever is left itself, so nested forks never wait on each other for threads.
+    The branches are whole generators (the sync engine calls tasks inline in them, so a
+    branch never hands its calls back here): this thread takes them one by one from a
+    shared queue while the watchdog (``_Watchdog``) looks on. When it finds this thread on
+    the same branch for a whole tick, it brings a pool thread, which takes the next branch
+    and first brings another while branches remain, so blocking branches end up running side
+    by side. A helper starts only when a pool thread is free (``_branch_slots``), and this
+    thread runs whatever is left itself, so nested forks never wait on each other for threads.
     """
-    results, live = _prime(branches)
-    if len(live) == 1:
-        i, gen, eff = live[0]
-        results[i] = _run_branch(gen, eff, storage)
-    elif live:
-        _Fork(live, results, storage).run_all()
-    return results
-
-
-_Job = tuple[int, Yielding, Effect[Any]]
+    if len(branches) == 1:
+        return [_run_branch(branches[0], storage)]
+    fork = _Fork(branches, storage)
+    fork.run_all()
+    return fork.results
 
 
 class _Fork:
     """The shared queue of one fork's branches (see ``_parallel``)."""
 
-    def __init__(self, jobs: list[_Job], results: list[Any], storage: Storage | None) -> None:
-        self.queue = deque(jobs)
-        self.results = results
+    __slots__ = ("count", "finished", "jobs", "latch", "results", "seen", "storage", "taken")
+
+    def __init__(self, branches: list[Yielding], storage: Storage | None) -> None:
+        self.jobs = deque(enumerate(branches))
+        self.count = len(branches)
+        self.results: list[Any] = [None] * self.count
         self.storage = storage
-        self.lock = threading.Lock()
-        self.settled = threading.Condition(self.lock)
-        self.taken_all = threading.Event()
-        self.running = 0
+        self.finished = itertools.count(1)  # next() is atomic under the GIL
+        # Released by whichever thread finishes the last branch; this thread waits on it.
+        self.latch = threading.Lock()
+        self.latch.acquire()
+        self.taken = 0  # branches taken so far: the watchdog's sign of progress
+        self.seen = -1  # ``taken`` at the watchdog's last look
 
     def run_all(self) -> None:
-        self.bring_helper(_HELP_AFTER)
-        while (job := self.take()) is not None:
-            self.run(job)
-        self.taken_all.set()
-        with self.lock:
-            while self.running:
-                self.settled.wait()
-
-    def take(self) -> _Job | None:
-        with self.lock:
-            if not self.queue:
-                return None
-            self.running += 1
-            return self.queue.popleft()
-
-    def run(self, job: _Job) -> None:
-        i, gen, eff = job
-        self.results[i] = _run_branch(gen, eff, self.storage)
-        with self.lock:
-            self.running -= 1
-            if not self.running:
-                self.settled.notify_all()
-
-    def helper(self, delay: float, slots: threading.BoundedSemaphore) -> None:
+        watchdog = _watchdog
+        watchdog.add(self)
         try:
-            if delay and self.taken_all.wait(delay):
+            self.work(False)
+        finally:
+            watchdog.forks.discard(self)
+        self.latch.acquire()  # the branches pool threads took are done too
+
+    def work(self, helping: bool) -> None:
+        jobs = self.jobs
+        results = self.results
+        storage = self.storage
+        while True:
+            try:
+                i, gen = jobs.popleft()
+            except IndexError:
                 return
-            while (job := self.take()) is not None:
-                self.bring_helper(0.0)
-                self.run(job)
+            self.taken += 1
+            if helping and jobs:
+                self.bring_helper()
+            results[i] = _run_branch(gen, storage)
+            if next(self.finished) == self.count:
+                self.latch.release()
+
+    def check(self) -> None:
+        """The watchdog's look: no branch taken since the last one, and some left? Help."""
+        taken = self.taken
+        if taken == self.seen and self.jobs:
+            self.bring_helper()
+        self.seen = taken
+
+    def helper(self, slots: threading.BoundedSemaphore) -> None:
+        try:
+            self.work(True)
         finally:
             slots.release()  # the semaphore it came from (a fork may have replaced the global)
 
-    def bring_helper(self, delay: float) -> None:
+    def bring_helper(self) -> None:
         slots = _branch_slots
-        if self.queue and slots.acquire(blocking=False):
+        if self.jobs and slots.acquire(blocking=False):
             try:
-                _pool().submit(self.helper, delay, slots)
+                _pool().submit(self.helper, slots)
             except RuntimeError:  # the interpreter is shutting down: this thread runs them
                 slots.release()
 
 
-def _run_branch(gen: Yielding, eff: Effect[Any], storage: Storage | None) -> Any:
+def _run_branch(gen: Yielding, storage: Storage | None) -> Any:
     try:
-        return drive(gen, storage, eff)
+        return drive(gen, storage)
     except BaseException as exc:
         return exc
 

@@ -61,6 +61,8 @@ __all__ = ["Ended", "Execution", "Failure", "Lane", "WorkerMode"]
 
 _SCALARS = (str, int, float, bool, type(None))
 _NO_VALUE = object()
+# ``tuple.__new__`` builds the NamedTuple without its generated ``__new__`` (one call less).
+_new_context = tuple.__new__
 
 
 class Failure(Exception):
@@ -308,7 +310,10 @@ class Execution:
     def fork(self, node: ForkNode, value: Any, scope: str, lane: Lane) -> Effects[Any]:
         if self.worker is None:
             yield from self.flush(lane)
-            branches = [self._branch(b, value, scope, Lane(False)) for b in node.branches]
+            # Branch lanes call inline when this one does (the sync driver): a branch then
+            # runs whole on the thread that takes it (``_drive._parallel``), calls included.
+            inline = lane.inline
+            branches = [self._branch(b, value, scope, Lane(inline)) for b in node.branches]
             results = yield from Parallel(branches)
         else:
             results = yield from self._spread(node, value, scope, lane)
@@ -453,30 +458,24 @@ class Execution:
         if stored is not None:
             return self._decode(stored, key)
         fn = self._lookup(node.id)
-        meta = node.metadata
-        policy = meta.retries if meta is not None else None
-        max_retries = policy.max_retries if policy is not None else 0
-        timeout = meta.timeout_secs if meta is not None else None
+        policy, max_retries, timeout = _options(node.metadata)
         failures = 0
         if key in self.attempts:
             failures = yield from self._restore_attempts(lane, key, node, max_retries)
         while True:
             attempt = failures + 1
             started = self.clock()
-            if self.durable and timeout is not None:
-                yield from self.flush(lane)
-                yield from self._record_checked(
-                    AttemptRecord(
-                        key,
-                        node.id,
-                        attempt,
-                        "running",
-                        started,
-                        deadline=started + timeout,
-                        worker_id=self.worker_id,
-                    ),
+            if timeout is not None and self.durable:
+                yield from self._record_running(lane, key, node.id, attempt, started, timeout)
+            if lane.inline and self.worker is None:
+                # The common case, without ``_call``'s generator frame (one per task).
+                if lane.pending:
+                    yield from self.flush(lane)
+                result, span = self._call_inline(fn, value, node.id, key, timeout, attempt)
+            else:
+                result, span = yield from self._call(
+                    fn, value, node.id, key, timeout, lane, attempt
                 )
-            result, span = yield from self._call(fn, value, node.id, key, timeout, lane, attempt)
             if result.ok:
                 out = result.value
                 try:
@@ -506,6 +505,24 @@ class Execution:
             assert policy is not None
             _end(span, "retry", result.error, policy.delay_for(failures))
             yield from self._record_failure(lane, key, node.id, failures, started, error, policy)
+
+    def _record_running(
+        self, lane: Lane, key: str, task_id: str, attempt: int, started: float, timeout: float
+    ) -> Effects[None]:
+        """Store that an attempt with a timeout runs, and its deadline: a resume after a crash
+        counts it as timed out once the deadline passed."""
+        yield from self.flush(lane)
+        yield from self._record_checked(
+            AttemptRecord(
+                key,
+                task_id,
+                attempt,
+                "running",
+                started,
+                deadline=started + timeout,
+                worker_id=self.worker_id,
+            ),
+        )
 
     def _restore_attempts(
         self, lane: Lane, key: str, node: TaskNode, max_retries: int
@@ -595,19 +612,42 @@ class Execution:
             yield from self._take(key, task_id, fn, lane)
         elif lane.pending:
             yield from self.flush(lane)
-        ctx = TaskExecutionContext(
-            self.definition.workflow_id,
-            self.instance_id,
-            task_id,
-            self._meta(task_id, fn),
-            self._workflow_metadata,
-            attempt,
-        )
+        if lane.inline:
+            return self._call_inline(fn, value, task_id, key, timeout, attempt)
+        ctx = self._context(fn, task_id, attempt)
         scope = self.scope
         span = None if scope is None else scope.attempt(task_id, key, attempt)
-        if lane.inline:
-            return call_sync(fn, value, ctx, timeout, span), span
         return (yield from Call(fn, value, ctx, timeout, span)), span
+
+    def _call_inline(
+        self,
+        fn: Callable[[Any], Any],
+        value: Any,
+        task_id: str,
+        key: str,
+        timeout: float | None,
+        attempt: int,
+    ) -> tuple[CallResult, _observe.AttemptScope | None]:
+        """``_call`` on this thread, once its storage work is done (not a generator)."""
+        ctx = self._context(fn, task_id, attempt)
+        scope = self.scope
+        span = None if scope is None else scope.attempt(task_id, key, attempt)
+        return call_sync(fn, value, ctx, timeout, span), span
+
+    def _context(
+        self, fn: Callable[[Any], Any], task_id: str, attempt: int
+    ) -> TaskExecutionContext:
+        return _new_context(
+            TaskExecutionContext,
+            (
+                self.definition.workflow_id,
+                self.instance_id,
+                task_id,
+                self._meta(task_id, fn),
+                self._workflow_metadata,
+                attempt,
+            ),
+        )
 
     # -- worker mode -----------------------------------------------------------------------
 
@@ -740,6 +780,14 @@ class Execution:
                 meta.display_name = task_id
             self._metas[cache_key] = meta
         return meta
+
+
+def _options(meta: TaskMetadata | None) -> tuple[RetryPolicy | None, int, float | None]:
+    """A task's retry policy, its number of retries and its timeout (none without metadata)."""
+    if meta is None:
+        return None, 0, None
+    policy = meta.retries
+    return policy, policy.max_retries if policy is not None else 0, meta.timeout_secs
 
 
 def _end(
