@@ -479,17 +479,7 @@ class Execution:
             if result.ok:
                 out = result.value
                 try:
-                    if self.durable:
-                        data = _encoded(self.codec, out)
-                        nxt = out if type(out) in _SCALARS else self.codec.decode(data)
-                        self._last_encoded = (nxt, data)
-                        lane.pending.append(
-                            StepRecord(
-                                key, data, node.id, attempt, started, self.clock(), self.worker_id
-                            )
-                        )
-                    else:
-                        nxt = self._roundtrip(out)
+                    nxt = self._output(out, lane, key, node.id, attempt, started)
                 except Exception as exc:  # RecursionError, a custom codec's error: all count
                     result = _output_failure(exc, node.id)
                 else:
@@ -505,6 +495,21 @@ class Execution:
             assert policy is not None
             _end(span, "retry", result.error, policy.delay_for(failures))
             yield from self._record_failure(lane, key, node.id, failures, started, error, policy)
+
+    def _output(
+        self, out: Any, lane: Lane, key: str, task_id: str, attempt: int, started: float
+    ) -> Any:
+        """What the next step gets from a task's output ``out`` (as if read back from
+        storage); durable, its checkpoint joins the lane's pending ones."""
+        if not self.durable:
+            return self._roundtrip(out)
+        data = _encoded(self.codec, out)
+        nxt = out if type(out) in _SCALARS else self.codec.decode(data)
+        self._last_encoded = (nxt, data)
+        lane.pending.append(
+            StepRecord(key, data, task_id, attempt, started, self.clock(), self.worker_id)
+        )
+        return nxt
 
     def _record_running(
         self, lane: Lane, key: str, task_id: str, attempt: int, started: float, timeout: float
