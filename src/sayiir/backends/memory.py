@@ -23,6 +23,9 @@ from sayiir.core.limits import ConcurrencyState
 from sayiir.core.queries import AuditEntry, DefinitionInfo
 from sayiir.core.records import (
     ACTIVE,
+    CANCELLED,
+    PAUSED,
+    RUNNING,
     TERMINAL,
     AttemptRecord,
     AttemptState,
@@ -254,14 +257,15 @@ class InMemoryBackend(MemoryQueries, MemorySchedules, MemoryDedupe, QueueStorage
         rec.park_node = final.park_node
         rec.signal_name = final.signal_name
         rec.updated_at = now
-        if final.status is Status.CANCELLED:
+        status = final.status
+        if status is CANCELLED:
             rec.reason, rec.cancelled_by = final.reason, final.by
-        elif final.status is Status.PAUSED:
+        elif status is PAUSED:
             rec.reason, rec.paused_by = final.reason, final.by
-        if final.status in TERMINAL:
+        if status in TERMINAL:
             rec.completed_at = now
             inst.queue.clear()
-        if final.status in (Status.CANCELLED, Status.PAUSED) or final.status in TERMINAL:
+        if status is PAUSED or status in TERMINAL:  # TERMINAL holds CANCELLED
             rec.request = None
         return None
 
@@ -560,7 +564,7 @@ class InMemoryBackend(MemoryQueries, MemorySchedules, MemoryDedupe, QueueStorage
         """Refuse a checkpoint write to a finished run; the cancel of a cancelled one, which
         takes no checkpoint either (``write_decision``)."""
         rec = inst.record
-        if rec.status is Status.RUNNING:  # the common case, decided at once
+        if rec.status is RUNNING:  # the common case, decided at once
             return None
         decision = write_decision(rec.instance_id, rec.status)
         return applied_request(rec) if decision == "skip" else None
@@ -573,7 +577,7 @@ class InMemoryBackend(MemoryQueries, MemorySchedules, MemoryDedupe, QueueStorage
         applied = applied_request(rec)
         if applied is not None:
             return applied
-        rec.status = Status.RUNNING
+        rec.status = RUNNING
         if token is not None and not rec.distributed:
             rec.lease_until = now + self.lease_secs
         return rec.request

@@ -14,7 +14,14 @@ from sayiir.errors import RunFinishedError
 __all__ = [
     "ACTIVE",
     "AGING_SECS",
+    "AWAITING_SIGNAL",
+    "CANCELLED",
+    "COMPLETED",
+    "FAILED",
+    "PAUSED",
+    "RUNNING",
     "TERMINAL",
+    "WAITING",
     "AttemptRecord",
     "AttemptState",
     "Claim",
@@ -48,6 +55,16 @@ class Status(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
+
+# The members as plain module globals, for hot paths: reading an Enum member off its class
+# costs three times a global read on Python 3.11 (``Status.X`` stays fine everywhere else).
+RUNNING = Status.RUNNING
+WAITING = Status.WAITING
+AWAITING_SIGNAL = Status.AWAITING_SIGNAL
+PAUSED = Status.PAUSED
+COMPLETED = Status.COMPLETED
+FAILED = Status.FAILED
+CANCELLED = Status.CANCELLED
 
 TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
 PARKED = frozenset({Status.WAITING, Status.AWAITING_SIGNAL})
@@ -105,12 +122,14 @@ def write_decision(instance_id: str, status: Status, final: Status | None = None
     (nothing is written). A final state, once applied, is never overwritten; every backend
     uses this one rule.
     """
-    if status is Status.COMPLETED or status is Status.FAILED:
+    if status is RUNNING:  # the common case, decided at once
+        return "write"
+    if status is COMPLETED or status is FAILED:
         raise RunFinishedError(instance_id, status.value)
-    if status is Status.CANCELLED:
+    if status is CANCELLED:
         return "skip"
-    if status is Status.PAUSED:
-        return "write" if final is Status.PAUSED or final is Status.CANCELLED else "keep"
+    if status is PAUSED:
+        return "write" if final is PAUSED or final is CANCELLED else "keep"
     return "write"
 
 
@@ -299,9 +318,12 @@ def applied_request(record: InstanceRecord) -> ControlRequest | None:
     A cancel or pause applied directly (while the run was parked) wins over an
     engine that resumed the run concurrently: its next write learns about it.
     """
-    if record.status is Status.CANCELLED:
+    status = record.status
+    if status is RUNNING:  # the common case, decided at once
+        return None
+    if status is CANCELLED:
         return ControlRequest("cancel", record.reason, record.cancelled_by)
-    if record.status is Status.PAUSED:
+    if status is PAUSED:
         return ControlRequest("pause", record.reason, record.paused_by)
     return None
 
