@@ -53,10 +53,10 @@ def test_nested_forks_with_blocking_branches_all_run_side_by_side(path):
 
     outer = Flow("outer").fork()
     for i in range(3):
-        outer = outer.branch(task(nap, name=f"o{i}"))
+        outer = outer.branch(nap, name=f"o{i}")
     inner = Flow("inner").then(nested, name="nested").fork()
     for i in range(4):
-        inner = inner.branch(task(nap, name=f"i{i}"))
+        inner = inner.branch(nap, name=f"i{i}")
     inner_flow = inner.join(lambda d: sum(d.values()), name="inner_join").build()
     wf = outer.branch(inner_flow, name="nested").join(lambda d: sorted(d), name="join").build()
     out = path.run(wf, 1)
@@ -70,7 +70,7 @@ def test_blocking_branches_get_threads_again_after_the_watchdog_went_idle(monkey
         wait_a, _ = _meeting(3, "a")
         flow = Flow(f"idle{round_}").fork()
         for i in range(3):
-            flow = flow.branch(task(wait_a, name=f"b{i}"))
+            flow = flow.branch(wait_a, name=f"b{i}")
         wf = flow.join(lambda d: sum(d.values()), name="join").build()
         out = run_durable_workflow(wf, f"idle-{round_}", 1, backend=InMemoryBackend())
         assert out.status == "completed", out.error
@@ -136,14 +136,18 @@ def test_cancel_stops_every_blocked_branch_at_its_next_step(ledger):
         go.wait(WAIT)
         return x
 
-    def second(x: int) -> int:
-        ledger.add("second")
+    def second_a(x: int) -> int:
+        ledger.add("second_a")
+        return x
+
+    def second_b(x: int) -> int:
+        ledger.add("second_b")
         return x
 
     wf = (
         Flow("cancel").fork()
-        .branch(first_a, task(second, name="second_a"))
-        .branch(first_b, task(second, name="second_b"))
+        .branch(first_a, second_a)
+        .branch(first_b, second_b)
         .join(lambda d: ledger.add("join"), name="join").build()
     )  # fmt: skip
     result: list[Any] = []
