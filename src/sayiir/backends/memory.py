@@ -67,8 +67,9 @@ class _Instance:
         self.meta: dict[str, StepMeta] = {}
         self.consumed: list[tuple[str, bytes, float, float]] = []
 
-    def put(self, steps: Sequence[StepRecord]) -> None:
-        now = time.time()
+    def put(self, steps: Sequence[StepRecord], now: float | None = None) -> None:
+        if now is None:
+            now = time.time()
         for step in steps:
             self.checkpoints[step.key] = step.output
             self.meta[step.key] = (
@@ -191,8 +192,9 @@ class InMemoryBackend(MemoryQueries, MemorySchedules, MemoryDedupe, QueueStorage
             stopped = self._stopped(inst)
             if stopped is not None:
                 return stopped
-            inst.put(steps)
-            return self._touch(inst, token)
+            now = time.time()
+            inst.put(steps, now)
+            return self._touch(inst, token, now)
 
     def record_attempt(
         self, instance_id: str, attempt: AttemptRecord, *, token: str | None = None
@@ -569,11 +571,15 @@ class InMemoryBackend(MemoryQueries, MemorySchedules, MemoryDedupe, QueueStorage
         decision = write_decision(rec.instance_id, rec.status)
         return applied_request(rec) if decision == "skip" else None
 
-    def _touch(self, inst: _Instance, token: str | None) -> ControlRequest | None:
+    def _touch(
+        self, inst: _Instance, token: str | None, now: float | None = None
+    ) -> ControlRequest | None:
         """A write of the executing engine: the run is running (unless a cancel or pause was
         applied), the execution's lease renewed; return what the engine must obey."""
         rec = inst.record
-        now = rec.updated_at = time.time()
+        if now is None:
+            now = time.time()
+        rec.updated_at = now
         applied = applied_request(rec)
         if applied is not None:
             return applied

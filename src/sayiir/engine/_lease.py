@@ -70,10 +70,14 @@ class _Registry(Generic[S]):
         until the heartbeat must look again. With none registered it still looks every
         ``_IDLE`` seconds: an execution registered meanwhile then wakes it only if its first
         renewal falls before that (a short lease), so short runs cost no thread switch."""
-        due = [h for h in self.held if h.due <= now]
+        # Sync executions register without the lock (``hold``): one that registers while this
+        # runs finds ``next_wake`` infinite, so it takes the lock and rechecks after this.
+        self.next_wake = math.inf
+        held = list(self.held)  # a snapshot, for the same reason
+        due = [h for h in held if h.due <= now]
         for h in due:
             h.due = now + h.interval
-        nxt = min((h.due for h in self.held), default=now + _IDLE)
+        nxt = min((h.due for h in held), default=now + _IDLE)
         self.next_wake = nxt
         return due, max(nxt - now, 0.0)
 
@@ -106,20 +110,26 @@ _thread: threading.Thread | None = None
 
 
 def hold(storage: Storage, instance_id: str, token: str) -> Held[Storage]:
-    """Register a sync execution of ``instance_id`` under ``token`` until ``release``."""
+    """Register a sync execution of ``instance_id`` under ``token`` until ``release``.
+
+    Adding to (and discarding from) the set is atomic under the GIL and the heartbeat reads a
+    snapshot of it, so the lock is taken only to wake or start the heartbeat (a short lease,
+    the first execution): most runs end before their first renewal and never wake it.
+    """
     held = Held(storage, instance_id, token, time.monotonic())
-    with _lock:
-        _sync.held.add(held)
-        if held.due < _sync.next_wake:
-            _cond.notify()
-        if _thread is None:
-            _start()
+    registry = _sync
+    registry.held.add(held)
+    if held.due < registry.next_wake or _thread is None:
+        with _lock:
+            if held.due < _sync.next_wake:
+                _cond.notify()
+            if _thread is None:
+                _start()
     return held
 
 
 def release(held: Held[Storage]) -> None:
-    with _lock:
-        _sync.held.discard(held)
+    _sync.held.discard(held)
 
 
 def _start() -> None:
