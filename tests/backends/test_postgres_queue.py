@@ -330,7 +330,7 @@ def test_queue_statements_use_no_sequential_scan(
     params: dict[str, Any] = {
         "id": "big-7", "key": "k7", "attempt": 1, "worker": "w", "fate": "drop",
         "terminal": False, "lease": 30.0, "token": uuid.uuid4(), "move": True,
-        "n_key": "k8", "n_task_id": "t", "n_priority": 3, "n_tags": [],
+        "n_key": "k8", "n_task_id": "t", "n_priority": 3, "n_tags": [], "n_due": False,
         "ids": ["big-7", "big-8"], "keys": ["k7", "k8"], "attempts": [1, 1],
         "workers": ["w", "w"], "cutoff": time.time(), "batch": 100, "name": "go",
         "payload": b"1", "send_id": uuid.uuid4(), "kind": "cancel", "reason": None,

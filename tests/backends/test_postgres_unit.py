@@ -416,8 +416,8 @@ def test_server_version_texts() -> None:
 # -- the worker queue (sans-IO) ----------------------------------------------------------------
 
 CLAIM = Claim("i", "k", 2, "w", "h")
-HELD = [(True, "running", None, None, None, None, None, None, "h", None, 0)]
-LOST = [(False, None, None, None, None, None, None, None, None, None, 0)]
+HELD = [(True, "running", None, None, None, None, None, None, "h", None, 0, True)]
+LOST = [(False, None, None, None, None, None, None, None, None, None, 0, False)]
 
 
 def advance(
@@ -459,16 +459,22 @@ def test_advance_decides_the_fate_of_the_claim() -> None:
         "move": advance(next_item=QueueItem("n")),
         "move, but queued here": advance(next_item=QueueItem("n"), enqueue=[QueueItem("n")]),
         "move, but checkpointed here": advance(next_item=QueueItem("n"), steps=[StepRecord("n", b"1")]),  # noqa: E501
+        "move, queued later here": advance(next_item=QueueItem("n"), enqueue=[QueueItem("n", available_at=9.0)]),  # noqa: E501
     }  # fmt: skip
-    got = {name: (r[0].params["fate"], r[0].params["move"]) for name, (r, _) in fates.items()}
-    assert got == {
-        "release": ("drop", False),
-        "requeue": ("requeue", False),
-        "renew": ("renew", False),
-        "move": ("drop", True),
-        "move, but queued here": ("drop", False),
-        "move, but checkpointed here": ("drop", False),
+    got = {
+        name: (r[0].params["fate"], r[0].params["move"], r[0].params["n_due"])
+        for name, (r, _) in fates.items()
     }
+    assert got == {
+        "release": ("drop", False, False),
+        "requeue": ("requeue", False, False),
+        "renew": ("renew", False, False),
+        "move": ("move", True, False),  # the claimed entry is dropped only if it moved
+        "move, but queued here": ("move", True, True),  # taken at once, not queued
+        "move, but checkpointed here": ("keep", False, False),
+        "move, queued later here": ("keep", False, False),
+    }
+    assert fates["move, but queued here"][0][0].name.endswith("/q0")  # nothing left to queue
 
 
 def test_a_terminal_final_queues_nothing_and_drops_everything() -> None:
@@ -493,6 +499,22 @@ def test_a_final_that_meets_an_applied_pause_keeps_it() -> None:
     requests, result = advance(final=done, replies=[[], [], [(True, 0, False)], [], [paused]])
     assert [r.name for r in requests][-1] == "get_instance"
     assert result == (ControlRequest("pause", "hold", "ops"), None)
+
+
+def test_a_move_on_a_stale_snapshot_is_made_again_after_locking_the_run() -> None:
+    stale = [(*HELD[0][:-1], False)]  # held, not moved, the snapshot missed a write of the run
+    moved = [(*HELD[0][:-3], 1, 0, True)]
+    reqs, result = advance(
+        steps=[StepRecord("k", b"1")], next_item=QueueItem("n"), replies=[stale, [], [], moved, []]
+    )
+    assert [r.name for r in reqs] == ["advance/1/q0", "begin", "lock_instance", "advance/0/q0",
+                                      "commit"]  # fmt: skip
+    assert result == (None, Claim("i", "n", 1, "w", "h"))
+    kept, result = advance(next_item=QueueItem("n"), replies=[stale, [], [], HELD, []])
+    assert len(kept) == 5 and result == (None, CLAIM)  # not free after all: the claim is kept
+    fresh = [(*HELD[0][:-1], True)]
+    reqs, result = advance(next_item=QueueItem("n"), replies=[fresh])
+    assert len(reqs) == 1 and result == (None, CLAIM)  # refused on a current snapshot: final
 
 
 def test_a_lost_claim_raises_unless_a_retry_finds_its_own_commit() -> None:

@@ -546,30 +546,51 @@ def test_advance_moves_the_claim_to_next_item(
     assert queue.advance(moved, [step("b")], release=True) == (None, None)
 
 
-def test_next_item_claims_nothing_when_its_key_is_queued_or_checkpointed(
+def test_next_item_keeps_the_claim_when_its_key_is_checkpointed_or_not_free(
     queue: QueueStorage, h: str, new: Callable[..., str]
 ) -> None:
     iid = new()
     claim = start(queue, h, iid)
-    queue.enqueue(iid, [item("queued")])
+    queue.enqueue(iid, [item("held"), item("later", available_at=time.time() + 60)])
     queue.save_steps(iid, [step("done")])
-    [held] = take(queue, h, "other")  # "queued" is another worker's now
-    assert held.key == "queued"
-    queue.enqueue(iid, [item(f"c{n}") for n in range(4)])
+    [held] = take(queue, h, "other")  # "held" is another worker's now
+    assert held.key == "held"
     cases: list[tuple[str, list[StepRecord], list[QueueItem]]] = [
-        ("queued", [], []),  # claimed by another worker
+        ("held", [], []),  # claimed by another worker
         ("done", [], []),  # checkpointed earlier
         ("now", [step("now")], []),  # checkpointed by this very write
-        ("mine", [], [item("mine")]),  # queued by this very write
+        ("later", [], []),  # queued, not due yet (a retry backoff)
+        ("soon", [], [item("soon", available_at=time.time() + 60)]),  # queued so by this write
     ]
     for nxt, steps, extra in cases:
-        c = take(queue, h, "w", n=1)[0]
-        request, got = queue.advance(c, steps, enqueue=extra, next_item=item(nxt))
-        assert (request, got) == (None, None), nxt
-        assert queue.heartbeat([c], LONG) == [c]  # released all the same
-    assert queue.heartbeat([claim], LONG) == []
-    # "mine" was queued (unclaimed) by the last write; nothing else is left.
-    assert [c.key for c in take(queue, h)] == ["mine"]
+        request, got = queue.advance(claim, steps, enqueue=extra, next_item=item(nxt))
+        assert (request, got) == (None, claim), nxt  # kept: the worker re-reads the run
+    assert queue.heartbeat([claim, held], LONG) == []
+    assert queue.advance(claim, [], release=True) == (None, None)
+    assert keys(take(queue, h)) == []  # "later" and "soon" are not due; "held" is held
+    assert queue.get_checkpoint(iid, "now") == b"1"
+
+
+def test_next_item_takes_a_queued_entry_nobody_claimed_yet(
+    queue: QueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    iid = new()
+    claim = start(queue, h, iid, "w1")
+    _, first = queue.advance(
+        claim, [step("a")], enqueue=[item("b1"), item("b2"), item("b3")], next_item=item("b1")
+    )
+    assert first == Claim(iid, "b1", 1, "w1", h)  # queued by this very write, due: taken
+    _, second = queue.advance(first, [step("b1")], next_item=item("b2"))
+    assert second == Claim(iid, "b2", 1, "w1", h)  # queued earlier, never claimed: taken
+    [b3] = take(queue, h, "w2")
+    assert b3.key == "b3"  # "" and "b1" are gone, "b2" is held
+    assert queue.heartbeat([claim, first, second], LONG) == [claim, first]
+    # An entry claimed before (its worker gave up, or died) is not taken: claim() counts its
+    # attempts, so a task that keeps killing its workers is dead-lettered.
+    assert queue.abandon(b3, "boom", retry_in=0.0)
+    assert queue.advance(second, [step("b2")], next_item=item("b3")) == (None, second)
+    [again] = take(queue, h, "w2")
+    assert (again.key, again.attempt, again.last_error) == ("b3", 2, "boom")
 
 
 def test_next_item_of_the_claims_own_key_claims_it_again(

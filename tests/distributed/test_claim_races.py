@@ -250,28 +250,47 @@ def test_a_worker_killed_between_any_two_writes_leaves_a_run_others_finish(
     assert crash_point >= 2
 
 
-def test_two_workers_finishing_the_last_branches_at_once_both_re_read_and_queue_the_join(
+def test_two_workers_finishing_the_last_branches_at_once_both_re_read_and_one_runs_the_join(
     backend: Any,
 ) -> None:
     """A and B each run a branch while the other's is not checkpointed yet, then both
-    commit, then both re-read the run: each sees the fork complete only on that re-read,
-    so the re-read must queue the join (once), or the run is stuck for good."""
+    commit (each also tries to take the other's branch, held: refused), then both re-read
+    the run: each sees the fork complete only on that re-read, so the re-read must go on to
+    the join (once), or the run is stuck for good."""
     client = WorkflowClient(backend)
     client.submit(FORK, "both", 1)
     a = Turn(backend, FORK, claim_one(backend, FORK, "A", 30.0), 30.0)
     a.until(lambda e: e.op == "advance" and [s.key for s in e.args[1]] == ["left"])
     b = Turn(backend, FORK, claim_one(backend, FORK, "B", 30.0), 30.0)
     b.until(lambda e: e.op == "advance" and [s.key for s in e.args[1]] == ["right"])
+    assert a.eff.kwargs["next_item"].key == "right"  # A would take right, B left
+    assert b.eff.kwargs["next_item"].key == "left"
     a.step()  # A commits left ...
     a.until(lambda e: e.op == "load")
     b.step()  # ... and B right; then both re-read the run
     b.until(lambda e: e.op == "load")
-    assert a.finish() is None
-    assert b.finish() is None
-    assert "combine" not in ran
+    a_status, b_status = a.finish(), b.finish()
+    assert a_status.output == 2 * 2 + 2 * 3  # A's re-read saw right: it ran the join
+    assert b_status is None  # B's found the run over
     drain(backend, FORK, "C")
     assert client.status("both").output == 2 * 2 + 2 * 3
     assert ran == {"one": 1, "left": 1, "right": 1, "combine": 1}
+
+
+def test_a_fork_of_small_branches_runs_on_the_worker_that_spread_it(backend: Any) -> None:
+    """The spreading worker takes each queued branch nobody claimed in the write that
+    checkpoints the previous one, then the join: no other worker needs to claim anything."""
+    client = WorkflowClient(backend)
+    client.submit(FORK, "alone", 1)
+    a = Turn(backend, FORK, claim_one(backend, FORK, "A", 30.0), 30.0)
+    ops = [a.eff.op]
+    while a.step():
+        ops.append(a.eff.op)
+    assert a.result.output == 2 * 2 + 2 * 3
+    # load; "left" claimed with "right" queued; "right" taken; the join; the final write
+    assert ops == ["load", "advance", "advance", "advance", "advance"]
+    assert ran == {"one": 1, "left": 1, "right": 1, "combine": 1}
+    assert backend.claim("B", [FORK.definition_hash], [], 10, 30.0) == []
 
 
 # -- 4. a path never runs a task that another worker holds -----------------------------------
@@ -308,8 +327,10 @@ def test_a_wake_up_after_the_branches_does_not_run_a_join_another_worker_holds(
     client = WorkflowClient(backend)
     client.submit(FORK, "j", 1)
     a = Turn(backend, FORK, claim_one(backend, FORK, "A", 30.0), 30.0)
-    assert a.finish() is None  # one and left; right queued
-    b = Turn(backend, FORK, claim_one(backend, FORK, "B", 30.0), 30.0)
+    # A runs one and left, and would take right in the write that checkpoints left ...
+    a.until(lambda e: e.op == "advance" and [s.key for s in e.args[1]] == ["left"])
+    b = Turn(backend, FORK, claim_one(backend, FORK, "B", 30.0), 30.0)  # ... B claims it first
+    assert a.finish() is None  # right is B's: A re-reads and lets go
     # B runs right, then claims the join in a write of its own, and runs it.
     b.until(lambda e: e.op == "advance" and e.kwargs.get("next_item") is not None)
     b.step()

@@ -102,6 +102,53 @@ def test_three_workers_drain_fork_runs_each_task_once(cluster: Cluster) -> None:
     assert cluster.completed_twice() == []
 
 
+@pytest.mark.parametrize("kill", [False, True], ids=["both-live", "one-killed"])
+def test_two_workers_share_8_branch_forks_and_run_each_branch_once(
+    cluster: Cluster, kill: bool
+) -> None:
+    """30 runs of an 8-branch fork on 2 worker processes: each worker takes the queued
+    branches of the forks it spreads in the writes of its checkpoints, while the other one
+    claims some of them (a branch sleeps 50 ms). Every run completes with its output; no
+    task is run twice, except, in the variant where one worker is SIGKILLed while it runs
+    a task, that one task (it had no checkpoint), which the survivor runs again."""
+    runs = [f"octet-{i}" for i in range(30)]
+    for i, run in enumerate(runs):
+        cluster.client.submit(workerapp.octet, run, i)
+    workers = [cluster.start(f"o{n}", claim_ttl=1.5) for n in range(2)]
+    victim = workers[0].pid
+    in_flight: tuple[str, str] | None = None
+    if kill:
+
+        def mid_task() -> bool:
+            mine = [(inst, t) for inst, t, p, _ in cluster.lines() if p == victim]
+            return len(mine) >= 20 and cluster.client.get_task_result(*mine[-1]) is None
+
+        wait_until(mid_task, 60, "the victim runs a task, 20 tasks in")
+        os.kill(victim, signal.SIGKILL)
+        workers[0].wait(5)
+        last = [(inst, t) for inst, t, p, _ in cluster.lines() if p == victim][-1]
+        if cluster.client.get_task_result(*last) is None:
+            in_flight = last  # killed before its checkpoint: it runs again elsewhere
+    wait_until(
+        lambda: all(cluster.client.status(r).is_completed() for r in runs), 90, "all runs done"
+    )
+    for i, run in enumerate(runs):
+        assert cluster.client.status(run).output == (8 * i + 28) * 10, run
+    lines = [line for line in cluster.lines() if line[0] in runs]
+    executions = Counter((inst, task) for inst, task, _, _ in lines)
+    assert len(executions) == len(runs) * 11  # begin, 8 branches, gather, finish
+    twice = {key: n for key, n in executions.items() if n > 1}
+    assert twice == ({} if in_flight is None else {in_flight: 2})
+    assert cluster.completed_twice() == []
+    pids = {pid for _, task, pid, _ in lines if task.startswith("part_")}
+    assert len(pids) >= 2, "the other worker never ran a branch"
+    with psycopg.connect(cluster.dsn) as conn:
+        left = conn.execute(
+            "SELECT count(*) FROM sayiir_task_queue WHERE instance_id LIKE 'octet-%'"
+        ).fetchone()
+    assert left == (0,)  # finished runs keep no queue entries
+
+
 def test_kill_9_mid_task_reruns_it_elsewhere(cluster: Cluster) -> None:
     env = {"SAYIIR_TEST_SLOW_SECS": "2"}
     first = cluster.start("a", claim_ttl=1.5, env=env)

@@ -117,6 +117,27 @@ fan = (
     .then(finish)
     .build()
 )
+
+
+def _part(n: int) -> Any:
+    @task(f"part_{n}")
+    def part(x: int) -> int:
+        note()
+        pause()
+        return x + n
+
+    return part
+
+
+def _octet() -> Any:
+    fork = Flow("octet").then(begin).fork()
+    for n in range(8):
+        fork = fork.branch(_part(n))
+    return fork.join(gather).then(finish).build()
+
+
+# An 8-branch fork: the spreading worker takes queued branches, the others claim some.
+octet = _octet()
 sleepy = Flow("sleepy").then(begin).then(slow).then(after_slow).build()
 parked = Flow("parked").then(begin).delay("nap", 0.5).wait_for_signal("go").then(finish).build()
 tagged = Flow("tagged").then(begin).then(on_gpu).build()
@@ -161,7 +182,7 @@ keyed = (
 )
 signalled = Flow("signalled").then(begin).then(slow).wait_for_signal("go").then(finish).build()
 
-workflows = [fan, sleepy, parked, tagged, urgent_flow, lazy_flow, duo, signalled, keyed]
+workflows = [fan, sleepy, parked, tagged, urgent_flow, lazy_flow, duo, signalled, keyed, octet]
 
 _WRITES = ("advance", "finish", "save_steps", "enqueue", "record_attempt")
 

@@ -472,7 +472,8 @@ class InMemoryBackend(MemoryQueries, MemorySchedules, MemoryDedupe, QueueStorage
                         inst.queue.pop(claim.key, None)
                     return applied_request(inst.record), None
             inst.put(steps)
-            if final is not None or next_item is not None or release:
+            renew = next_item is not None and next_item.key == claim.key
+            if final is not None or release or renew:
                 # Given up before the new entries go in: a worker that holds "" and parks
                 # queues "" again (due at the wake-up time); that entry must survive.
                 inst.queue.pop(claim.key, None)
@@ -481,19 +482,35 @@ class InMemoryBackend(MemoryQueries, MemorySchedules, MemoryDedupe, QueueStorage
                 self._finish(inst, final, ())
                 return None, None
             request = self._touch(inst, None)
-            if next_item is None and not release:
-                return request, claim
-            if (
-                next_item is None
-                or next_item.key in inst.queue
-                or next_item.key in inst.checkpoints
-            ):
-                return request, None  # nothing to take, or another worker's entry
-            now = time.time()
+            if next_item is None:
+                return request, None if release else claim
+            requeued = renew and any(item.key == claim.key for item in enqueue)
+            taken = None if requeued else self._take(inst, next_item, claim.worker_id, lease_secs)
+            if taken is None:
+                # Checkpointed, another worker's, or not due: this worker keeps its claim
+                # (it re-reads the run before it lets go), unless it gave the claim up.
+                return request, None if release or renew else claim
+            if not release and not renew:
+                inst.queue.pop(claim.key, None)
+            return request, taken
+
+    def _take(
+        self, inst: _Instance, item: QueueItem, worker_id: str, lease_secs: float
+    ) -> Claim | None:
+        """``advance(next_item=...)``: claim ``item`` for ``worker_id``: a new entry, or its
+        entry when queued, due and never claimed (a spread fork branch nobody took yet).
+        ``None`` when its key is checkpointed or its entry is not free to take."""
+        if item.key in inst.checkpoints:
+            return None
+        now = time.time()
+        entry = inst.queue.get(item.key)
+        if entry is None:
             self._seq += 1
-            nxt = inst.queue[next_item.key] = _Entry(next_item, now, self._seq)
-            nxt.attempt, nxt.worker_id, nxt.lease_expires_at = 1, claim.worker_id, now + lease_secs
-            return request, _claim_of(inst, nxt)
+            entry = inst.queue[item.key] = _Entry(item, now, self._seq)
+        elif entry.worker_id is not None or entry.attempt or entry.available_at > now:
+            return None
+        entry.attempt, entry.worker_id, entry.lease_expires_at = 1, worker_id, now + lease_secs
+        return _claim_of(inst, entry)
 
     def abandon(self, claim: Claim, error: str, *, retry_in: float) -> bool:
         with self._lock:

@@ -306,9 +306,11 @@ class QueueStorage(Storage, Protocol):
         """One fenced write: checkpoints and new queue entries, under ``claim``.
 
         The claim is kept (a checkpoint mid-path), unless: ``next_item`` is given
-        (the claim moves to it: the same worker runs it next; if that key is
-        already queued or checkpointed, nothing is claimed), ``final`` is given
-        (the instance gets its final state; a finished instance loses every queue
+        (the claim moves to it, the same worker runs it next: a new entry claimed at
+        once, or its queued entry when due and never claimed, such as a fork branch no
+        worker took yet; when that key is checkpointed, or its entry is claimed, not due
+        or was claimed before, nothing is taken and the claim is kept), ``final`` is
+        given (the instance gets its final state; a finished instance loses every queue
         entry) or ``release`` is set. Returns the pending cancel/pause request and
         the claim now held. Raises ``LeaseLostError`` (writing nothing) when
         ``claim`` is no longer the current claim of its entry.

@@ -41,6 +41,11 @@ Registry = dict[str, Callable[[Any], Any]]
 _DUE_MARGIN = 0.002
 # The longest cause kept for a dead-letter error (an exception's text can be huge).
 _MAX_CAUSE = 1000
+# The shortest poll of a worker's scheduler thread. It sleeps until the next schedule
+# falls due anyway; the poll only finds schedules registered or changed meanwhile, so a
+# worker with a tiny poll_interval (it claims work that often) does not read the
+# schedules a hundred times a second, two statements each, beside its own work.
+_SCHEDULE_POLL = 1.0
 
 
 class WorkerHandle:
@@ -111,7 +116,9 @@ class Worker:
     at the next claim. ``outage_timeout``: how long the worker keeps retrying while the
     database is unreachable or refuses it (a wrong password) before it stops with an error.
     ``schedules``: the worker also fires the backend's cron schedules (default; any number of
-    workers may, each tick still starts one run; docs/schedules.md).
+    workers may, each tick still starts one run; docs/schedules.md). Its scheduler thread
+    sleeps until the next schedule falls due, looking for new ones every ``poll_interval``
+    but at most once a second.
     """
 
     def __init__(
@@ -241,7 +248,7 @@ class _Running:
         if self.worker.schedules and isinstance(self.storage, ScheduleStorage):
             self._scheduler = Scheduler(
                 self.storage,
-                poll_interval=self.worker.poll_interval,
+                poll_interval=max(self.worker.poll_interval, _SCHEDULE_POLL),
                 name=f"scheduler of worker {self.worker_id}",
             )
             self._scheduler.start()

@@ -106,15 +106,18 @@ class Lane:
     (the next task call, a signal read, the end of the run), so that the last
     checkpoint and the final status share one write. On a worker, a lane is
     ``owned`` once it ran a task under this worker's claim: its next task is
-    claimed by the same write that checkpoints the previous one.
+    claimed by the same write that checkpoints the previous one. ``waiting`` is the queue
+    entry a lane this worker does not own stopped at (a fork branch left for any worker):
+    the worker may still take it (``Execution._spread``).
     """
 
-    __slots__ = ("inline", "owned", "pending")
+    __slots__ = ("inline", "owned", "pending", "waiting")
 
     def __init__(self, inline: bool, owned: bool = False) -> None:
         self.inline = inline
         self.owned = owned
         self.pending: list[StepRecord] = []
+        self.waiting: QueueItem | None = None
 
 
 class WorkerMode:
@@ -249,7 +252,7 @@ class Execution:
 
     def _run(self, value: Any, inline: bool) -> Effects[Ended]:
         worker = self.worker
-        lane = Lane(inline, owned=worker is not None and _holds(worker, ""))
+        lane = Lane(inline, owned=worker is not None and _free(worker, self.checkpoints))
         try:
             output = yield from self.chain(self.definition.nodes, value, "", lane)
             data = self._final_output(output)
@@ -338,10 +341,15 @@ class Execution:
         return (yield from self.task(node.join, joined, scope, lane))
 
     def _spread(self, node: ForkNode, value: Any, scope: str, lane: Lane) -> Effects[list[Any]]:
-        """Worker mode: queue the branches for other workers, run the first one here.
+        """Worker mode: queue the branches for other workers, run the first one here, then
+        take the queued ones nobody took yet, one by one.
 
         The branches this worker does not own only reach their first task (and
-        queue it), so they are walked first; the owned branch runs last.
+        queue it), so they are walked first; the owned branch runs last. Then each write
+        that checkpoints what this worker finished also claims the next branch still
+        queued (``advance(next_item=...)``): small branches cost one write each, not a
+        claim, a load, a write and a re-read on another worker, while a branch another
+        worker took already (a slow fork keeps both busy) ends the taking.
         """
         count = len(node.branches)
         results: list[Any] = [None] * count
@@ -350,10 +358,15 @@ class Execution:
         # with the other branches' queue entries: other workers never see them without it.
         lanes[0].pending, lane.pending = lane.pending, []
         for i in [*range(1, count), 0]:
-            try:
-                results[i] = yield from self.chain(node.branches[i], value, scope, lanes[i])
-            except (Failure, _Parked, _Stopped, _Suspended) as exc:
-                results[i] = exc
+            results[i] = yield from self._walk(node.branches[i], value, scope, lanes[i])
+        for i in range(count):
+            item = lanes[i].waiting
+            if item is None or not isinstance(results[i], _Suspended):
+                continue
+            if not (yield from self._take_queued(item, lanes)):
+                break
+            lanes[i] = Lane(lane.inline)
+            results[i] = yield from self._walk(node.branches[i], value, scope, lanes[i])
         # What the branches finished is not written branch by branch: it goes with the next
         # write of this turn (the join's claim, or the write that suspends or ends the turn),
         # which always carries the lane's pending checkpoints. One write, not one per branch.
@@ -362,6 +375,43 @@ class Execution:
         if any(branch.owned for branch in lanes):
             lane.owned = True  # the join may run here once every branch is done
         return results
+
+    def _walk(self, chain: Chain, value: Any, scope: str, lane: Lane) -> Effects[Any]:
+        """A branch on a worker: its output, or how it stopped (``_spread``)."""
+        try:
+            return (yield from self.chain(chain, value, scope, lane))
+        except (Failure, _Parked, _Stopped, _Suspended) as exc:
+            return exc
+
+    def _take_queued(self, item: QueueItem, lanes: list[Lane]) -> Effects[bool]:
+        """Claim ``item``, a branch left queued, in the write of every checkpoint the fork's
+        lanes hold; False when it is not taken (checkpointed or claimed meanwhile; the
+        claim is kept), or this worker holds no claim or is stopping."""
+        worker = self.worker
+        assert worker is not None
+        if worker.claim is None or worker.stopping():
+            return False
+        steps: list[StepRecord] = []
+        for other in lanes:
+            steps += other.pending
+            other.pending = []
+        return (yield from self._move(worker, steps, item))
+
+    def _move(self, worker: WorkerMode, steps: list[StepRecord], item: QueueItem) -> Effects[bool]:
+        """Checkpoint ``steps``, queue what the turn leaves, and move the claim to ``item``,
+        in one write; whether the claim moved (else it is kept: ``QueueStorage.advance``)."""
+        assert worker.claim is not None
+        request, worker.claim = yield from Store(
+            QueueStorage.advance,
+            worker.claim,
+            worker.wrote(steps),
+            enqueue=worker.drain(),
+            next_item=item,
+            lease_secs=worker.lease_secs,
+        )
+        if request is not None:
+            raise _Stopped(request)
+        return _holds(worker, item.key)
 
     def _branch(self, chain: Chain, value: Any, scope: str, lane: Lane) -> Effects[Any]:
         try:
@@ -667,6 +717,8 @@ class Execution:
         serves = worker.tags.issuperset(item.tags)
         if not (lane.owned and worker.claim is not None and serves) or worker.stopping():
             worker.enqueued.append(item)
+            if serves:
+                lane.waiting = item
             raise _Suspended
         if (
             worker.claim.key == ""
@@ -682,18 +734,8 @@ class Execution:
             return
         # Continue this lane here: checkpoint the last task and claim this one in one write.
         steps, lane.pending = lane.pending, []
-        request, worker.claim = yield from Store(
-            QueueStorage.advance,
-            worker.claim,
-            worker.wrote(steps),
-            enqueue=worker.drain(),
-            next_item=item,
-            lease_secs=worker.lease_secs,
-        )
-        if request is not None:
-            raise _Stopped(request)
-        if worker.claim is None:  # someone else holds that task already
-            raise _Suspended
+        if not (yield from self._move(worker, steps, item)):
+            raise _Suspended  # done or held by another worker: this turn re-reads
 
     def _queue_item(
         self, key: str, task_id: str, fn: Callable[[Any], Any], at: float | None = None
@@ -815,6 +857,14 @@ def _ended(span: _observe.AttemptScope | None, value: Any) -> Any:
 
 def _holds(worker: WorkerMode, key: str) -> bool:
     return worker.claim is not None and worker.claim.key == key
+
+
+def _free(worker: WorkerMode, checkpoints: Mapping[str, bytes]) -> bool:
+    """Whether the worker's claim lets it go on along the run's main path: a "continue"
+    claim, or a claim whose own task is done (a turn that re-read the run: it may then take
+    the join, or what comes next, in the same write as its next checkpoint)."""
+    claim = worker.claim
+    return claim is not None and (claim.key == "" or claim.key in checkpoints)
 
 
 def _task_failure(exc: BaseException, text: str | None = None) -> Failure:

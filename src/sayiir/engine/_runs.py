@@ -578,7 +578,7 @@ def work_claim(
             record = None if state is None else state.record
             if record is not None and record.request is not None and current is not None:
                 return (yield from _obey(current, record.request, lease_secs))
-            if current is not None:
+            if current is not None and record is not None and record.status not in TERMINAL:
                 yield from Store(
                     QueueStorage.advance, current, [], release=True, lease_secs=lease_secs
                 )
@@ -694,6 +694,8 @@ def _suspend(
     # The claim is kept until the run has been re-read and what comes next queued: a
     # worker killed in between leaves a claim that expires, and whoever takes it over
     # decides instead (released here, a join could be lost for good).
+    if not pending and not items:
+        return held  # written already (a branch taken, a move refused): only the re-read
     _, kept = yield from Store(QueueStorage.advance, held, pending, enqueue=items, lease_secs=lease)
     return kept
 

@@ -151,6 +151,36 @@ def _lease_lost(claim: Claim) -> LeaseLostError:
     )
 
 
+def _fate(
+    claim: Claim,
+    steps: Sequence[StepRecord],
+    final: FinalState | None,
+    enqueue: Sequence[QueueItem],
+    next_item: QueueItem | None,
+    give_up: bool,
+) -> tuple[str, QueueItem | None, list[QueueItem], bool]:
+    """What an advance does with the claimed entry (``fate``, see ``_release`` in
+    queries.sql), the entry it moves the claim to (``None``: none), the items it queues,
+    and whether the next one is among them, due now (then taken at once, not queued)."""
+    step_keys = {s.key for s in steps}
+    terminal = final is not None and final.status in TERMINAL
+    renew = final is None and next_item is not None and next_item.key == claim.key
+    items = [] if terminal else [it for it in enqueue if it.key not in step_keys]
+    nxt = None if final is not None else next_item
+    if nxt is not None and nxt.key in step_keys:
+        nxt = None  # checkpointed by this very write: nothing to take
+    mine = [] if nxt is None else [it for it in items if it.key == nxt.key]
+    if (renew and mine) or any(it.available_at is not None for it in mine):
+        nxt = None  # queued by this very write (for later: a backoff): not taken
+    elif mine:
+        items = [it for it in items if it.key != mine[0].key]  # taken at once instead
+    if not (give_up or renew):
+        return ("keep" if nxt is None else "move"), nxt, items, bool(mine) and nxt is not None
+    if not terminal and claim.key in {it.key for it in items}:
+        return "requeue", nxt, items, False
+    return ("renew" if nxt is not None and renew else "drop"), nxt, items, False
+
+
 def advance(
     claim: Claim,
     steps: Sequence[StepRecord],
@@ -166,27 +196,15 @@ def advance(
     """``QueueStorage.advance`` in one fenced statement (see ``InMemoryBackend.advance``); a
     terminal final locks the run row first, in a statement of its own (same transaction).
 
-    The order of the reference: checkpoints; the claim given up (unless kept); new entries
-    (a key checkpointed by this write is not queued; the claim's own key is queued again
-    only when the claim is given up); then the final state, or the claim moved to
-    ``next_item`` unless that key is queued or checkpointed by now.
+    The order of the reference: checkpoints; the claim given up (``final``, ``release``);
+    new entries (a key checkpointed by this write is not queued; the claim's own key is
+    queued again only when the claim is given up); then the final state, or the claim moved
+    to ``next_item`` ("move": inserted claimed, or its due, never claimed entry taken over;
+    the claimed entry is dropped only then, otherwise kept).
     """
-    step_keys = {s.key for s in steps}
     terminal = final is not None and final.status in TERMINAL
-    give_up = final is not None or release or next_item is not None
-    items = [] if terminal else [it for it in enqueue if it.key not in step_keys]
-    queued = {it.key for it in items}
-    nxt = None if final is not None else next_item
-    if nxt is not None and (nxt.key in step_keys or nxt.key in queued):
-        nxt = None  # checkpointed or queued by this very write: another worker's to take
-    if not give_up:
-        fate = "keep"
-    elif not terminal and claim.key in queued:
-        fate = "requeue"
-    elif nxt is not None and nxt.key == claim.key:
-        fate = "renew"
-    else:
-        fate = "drop"
+    give_up = final is not None or release
+    fate, nxt, items, taken_at_once = _fate(claim, steps, final, enqueue, next_item, give_up)
     params: dict[str, Any] = {
         "id": claim.instance_id,
         "key": claim.key,
@@ -201,6 +219,7 @@ def advance(
         "n_task_id": None if nxt is None else nxt.task_id,
         "n_priority": None if nxt is None else queue_priority(nxt.priority),
         "n_tags": None if nxt is None else list(nxt.tags),
+        "n_due": taken_at_once,
     }
     variant = step_params(params, steps) + _item_params(params, items)
     if final is not None:
@@ -225,15 +244,30 @@ def advance(
     rows = yield Q("advance" + variant, params)
     row = AdvanceRow._make(rows[0])
     if not row.held:
-        return (yield from _recover(claim, params, retry and give_up, final=False))
+        may_have_committed = retry and fate != "keep"
+        return (yield from _recover(claim, params, may_have_committed, final=False))
+    if fate == "move" and row.next_attempt is None and not row.fresh:
+        row = yield from _move_locked(params)
     request = obeyed(claim.instance_id, row)
     if fate == "keep":
         return request, claim
     if row.next_attempt is None or nxt is None or row.definition_hash is None:
-        return request, None
+        return request, claim if fate == "move" else None  # not taken: the claim is kept
     return request, Claim(
         claim.instance_id, nxt.key, row.next_attempt, claim.worker_id, row.definition_hash
     )
+
+
+def _move_locked(params: dict[str, Any]) -> Op[AdvanceRow]:
+    """The move of an advance whose snapshot missed a concurrent write of the run (its
+    checkpoints are written, the claim kept): again, with nothing else to write, after
+    locking the run row in a statement of its own, so the snapshot is current (as the
+    terminal final does). Rare: only when two workers write the same run at once."""
+    yield Q("begin", prepare=False)
+    yield Q("lock_instance", {"id": params["id"]})
+    rows = yield Q("advance/0/q0", params)  # no steps, no items: the first statement wrote them
+    yield Q("commit", prepare=False)
+    return AdvanceRow._make(rows[0])
 
 
 def abandon(claim: Claim, error: str, retry_in: float) -> Op[bool]:

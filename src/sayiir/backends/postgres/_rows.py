@@ -99,6 +99,7 @@ class AdvanceRow(NamedTuple):
     definition_hash: str | None
     next_attempt: int | None
     woken: int
+    fresh: bool  # the statement's snapshot had every write of the run (see queries.sql)
 
 
 class RecoverRow(NamedTuple):

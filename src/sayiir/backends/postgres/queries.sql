@@ -754,9 +754,12 @@ RETURNING q.instance_id, q.task_key, q.attempt, q.worker_id
 -- The fence of every write under a claim: the run's row first (lock order: instance, then
 -- queue), then the claimed entry, only if it is still this claim. Every other CTE of an
 -- advance writes only when "held" has its row.
+-- "lock" also has the run row's version (xmin) as locked: the newest one, which a write
+-- committed after this statement's snapshot was taken replaced (see "fresh" in advance).
 -- name: _held
 lock AS MATERIALIZED (
-    SELECT 1 FROM {t_instances} AS i WHERE i.instance_id = %(id)s FOR NO KEY UPDATE
+    SELECT i.xmin AS version FROM {t_instances} AS i
+    WHERE i.instance_id = %(id)s FOR NO KEY UPDATE
 ), held AS MATERIALIZED (
     SELECT q.task_key FROM {t_task_queue} AS q
     WHERE q.instance_id = %(id)s AND q.task_key = %(key)s AND q.attempt = %(attempt)s
@@ -765,11 +768,12 @@ lock AS MATERIALIZED (
 )
 
 
--- What happens to the claimed entry when the claim is given up (%(fate)s, decided by the
--- caller): 'drop' deletes it; 'requeue' (the write queues the claim's own key again) turns
--- it into an unclaimed entry; 'renew' (next_item is the claim's own key) claims it again
--- with attempt 1. Requeue and renew fall back to drop when the key is checkpointed.
--- Needs the CTEs "held" and "items".
+-- What happens to the claimed entry (%(fate)s, decided by the caller): 'keep' nothing;
+-- 'drop' deletes it; 'requeue' (the write queues the claim's own key again) turns it into
+-- an unclaimed entry; 'renew' (next_item is the claim's own key) claims it again with
+-- attempt 1; 'move' deletes it only when the claim moved to next_item (the CTE "moved").
+-- Requeue and renew fall back to drop when the key is checkpointed.
+-- Needs the CTEs "held", "items" and "moved".
 -- name: _release
 requeued AS (
     UPDATE {t_task_queue} AS q
@@ -794,6 +798,7 @@ requeued AS (
 ), dropped AS (
     DELETE FROM {t_task_queue} AS q
     WHERE %(fate)s <> 'keep' AND q.instance_id = %(id)s AND EXISTS (SELECT FROM held)
+      AND (%(fate)s <> 'move' OR EXISTS (SELECT FROM moved))
       AND (%(terminal)s
            OR (q.task_key = %(key)s
                AND NOT EXISTS (SELECT FROM requeued) AND NOT EXISTS (SELECT FROM renewed)))
@@ -801,10 +806,16 @@ requeued AS (
 
 
 -- advance() without a final state: checkpoints, new entries, the run touched (as save_steps
--- does), and the claim kept, given up, or moved to %(n_key)s (claimed by the same worker
--- with attempt 1, unless that key is queued or checkpointed already).
+-- does), and the claim kept, given up, or moved to %(n_key)s: inserted claimed by the same
+-- worker with attempt 1, or its entry taken over when due and never claimed (a spread fork
+-- branch nobody took yet); a key checkpointed or claimed by another worker is not taken,
+-- and the claim is kept. Nor is it taken unless this statement's snapshot has every write
+-- of the run ("fresh": the run row's version it read is the one it locked): a checkpoint
+-- committed by another worker while this one waited for the lock, and the entry that
+-- write dropped, would otherwise be invisible here, and the task would run twice. The
+-- caller then moves the claim in a second statement, after locking the run row.
 -- Returns (held, obeyed columns..., definition hash, attempt of the claim now held on
--- %(n_key)s, notified).
+-- %(n_key)s, notified, fresh).
 -- name: advance
 WITH {_held}, inst AS (
     UPDATE {t_instances} AS i
@@ -813,7 +824,10 @@ WITH {_held}, inst AS (
     WHERE i.instance_id = %(id)s AND EXISTS (SELECT FROM held)
     RETURNING i.status, i.reason, i.cancelled_by, i.paused_by,
               i.request_kind, i.request_reason, i.request_by, i.definition_hash
-), {_write_steps}, {_queue_items}, {_enqueue_items}, {_release}, moved AS (
+), fresh AS (
+    SELECT FROM {t_instances} AS i JOIN lock ON i.xmin = lock.version
+    WHERE i.instance_id = %(id)s
+), {_write_steps}, {_queue_items}, {_enqueue_items}, moved AS (
     INSERT INTO {t_task_queue} AS q
         (instance_id, task_key, task_id, definition_hash, priority, tags, worker_id, attempt,
          lease_expires_at, claim_token)
@@ -821,12 +835,16 @@ WITH {_held}, inst AS (
            %(n_tags)s::text[], %(worker)s, 1, now() + make_interval(secs => %(lease)s),
            %(token)s
     FROM inst
-    WHERE %(move)s
+    WHERE %(move)s AND EXISTS (SELECT FROM fresh)
       AND NOT EXISTS (SELECT FROM {t_checkpoints} AS c
                       WHERE c.instance_id = %(id)s AND c.key = %(n_key)s)
-    ON CONFLICT (instance_id, task_key) DO NOTHING
+    ON CONFLICT (instance_id, task_key) DO UPDATE
+    SET worker_id = excluded.worker_id, attempt = 1,
+        lease_expires_at = excluded.lease_expires_at, claim_token = excluded.claim_token
+    WHERE q.worker_id IS NULL AND q.attempt = 0
+      AND (q.available_at <= now() OR %(n_due)s)
     RETURNING q.attempt
-), wake AS (
+), {_release}, wake AS (
     SELECT pg_notify({channel}, '')
     WHERE EXISTS (SELECT FROM enq WHERE enq.ready)
        OR EXISTS (SELECT FROM requeued WHERE requeued.ready)
@@ -835,7 +853,7 @@ SELECT EXISTS (SELECT FROM held), inst.status, inst.reason, inst.cancelled_by,
        inst.paused_by, inst.request_kind, inst.request_reason, inst.request_by,
        inst.definition_hash,
        coalesce((SELECT m.attempt FROM moved AS m), (SELECT r.attempt FROM renewed AS r)),
-       (SELECT count(*) FROM wake)
+       (SELECT count(*) FROM wake), EXISTS (SELECT FROM fresh)
 FROM (SELECT) AS one
 LEFT JOIN inst ON true
 
@@ -850,7 +868,9 @@ WITH {_held}, inst AS (
     SET {_finish_set}
     WHERE i.instance_id = %(id)s AND EXISTS (SELECT FROM held) AND {_finishable}
     RETURNING i.definition_hash
-), {_write_steps}, {_queue_items}, {_enqueue_items}, {_release}, wake AS (
+), {_write_steps}, {_queue_items}, {_enqueue_items}, moved AS (
+    SELECT NULL::int4 AS attempt WHERE false  -- a final state never moves the claim
+), {_release}, wake AS (
     SELECT pg_notify({channel}, '')
     WHERE EXISTS (SELECT FROM enq WHERE enq.ready)
        OR EXISTS (SELECT FROM requeued WHERE requeued.ready)

@@ -507,7 +507,8 @@ class SqliteBackend(Closing, SqliteQueries, SqliteSchedules, SqliteDedupe, Queue
                     _queue.delete_entry(_Q, cur, claim)
                 return _applied(iid, row), None
             _store_steps(cur, iid, steps, now)
-            if final is not None or next_item is not None or release:
+            renew = next_item is not None and next_item.key == claim.key
+            if final is not None or release or renew:
                 # Given up before the new entries go in: a worker that holds "" and parks
                 # queues "" again (due at the wake-up time); that entry must survive.
                 _queue.delete_entry(_Q, cur, claim)
@@ -518,7 +519,12 @@ class SqliteBackend(Closing, SqliteQueries, SqliteSchedules, SqliteDedupe, Queue
             request, _ = self._touch(cur, iid, now, None)
             if next_item is None:
                 return request, None if release else claim
-            return request, _queue.take_next(_Q, cur, claim, next_item, row[9], lease_secs)
+            taken = _queue.take_next(_Q, cur, claim, next_item, row[9], lease_secs)
+            if taken is None:  # the claim is kept (InMemoryBackend.advance)
+                return request, None if release or renew else claim
+            if not release and not renew:
+                _queue.delete_entry(_Q, cur, claim)
+            return request, taken
 
         woke: list[bool] = []
         result = self._db.write(f"advance({iid!r}, {claim.key!r})", tx)

@@ -193,23 +193,25 @@ def take_next(
     definition_hash: str,
     lease_secs: float,
 ) -> Claim | None:
-    """``advance(next_item=...)``: the worker holds ``item`` at once, unless that key is
-    already queued (another worker's entry) or checkpointed; then nothing is claimed."""
+    """``advance(next_item=...)``: the worker holds ``item`` at once: a new entry, or its
+    entry when queued, due and never claimed (a spread fork branch nobody took yet). ``None``
+    when that key is checkpointed or its entry is not free to take."""
     ids = {"instance_id": claim.instance_id, "key": item.key}
-    if cur.execute(q["queue_select_entry"], ids).fetchone() is not None:
-        return None
     if cur.execute(q["select_checkpoint"], ids).fetchone() is not None:
         return None
     now = time.time()
+    lease = {"worker_id": claim.worker_id, "now": now, "lease_expires_at": now + lease_secs}
+    if cur.execute(q["queue_select_entry"], ids).fetchone() is not None:
+        if not cur.execute(q["queue_take_entry"], {**ids, **lease}).rowcount:
+            return None
+        return Claim(claim.instance_id, item.key, 1, claim.worker_id, definition_hash)
     row = {
         **ids,
+        **lease,
         "task_id": item.task_id,
         "definition_hash": definition_hash,
         "priority": queue_priority(item.priority),
         "tags": json.dumps(sorted(item.tags)),
-        "now": now,
-        "worker_id": claim.worker_id,
-        "lease_expires_at": now + lease_secs,
     }
     cur.execute(q["queue_insert_claimed"], row)
     return Claim(claim.instance_id, item.key, 1, claim.worker_id, definition_hash)

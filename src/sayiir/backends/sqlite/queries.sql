@@ -270,6 +270,15 @@ INSERT INTO sayiir_task_queue
 VALUES (:instance_id, :key, :task_id, :definition_hash, :priority, :tags, :now,
         :worker_id, 1, :lease_expires_at)
 
+-- name: queue_take_entry
+-- advance(next_item=...) on a queued key: taken only when due and never claimed (a spread
+-- fork branch nobody took yet); an entry claimed before goes through claim, which counts
+-- its attempts towards dead-lettering.
+UPDATE sayiir_task_queue
+SET worker_id = :worker_id, attempt = 1, lease_expires_at = :lease_expires_at
+WHERE instance_id = :instance_id AND task_key = :key AND worker_id IS NULL AND attempt = 0
+  AND available_at <= :now
+
 -- name: queue_claimable
 -- Up to :n entries a worker may claim, in claim order: unclaimed and due (the ready index
 -- walked in aged-priority order, see the migration), or claimed with a lease that ran out
