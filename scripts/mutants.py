@@ -264,6 +264,16 @@ MUTANTS: tuple[Mutant, ...] = (
         (D + "test_claim_races.py::test_a_stale_claim_of_the_same_worker_cannot_write",),
     ),
     Mutant(
+        "memory-next-item-takes-another-workers-entry",
+        "src/sayiir/backends/memory.py",
+        "elif entry.worker_id is not None or entry.attempt or entry.available_at > now:",
+        "elif entry.available_at > now:",
+        (
+            C + "test_queue_contract.py::"
+            "test_next_item_keeps_the_claim_when_its_key_is_checkpointed_or_not_free",
+        ),
+    ),
+    Mutant(
         "memory-run-token-fence-removed",
         "src/sayiir/backends/memory.py",
         """        if token is not None and stored is not None and stored != token:
@@ -307,6 +317,16 @@ MUTANTS: tuple[Mutant, ...] = (
         "    WHERE q.instance_id = %(id)s AND q.task_key = %(key)s\n"
         "      AND q.worker_id = %(worker)s AND EXISTS (SELECT FROM lock)",
         (D + "test_claim_races.py::test_a_stale_claim_of_the_same_worker_cannot_write",),
+    ),
+    Mutant(
+        "postgres-move-on-a-stale-snapshot",
+        PGSQL,
+        "    WHERE %(move)s AND EXISTS (SELECT FROM fresh)\n",
+        "    WHERE %(move)s\n",
+        (
+            B + "test_postgres_queue.py::"
+            "test_a_move_waiting_for_the_run_lock_never_takes_a_key_checkpointed_meanwhile",
+        ),
     ),
     Mutant(
         "postgres-heartbeat-renews-stale-claims",

@@ -689,3 +689,64 @@ def test_concurrent_workers_and_retention_do_not_deadlock(backend: PostgresBacke
         thread.join(10)
     assert not errors, errors
     assert deleted >= len(runs)
+
+
+# -- a move never takes a branch checkpointed while it waited for the run's row lock ----------
+
+
+def test_a_move_waiting_for_the_run_lock_never_takes_a_key_checkpointed_meanwhile(
+    backend: PostgresBackend, db: psycopg.Connection[Any], prefix: str, pg_dsn: str
+) -> None:
+    """Worker B holds branch "k" and commits its checkpoint (dropping its entry) while
+    worker A's write, which would take "k", waits for the run's row lock: A's statement
+    began before that commit, so its snapshot has neither the checkpoint nor the drop. It
+    must not take "k" (its task would run twice): A keeps its claim and re-reads."""
+    iid = new(backend)
+    [first] = backend.claim("A", ["h"], [], 1, LONG)
+    _, a = backend.advance(
+        first, [step("first")], enqueue=[QueueItem("k", "k")], next_item=QueueItem("b0", "b0")
+    )
+    assert a is not None and a.key == "b0"
+    [b] = backend.claim("B", ["h"], [], 1, LONG)
+    assert b.key == "k"
+    inst, queue, cps = (
+        table(prefix, n) for n in ("workflow_instances", "task_queue", "checkpoints")
+    )
+    with psycopg.connect(pg_dsn) as other:  # B's write of "k", held open
+        other.execute(
+            sql.SQL("SELECT 1 FROM {} WHERE instance_id = %s FOR NO KEY UPDATE").format(inst),
+            (iid,),
+        )
+        other.execute(
+            sql.SQL(
+                "INSERT INTO {} (instance_id, key, task_id, output) VALUES (%s, 'k', 'k', %s)"
+            ).format(cps),
+            (iid, b"7"),
+        )
+        other.execute(
+            sql.SQL("DELETE FROM {} WHERE instance_id = %s AND task_key = 'k'").format(queue),
+            (iid,),
+        )
+        other.execute(
+            sql.SQL("UPDATE {} SET updated_at = now() WHERE instance_id = %s").format(inst), (iid,)
+        )
+        result: list[Any] = []
+        writer = threading.Thread(
+            target=lambda: result.append(
+                backend.advance(a, [step("b0")], next_item=QueueItem("k", "k"))
+            )
+        )
+        writer.start()
+        deadline = time.monotonic() + 30
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND query LIKE 'WITH lock AS MATERIALIZED%%'"
+        )
+        while db.execute(waiting).fetchall() == [(0,)]:  # A's snapshot is taken, it waits
+            assert time.monotonic() < deadline, "A's write never waited for the lock"
+            time.sleep(0.01)
+        other.commit()
+    writer.join(30)
+    assert result == [(None, a)]  # not taken: A keeps its claim
+    assert queue_rows(db, prefix, iid) == [("b0", "A", 1)]  # no entry for "k" came back
+    assert backend.get_checkpoint(iid, "b0") == b"1"

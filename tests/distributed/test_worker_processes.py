@@ -111,7 +111,7 @@ def test_two_workers_share_8_branch_forks_and_run_each_branch_once(
     claims some of them (a branch sleeps 50 ms). Every run completes with its output; no
     task is run twice, except, in the variant where one worker is SIGKILLed while it runs
     a task, that one task (it had no checkpoint), which the survivor runs again."""
-    runs = [f"octet-{i}" for i in range(30)]
+    runs = [f"octet-{'kill' if kill else 'live'}-{i}" for i in range(30)]
     for i, run in enumerate(runs):
         cluster.client.submit(workerapp.octet, run, i)
     workers = [cluster.start(f"o{n}", claim_ttl=1.5) for n in range(2)]
@@ -144,7 +144,7 @@ def test_two_workers_share_8_branch_forks_and_run_each_branch_once(
     assert len(pids) >= 2, "the other worker never ran a branch"
     with psycopg.connect(cluster.dsn) as conn:
         left = conn.execute(
-            "SELECT count(*) FROM sayiir_task_queue WHERE instance_id LIKE 'octet-%'"
+            "SELECT count(*) FROM sayiir_task_queue WHERE instance_id = ANY(%s)", (runs,)
         ).fetchone()
     assert left == (0,)  # finished runs keep no queue entries
 

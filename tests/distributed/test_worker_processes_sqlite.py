@@ -69,12 +69,28 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def has_open(pid: int, path: Path) -> bool:
+    """Whether process ``pid`` has ``path`` open (Linux: its /proc fd links)."""
+    fds = Path(f"/proc/{pid}/fd")
+    if not Path("/proc/self/fd").exists():
+        return True  # no /proc: nothing to wait for
+    try:
+        return any(os.readlink(fds / fd) == str(path) for fd in os.listdir(fds))
+    except OSError:
+        return False
+
+
 def test_two_worker_processes_drain_runs_submitted_from_a_third(workers: Workers) -> None:
     """The whole point: ``sayiir worker`` on a SQLite file, a client in another process,
     no server. Fork/join runs are shared between both workers, each task runs once."""
     runs = [f"drain-{i}" for i in range(20)]
-    for proc_id in ("a", "b"):
+    procs = [
         workers.start(proc_id, claim_ttl=30.0, env={"SAYIIR_TEST_TASK_SECS": "0.02"})
+        for proc_id in ("a", "b")
+    ]
+    # Both polling before the first submit: on a loaded machine one worker may take seconds
+    # to start, and the other would drain every run alone meanwhile.
+    wait_until(lambda: all(has_open(p.pid, workers.path) for p in procs), 60, "both polling")
     for i, run in enumerate(runs):
         workers.client.submit(workerapp.fan, run, i)
     wait_until(lambda: all(workers.client.status(r).is_completed() for r in runs), 120, "runs done")
