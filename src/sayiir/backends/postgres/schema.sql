@@ -464,14 +464,17 @@ BEGIN
                            s, part.name, stays);
             FOREACH base IN ARRAY ARRAY['task_executions', 'checkpoints'] LOOP
                 CONTINUE WHEN to_regclass(format('%I.%I', s, p || base || suffix)) IS NULL;
+                -- From the few stragglers to their rows by index probes (LATERAL with
+                -- OFFSET 0, which the planner keeps as a loop): a join would read the whole
+                -- month of the child table.
                 EXECUTE format(
-                    'INSERT INTO %I.%I (%s) SELECT %s FROM %I.%I AS c WHERE EXISTS ('
-                    'SELECT FROM %I.%I AS i WHERE i.instance_id = c.instance_id '
-                    'AND i.created_at = c.run_created_at AND %s)',
+                    'INSERT INTO %I.%I (%s) SELECT %s FROM %I.%I AS i CROSS JOIN LATERAL ('
+                    'SELECT * FROM %I.%I AS c WHERE c.instance_id = i.instance_id '
+                    'AND c.run_created_at = i.created_at OFFSET 0) AS c WHERE %s',
                     s, p || base,
                     {f_partition_columns}(format('%I.%I', s, p || base || suffix)::regclass, ''),
                     {f_partition_columns}(format('%I.%I', s, p || base || suffix)::regclass, 'c'),
-                    s, p || base || suffix, s, part.name, stays);
+                    s, part.name, s, p || base || suffix, stays);
             END LOOP;
         END IF;
         EXECUTE format('DELETE FROM {t_signals} AS g USING %I.%I AS i '
