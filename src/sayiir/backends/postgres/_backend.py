@@ -26,6 +26,7 @@ from sayiir.backends.adapters import ThreadedAsyncStorage
 from sayiir.backends.postgres import _migrations, _ops, _partition, _queue, _retention, _storage
 from sayiir.backends.postgres._conninfo import Target, parse_target
 from sayiir.backends.postgres._console import PostgresQueries
+from sayiir.backends.postgres._group import Group
 from sayiir.backends.postgres._limits import PostgresLimits
 from sayiir.backends.postgres._names import check_names
 from sayiir.backends.postgres._options import Options, Password, check_password, positive
@@ -172,6 +173,7 @@ class PostgresBackend(
         self._async_native = pool is not None and not self._pools.owns_async
         self._listeners: dict[str, Listener] = {}  # query name -> its LISTEN thread
         self._defined: set[str] = set()  # definition hashes this object stored (console)
+        self._group = Group(self._runner)  # group commit of the async storage's writes
 
     # -- construction ----------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -20,11 +21,19 @@ from psycopg.rows import tuple_row
 
 from sayiir.backends.postgres._conninfo import Target
 from sayiir.backends.postgres._errors import describe, is_transient, mark_lost, translate
-from sayiir.backends.postgres._ops import Composed, Op, Q, Request
+from sayiir.backends.postgres._ops import Composed, Op, Q, Request, Rows
 from sayiir.backends.postgres._sql import Compiled
 from sayiir.errors import BackendError
 
-__all__ = ["DRIVER", "Driver", "Retry", "aexecute", "execute", "raise_parse_cache_limit"]
+__all__ = [
+    "DRIVER",
+    "Driver",
+    "Retry",
+    "aexecute",
+    "agroup",
+    "execute",
+    "raise_parse_cache_limit",
+]
 
 T = TypeVar("T")
 logger = logging.getLogger("sayiir.backends.postgres")
@@ -94,14 +103,20 @@ def execute(conn: psycopg.Connection[Any], compiled: Compiled, op: Op[T]) -> T:
             conn.autocommit = False
 
 
-async def aexecute(conn: psycopg.AsyncConnection[Any], compiled: Compiled, op: Op[T]) -> T:
-    """``execute`` for asyncio."""
+async def aexecute(
+    conn: psycopg.AsyncConnection[Any],
+    compiled: Compiled,
+    op: Op[T],
+    first: Request | None = None,
+) -> T:
+    """``execute`` for asyncio. ``first``: ``op`` was started elsewhere (``_group``) and
+    asks for this request next."""
     restore = not conn.autocommit
     if restore:
         await conn.set_autocommit(True)
     cur = _acursor(conn)
     try:
-        req = next(op)
+        req = next(op) if first is None else first
         while True:
             query, params, prepare = _statement(compiled, req)
             cur.format = _BINARY if prepare else _TEXT
@@ -118,6 +133,59 @@ async def aexecute(conn: psycopg.AsyncConnection[Any], compiled: Compiled, op: O
         op.close()
         if restore and not conn.closed:
             await conn.set_autocommit(False)
+
+
+async def agroup(
+    conn: psycopg.AsyncConnection[Any], compiled: Compiled, requests: Sequence[Q]
+) -> list[Rows]:
+    """Run ``requests`` (prepared statements, each the first of a write of ``_group``) in
+    one transaction and one pipeline: ``BEGIN``, each of them, ``COMMIT``, one round trip
+    and one WAL flush for all. Returns the rows of each.
+
+    On any failure the transaction is rolled back when it is still open, and the error is
+    raised: nothing of the group committed, unless the connection broke at the ``COMMIT``
+    (then it is unknown, as for one statement in autocommit).
+    """
+    restore = not conn.autocommit
+    if restore:
+        await conn.set_autocommit(True)
+    control = _acursor(conn)
+    control.format = _TEXT
+    cursors = _group_cursors(conn, len(requests))
+    try:
+        async with conn.pipeline() as pipeline:
+            await control.execute(compiled.queries["begin"])
+            for cur, req in zip(cursors, requests, strict=False):
+                await cur.execute(compiled.queries[req.name], req.params, prepare=True)
+            await control.execute(compiled.queries["commit"])
+            await pipeline.sync()
+        return [await cur.fetchall() if _has_rows(cur) else [] for cur in cursors[: len(requests)]]
+    except BaseException as exc:
+        if _must_roll_back(exc, conn):
+            with contextlib.suppress(psycopg.Error):
+                await conn.rollback()
+        raise
+    finally:
+        if restore and not conn.closed:
+            await conn.set_autocommit(False)
+
+
+_GROUP_CURSORS_ATTR = "_sayiir_group_cursors"
+
+
+def _group_cursors(conn: psycopg.AsyncConnection[Any], n: int) -> list[psycopg.AsyncCursor[Any]]:
+    """At least ``n`` cursors of ``conn`` for a group, one per statement of the pipeline
+    (each keeps its statement's result), kept on the connection: a fresh cursor starts
+    with no cached dumpers, and looking them up again was the largest cost of a group."""
+    cursors: list[psycopg.AsyncCursor[Any]] | None = getattr(conn, _GROUP_CURSORS_ATTR, None)
+    if cursors is None:
+        cursors = []
+        setattr(conn, _GROUP_CURSORS_ATTR, cursors)
+    while len(cursors) < n:
+        cur = conn.cursor(row_factory=tuple_row)
+        cur.format = _BINARY
+        cursors.append(cur)
+    return cursors
 
 
 def _returned(op: Op[T], stop: StopIteration) -> T:
@@ -248,8 +316,19 @@ class Driver:
         return execute(conn, compiled, op)
 
     @staticmethod
-    async def aexecute(conn: psycopg.AsyncConnection[Any], compiled: Compiled, op: Op[T]) -> T:
-        return await aexecute(conn, compiled, op)
+    async def aexecute(
+        conn: psycopg.AsyncConnection[Any],
+        compiled: Compiled,
+        op: Op[T],
+        first: Request | None = None,
+    ) -> T:
+        return await aexecute(conn, compiled, op, first)
+
+    @staticmethod
+    async def agroup(
+        conn: psycopg.AsyncConnection[Any], compiled: Compiled, requests: Sequence[Q]
+    ) -> list[Rows]:
+        return await agroup(conn, compiled, requests)
 
     @staticmethod
     def connect(conninfo: str, **kwargs: Any) -> psycopg.Connection[Any]:

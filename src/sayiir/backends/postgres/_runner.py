@@ -128,9 +128,11 @@ class Runner:
         self.pools.check_open()
         return self._drive(doing, make, direct=True)
 
-    async def arun(self, doing: str, make: Make[T]) -> T:
-        """``run`` on the async pool."""
-        return await self._adrive(doing, make, direct=False)
+    async def arun(self, doing: str, make: Make[T], resent: bool = False) -> T:
+        """``run`` on the async pool. ``resent``: an earlier try of this call may have
+        committed (a group of ``_group`` that failed), so even the first attempt here is
+        told it is a re-sent one."""
+        return await self._adrive(doing, make, direct=False, resent=resent)
 
     async def arun_direct(self, doing: str, make: Make[T]) -> T:
         """``run_direct`` with asyncio."""
@@ -181,7 +183,7 @@ class Runner:
         finally:
             pool.putconn(conn)
 
-    async def _aattempt(self, retry: Retry, make: Make[T], direct: bool) -> T:
+    async def _aattempt(self, retry: Retry, make: Make[T], direct: bool, resent: bool) -> T:
         io = driver()
         pool = self.pools.foreign_async() if direct else await self.apool()
         if pool is None:
@@ -189,10 +191,10 @@ class Runner:
                 self.pools.target.conninfo, **self.pools.direct_kwargs(retry.remaining())
             )
             async with conn:
-                return await io.aexecute(conn, self.compiled(), make(retry.attempts > 0))
+                return await io.aexecute(conn, self.compiled(), make(resent or retry.attempts > 0))
         conn = await pool.getconn(timeout=retry.acquire_timeout(pool.timeout))
         try:
-            return await io.aexecute(conn, self.compiled(), make(retry.attempts > 0))
+            return await io.aexecute(conn, self.compiled(), make(resent or retry.attempts > 0))
         finally:
             await pool.putconn(conn)
 
@@ -215,12 +217,12 @@ class Runner:
                 self.pools.check()
             time.sleep(wait.seconds)
 
-    async def _adrive(self, doing: str, make: Make[T], direct: bool) -> T:
+    async def _adrive(self, doing: str, make: Make[T], direct: bool, resent: bool = False) -> T:
         retry = self._retry(doing)
         plan: Plan | None = None
         while True:
             try:
-                return await self._aattempt(retry, make, direct)
+                return await self._aattempt(retry, make, direct, resent)
             except driver().Error as exc:
                 failure = exc
             plan = plan or _started(attempts(retry))

@@ -114,11 +114,14 @@ def send_signal(instance_id: str, signal_name: str, payload: bytes) -> Call[Stat
 
 
 class AsyncPostgresStorage(AsyncStorage):
-    """``AsyncStorage`` over a ``PostgresBackend``: the same operations on the async pool."""
+    """``AsyncStorage`` over a ``PostgresBackend``: the same operations on the async pool,
+    with group commit of concurrent writes (``_group``)."""
 
     def __init__(self, backend: PostgresBackend) -> None:
         self._b = backend
-        self._arun = backend._runner.arun
+        # Writes of concurrent runs are committed in groups (``_group``); the rest goes
+        # straight to ``Runner.arun``.
+        self._arun = backend._group.run
         self.codec = backend.codec
         self.lease_secs = backend.lease_secs
         self._defined = backend._defined  # shared: one insert per hash per backend object
