@@ -136,10 +136,7 @@ class Group:
                 batch = _take(queue.items)
                 if not batch:
                     continue
-                try:
-                    await self._commit(batch)
-                except Exception:  # pragma: no cover - returning the connection failed
-                    _alone(batch)  # those answered already keep their answer
+                await self._commit(batch)
         finally:
             queue.active -= 1
             if queue.active == 0 and queue.items:  # this task was cancelled: nobody is left
@@ -155,26 +152,17 @@ class Group:
         try:
             pool = await self._runner.apool()
             conn = await pool.getconn(timeout=pool.timeout)
-        except Exception:
-            _alone(batch)
-            return
-        except BaseException:
-            _alone(batch)
-            raise
-        try:
-            compiled = self._runner.compiled()
             try:
+                compiled = self._runner.compiled()
                 results = await io.agroup(conn, compiled, [item.request for item in batch])
-            except Exception:
-                _alone(batch)
-                return
-            except BaseException:
-                _alone(batch)
+                for item, rows in zip(batch, results, strict=True):
+                    await _settle(io, conn, compiled, item, rows)
+            finally:
+                await pool.putconn(conn)
+        except BaseException as exc:
+            _alone(batch)  # those answered already (after the commit) keep their answer
+            if not isinstance(exc, Exception):
                 raise
-            for item, rows in zip(batch, results, strict=True):
-                await _settle(io, conn, compiled, item, rows)
-        finally:
-            await pool.putconn(conn)
 
 
 def _take(items: deque[_Item]) -> list[_Item]:

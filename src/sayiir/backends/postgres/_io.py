@@ -111,28 +111,19 @@ async def aexecute(
 ) -> T:
     """``execute`` for asyncio. ``first``: ``op`` was started elsewhere (``_group``) and
     asks for this request next."""
-    restore = not conn.autocommit
-    if restore:
-        await conn.set_autocommit(True)
-    cur = _acursor(conn)
-    try:
-        req = next(op) if first is None else first
-        while True:
-            query, params, prepare = _statement(compiled, req)
-            cur.format = _BINARY if prepare else _TEXT
-            await cur.execute(query, params, prepare=prepare)
-            req = op.send(await cur.fetchall() if _has_rows(cur) else [])
-    except StopIteration as stop:
-        return _returned(op, stop)
-    except BaseException as exc:
-        if _must_roll_back(exc, conn):
-            with contextlib.suppress(psycopg.Error):
-                await conn.rollback()
-        raise
-    finally:
-        op.close()
-        if restore and not conn.closed:
-            await conn.set_autocommit(False)
+    async with _Autocommit(conn):
+        cur = _acursor(conn)
+        try:
+            req = next(op) if first is None else first
+            while True:
+                query, params, prepare = _statement(compiled, req)
+                cur.format = _BINARY if prepare else _TEXT
+                await cur.execute(query, params, prepare=prepare)
+                req = op.send(await cur.fetchall() if _has_rows(cur) else [])
+        except StopIteration as stop:
+            return _returned(op, stop)
+        finally:
+            op.close()
 
 
 async def agroup(
@@ -146,27 +137,40 @@ async def agroup(
     raised: nothing of the group committed, unless the connection broke at the ``COMMIT``
     (then it is unknown, as for one statement in autocommit).
     """
-    restore = not conn.autocommit
-    if restore:
-        await conn.set_autocommit(True)
-    control = _acursor(conn)
-    control.format = _TEXT
-    cursors = _group_cursors(conn, len(requests))
-    try:
+    async with _Autocommit(conn):
+        control = _acursor(conn)
+        control.format = _TEXT
+        cursors = _group_cursors(conn, len(requests))[: len(requests)]
         async with conn.pipeline() as pipeline:
             await control.execute(compiled.queries["begin"])
-            for cur, req in zip(cursors, requests, strict=False):
+            for cur, req in zip(cursors, requests, strict=True):
                 await cur.execute(compiled.queries[req.name], req.params, prepare=True)
             await control.execute(compiled.queries["commit"])
             await pipeline.sync()
-        return [await cur.fetchall() if _has_rows(cur) else [] for cur in cursors[: len(requests)]]
-    except BaseException as exc:
-        if _must_roll_back(exc, conn):
+        return [await cur.fetchall() if _has_rows(cur) else [] for cur in cursors]
+
+
+class _Autocommit:
+    """``conn`` in autocommit while the block runs; on the way out, a transaction of ours
+    left open by an error is rolled back, and the caller's setting is restored."""
+
+    __slots__ = ("_conn", "_restore")
+
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._conn = conn
+        self._restore = False
+
+    async def __aenter__(self) -> None:
+        self._restore = not self._conn.autocommit
+        if self._restore:
+            await self._conn.set_autocommit(True)
+
+    async def __aexit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        conn = self._conn
+        if exc is not None and _must_roll_back(exc, conn):
             with contextlib.suppress(psycopg.Error):
                 await conn.rollback()
-        raise
-    finally:
-        if restore and not conn.closed:
+        if self._restore and not conn.closed:
             await conn.set_autocommit(False)
 
 
@@ -315,20 +319,8 @@ class Driver:
     def execute(conn: psycopg.Connection[Any], compiled: Compiled, op: Op[T]) -> T:
         return execute(conn, compiled, op)
 
-    @staticmethod
-    async def aexecute(
-        conn: psycopg.AsyncConnection[Any],
-        compiled: Compiled,
-        op: Op[T],
-        first: Request | None = None,
-    ) -> T:
-        return await aexecute(conn, compiled, op, first)
-
-    @staticmethod
-    async def agroup(
-        conn: psycopg.AsyncConnection[Any], compiled: Compiled, requests: Sequence[Q]
-    ) -> list[Rows]:
-        return await agroup(conn, compiled, requests)
+    aexecute = staticmethod(aexecute)
+    agroup = staticmethod(agroup)
 
     @staticmethod
     def connect(conninfo: str, **kwargs: Any) -> psycopg.Connection[Any]:
