@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from datetime import timedelta
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from sayiir import Flow, WorkflowClient, resume_workflow, run_durable_workflow, run_workflow
+from sayiir.engine._runs import WAIT_OUT_SECS
 from sayiir.testing import virtual_time
 
 
@@ -100,6 +102,47 @@ def test_durable_delay_resume_early_stays_waiting_then_continues(
     assert done.status == "completed", done
     assert done.output == 4
     assert ledger.entries == ["before", "after"]
+
+
+def test_resume_just_before_the_deadline_waits_to_it_and_continues(backend, iid, parse_wake_at):
+    seen: list[int] = []
+
+    def after(x: int) -> int:
+        seen.append(x)
+        return x + 1
+
+    wf = Flow("d").delay("nap", 0.3).then(after).build()
+    with virtual_time(auto_skip=False) as clock:
+        first = run_durable_workflow(wf, iid, 1, backend=backend)
+        wake = parse_wake_at(first.wake_at)
+        clock.advance(wake - clock() - WAIT_OUT_SECS / 2)  # inside the wait-out window
+        box: list[Any] = []
+        context = contextvars.copy_context()  # the virtual clock is installed in it
+        resumer = threading.Thread(
+            target=context.run, args=(lambda: box.append(resume_workflow(wf, iid, backend)),)
+        )
+        resumer.start()
+        # It sleeps to the deadline (a manual clock blocks it there) instead of parking again.
+        clock.wait_for_sleepers(1)
+        assert seen == []  # the delay never ends early
+        clock.advance(WAIT_OUT_SECS)  # (this resumes the due run too: one of the two runs it)
+        resumer.join(60)
+    assert box and box[0].status in ("completed", "in_progress"), box
+    final = resume_workflow(wf, iid, backend)
+    assert final.status == "completed" and final.output == 2
+    assert seen == [1]  # exactly once
+
+
+def test_resume_well_before_the_deadline_does_not_wait(backend, iid, parse_wake_at):
+    wf = Flow("d").delay("nap", 0.3).then(lambda x: x + 1, name="after").build()
+    with virtual_time(auto_skip=False) as clock:
+        first = run_durable_workflow(wf, iid, 1, backend=backend)
+        wake = parse_wake_at(first.wake_at)
+        clock.advance(wake - clock() - 3 * WAIT_OUT_SECS)
+        before = clock()
+        early = resume_workflow(wf, iid, backend)
+        assert early.status == "waiting"
+        assert clock() == before  # no sleep at all
 
 
 def test_trailing_delay_returns_the_real_output(backend, iid):

@@ -12,8 +12,9 @@ def format_wake_at(ts: float | None) -> str | None:
     """RFC 3339 UTC with nanosecond digits, as the reference prints it."""
     if ts is None:
         return None
-    dt = datetime.fromtimestamp(ts, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond:06d}000+00:00"
+    # ``isoformat`` ends in ``.ffffff+00:00``; strftime made this 3x slower (every parked run).
+    iso = datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="microseconds")
+    return iso[:-6] + "000+00:00"
 
 
 def _opt(value: str | None) -> str:

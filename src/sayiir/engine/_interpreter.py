@@ -217,8 +217,8 @@ class Execution:
         self.clock = clock
         self.record = run  # the stored run (its trace context), None on the in-memory path
         self.scope: _observe.ExecutionScope | None = None  # while an observer is installed
-        self._roundtrip: Callable[[Any], Any] = getattr(
-            codec, "roundtrip", lambda v: codec.decode(codec.encode(v))
+        self._roundtrip: Callable[[Any], Any] = getattr(codec, "roundtrip", None) or (
+            lambda v: codec.decode(codec.encode(v))
         )
         meta_json = definition.metadata_json
         self._workflow_metadata = json.loads(meta_json) if meta_json is not None else None
@@ -229,10 +229,16 @@ class Execution:
     # -- entry point ---------------------------------------------------------------------
 
     def run(self, value: Any, inline: bool) -> Effects[Ended]:
-        """Execute the whole workflow on ``value``; return how it ended."""
+        """Execute the whole workflow on ``value``; return how it ended.
+
+        Not a generator itself: unobserved, it hands back ``_run``'s (one frame less for
+        every effect of the run to pass through)."""
         obs = _observe.OBSERVER
         if obs is None:
-            return (yield from self._run(value, inline))
+            return self._run(value, inline)
+        return self._observed(obs, value, inline)
+
+    def _observed(self, obs: _observe.Observer, value: Any, inline: bool) -> Effects[Ended]:
         definition = self.definition
         scope = obs.execution(
             definition.workflow_id,

@@ -48,7 +48,7 @@ from sayiir.core.records import (
 )
 from sayiir.core.status import WorkflowStatus, format_wake_at
 from sayiir.engine import _observe
-from sayiir.engine._effects import Effects, Store
+from sayiir.engine._effects import Effects, Sleep, Store
 from sayiir.engine._hooks import reached
 from sayiir.engine._interpreter import Ended, Execution, Failure, WorkerMode
 from sayiir.errors import (
@@ -85,6 +85,10 @@ Registry = Mapping[str, Callable[[Any], Any]]
 CONFLICT_POLICIES = ("fail", "use_existing", "terminate_existing")
 _SCALARS = (str, int, float, bool, type(None))
 MAX_INSTANCE_ID_BYTES = 256
+# A resume that comes at most this long before a delay's deadline sleeps until the deadline
+# and continues (returning ``waiting`` would only make the caller poll: at 1 ms a poll, that
+# idled a loop of resumes for most of the time it waited).
+WAIT_OUT_SECS = 0.002
 
 
 def _token_prefix() -> str:
@@ -141,6 +145,13 @@ def check_stored_name(what: str, name: str) -> None:
 
 def check_instance_id(instance_id: str) -> None:
     """A new instance's id: storable, not empty, at most ``MAX_INSTANCE_ID_BYTES``."""
+    if (
+        type(instance_id) is str
+        and instance_id.isascii()  # then one byte per character, and no lone surrogate
+        and 0 < len(instance_id) <= MAX_INSTANCE_ID_BYTES
+        and "\x00" not in instance_id
+    ):
+        return  # the common case, decided at once; the checks below say what is wrong
     check_stored_name("instance_id", instance_id)
     if not instance_id:
         raise WorkflowError("instance_id must not be empty")
@@ -240,11 +251,13 @@ def _finish_ended(instance_id: str, ended: Ended, token: str | None) -> Effects[
 def _execute(
     execution: Execution, instance_id: str, value: Any, inline: bool
 ) -> Effects[WorkflowStatus]:
+    """Run the execution to its end and store it (not a generator: ``_releasing``'s)."""
+
     def run() -> Effects[WorkflowStatus]:
         ended = yield from execution.run(value, inline)
         return (yield from _finish_ended(instance_id, ended, execution.token))
 
-    return (yield from _releasing(instance_id, execution.token, run()))
+    return _releasing(instance_id, execution.token, run())
 
 
 def _releasing(
@@ -357,6 +370,18 @@ def first_priority(chain: Chain) -> int:
     return meta.priority if meta is not None and meta.priority is not None else 3
 
 
+def _first_priority(definition: WorkflowDefinition) -> int:
+    """``first_priority`` of the definition, computed once (cached on it)."""
+    cache = definition.runtime_cache
+    priority: int | None = cache.get(_PRIORITY_CACHE)
+    if priority is None:
+        priority = cache[_PRIORITY_CACHE] = first_priority(definition.nodes)
+    return priority
+
+
+_PRIORITY_CACHE = "first_priority"
+
+
 def _create(
     definition: WorkflowDefinition,
     codec: Codec,
@@ -392,7 +417,7 @@ def _create(
         created_at=now,
         updated_at=now,
         distributed=distributed,
-        priority=first_priority(definition.nodes),
+        priority=_first_priority(definition),
         token=token,
         definition=definition_text(definition),
         traceparent=None if obs is None else obs.traceparent(),
@@ -497,11 +522,16 @@ def resume_run(
     wake_at = record.wake_at
     if (
         record.request is None
-        and record.status is Status.WAITING
+        and record.status is WAITING
         and wake_at is not None
         and not reached(clock, wake_at)
     ):
-        return status_from_record(record, codec)
+        early = wake_at - clock()
+        if early > WAIT_OUT_SECS:
+            return status_from_record(record, codec)
+        # Asked to continue just before the deadline: wait it out, to the deadline exactly,
+        # rather than park again and make the caller poll (the delay still never ends early).
+        yield from Sleep(early, clock)
     token = token or new_token()
     taking = _take_and_run(definition, registry, codec, state, token, inline, clock)
     return (yield from _releasing(instance_id, token, taking))
