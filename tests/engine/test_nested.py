@@ -17,6 +17,7 @@ from sayiir import (
     run_durable_workflow,
     send_signal,
 )
+from sayiir.testing import virtual_time
 
 
 def fork_in_loop(ledger: Any) -> Any:
@@ -196,13 +197,18 @@ def test_delay_inside_fork_branch(backend, iid, ledger):
         .join(join)
         .build()
     )
-    status = run_durable_workflow(wf, iid, 0, backend=backend)
-    assert status.status == "waiting", status
-    assert status.delay_id == "branch_nap"
-    assert ledger.entries == ["fast_side"]
-    assert resume_workflow(wf, iid, backend).status == "waiting"
-    time.sleep(0.2)
-    ledger.clear()
+    # The virtual clock in manual mode: "too early" is decided by the clock, not by how
+    # fast a loaded machine gets from the first call to the second (a wall-clock 150 ms
+    # could pass in between, and the early resume would then rightly complete).
+    with virtual_time(auto_skip=False) as clock:
+        status = run_durable_workflow(wf, iid, 0, backend=backend)
+        assert status.status == "waiting", status
+        assert status.delay_id == "branch_nap"
+        assert ledger.entries == ["fast_side"]
+        assert resume_workflow(wf, iid, backend).status == "waiting"
+        ledger.clear()
+        clock.advance(0.2)  # the deadline passes; advance itself resumes the parked run
+    assert ledger.entries == ["slow_side", "join"]
     done = resume_workflow(wf, iid, backend)
     assert done.status == "completed", done
     assert done.output == {"delayed": "after-delay", "fast_side": "fast"}
