@@ -236,3 +236,19 @@ def test_wake_at_is_stable_across_reads(backend, iid):
         if not parked.wake_at == again.wake_at == stored.wake_at:
             mismatches.append((parked.wake_at, again.wake_at, stored.wake_at))
     assert mismatches == []
+
+
+def test_deadline_passing_between_the_check_and_the_wait_does_not_break_the_resume(
+    backend, iid, monkeypatch
+):
+    """The resume asks ``reached`` (not yet), then reads the clock again to know how long to
+    wait: the deadline can pass in between on a busy machine. It used to sleep a negative
+    time (``ValueError: sleep length must be non-negative``, seen in the benchmark)."""
+    from sayiir.engine import _runs
+
+    wf = Flow("d").delay("nap", 0.01).then(lambda x: x + 1, name="after").build()
+    assert run_durable_workflow(wf, iid, 1, backend=backend).status == "waiting"
+    time.sleep(0.05)  # the deadline is past ...
+    monkeypatch.setattr(_runs, "reached", lambda clock, at: False)  # ... after the check
+    done = resume_workflow(wf, iid, backend)
+    assert done.status == "completed" and done.output == 2, done

@@ -531,7 +531,9 @@ def resume_run(
             return status_from_record(record, codec)
         # Asked to continue just before the deadline: wait it out, to the deadline exactly,
         # rather than park again and make the caller poll (the delay still never ends early).
-        yield from Sleep(early, clock)
+        # The deadline may have passed since ``reached`` looked: then there is nothing to wait.
+        if early > 0:
+            yield from Sleep(early, clock)
     token = token or new_token()
     taking = _take_and_run(definition, registry, codec, state, token, inline, clock)
     return (yield from _releasing(instance_id, token, taking))
