@@ -38,7 +38,7 @@ STEPS = 4
 _PG_TABLES = (
     "workflow_instances", "task_executions", "checkpoints", "workflow_signals", "task_queue",
     "schedules", "concurrency_slots", "dedupe_keys", "workflow_definitions", "audit_log",
-    "schema_migrations",
+    "schema_migrations", "task_slots", "rate_windows", "task_waits",
 )  # fmt: skip
 
 
@@ -116,15 +116,20 @@ class _Sqlite:
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
 
 
-def _measure(store: _Postgres | _Sqlite, mode: str, runs: int, workers: int) -> float:
-    flow = FLOWS[mode]
+def _measure(
+    store: _Postgres | _Sqlite, mode: str, runs: int, workers: int,
+    flows: dict[str, Any] = FLOWS, app: str = "benchmarks.limits_app:workflows",
+) -> float:  # fmt: skip
+    """Steps per second of ``runs`` runs of ``flows[mode]`` drained by ``workers`` worker
+    processes serving ``app`` (benchmarks/task_limits.py measures its flows with this too)."""
+    flow = flows[mode]
     with store.backend() as backend:
         client = WorkflowClient(backend)
         for n in range(runs):
             client.submit(flow, f"r{n}", {"n": n, "v": 0})
     command = [
-        sys.executable, "-m", "sayiir.cli", "worker", "benchmarks.limits_app:workflows",
-        *store.args(), "--poll-interval", "0.5", "--log-level", "warning",
+        sys.executable, "-m", "sayiir.cli", "worker", app, *store.args(),
+        "--poll-interval", "0.5", "--log-level", "warning",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": f"{ROOT}/src:{ROOT}"}
     procs = [

@@ -16,7 +16,9 @@ Usage (from the repo root, in the project's venv)::
     python scripts/gen_storage.py --check   # exit 1 if one is out of date (scripts/check)
 
 A new operation is added to ``Storage`` (and implemented by each backend); this script
-writes the rest. The output goes through ``ruff format``, so the files stay formatted.
+writes the rest. The operations of ``TaskLimitStorage`` (task limits, which a third-party
+storage may lack) are generated the same way, into ``AsyncTaskLimitStorage`` and the
+pass-throughs. The output goes through ``ruff format``, so the files stay formatted.
 """
 
 from __future__ import annotations
@@ -58,10 +60,10 @@ class Operation:
         return ", ".join([*self.positional, *(f"{k}={k}" for k in self.keyword)])
 
 
-def operations(protocol: Path = PROTOCOL) -> list[Operation]:
-    """The operations of ``Storage``, in their order there."""
+def operations(protocol: Path = PROTOCOL, cls: str = "Storage") -> list[Operation]:
+    """The operations of protocol ``cls`` (``Storage``, ``TaskLimitStorage``), in order."""
     tree = ast.parse(protocol.read_text())
-    [storage] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Storage"]
+    [storage] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls]
     found: list[Operation] = []
     for node in storage.body:
         if not isinstance(node, ast.FunctionDef) or node.name in NOT_OPERATIONS:
@@ -88,6 +90,9 @@ class Target:
     path: str
     cls: str
     body: Body  # the method's source for one operation, at class-body indentation
+    # The protocols whose operations the block holds (the task limits' are optional for a
+    # third-party storage, so they have a protocol of their own: TaskLimitStorage).
+    sources: tuple[str, ...] = ("Storage", "TaskLimitStorage")
 
 
 def _protocol_stub(op: Operation) -> str:
@@ -138,7 +143,13 @@ def _pg_async(op: Operation) -> str:
 
 
 TARGETS = (
-    Target("src/sayiir/backends/protocol.py", "AsyncStorage", _protocol_stub),
+    Target("src/sayiir/backends/protocol.py", "AsyncStorage", _protocol_stub, ("Storage",)),
+    Target(
+        "src/sayiir/backends/protocol.py",
+        "AsyncTaskLimitStorage",
+        _protocol_stub,
+        ("TaskLimitStorage",),
+    ),
     Target("src/sayiir/backends/adapters.py", "DirectAsyncStorage", _direct),
     Target("src/sayiir/backends/postgres/_backend.py", "PostgresBackend", _pg_sync),
     Target("src/sayiir/backends/postgres/_storage.py", "AsyncPostgresStorage", _pg_async),
@@ -190,12 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only report stale blocks")
     check = parser.parse_args(argv).check
-    ops = operations()
+    ops = {cls: operations(cls=cls) for cls in ("Storage", "TaskLimitStorage")}
     stale: list[str] = []
     for target in TARGETS:
         path = ROOT / target.path
         current = path.read_text()
-        wanted = _formatted(generate(current, target, ops), path)
+        chosen = [op for cls in target.sources for op in ops[cls]]
+        wanted = _formatted(generate(current, target, chosen), path)
         if wanted != current:
             stale.append(f"{target.path} ({target.cls})")
             if not check:

@@ -24,6 +24,7 @@ from sayiir.core.codec import Codec, JsonCodec
 from sayiir.core.context import TaskExecutionContext, get_task_context
 from sayiir.core.metadata import RetryPolicy, TaskMetadata
 from sayiir.core.status import WorkflowStatus
+from sayiir.core.task_limits import RateLimit
 from sayiir.decorators import parse_duration, task
 from sayiir.engine.engines import CheckpointingRunner, DurableEngine, WorkflowEngine
 from sayiir.errors import (
@@ -98,6 +99,7 @@ __all__ = [  # noqa: RUF022 -- the reference's order, then ours
     "JsonCodec",
     "SqliteBackend",
     "Schedule",
+    "RateLimit",
 ]
 
 _LAZY = {

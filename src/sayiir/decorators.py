@@ -13,6 +13,7 @@ from typing import Any, TypeVar, overload
 from sayiir._callables import io_types, mark
 from sayiir.core.durations import parse_duration, to_seconds
 from sayiir.core.metadata import RetryPolicy, TaskMetadata
+from sayiir.core.task_limits import RateLimit, TaskLimits
 
 __all__ = ["parse_duration", "task"]
 
@@ -37,6 +38,8 @@ def task(
     tags: Sequence[str] | None = None,
     description: str | None = None,
     priority: int | None = None,
+    max_concurrent: int | None = None,
+    rate_limit: RateLimit | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -50,10 +53,16 @@ def task(
     tags: Sequence[str] | None = None,
     description: str | None = None,
     priority: int | None = None,
+    max_concurrent: int | None = None,
+    rate_limit: RateLimit | None = None,
 ) -> Any:
     """Declare a workflow task: its id (default: the function name) and its options.
 
     Options are checked here, at decoration time, so mistakes surface at import.
+
+    ``max_concurrent=N``: at most N executions of the task run at once, across every worker
+    and process of the backend; ``rate_limit=RateLimit(n, per)``: at most n of its starts in
+    any window of ``per`` (docs/flow-control.md, "Task limits").
 
     >>> @task("charge", timeout="30s", retries=3, tags=["payments"])
     ... def charge_card(order: dict) -> dict:
@@ -69,6 +78,7 @@ def task(
     policy = _retry_policy(retries)
     _check_priority(priority)
     tag_list = _check_tags(tags)
+    limits = TaskLimits.of(max_concurrent, rate_limit)
 
     def decorate(fn: F) -> F:
         task_id = name or getattr(fn, "__name__", None)
@@ -81,6 +91,7 @@ def task(
             retries=policy,
             tags=list(tag_list) if tag_list is not None else None,
             priority=priority,
+            limits=limits,
         )
         input_type, output_type = io_types(fn)
         try:

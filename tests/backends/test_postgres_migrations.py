@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from sayiir import RateLimit, task
 from sayiir.backends.postgres import PostgresBackend
 from sayiir.backends.postgres._sql import identifiers, migrations, render
 from sayiir.cli.app import main as cli
@@ -59,7 +60,8 @@ FOUR = {"workflow_instances", "task_executions", "checkpoints", "workflow_signal
 QUEUE = {"task_queue"}  # migration 0002
 CONSOLE = {"workflow_definitions", "audit_log"}  # migration 0006
 FLOW_CONTROL = {"schedules", "concurrency_slots", "dedupe_keys"}  # migration 0007
-ALL = FOUR | QUEUE | CONSOLE | FLOW_CONTROL
+TASK_LIMITS = {"task_slots", "rate_windows", "task_waits"}  # migration 0011
+ALL = FOUR | QUEUE | CONSOLE | FLOW_CONTROL | TASK_LIMITS
 
 
 def test_first_use_creates_the_tables(pg_dsn: str, db: psycopg.Connection[Any]) -> None:
@@ -83,6 +85,7 @@ def test_migrate_is_idempotent(pg_dsn: str, prefix: str) -> None:
 
 MIGRATOR = """
 import sys, time
+from sayiir import RateLimit, task
 from sayiir.backends.postgres import PostgresBackend
 url, prefix, start = sys.argv[1], sys.argv[2], float(sys.argv[3])
 time.sleep(max(0.0, start - time.time()))
@@ -352,3 +355,35 @@ def test_cli_refuses_a_newer_database_and_changes_nothing(
         assert f"at version {LATEST + 1}, newer than" in err, err
         assert "Upgrade sayiir" in err
     assert versions(db, prefix) == [*SHIPPED, LATEST + 1]
+
+
+@task(max_concurrent=1, rate_limit=RateLimit(5, "1s"))
+def _limited_plus_one(x: int) -> int:
+    return x + 1
+
+
+def test_the_schema_before_task_limits_is_upgraded_and_runs_with_limits(
+    pg_dsn: str, prefix: str, db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database migrated by the release before task limits (0010, with a run in flight)
+    gets 0011 on first use: its run continues, and workflows with task limits run."""
+    from sayiir import Flow, resume_workflow, run_durable_workflow
+
+    shipped = migrations()
+    before = [m for m in shipped if m.version < 11]
+    monkeypatch.setattr("sayiir.backends.postgres._sql.migrations", lambda: before)
+    plain = Flow("before").then(_plus_one).wait_for_signal("go").then(_plus_one, name="b").build()
+    with PostgresBackend(pg_dsn, table_prefix=prefix) as old:
+        assert run_durable_workflow(plain, "old-run", 1, backend=old).status == "awaiting_signal"
+    monkeypatch.undo()
+    assert versions(db, prefix) == [m.version for m in before]
+    assert not tables(db, prefix) & TASK_LIMITS
+    limited = Flow("limited").then(_limited_plus_one).build()
+    with PostgresBackend(pg_dsn, table_prefix=prefix) as new:
+        assert run_durable_workflow(limited, "new-run", 1, backend=new).output == 2
+        from sayiir import send_signal
+
+        send_signal("old-run", "go", 10, new)
+        assert resume_workflow(plain, "old-run", new).output == 11
+    assert versions(db, prefix) == SHIPPED
+    assert tables(db, prefix) >= TASK_LIMITS

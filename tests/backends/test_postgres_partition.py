@@ -119,6 +119,25 @@ def age_completion(db: psycopg.Connection[Any], prefix: str, ids: list[str]) -> 
     )
 
 
+def limit_rows(backend: PostgresBackend, ids: list[str]) -> None:
+    """A task slot and a task wait row for each run of ``ids`` (task limits, 0011)."""
+    for iid in ids:
+        assert backend.acquire_task_slot(f"t-{iid}", 1, iid, "s", "some-token", None)
+        assert backend.take_rate_token("c", f"b-{iid}", 1, 60.0, NOW, "other", "s") == 0.0
+        assert backend.take_rate_token("c", f"b-{iid}", 1, 60.0, NOW + 1, iid, "s") > 0
+
+
+def limit_rows_of(db: psycopg.Connection[Any], prefix: str) -> set[str]:
+    """The runs that have task-slot or task-wait rows."""
+    found: set[str] = set()
+    for table in ("task_slots", "task_waits"):
+        rows = db.execute(
+            sql.SQL("SELECT DISTINCT instance_id FROM {}").format(sql.Identifier(prefix + table))
+        ).fetchall()
+        found |= {r[0] for r in rows}
+    return found
+
+
 def state(backend: PostgresBackend, iid: str) -> RunState:
     run = backend.load(iid)
     assert run is not None
@@ -255,6 +274,7 @@ def test_retention_drops_whole_months_and_keeps_runs_in_progress(
         make_run(plain, "running", in_month(3), finished=False)
         make_run(plain, "late", in_month(3), finished=True)  # finished now: kept
         make_run(plain, "recent", NOW, finished=True)
+        limit_rows(plain, ["done-1", "done-2", "running"])
         plain.partition_tables()
     age_completion(db, prefix, [*finished, "recent"])
     db.execute(
@@ -291,6 +311,7 @@ def test_retention_drops_whole_months_and_keeps_runs_in_progress(
         sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(prefix + "workflow_signals"))
     ).fetchone()
     assert signals == (1,)  # the consumed event went; the buffered one stays, as with rows
+    assert limit_rows_of(db, prefix) == {"running"}  # the task limits' rows went with the runs
 
 
 def test_a_month_with_too_many_stragglers_is_left_to_row_deletes(
@@ -302,6 +323,7 @@ def test_a_month_with_too_many_stragglers_is_left_to_row_deletes(
             make_run(plain, f"done-{n}", in_month(2), finished=True)
         make_run(plain, "a", in_month(2), finished=False)
         make_run(plain, "b", in_month(2), finished=False)
+        limit_rows(plain, ["done-0", "done-2", "a"])
         plain.partition_tables()
     age_completion(db, prefix, [f"done-{n}" for n in range(3)])
     with PostgresBackend(pg_dsn, table_prefix=prefix) as backend:
@@ -316,6 +338,7 @@ def test_a_month_with_too_many_stragglers_is_left_to_row_deletes(
         )
     ).fetchone()
     assert rows == (4,)  # the row deletes took the finished runs' checkpoints too
+    assert limit_rows_of(db, prefix) == {"a"}  # and their task limits' rows
 
 
 def test_an_instance_id_is_unique_across_partitions(

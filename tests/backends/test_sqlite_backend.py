@@ -464,6 +464,33 @@ def test_upgrade_applies_only_the_new_migrations(path: Path) -> None:
         SqliteBackend(path)
 
 
+def test_the_schema_before_task_limits_is_upgraded_and_runs_with_limits(path: Path) -> None:
+    """A file migrated by the release before task limits (0009) gets 0010 when opened, and
+    workflows with task limits run on it."""
+    from sayiir import Flow, RateLimit, run_durable_workflow, task
+
+    before = [m for m in MIGRATIONS if m.version < 10]
+    db = Database(str(path), QUERIES, synchronous="full", busy_timeout=5.0)
+    try:
+        migrate(db, QUERIES, before)
+    finally:
+        db.close()
+    with connect(path) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "sayiir_task_slots" not in names
+
+    @task(max_concurrent=1, rate_limit=RateLimit(5, "1s"))
+    def limited(x: int) -> int:
+        return x + 1
+
+    with SqliteBackend(path) as backend:
+        wf = Flow("limited").then(limited).build()
+        assert run_durable_workflow(wf, "r", 1, backend=backend).output == 2
+    with connect(path) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM sayiir_schema_migrations")]
+    assert versions == [m.version for m in MIGRATIONS]
+
+
 def test_a_failing_migration_leaves_no_trace(path: Path) -> None:
     SqliteBackend(path).close()
     n = MIGRATIONS[-1].version

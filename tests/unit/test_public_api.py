@@ -49,6 +49,7 @@ SAYIIR_ALL = [
     "JsonCodec",
     "SqliteBackend",
     "Schedule",
+    "RateLimit",
 ]
 
 # The reference's private extension module, as code that reaches into it sees it.

@@ -97,6 +97,36 @@ class DirectAsyncStorage(AsyncStorage):
     ) -> Status | None:
         return await self._call(self._s.send_signal, instance_id, signal_name, payload)
 
+    async def acquire_task_slot(
+        self,
+        task_id: str,
+        limit: int,
+        instance_id: str,
+        step_key: str,
+        owner: str,
+        attempt: int | None,
+    ) -> bool:
+        return await self._call(
+            self._s.acquire_task_slot, task_id, limit, instance_id, step_key, owner, attempt
+        )
+
+    async def release_task_slot(self, task_id: str, instance_id: str, step_key: str) -> None:
+        return await self._call(self._s.release_task_slot, task_id, instance_id, step_key)
+
+    async def take_rate_token(
+        self,
+        task_id: str,
+        bucket: str,
+        n: int,
+        per: float,
+        now: float,
+        instance_id: str,
+        step_key: str,
+    ) -> float:
+        return await self._call(
+            self._s.take_rate_token, task_id, bucket, n, per, now, instance_id, step_key
+        )
+
     # -- end of generated code --
 
     async def aclose(self) -> None:

@@ -16,6 +16,7 @@ from operator import attrgetter
 from sayiir.backends._memory_dedupe import MemoryDedupe
 from sayiir.backends._memory_queries import MemoryQueries, StepMeta
 from sayiir.backends._memory_schedules import MemorySchedules
+from sayiir.backends._memory_task_limits import MemoryTaskLimits
 from sayiir.backends.adapters import DirectAsyncStorage
 from sayiir.backends.protocol import QueueStorage
 from sayiir.core.codec import Codec, JsonCodec
@@ -98,7 +99,7 @@ class _Entry:
         self.last_error: str | None = None  # why the last claim ended without an outcome
 
 
-class InMemoryBackend(MemoryQueries, MemorySchedules, MemoryDedupe, QueueStorage):
+class InMemoryBackend(MemoryQueries, MemorySchedules, MemoryDedupe, MemoryTaskLimits, QueueStorage):
     """Thread-safe in-process store; state lives as long as the object.
 
     ``lease_secs``: how long an execution holds a run without a write or a heartbeat
@@ -116,6 +117,7 @@ class InMemoryBackend(MemoryQueries, MemorySchedules, MemoryDedupe, QueueStorage
     def __init__(self, codec: Codec | None = None, *, lease_secs: float = 30.0) -> None:
         MemorySchedules.__init__(self)
         MemoryDedupe.__init__(self)
+        MemoryTaskLimits.__init__(self)
         self.codec: Codec = codec if codec is not None else JsonCodec()
         self.lease_secs = check_lease_secs(lease_secs)
         self._lock = threading.Lock()

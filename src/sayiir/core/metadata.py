@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sayiir.core.task_limits import TaskLimits
+
 __all__ = ["RetryPolicy", "TaskMetadata"]
 
 
@@ -67,6 +72,7 @@ class TaskMetadata:
     __slots__ = (
         "description",
         "display_name",
+        "limits",
         "priority",
         "retries",
         "tags",
@@ -83,6 +89,7 @@ class TaskMetadata:
         tags: list[str] | None = None,
         version: str | None = None,
         priority: int | None = None,
+        limits: TaskLimits | None = None,
     ) -> None:
         self.display_name = display_name
         self.description = description
@@ -91,6 +98,8 @@ class TaskMetadata:
         self.tags = tags
         self.version = version
         self.priority = priority
+        # ``@task(max_concurrent=..., rate_limit=...)`` (``sayiir.core.task_limits``).
+        self.limits = limits
 
     def copy(self) -> TaskMetadata:
         """An independent copy (the runtime context must not share mutable lists)."""
@@ -102,6 +111,7 @@ class TaskMetadata:
             list(self.tags) if self.tags is not None else None,
             self.version,
             self.priority,
+            self.limits,
         )
 
     def __eq__(self, other: object) -> bool:

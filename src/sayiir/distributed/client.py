@@ -6,7 +6,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from sayiir.backends.protocol import ConcurrencyStorage
+from sayiir.backends.protocol import ConcurrencyStorage, TaskWaitStorage
 from sayiir.core.status import WorkflowStatus
 from sayiir.distributed import dedupe as _dedupe
 from sayiir.distributed import limits as _limits
@@ -15,6 +15,7 @@ from sayiir.engine import (
     Controls,
     backend_storage,
     check_policy,
+    check_storage,
     drive,
     instance_status,
     resolve,
@@ -78,6 +79,7 @@ class WorkflowClient(Controls):
         definition, _ = resolve(workflow, {})
         s = self._storage
         policy = self._policy
+        check_storage(s, definition)
         concurrency = _limits.concurrency_of(s, workflow, definition.workflow_id, input)
         if dedupe_key is not None:
             # The key's run: ours, or the one of the submit that took the key first. It is
@@ -112,13 +114,22 @@ class WorkflowClient(Controls):
         self._pause(instance_id, reason, paused_by)
 
     def waiting_reason(self, instance_id: str) -> str | None:
-        """Why a submitted run has not started, when a run limit holds it back (its status
-        is ``in_progress`` meanwhile): ``"queued: concurrency key 'orders:7' is at its limit
-        (1 of 1 held by order-1)"``; ``None`` otherwise (see docs/flow-control.md)."""
-        if not isinstance(self._storage, ConcurrencyStorage):
-            return None
-        state = self._storage.concurrency_state(instance_id)
-        return None if state is None else state.reason()
+        """Why a run waits, when a limit holds it back (its status is ``in_progress``
+        meanwhile): a run limit (``"queued: concurrency key 'orders:7' is at its limit (1 of
+        1 held by order-1)"``), or a task limit (``"waiting: task 'charge' is at its
+        concurrency limit (2 of 2 held by run-7, run-9)"``, ``"waiting: rate limit 'api' (10
+        per 1s), next token in 0.3s"``); ``None`` otherwise (see docs/flow-control.md)."""
+        s = self._storage
+        if isinstance(s, ConcurrencyStorage):
+            state = s.concurrency_state(instance_id)
+            if state is not None and state.reason() is not None:
+                return state.reason()
+        if isinstance(s, TaskWaitStorage):
+            now = time.time()
+            wait = s.task_wait(instance_id, now)
+            if wait is not None:
+                return wait.reason(now)
+        return None
 
     # -- schedules (docs/schedules.md) ----------------------------------------------------
 

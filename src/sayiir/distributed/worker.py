@@ -28,7 +28,15 @@ from sayiir.backends.protocol import QueueStorage, ScheduleStorage
 from sayiir.core.nodes import WorkflowDefinition
 from sayiir.core.records import Claim, FinalState, Status
 from sayiir.distributed.schedules import Scheduler
-from sayiir.engine import WorkerMode, drive, log_extra, observer, resolve, work_claim
+from sayiir.engine import (
+    WorkerMode,
+    check_storage,
+    drive,
+    log_extra,
+    observer,
+    resolve,
+    work_claim,
+)
 from sayiir.errors import BackendError, LeaseLostError, WorkflowError
 
 __all__ = ["Worker", "WorkerHandle"]
@@ -162,7 +170,10 @@ class Worker:
 
     def start(self, workflows: Sequence[Any]) -> WorkerHandle:
         """Start serving ``workflows`` in background threads; returns at once."""
-        running = _Running(self, _workflow_table(workflows))
+        table = _workflow_table(workflows)
+        for definition, _ in table.values():
+            check_storage(self.backend, definition)
+        running = _Running(self, table)
         running.start()
         return WorkerHandle(running)
 

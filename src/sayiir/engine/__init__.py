@@ -7,6 +7,7 @@ modules are its own (an import-linter contract in ``pyproject.toml`` keeps it so
 from __future__ import annotations
 
 from sayiir.engine._drive import drive
+from sayiir.engine._gate import check_storage
 from sayiir.engine._interpreter import WorkerMode
 from sayiir.engine._observe import log_extra, observer
 from sayiir.engine._runs import (
@@ -29,6 +30,7 @@ __all__ = [
     "cancel_run",
     "check_instance_id",
     "check_policy",
+    "check_storage",
     "drive",
     "first_priority",
     "instance_status",

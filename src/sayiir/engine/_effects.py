@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar
 
-from sayiir.backends.protocol import QueueStorage
+from sayiir.backends.protocol import EngineStorage
 from sayiir.core.context import TaskExecutionContext
 from sayiir.engine._invoke import CallResult
 
@@ -50,7 +50,7 @@ class Store(Effect[R]):
 
     def __init__(
         self,
-        operation: Callable[Concatenate[QueueStorage, P], R],
+        operation: Callable[Concatenate[EngineStorage, P], R],
         /,
         *args: P.args,
         **kwargs: P.kwargs,

@@ -52,7 +52,8 @@ from sayiir.core.records import (
     StepRecord,
     applied_request,
 )
-from sayiir.engine import _observe
+from sayiir.core.task_limits import TaskLimits
+from sayiir.engine import _gate, _observe
 from sayiir.engine._effects import Call, Effects, Parallel, Sleep, Store
 from sayiir.engine._invoke import CallResult, TaskTimeout, call_sync, user_traceback
 from sayiir.errors import BackendError
@@ -514,24 +515,30 @@ class Execution:
         if stored is not None:
             return self._decode(stored, key)
         fn = self._lookup(node.id)
-        policy, max_retries, timeout = _options(node.metadata)
+        meta = node.metadata
+        policy, max_retries, timeout = _options(meta)
         failures = 0
         if key in self.attempts:
             failures = yield from self._restore_attempts(lane, key, node, max_retries)
         while True:
             attempt = failures + 1
-            started = self.clock()
-            if timeout is not None and self.durable:
-                yield from self._record_running(lane, key, node.id, attempt, started, timeout)
-            if lane.inline and self.worker is None:
-                # The common case, without ``_call``'s generator frame (one per task).
-                if lane.pending:
-                    yield from self.flush(lane)
-                result, span = self._call_inline(fn, value, node.id, key, timeout, attempt)
-            else:
-                result, span = yield from self._call(
-                    fn, value, node.id, key, timeout, lane, attempt
+            if meta is not None and meta.limits is not None:  # the one check without limits
+                result, span, started = yield from self._gated(
+                    meta.limits, fn, value, node.id, key, timeout, lane, attempt
                 )
+            else:
+                started = self.clock()
+                if timeout is not None and self.durable:
+                    yield from self._record_running(lane, key, node.id, attempt, started, timeout)
+                if lane.inline and self.worker is None:
+                    # The common case, without ``_call``'s generator frame (one per task).
+                    if lane.pending:
+                        yield from self.flush(lane)
+                    result, span = self._call_inline(fn, value, node.id, key, timeout, attempt)
+                else:
+                    result, span = yield from self._call(
+                        fn, value, node.id, key, timeout, lane, attempt
+                    )
             if result.ok:
                 out = result.value
                 try:
@@ -540,17 +547,51 @@ class Execution:
                     result = _output_failure(exc, node.id)
                 else:
                     return _ended(span, nxt)
-            assert result.error is not None
             failures += 1
-            error = result.text or describe(result.error)
-            if failures > max_retries:
-                _end(span, "failed", result.error)
-                if self.durable:  # the last attempt is a task execution too
-                    yield from self._store_failure(lane, key, node.id, failures, started, error)
-                raise _task_failure(result.error, error)
-            assert policy is not None
-            _end(span, "retry", result.error, policy.delay_for(failures))
-            yield from self._record_failure(lane, key, node.id, failures, started, error, policy)
+            yield from self._attempt_failed(
+                result, span, lane, key, node.id, failures, started, policy, max_retries
+            )
+
+    def _attempt_failed(
+        self, result: CallResult, span: _observe.AttemptScope | None, lane: Lane, key: str,
+        task_id: str, failures: int, started: float, policy: RetryPolicy | None,
+        max_retries: int,
+    ) -> Effects[None]:  # fmt: skip
+        """After the ``failures``-th failed attempt: fail the run when no retry is left, else
+        store the failure and wait out its backoff."""
+        assert result.error is not None
+        error = result.text or describe(result.error)
+        if failures > max_retries:
+            _end(span, "failed", result.error)
+            if self.durable:  # the last attempt is a task execution too
+                yield from self._store_failure(lane, key, task_id, failures, started, error)
+            raise _task_failure(result.error, error)
+        assert policy is not None
+        _end(span, "retry", result.error, policy.delay_for(failures))
+        yield from self._record_failure(lane, key, task_id, failures, started, error, policy)
+
+    def _gated(
+        self, limits: TaskLimits, fn: Callable[[Any], Any], value: Any, task_id: str, key: str,
+        timeout: float | None, lane: Lane, attempt: int,
+    ) -> Effects[tuple[CallResult, _observe.AttemptScope | None, float]]:  # fmt: skip
+        """One attempt of a task with limits: wait at its gate (``_gate``), run it, give its
+        slot back however the attempt ends."""
+        held = yield from _gate.acquire(self, limits, fn, value, task_id, key, lane)
+        try:
+            started = self.clock()
+            if timeout is not None and self.durable:
+                yield from self._record_running(lane, key, task_id, attempt, started, timeout)
+            result, span = yield from self._call(fn, value, task_id, key, timeout, lane, attempt)
+        except GeneratorExit:
+            raise
+        except BaseException:
+            if held:
+                with contextlib.suppress(Exception):  # the original error matters more
+                    yield from _gate.release(self, task_id, key)
+            raise
+        if held:
+            yield from _gate.release(self, task_id, key)
+        return result, span, started
 
     def _output(
         self, out: Any, lane: Lane, key: str, task_id: str, attempt: int, started: float

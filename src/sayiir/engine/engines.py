@@ -11,7 +11,7 @@ from sayiir.backends.protocol import AsyncStorage, Storage
 from sayiir.core.codec import JsonCodec
 from sayiir.core.nodes import WorkflowDefinition
 from sayiir.core.status import WorkflowStatus
-from sayiir.engine import _lease, _runs
+from sayiir.engine import _gate, _lease, _runs
 from sayiir.engine._drive import adrive, drive
 from sayiir.engine._effects import Effects
 from sayiir.engine._hooks import ACTIVE
@@ -62,6 +62,7 @@ def _execution(
     the storage it runs on and its token: one place for the sync and async engines."""
     workflow, instance_id, task_registry = run
     definition, registry = resolve(workflow, task_registry)
+    _gate.check_storage(storage, definition)
     registry, s, clock = _hooked(registry, storage, engine, *run)
     token = _runs.new_token()
     if policy is None:

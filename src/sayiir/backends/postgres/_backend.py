@@ -34,6 +34,7 @@ from sayiir.backends.postgres._pools import Pools
 from sayiir.backends.postgres._runner import Runner, driver
 from sayiir.backends.postgres._schedules import PostgresSchedules
 from sayiir.backends.postgres._storage import AsyncPostgresStorage
+from sayiir.backends.postgres._task_limits import PostgresTaskWaits
 from sayiir.backends.protocol import QueueStorage
 from sayiir.core.codec import Codec, JsonCodec
 from sayiir.core.records import (
@@ -62,7 +63,12 @@ logger = logging.getLogger("sayiir.backends.postgres")
 
 
 class PostgresBackend(
-    AsyncClosing, PostgresQueries, PostgresSchedules, PostgresLimits, QueueStorage
+    AsyncClosing,
+    PostgresQueries,
+    PostgresSchedules,
+    PostgresLimits,
+    PostgresTaskWaits,
+    QueueStorage,
 ):
     """Durable storage in PostgreSQL 13+.
 
@@ -426,6 +432,36 @@ class PostgresBackend(
 
     def send_signal(self, instance_id: str, signal_name: str, payload: bytes) -> Status | None:
         return self._runner.run(*_storage.send_signal(instance_id, signal_name, payload))
+
+    def acquire_task_slot(
+        self,
+        task_id: str,
+        limit: int,
+        instance_id: str,
+        step_key: str,
+        owner: str,
+        attempt: int | None,
+    ) -> bool:
+        return self._runner.run(
+            *_storage.acquire_task_slot(task_id, limit, instance_id, step_key, owner, attempt)
+        )
+
+    def release_task_slot(self, task_id: str, instance_id: str, step_key: str) -> None:
+        return self._runner.run(*_storage.release_task_slot(task_id, instance_id, step_key))
+
+    def take_rate_token(
+        self,
+        task_id: str,
+        bucket: str,
+        n: int,
+        per: float,
+        now: float,
+        instance_id: str,
+        step_key: str,
+    ) -> float:
+        return self._runner.run(
+            *_storage.take_rate_token(task_id, bucket, n, per, now, instance_id, step_key)
+        )
 
     # -- end of generated code --
 

@@ -35,6 +35,9 @@ TABLES: dict[str, str] = {
     "t_schedules": "schedules",
     "t_concurrency_slots": "concurrency_slots",
     "t_dedupe_keys": "dedupe_keys",
+    "t_task_slots": "task_slots",
+    "t_rate_windows": "rate_windows",
+    "t_task_waits": "task_waits",
     "t_migrations": "schema_migrations",
     "t_definitions": "workflow_definitions",
     "t_audit": "audit_log",
@@ -83,6 +86,10 @@ BARE_NAMES: dict[str, str] = {
     "n_dedupe_keys_pkey": "dedupe_keys_pkey",
     "n_dedupe_keys_expires_idx": "dedupe_keys_expires_idx",
     "n_instances_unique_id": "workflow_instances_unique_id",
+    "n_task_slots_pkey": "task_slots_pkey",
+    "n_task_slots_instance_idx": "task_slots_instance_idx",
+    "n_rate_windows_pkey": "rate_windows_pkey",
+    "n_task_waits_pkey": "task_waits_pkey",
 }
 
 # Placeholder -> function name without prefix ({f_*} placeholders are schema-qualified).

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from sayiir.backends.postgres._ops import Op, Q
 from sayiir.backends.postgres._options import non_negative
 from sayiir.backends.postgres._partition import drop_months
+from sayiir.backends.postgres._task_limits import purge_task_limit_rows
 
 if TYPE_CHECKING:
     from sayiir.backends.postgres._runner import Runner
@@ -37,6 +38,8 @@ def delete_finished(
     total = 0
     if runner.partitioned:  # known once the first call has opened the backend
         total = drop_months(runner, cutoff, progress)
+        # The task limits' rows have no foreign key: those of the dropped months' runs.
+        runner.run("delete_finished", lambda resent: purge_task_limit_rows())
     while True:
         n = runner.run("delete_finished", lambda resent: _delete_batch(cutoff, batch_size))
         total += n

@@ -38,7 +38,14 @@ __all__ = [
 PACKAGE = "sayiir.backends.postgres"
 MIGRATIONS_PACKAGE = "sayiir.backends.postgres.migrations"
 # The named queries: the storage protocol's, then each feature's own file.
-_QUERY_FILES = ("queries.sql", "console.sql", "schedules.sql", "limits.sql", "partition.sql")
+_QUERY_FILES = (
+    "queries.sql",
+    "console.sql",
+    "schedules.sql",
+    "limits.sql",
+    "task_limits.sql",
+    "partition.sql",
+)
 # The suffix of a fragment's form in the partitioned layout (partition.sql; _expand).
 PARTITIONED = "__part"
 

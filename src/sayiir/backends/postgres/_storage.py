@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeVar
 from uuid import uuid4
 
-from sayiir.backends.postgres import _ops
+from sayiir.backends.postgres import _ops, _task_limits
 from sayiir.backends.postgres._console import with_definition
 from sayiir.backends.protocol import AsyncStorage
 from sayiir.core.records import (
@@ -113,6 +113,28 @@ def send_signal(instance_id: str, signal_name: str, payload: bytes) -> Call[Stat
     )
 
 
+def acquire_task_slot(
+    task_id: str, limit: int, instance_id: str, step_key: str, owner: str, attempt: int | None
+) -> Call[bool]:
+    return "acquire_task_slot", lambda resent: _task_limits.acquire_task_slot(
+        task_id, limit, instance_id, step_key, owner, attempt
+    )
+
+
+def release_task_slot(task_id: str, instance_id: str, step_key: str) -> Call[None]:
+    return "release_task_slot", lambda resent: _task_limits.release_task_slot(
+        task_id, instance_id, step_key
+    )
+
+
+def take_rate_token(
+    task_id: str, bucket: str, n: int, per: float, now: float, instance_id: str, step_key: str
+) -> Call[float]:
+    return "take_rate_token", lambda resent: _task_limits.take_rate_token(
+        task_id, bucket, n, per, now, instance_id, step_key
+    )
+
+
 class AsyncPostgresStorage(AsyncStorage):
     """``AsyncStorage`` over a ``PostgresBackend``: the same operations on the async pool,
     with group commit of concurrent writes (``_group``)."""
@@ -190,6 +212,36 @@ class AsyncPostgresStorage(AsyncStorage):
         self, instance_id: str, signal_name: str, payload: bytes
     ) -> Status | None:
         return await self._arun(*send_signal(instance_id, signal_name, payload))
+
+    async def acquire_task_slot(
+        self,
+        task_id: str,
+        limit: int,
+        instance_id: str,
+        step_key: str,
+        owner: str,
+        attempt: int | None,
+    ) -> bool:
+        return await self._arun(
+            *acquire_task_slot(task_id, limit, instance_id, step_key, owner, attempt)
+        )
+
+    async def release_task_slot(self, task_id: str, instance_id: str, step_key: str) -> None:
+        return await self._arun(*release_task_slot(task_id, instance_id, step_key))
+
+    async def take_rate_token(
+        self,
+        task_id: str,
+        bucket: str,
+        n: int,
+        per: float,
+        now: float,
+        instance_id: str,
+        step_key: str,
+    ) -> float:
+        return await self._arun(
+            *take_rate_token(task_id, bucket, n, per, now, instance_id, step_key)
+        )
 
     # -- end of generated code --
 

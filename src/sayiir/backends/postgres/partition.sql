@@ -33,6 +33,10 @@
     DELETE FROM {t_task_queue} AS q USING old WHERE q.instance_id = old.instance_id
 ), del_slot AS (
     DELETE FROM {t_concurrency_slots} AS s USING old WHERE s.instance_id = old.instance_id
+), del_tslot AS (
+    DELETE FROM {t_task_slots} AS s USING old WHERE s.instance_id = old.instance_id
+), del_twait AS (
+    DELETE FROM {t_task_waits} AS w USING old WHERE w.instance_id = old.instance_id
 )
 
 

@@ -54,7 +54,8 @@ VALUES {_instance_row}
 -- the plain layout, task executions and checkpoints have no column of their own for the
 -- run's creation time (_run_col, _run_val: nothing), the primary key of the instances makes
 -- a second run with one id a conflict (_new_run_conflict), and the foreign keys to the
--- instances delete a run's other rows with it (_drop_run_rows: nothing).
+-- instances delete a run's other rows with it (_drop_run_rows: only the task limits' rows,
+-- which have no foreign key).
 -- name: _run_col
 
 
@@ -66,6 +67,11 @@ ON CONFLICT (instance_id) DO NOTHING
 
 
 -- name: _drop_run_rows
+, del_tslot AS (
+    DELETE FROM {t_task_slots} AS s USING old WHERE s.instance_id = old.instance_id
+), del_twait AS (
+    DELETE FROM {t_task_waits} AS w USING old WHERE w.instance_id = old.instance_id
+)
 
 
 -- replace_instance's write of the run's row: insert it, or overwrite the old run's. Defines

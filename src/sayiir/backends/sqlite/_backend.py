@@ -35,6 +35,7 @@ from sayiir.backends.sqlite._connection import MIN_SQLITE_VERSION, Database
 from sayiir.backends.sqlite._flow_control import SqliteDedupe, SqliteSchedules
 from sayiir.backends.sqlite._migrate import migrate
 from sayiir.backends.sqlite._queries import SqliteQueries
+from sayiir.backends.sqlite._task_limits import SqliteTaskLimits
 from sayiir.backends.sqlite._wake import CommitWatcher
 from sayiir.core.codec import Codec, JsonCodec
 from sayiir.core.limits import ConcurrencyState
@@ -89,7 +90,9 @@ _BEGIN_READ = _Q["begin_deferred"]
 _Row = tuple[Any, ...]
 
 
-class SqliteBackend(Closing, SqliteQueries, SqliteSchedules, SqliteDedupe, QueueStorage):
+class SqliteBackend(
+    Closing, SqliteQueries, SqliteSchedules, SqliteDedupe, SqliteTaskLimits, QueueStorage
+):
     """Durable storage in one SQLite file (stdlib ``sqlite3``, WAL), safe for several processes.
 
     >>> from sayiir import Flow, run_durable_workflow

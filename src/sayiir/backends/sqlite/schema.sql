@@ -191,3 +191,40 @@ CREATE TABLE sayiir_concurrency_slots (
 );
 
 CREATE INDEX sayiir_concurrency_slots_instance_idx ON sayiir_concurrency_slots (instance_id);
+
+-- Task limits (migration 0010_task_limits): the slots held, rate windows, waiting steps.
+CREATE TABLE sayiir_task_slots (
+    task_id     TEXT NOT NULL,
+    slot        INTEGER NOT NULL,
+    instance_id TEXT NOT NULL
+        REFERENCES sayiir_workflow_instances (instance_id) ON DELETE CASCADE,
+    step_key    TEXT NOT NULL,
+    owner       TEXT NOT NULL,
+    attempt     INTEGER,
+    PRIMARY KEY (task_id, slot)
+);
+
+-- release_task_slot, and the cascade.
+CREATE INDEX sayiir_task_slots_instance_idx ON sayiir_task_slots (instance_id, step_key);
+
+-- rate_windows: the starts of a rate limit's bucket within its last period (a JSON array
+-- of epoch seconds, ascending, at most n).
+CREATE TABLE sayiir_rate_windows (
+    bucket TEXT PRIMARY KEY,
+    starts TEXT NOT NULL
+);
+
+-- task_waits: the step of a run that waits at a task limit, and for what (waiting_reason).
+CREATE TABLE sayiir_task_waits (
+    instance_id TEXT NOT NULL
+        REFERENCES sayiir_workflow_instances (instance_id) ON DELETE CASCADE,
+    step_key    TEXT NOT NULL,
+    task_id     TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    lim         INTEGER NOT NULL,
+    per         REAL,
+    retry_at    REAL,
+    since       REAL NOT NULL,
+    PRIMARY KEY (instance_id, step_key)
+);
