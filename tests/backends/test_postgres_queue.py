@@ -293,9 +293,24 @@ def big_queue(backend: PostgresBackend, db: psycopg.Connection[Any], prefix: str
             " SELECT 'key' || g, 0, 'big-' || (g * 3) FROM generate_series(1, 1000) AS g"
         ).format(slots)
     )
-    db.execute(sql.SQL("ANALYZE {}").format(queue))
-    db.execute(sql.SQL("ANALYZE {}").format(instances))
-    db.execute(sql.SQL("ANALYZE {}").format(slots))
+    # Task limits (migration 0011): 2000 task slots held over 200 tasks, 1000 steps waiting.
+    task_slots, task_waits = table(prefix, "task_slots"), table(prefix, "task_waits")
+    db.execute(
+        sql.SQL(
+            "INSERT INTO {} (task_id, slot, instance_id, step_key, owner, attempt)"
+            " SELECT 't' || (g % 200), g / 200, 'big-' || g, 'k' || g, 'k' || g, 1"
+            " FROM generate_series(1, 2000) AS g"
+        ).format(task_slots)
+    )
+    db.execute(
+        sql.SQL(
+            "INSERT INTO {} (instance_id, step_key, task_id, kind, name, lim)"
+            " SELECT 'big-' || g, 'k' || g, 't' || (g % 200), 'slot', 't' || (g % 200), 10"
+            " FROM generate_series(1, 1000) AS g"
+        ).format(task_waits)
+    )
+    for name in (queue, instances, slots, task_slots, task_waits):
+        db.execute(sql.SQL("ANALYZE {}").format(name))
     return prefix
 
 
@@ -322,7 +337,9 @@ def test_the_claim_query_walks_the_partial_indexes(
     ["advance", "advance_final", "advance_recover", "heartbeat", "enqueue", "claimed_by_token",
      "abandon",
      "count_finished", "delete_finished", "create_instance", "send_signal", "unpause",
-     "request_control", "finish", "take_over", "renew_lease", "save_steps", "consume_signal"],
+     "request_control", "finish", "take_over", "renew_lease", "save_steps", "consume_signal",
+     "acquire_task_slot", "release_task_slot", "take_rate_token", "record_task_wait",
+     "task_wait", "purge_task_limit_rows"],
 )  # fmt: skip
 def test_queue_statements_use_no_sequential_scan(
     db: psycopg.Connection[Any], backend: PostgresBackend, big_queue: str, name: str
@@ -336,6 +353,8 @@ def test_queue_statements_use_no_sequential_scan(
         "payload": b"1", "send_id": uuid.uuid4(), "kind": "cancel", "reason": None,
         "by": None, "applied_status": "cancelled", "apply": ["waiting"],
         "request": ["running"], "error": "boom", "retry_in": 1.0, "new_token": uuid.uuid4(),
+        "task": "t", "limit": 2, "owner": "k7", "bucket": "b", "n": 5, "per": 1.0,
+        "now": time.time(), "retry_at": None,
     }  # fmt: skip
     _queue._item_params(params, [QueueItem("k9", "t", tags=("a",)), QueueItem("k10")])
     _ops.step_params(params, [step("k7"), step("k8")])
@@ -347,6 +366,8 @@ def test_queue_statements_use_no_sequential_scan(
     queries = backend._compiled().queries
     variants = [v for v in queries if v.split("/")[0] == name]  # one per step/item count
     big = {big_queue + "task_queue", big_queue + "workflow_instances"}
+    if name != "purge_task_limit_rows":  # that one sweeps them whole (they hold few rows)
+        big |= {big_queue + "task_slots", big_queue + "task_waits"}
     for variant in variants:
         nodes = explain(db, backend, variant, params)
         scans = [n for n in nodes if n["Node Type"] == "Seq Scan" and n["Relation Name"] in big]
@@ -581,6 +602,10 @@ def test_delete_finished_deletes_old_finished_runs_in_batches(
     backend.request_control(cancelled, ControlRequest("cancel", "r", "ops"))
     old.append(cancelled)
     active = [new(backend), new(backend, Status.AWAITING_SIGNAL), new(backend, Status.PAUSED)]
+    for iid in (old[0], old[1], active[0]):  # task limits' rows (no foreign key): a slot, a wait
+        assert backend.acquire_task_slot(f"t-{iid}", 1, iid, "s", "some-token", None)
+        assert backend.take_rate_token("c", f"b-{iid}", 1, 60.0, 1e9, "other", "s") == 0.0
+        assert backend.take_rate_token("c", f"b-{iid}", 1, 60.0, 1e9 + 1, iid, "s") > 0
     db.execute(
         sql.SQL(
             "UPDATE {} SET completed_at = now() - interval '2 days' WHERE completed_at IS NOT NULL"
@@ -614,6 +639,13 @@ def test_delete_finished_deletes_old_finished_runs_in_batches(
         {"ids": old},
     ).fetchone()
     assert left == (0, 0, 0, 0, 4)  # unconsumed events stay for a future run with that id
+    limit_rows = db.execute(
+        sql.SQL(
+            "SELECT (SELECT array_agg(DISTINCT instance_id) FROM {s}),"
+            " (SELECT array_agg(DISTINCT instance_id) FROM {w})"
+        ).format(s=table(prefix, "task_slots"), w=table(prefix, "task_waits"))
+    ).fetchone()
+    assert limit_rows == ([active[0]], [active[0]])  # the deleted runs' went with them
     assert backend.delete_finished(0) == 1  # the recent one
     assert backend.delete_finished(0) == 0
 

@@ -98,16 +98,20 @@ ORDER BY w.since DESC
 LIMIT 1
 
 
--- Retention after dropping whole months: the slots and waits of runs that no longer exist
--- (both tables hold few rows: the slots held, the steps waiting).
+-- Retention after dropping whole months: the slots and waits of runs that no longer exist.
+-- Both tables hold few rows (the slots held, the steps waiting): each is read whole, and
+-- each of its runs looked up by index (OFFSET 0 keeps the probe a loop, not a join that
+-- would read every run).
 -- name: purge_task_limit_rows
 WITH slots AS (
     DELETE FROM {t_task_slots} AS s
-    WHERE NOT EXISTS (SELECT FROM {t_instances} AS i WHERE i.instance_id = s.instance_id)
+    WHERE NOT EXISTS (
+        SELECT FROM {t_instances} AS i WHERE i.instance_id = s.instance_id OFFSET 0)
     RETURNING 1
 ), waits AS (
     DELETE FROM {t_task_waits} AS w
-    WHERE NOT EXISTS (SELECT FROM {t_instances} AS i WHERE i.instance_id = w.instance_id)
+    WHERE NOT EXISTS (
+        SELECT FROM {t_instances} AS i WHERE i.instance_id = w.instance_id OFFSET 0)
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM slots) + (SELECT count(*) FROM waits)
