@@ -202,7 +202,9 @@ def test_a_rate_limit_key_that_raises_fails_the_run() -> None:
     wf = Flow("bad_key").then(keyed).build()
     status = run_durable_workflow(wf, "bad-key", {}, backend=InMemoryBackend())
     assert status.status == "failed"
-    assert "the rate_limit key of task 'keyed' raised on this input: KeyError" in status.error
+    assert "the rate_limit key of task 'keyed' raised on this input: KeyError" in (
+        status.error or ""
+    )
 
 
 # -- the slot is given back, a wait is no failure ------------------------------------------------

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar, cast
 
-from sayiir.backends.protocol import AsyncStorage, Storage
+from sayiir.backends.protocol import AsyncStorage, EngineStorage, Storage
 from sayiir.core.records import (
     AttemptRecord,
     ControlRequest,
@@ -33,7 +33,9 @@ class DirectAsyncStorage(AsyncStorage):
     """Await-able facade over a non-blocking synchronous storage."""
 
     def __init__(self, storage: Storage) -> None:
-        self._s = storage
+        # The task limits' operations are passed on too; a storage without them is refused
+        # before any is called (``engine._gate.check_storage``).
+        self._s = cast(EngineStorage, storage)
         self.codec = storage.codec
         self.lease_secs = storage.lease_secs
 
