@@ -782,3 +782,58 @@ def test_a_move_waiting_for_the_run_lock_never_takes_a_key_checkpointed_meanwhil
     assert result == [(None, a)]  # not taken: A keeps its claim
     assert queue_rows(db, prefix, iid) == [("b0", "A", 1)]  # no entry for "k" came back
     assert backend.get_checkpoint(iid, "b0") == b"1"
+
+
+def test_a_slot_taken_by_a_holder_the_taker_cannot_see_yet_is_not_stolen(
+    backend: PostgresBackend, db: psycopg.Connection[Any], prefix: str, pg_dsn: str
+) -> None:
+    """The race behind a CI run where three bodies of a max_concurrent=2 task ran at once.
+
+    A taker's statement judges a slot's holder alive with the statement's snapshot. Holder
+    h2 makes its run alive and takes the slot (from a dead holder) after that snapshot: the
+    taker, which saw the dead holder, blocks on h2's row, then re-checks h2 against its old
+    snapshot, where h2's run is not yet alive. It must not take the slot over."""
+    limit_one = ("t-race", 1)
+    assert backend.acquire_task_slot(*limit_one, "dead-run", "s", "a-token-no-run-has", None)
+    h2 = new(backend)  # running, but nobody's lease yet: not alive
+    token = uuid.uuid4()
+    query = backend._compiled().queries["acquire_task_slot"]
+    params = {"task": "t-race", "limit": 1, "id": h2, "key": "s", "owner": str(token),
+              "attempt": None}  # fmt: skip
+    with psycopg.connect(pg_dsn) as x:
+        x.execute(
+            sql.SQL(
+                "UPDATE {} SET start_token = %s, lease_until = now() + interval '1 hour'"
+                " WHERE instance_id = %s"
+            ).format(table(prefix, "workflow_instances")),
+            (token, h2),
+        )
+        assert x.execute(query, params).fetchone() == (True, True)  # h2 holds it (uncommitted)
+        result: list[bool] = []
+        taker = threading.Thread(
+            target=lambda: result.append(
+                backend.acquire_task_slot(*limit_one, "h3", "s", "h3-token", None)
+            )
+        )
+        taker.start()
+        deadline = time.monotonic() + 10
+        while not _waits_for_a_lock(db) and time.monotonic() < deadline:
+            time.sleep(0.01)  # h3's statement has its snapshot, and waits for h2's row
+        assert _waits_for_a_lock(db)
+        x.commit()
+    taker.join(10)
+    assert result == [False]
+    holders = db.execute(
+        sql.SQL("SELECT instance_id FROM {} WHERE task_id = 't-race'").format(
+            table(prefix, "task_slots")
+        )
+    ).fetchall()
+    assert holders == [(h2,)]
+
+
+def _waits_for_a_lock(db: psycopg.Connection[Any]) -> bool:
+    row = db.execute(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    ).fetchone()
+    return row is not None and row[0] > 0

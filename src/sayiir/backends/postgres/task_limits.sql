@@ -18,9 +18,12 @@
 
 -- Take the first slot number under %(limit)s that nobody alive holds (the step's own
 -- counts as free). Two takers racing for one number collide on the primary key: the later
--- one's ON CONFLICT re-checks the row as committed and takes it only from a holder that is
--- gone. Returns (a free number was seen, the slot was taken); a take forgets the step's
--- wait. The walk stops at the first free number (slot rows of the task: primary key).
+-- one's ON CONFLICT takes the row as committed only from a holder that is gone, judged on
+-- the version this statement's snapshot sees: a holder that took the row after the
+-- snapshot (its lease or claim not visible in it, so it would look dead) is left alone,
+-- and the caller asks again with a fresh snapshot. Returns (a free number was seen, the
+-- slot was taken); a take forgets the step's wait. The walk stops at the first free
+-- number (slot rows of the task: primary key).
 -- name: acquire_task_slot
 WITH cand AS (
     SELECT g.n FROM generate_series(0, %(limit)s::int4 - 1) AS g(n)
@@ -37,7 +40,10 @@ WITH cand AS (
     SET instance_id = excluded.instance_id, step_key = excluded.step_key,
         owner = excluded.owner, attempt = excluded.attempt, taken_at = now()
     WHERE (s.instance_id = excluded.instance_id AND s.step_key = excluded.step_key)
-       OR NOT {_task_slot_alive}
+       OR (NOT {_task_slot_alive}
+           AND EXISTS (SELECT FROM {t_task_slots} AS seen
+                       WHERE seen.task_id = s.task_id AND seen.slot = s.slot
+                         AND seen.xmin = s.xmin))
     RETURNING 1
 ), forgot AS (
     DELETE FROM {t_task_waits} AS w
