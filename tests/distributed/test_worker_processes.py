@@ -94,11 +94,11 @@ def test_three_workers_drain_fork_runs_each_task_once(cluster: Cluster) -> None:
     executions = Counter((inst, task) for inst, task, _, _ in cluster.lines())
     assert set(executions.values()) == {1}
     assert len(executions) == len(runs) * 6
-    branch_pids = {
-        inst: {pid for i2, task, pid, _ in cluster.lines() if i2 == inst and "branch" in task}
-        for inst in runs
-    }
-    assert any(len(pids) > 1 for pids in branch_pids.values()), "branches never spread"
+    # The workers shared the branches. Whether one run's branches end up on several
+    # processes depends on timing (a spreading worker whose slots free up first takes its
+    # own queued branches, by design): test_two_workers_share_8_branch_forks covers that.
+    branch_pids = {pid for _, task, pid, _ in cluster.lines() if "branch" in task}
+    assert len(branch_pids) > 1, "one worker ran every branch"
     assert cluster.completed_twice() == []
 
 
