@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sayiir.core.records import FinalState, InstanceRecord, Status
+from sayiir.core.records import FinalState, InstanceRecord, Status, StepRecord
 from tests.contract.test_queue_contract import FACTORIES, LONG
 
 Backend = Any  # QueueStorage + TaskLimitStorage + TaskWaitStorage
@@ -110,6 +110,42 @@ def test_a_workers_slot_lives_as_long_as_its_claim(
     assert not storage.acquire_task_slot(task, 1, b, "t", claim_b.key, claim_b.attempt)
     time.sleep(0.7)  # a's claim expired: its worker is gone
     assert storage.acquire_task_slot(task, 1, b, "t", claim_b.key, claim_b.attempt)
+
+
+def test_a_checkpoint_that_frees_its_slot_gives_it_back_in_the_same_write(
+    storage: Backend, tag: str, running: Callable[[], tuple[str, str]],
+    claimed: Callable[..., tuple[str, Any]],
+) -> None:  # fmt: skip
+    """``StepRecord.frees_slot``: the step's slot goes with its checkpoint, whichever write
+    stores it (save_steps, finish, a worker's advance); without it the slot stays."""
+    task = f"{tag}-t"
+    (a, ta), (b, tb), (c, tc) = running(), running(), running()
+    waiter, wtoken = running()
+    ok = StepRecord("t", b"1", task, 1, 1.0, 2.0)
+    assert storage.acquire_task_slot(task, 1, a, "t", ta, None)
+    storage.save_steps(a, [ok], token=ta)  # a checkpoint that does not free it
+    assert not storage.acquire_task_slot(task, 1, waiter, "t", wtoken, None)
+    storage.save_steps(a, [replace(ok, key="other"), replace(ok, frees_slot=True)], token=ta)
+    assert storage.get_checkpoint(a, "t") == b"1"
+    assert storage.acquire_task_slot(task, 1, b, "t", tb, None)
+    # finish: a run's last step frees its slot with the final state.
+    assert not storage.acquire_task_slot(task, 1, waiter, "t", wtoken, None)
+    storage.renew_lease(b, tb)
+    storage.save_steps(b, [replace(ok, key="u")], token=tb)
+    assert not storage.acquire_task_slot(task, 1, waiter, "t", wtoken, None)
+    storage.finish(
+        b, FinalState(Status.WAITING, wake_at=time.time() + 60),
+        [replace(ok, frees_slot=True)], token=tb,
+    )  # fmt: skip
+    assert storage.acquire_task_slot(task, 1, c, "t", tc, None)
+    storage.release_task_slot(task, c, "t")
+    # advance: a worker's checkpoint (one step or several) frees it under its claim.
+    q, claim = claimed()
+    assert storage.acquire_task_slot(task, 1, q, "t", claim.key, claim.attempt)
+    assert not storage.acquire_task_slot(task, 1, waiter, "t", wtoken, None)
+    _, kept = storage.advance(claim, [replace(ok, key="x"), replace(ok, frees_slot=True)])
+    assert kept is not None  # the claim is kept: only the slot went
+    assert storage.acquire_task_slot(task, 1, waiter, "t", wtoken, None)
 
 
 def test_racing_threads_never_hold_more_than_the_limit(

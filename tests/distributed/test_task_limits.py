@@ -229,6 +229,77 @@ def test_the_slot_is_given_back_when_an_attempt_fails_or_times_out(backend: Any)
     assert run_durable_workflow(flaky_wf, "flaky-2", 7, backend=backend).output == 7
 
 
+@pytest.mark.parametrize("mode", ["in-process", "worker"])
+def test_the_slot_is_free_once_the_task_is_checkpointed_while_its_run_goes_on(
+    backend: Any, mode: str
+) -> None:
+    """The slot goes with the limited task's checkpoint (no release of its own): a run that
+    is busy in a later step, or in another branch of a fork, does not hold it."""
+    later_started, release_later = threading.Event(), threading.Event()
+
+    @task(max_concurrent=1)
+    def gate(x: int) -> int:
+        return x + 1
+
+    @task
+    def slow(x: int) -> int:
+        if x == 2:  # the first run only
+            later_started.set()
+            assert release_later.wait(30)
+        return x
+
+    @task
+    def side(x: int) -> int:
+        return -x
+
+    @task
+    def merge(outputs: dict[str, int]) -> int:
+        return sum(outputs.values())
+
+    wf = (
+        Flow(f"goes_on_{mode.replace('-', '_')}")
+        .fork().branch(gate, slow).branch(side).join(merge)
+        .build()
+    )  # fmt: skip
+    handles = []
+    try:
+        if mode == "in-process":
+            first = threading.Thread(
+                target=run_durable_workflow, args=(wf, "g-1", 1), kwargs={"backend": backend}
+            )
+            first.start()
+            assert later_started.wait(30)
+            # The first run sits in `slow`, its fork unjoined: `gate` is free.
+            assert run_durable_workflow(wf, "g-2", 5, backend=backend).output == 6 - 5
+        else:
+            client = WorkflowClient(backend)
+            handles = [
+                Worker(f"w{n}", backend, max_concurrent_tasks=2, poll_interval=0.02).start([wf])
+                for n in range(2)
+            ]
+            client.submit(wf, "g-1", 1)
+            assert later_started.wait(30)
+            client.submit(wf, "g-2", 5)
+            deadline = time.monotonic() + 30
+            while not client.status("g-2").is_completed():
+                assert time.monotonic() < deadline, client.status("g-2")
+                time.sleep(0.02)
+            assert client.status("g-2").output == 6 - 5
+        release_later.set()
+        if mode == "in-process":
+            first.join(30)
+        deadline = time.monotonic() + 30
+        while backend.get_instance("g-1").status.value != "completed":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        release_later.set()
+        for h in handles:
+            h.shutdown()
+        for h in handles:
+            h.join()
+
+
 def test_a_limit_wait_on_workers_is_neither_a_failure_nor_a_retry(backend: Any) -> None:
     attempts: list[int] = []
     peak = Peak()

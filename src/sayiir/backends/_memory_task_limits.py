@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sayiir.core.records import Status
+from sayiir.core.records import Status, StepRecord
 from sayiir.core.task_limits import LocalTaskLimits, SlotHolder, TaskWait
 
 __all__ = ["MemoryTaskLimits"]
@@ -63,6 +64,13 @@ class MemoryTaskLimits:
     def release_task_slot(self, task_id: str, instance_id: str, step_key: str) -> None:
         with self._lock:
             self._task_limits.release(task_id, instance_id, step_key)
+
+    def _free_slots(self, instance_id: str, steps: Sequence[StepRecord]) -> None:
+        """The slots of ``steps`` that free theirs with their checkpoint
+        (``StepRecord.frees_slot``); the caller holds the lock and writes the checkpoints."""
+        for step in steps:
+            if step.frees_slot and step.task_id is not None:
+                self._task_limits.release(step.task_id, instance_id, step.key)
 
     def take_rate_token(
         self,

@@ -196,6 +196,7 @@ class InMemoryBackend(MemoryQueries, MemorySchedules, MemoryDedupe, MemoryTaskLi
                 return stopped
             now = time.time()
             inst.put(steps, now)
+            self._free_slots(instance_id, steps)
             return self._touch(inst, token, now)
 
     def record_attempt(
@@ -242,14 +243,14 @@ class InMemoryBackend(MemoryQueries, MemorySchedules, MemoryDedupe, MemoryTaskLi
         with self._lock:
             return self._finish(self._get(instance_id, token), final, steps)
 
-    @staticmethod
     def _finish(
-        inst: _Instance, final: FinalState, steps: Sequence[StepRecord]
+        self, inst: _Instance, final: FinalState, steps: Sequence[StepRecord]
     ) -> ControlRequest | None:
         rec = inst.record
         decision = write_decision(rec.instance_id, rec.status, final.status)
         if decision != "skip":
             inst.put(steps)
+            self._free_slots(rec.instance_id, steps)
         if decision != "write":
             return applied_request(rec)
         now = time.time()
@@ -474,6 +475,7 @@ class InMemoryBackend(MemoryQueries, MemorySchedules, MemoryDedupe, MemoryTaskLi
                         inst.queue.pop(claim.key, None)
                     return applied_request(inst.record), None
             inst.put(steps)
+            self._free_slots(claim.instance_id, steps)
             renew = next_item is not None and next_item.key == claim.key
             if final is not None or release or renew:
                 # Given up before the new entries go in: a worker that holds "" and parks

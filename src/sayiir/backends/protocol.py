@@ -283,7 +283,9 @@ class TaskLimitStorage(Protocol):
 
     def release_task_slot(self, task_id: str, instance_id: str, step_key: str) -> None:
         """Give back the slot of ``task_id`` held by step ``step_key`` of the run (none:
-        nothing happens)."""
+        nothing happens). A checkpoint stored with ``StepRecord.frees_slot`` (by
+        ``save_steps``, ``finish`` or ``advance``) gives its step's slot back in the same
+        write, without this call."""
         ...
 
     def take_rate_token(

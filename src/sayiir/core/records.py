@@ -186,7 +186,9 @@ class StepRecord:
     """A checkpoint to store: the encoded output of a finished task (or an engine marker).
 
     ``task_id`` is ``None`` for engine markers (delay timers, signal park times,
-    route keys), which are checkpoints but not task executions.
+    route keys), which are checkpoints but not task executions. ``frees_slot``: the
+    attempt held a slot of its task's ``max_concurrent``, which the write that stores
+    this checkpoint gives back (``TaskLimitStorage``): no statement of its own.
     """
 
     key: str
@@ -196,6 +198,7 @@ class StepRecord:
     started_at: float = 0.0
     finished_at: float = 0.0
     worker_id: str | None = None
+    frees_slot: bool = False
 
 
 @dataclass(slots=True)

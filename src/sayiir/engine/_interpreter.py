@@ -522,8 +522,9 @@ class Execution:
             failures = yield from self._restore_attempts(lane, key, node, max_retries)
         while True:
             attempt = failures + 1
+            held = False
             if meta is not None and meta.limits is not None:  # the one check without limits
-                result, span, started = yield from self._gated(
+                result, span, started, held = yield from self._gated(
                     meta.limits, fn, value, node.id, key, timeout, lane, attempt
                 )
             else:
@@ -542,23 +543,27 @@ class Execution:
             if result.ok:
                 out = result.value
                 try:
-                    nxt = self._output(out, lane, key, node.id, attempt, started)
+                    nxt = self._output(out, lane, key, node.id, attempt, started, held)
                 except Exception as exc:  # RecursionError, a custom codec's error: all count
                     result = _output_failure(exc, node.id)
                 else:
+                    if held:
+                        yield from self._slot_freed(lane, node.id, key)
                     return _ended(span, nxt)
             failures += 1
             yield from self._attempt_failed(
-                result, span, lane, key, node.id, failures, started, policy, max_retries
+                result, span, lane, key, node.id, failures, started, policy, max_retries, held
             )
 
     def _attempt_failed(
         self, result: CallResult, span: _observe.AttemptScope | None, lane: Lane, key: str,
         task_id: str, failures: int, started: float, policy: RetryPolicy | None,
-        max_retries: int,
+        max_retries: int, held: bool = False,
     ) -> Effects[None]:  # fmt: skip
-        """After the ``failures``-th failed attempt: fail the run when no retry is left, else
-        store the failure and wait out its backoff."""
+        """After the ``failures``-th failed attempt: give back the slot it ``held``, then fail
+        the run when no retry is left, else store the failure and wait out its backoff."""
+        if held:
+            yield from _gate.release(self, task_id, key)
         assert result.error is not None
         error = result.text or describe(result.error)
         if failures > max_retries:
@@ -573,9 +578,10 @@ class Execution:
     def _gated(
         self, limits: TaskLimits, fn: Callable[[Any], Any], value: Any, task_id: str, key: str,
         timeout: float | None, lane: Lane, attempt: int,
-    ) -> Effects[tuple[CallResult, _observe.AttemptScope | None, float]]:  # fmt: skip
-        """One attempt of a task with limits: wait at its gate (``_gate``), run it, give its
-        slot back however the attempt ends."""
+    ) -> Effects[tuple[CallResult, _observe.AttemptScope | None, float, bool]]:  # fmt: skip
+        """One attempt of a task with limits: wait at its gate (``_gate``), run it; whether
+        it holds a slot still, which the caller gives back (``_slot_freed``) however the
+        attempt ends. Raising, the slot is given back here."""
         held = yield from _gate.acquire(self, limits, fn, value, task_id, key, lane)
         try:
             started = self.clock()
@@ -589,22 +595,36 @@ class Execution:
                 with contextlib.suppress(Exception):  # the original error matters more
                     yield from _gate.release(self, task_id, key)
             raise
-        if held:
+        return result, span, started, held
+
+    def _slot_freed(self, lane: Lane, task_id: str, key: str) -> Effects[None]:
+        """A task that held a slot of its ``max_concurrent`` succeeded: durable, the write of
+        its checkpoint gives the slot back (``StepRecord.frees_slot``), one statement
+        less per limited step. A worker writes it in its next write of the turn, before any
+        other body runs here and with no wait in between (a turn suspends, never sleeps); an
+        in-process run writes it now, as the slot must not stay held while this run
+        sleeps or waits for its other branches (which may wait for this very slot)."""
+        if not self.durable:
             yield from _gate.release(self, task_id, key)
-        return result, span, started
+        elif self.worker is None:
+            yield from self.flush(lane)
 
     def _output(
-        self, out: Any, lane: Lane, key: str, task_id: str, attempt: int, started: float
-    ) -> Any:
+        self, out: Any, lane: Lane, key: str, task_id: str, attempt: int, started: float,
+        frees_slot: bool = False,
+    ) -> Any:  # fmt: skip
         """What the next step gets from a task's output ``out`` (as if read back from
-        storage); durable, its checkpoint joins the lane's pending ones."""
+        storage); durable, its checkpoint joins the lane's pending ones (and gives back
+        the slot the attempt holds, if ``frees_slot``)."""
         if not self.durable:
             return self._roundtrip(out)
         data = _encoded(self.codec, out)
         nxt = out if type(out) in _SCALARS else self.codec.decode(data)
         self._last_encoded = (nxt, data)
         lane.pending.append(
-            StepRecord(key, data, task_id, attempt, started, self.clock(), self.worker_id)
+            StepRecord(
+                key, data, task_id, attempt, started, self.clock(), self.worker_id, frees_slot
+            )
         )
         return nxt
 

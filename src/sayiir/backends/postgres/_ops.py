@@ -253,7 +253,7 @@ def step_params(params: dict[str, Any], steps: Sequence[StepRecord]) -> str:
         params["s_started"] = step.started_at
         params["s_finished"] = step.finished_at
         params["s_worker"] = step.worker_id
-        return "/1"
+        return "/1/f" if step.frees_slot else "/1"
     # One statement cannot upsert a row twice: the last write of a key wins, as in memory.
     steps = list({s.key: s for s in steps}.values())
     params["keys"] = [s.key for s in steps]
@@ -263,7 +263,7 @@ def step_params(params: dict[str, Any], steps: Sequence[StepRecord]) -> str:
     params["started"] = [s.started_at for s in steps]
     params["finished"] = [s.finished_at for s in steps]
     params["workers"] = [s.worker_id for s in steps]
-    return ""
+    return "/f" if any(s.frees_slot for s in steps) else ""
 
 
 # -- operations ----------------------------------------------------------------------------

@@ -125,6 +125,7 @@ def migrations() -> list[Migration]:
 # statement's server time when there is one element or none.
 VARIANTS: dict[str, dict[str, str]] = {
     "_steps": {"": "_steps_many", "/1": "_steps_one", "/0": "_steps_none"},
+    "_free": {"": "_free_none", "/f": "_free_slots"},
     "_items": {"": "_items_many", "/q0": "_items_none"},
 }
 _FRAGMENT = re.compile(r"\{(_\w+)\}")

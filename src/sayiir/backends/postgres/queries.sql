@@ -149,7 +149,23 @@ SELECT NULL::text, NULL::text, NULL::bytea, NULL::int4, NULL::float8, NULL::floa
 LIMIT 0
 
 
--- Checkpoints and their task executions, one per step.
+-- The task slots a write's steps give back (StepRecord.frees_slot): a task with
+-- max_concurrent frees its slot in the write of its checkpoint (a step that is checkpointed
+-- never runs again), not in a statement of its own. A switch of _sql.VARIANTS: a write
+-- that frees none has no such CTE. The slots' (instance_id, step_key) index.
+-- name: _free_slots
+, freed AS (
+    DELETE FROM {t_task_slots} AS f
+    USING steps AS s
+    WHERE f.instance_id = %(id)s AND f.step_key = s.key
+)
+
+
+-- name: _free_none
+/* no task slot freed */
+
+
+-- Checkpoints and their task executions, one per step, and the slots they free (_free_slots).
 -- Needs the CTE "inst": nothing is written for an unknown instance.
 -- name: _write_steps
 steps AS (
@@ -175,6 +191,7 @@ steps AS (
         started_at = excluded.started_at, finished_at = excluded.finished_at,
         duration_ms = excluded.duration_ms, error = NULL, next_retry_at = NULL
 )
+{_free}
 
 
 -- Insert unless the id exists; return (inserted, existing row..., notified). When neither

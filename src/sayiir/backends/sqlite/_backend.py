@@ -81,6 +81,7 @@ _TOUCH = _Q["touch_instance"]
 _FINISH = _Q["finish_instance"]
 _UPSERT_CHECKPOINT = _Q["upsert_checkpoint"]
 _UPSERT_COMPLETED = _Q["upsert_completed_execution"]
+_FREE_STEP_SLOT = _Q["free_step_slot"]
 _UPSERT_ATTEMPT = _Q["upsert_attempt"]
 _SELECT_CHECKPOINTS = _Q["select_checkpoints"]
 _SELECT_CHECKPOINT = _Q["select_checkpoint"]
@@ -701,7 +702,7 @@ def _store_steps(
     cur: sqlite3.Cursor, instance_id: str, steps: Sequence[StepRecord], now: float
 ) -> None:
     """Checkpoints for every step; a 'completed' execution row for each real task (markers,
-    with ``task_id`` None, are checkpoints only)."""
+    with ``task_id`` None, are checkpoints only); the task slots the steps free."""
     if not steps:
         return
     cur.executemany(
@@ -723,6 +724,9 @@ def _store_steps(
     ]
     if executions:
         cur.executemany(_UPSERT_COMPLETED, executions)
+    freed = [{"instance_id": instance_id, "key": s.key} for s in steps if s.frees_slot]
+    if freed:
+        cur.executemany(_FREE_STEP_SLOT, freed)
 
 
 def _duration_ms(started_at: float, finished_at: float | None) -> float | None:

@@ -184,6 +184,11 @@ SELECT key, CAST(output AS BLOB) FROM sayiir_checkpoints WHERE instance_id = :in
 SELECT CAST(output AS BLOB) FROM sayiir_checkpoints
 WHERE instance_id = :instance_id AND key = :key
 
+-- name: free_step_slot
+-- A task with max_concurrent gives its slot back in the write of its checkpoint
+-- (StepRecord.frees_slot). The slots' (instance_id, step_key) index.
+DELETE FROM sayiir_task_slots WHERE instance_id = :instance_id AND step_key = :key
+
 -- name: upsert_completed_execution
 -- A finished task: its attempt row (possibly 'running' until now) becomes 'completed'.
 INSERT INTO sayiir_task_executions (
