@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from sayiir.core.records import FinalState, InstanceRecord, Status, StepRecord
+from sayiir.core.records import FinalState, InstanceRecord, QueueItem, Status, StepRecord
+from sayiir.core.task_limits import GateAnswer, GateAsk
 from tests.contract.test_queue_contract import FACTORIES, LONG
 
 Backend = Any  # QueueStorage + TaskLimitStorage + TaskWaitStorage
@@ -146,6 +147,55 @@ def test_a_checkpoint_that_frees_its_slot_gives_it_back_in_the_same_write(
     _, kept = storage.advance(claim, [replace(ok, key="x"), replace(ok, frees_slot=True)])
     assert kept is not None  # the claim is kept: only the slot went
     assert storage.acquire_task_slot(task, 1, waiter, "t", wtoken, None)
+
+
+def test_a_gated_advance_asks_the_slot_and_the_start_under_the_claim_it_moves(
+    storage: Backend, tag: str, running: Callable[[], tuple[str, str]],
+    claimed: Callable[..., tuple[str, Any]],
+) -> None:  # fmt: skip
+    """``advance_gated``: the checkpoint, the claim moved to the next task, and that task's
+    slot (held by the new claim) and rate start, in one write; nothing asked when the claim
+    does not move."""
+    task, rated = f"{tag}-t", f"{tag}-r"
+    other, other_token = running()
+    a, claim_a = claimed()
+    out = StepRecord("s0", b"1", "s0", 1, 1.0, 2.0)
+    gate = GateAsk(task, 1, f"{tag}-bucket", 1, 60.0, time.time())
+    request, moved, answer = storage.advance_gated(
+        claim_a, [out], next_item=QueueItem("s1", task), gate=gate
+    )
+    assert (request, moved.key, answer) == (None, "s1", GateAnswer(True, 0.0))
+    assert storage.get_checkpoint(a, "s0") == b"1"
+    # The slot is held by the moved claim; the window's one start is used.
+    assert not storage.acquire_task_slot(task, 1, other, "t", other_token, None)
+    assert storage.take_rate_token(rated, f"{tag}-bucket", 1, 60.0, time.time(), other, "t") > 0
+    # Another run: the claim moves, the slot is refused (so no start is asked).
+    _, claim_b = claimed()
+    _, moved_b, answer_b = storage.advance_gated(
+        claim_b, [out], next_item=QueueItem("s1", task), gate=gate
+    )
+    assert (moved_b.key, answer_b) == ("s1", GateAnswer(False, 0.0))
+    # A start refused with the slot taken: the wait until the window has one.
+    _, claim_c = claimed()
+    _, _, answer_c = storage.advance_gated(
+        claim_c, [out], next_item=QueueItem("s1", f"{tag}-u"),
+        gate=GateAsk(f"{tag}-u", 5, f"{tag}-bucket", 1, 60.0, time.time()),
+    )  # fmt: skip
+    assert answer_c is not None and answer_c.slot and 0 < answer_c.wait <= 60.0
+    # The move's write gives the slot of a's finished step back (frees_slot).
+    _, moved_again, _ = storage.advance_gated(
+        moved, [replace(out, key="s1", task_id=task, frees_slot=True)],
+        next_item=QueueItem("s2", f"{tag}-v"), gate=GateAsk(f"{tag}-v", 1),
+    )  # fmt: skip
+    assert moved_again.key == "s2"
+    assert storage.acquire_task_slot(task, 1, other, "t", other_token, None)
+    # The claim does not move to a task already checkpointed: nothing is asked.
+    _, kept, none = storage.advance_gated(
+        moved_again, [replace(out, key="s3")], next_item=QueueItem("s3", f"{tag}-w"),
+        gate=GateAsk(f"{tag}-w", 1),
+    )  # fmt: skip
+    assert none is None and kept is not None and kept.key == "s2"
+    assert storage.acquire_task_slot(f"{tag}-w", 1, other, "w", other_token, None)
 
 
 def test_racing_threads_never_hold_more_than_the_limit(

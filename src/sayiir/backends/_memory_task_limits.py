@@ -8,8 +8,15 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from sayiir.core.records import Status, StepRecord
-from sayiir.core.task_limits import LocalTaskLimits, SlotHolder, TaskWait
+from sayiir.core.records import Claim, ControlRequest, QueueItem, Status, StepRecord
+from sayiir.core.task_limits import (
+    GateAnswer,
+    GateAsk,
+    LocalTaskLimits,
+    SlotHolder,
+    TaskWait,
+    answer_gate,
+)
 
 __all__ = ["MemoryTaskLimits"]
 
@@ -20,6 +27,11 @@ class MemoryTaskLimits:
     _lock: threading.Lock
     if TYPE_CHECKING:
         _instances: dict[str, Any]
+
+        def advance(
+            self, claim: Claim, steps: Sequence[StepRecord], *, enqueue: Sequence[QueueItem],
+            next_item: QueueItem | None, lease_secs: float,
+        ) -> tuple[ControlRequest | None, Claim | None]: ...  # fmt: skip
 
     def __init__(self) -> None:
         self._task_limits = LocalTaskLimits()
@@ -71,6 +83,31 @@ class MemoryTaskLimits:
         for step in steps:
             if step.frees_slot and step.task_id is not None:
                 self._task_limits.release(step.task_id, instance_id, step.key)
+
+    def advance_gated(
+        self,
+        claim: Claim,
+        steps: Sequence[StepRecord],
+        *,
+        enqueue: Sequence[QueueItem] = (),
+        next_item: QueueItem,
+        lease_secs: float = 300.0,
+        gate: GateAsk,
+    ) -> tuple[ControlRequest | None, Claim | None, GateAnswer | None]:
+        """``GatedQueueStorage.advance_gated``: in memory a write costs no commit, so the
+        advance and the asks are the calls they stand for, one after the other."""
+        request, moved = self.advance(
+            claim, steps, enqueue=enqueue, next_item=next_item, lease_secs=lease_secs
+        )
+        if moved is None or moved.key != next_item.key:
+            return request, moved, None
+        iid, key, attempt = claim.instance_id, next_item.key, moved.attempt
+        answer = answer_gate(
+            gate,
+            lambda limit: self.acquire_task_slot(gate.task_id, limit, iid, key, key, attempt),
+            lambda a: self.take_rate_token(a.task_id, a.bucket or "", a.n, a.per, a.now, iid, key),
+        )
+        return request, moved, answer
 
     def take_rate_token(
         self,

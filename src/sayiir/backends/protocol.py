@@ -38,7 +38,7 @@ from sayiir.core.records import (
     StepRecord,
 )
 from sayiir.core.schedules import ScheduleRecord
-from sayiir.core.task_limits import TaskWait
+from sayiir.core.task_limits import GateAnswer, GateAsk, TaskWait
 
 __all__ = [
     "AsyncStorage",
@@ -430,7 +430,30 @@ class QueueStorage(Storage, Protocol):
         ...
 
 
-class EngineStorage(QueueStorage, TaskLimitStorage, Protocol):
+@runtime_checkable
+class GatedQueueStorage(Protocol):
+    """A queue storage that asks a task's limits in the write that claims the task: the
+    worker's checkpoint, its claim on the next task and that task's slot and start, one
+    transaction. Optional: a worker on a storage without it asks them one by one."""
+
+    def advance_gated(
+        self,
+        claim: Claim,
+        steps: Sequence[StepRecord],
+        *,
+        enqueue: Sequence[QueueItem] = (),
+        next_item: QueueItem,
+        lease_secs: float = 300.0,
+        gate: GateAsk,
+    ) -> tuple[ControlRequest | None, Claim | None, GateAnswer | None]:
+        """``advance(claim, steps, enqueue=..., next_item=..., lease_secs=...)`` and, when
+        the claim moved to ``next_item``, ``gate`` asked for it under the new claim (its slot
+        held by that claim, ``acquire_task_slot``; its start, ``take_rate_token``), as one
+        transaction. The answer is ``None`` when the claim did not move (nothing asked)."""
+        ...
+
+
+class EngineStorage(QueueStorage, TaskLimitStorage, GatedQueueStorage, Protocol):
     """Every operation the engine's effects may name (``_effects.Store``): a driver only
     calls those its storage has (the task limits' are checked before a run starts)."""
 

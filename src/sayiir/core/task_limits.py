@@ -15,16 +15,19 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sayiir.core.durations import parse_duration
 
 __all__ = [
+    "GateAnswer",
+    "GateAsk",
     "LocalTaskLimits",
     "RateLimit",
     "SlotHolder",
     "TaskLimits",
     "TaskWait",
+    "answer_gate",
     "rate_wait",
 ]
 
@@ -169,6 +172,46 @@ class SlotHolder:
     step_key: str
     owner: str
     attempt: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GateAsk:
+    """What a task with limits asks for before its body runs, sent with the worker's write
+    that claims the task (``GatedQueueStorage.advance_gated``): one transaction, one
+    commit, where the claim, the slot and the start would each cost one.
+
+    ``limit``: a slot of the task's ``max_concurrent`` (``None``: no slot asked);
+    ``bucket``: a start in that rate window, at most ``n`` per ``per`` seconds, at ``now``
+    (``None``: no start asked).
+    """
+
+    task_id: str
+    limit: int | None
+    bucket: str | None = None
+    n: int = 0
+    per: float = 0.0
+    now: float = 0.0
+
+
+class GateAnswer(NamedTuple):
+    """The answer to a ``GateAsk``: ``slot`` False when the slot was refused (no start was
+    then asked); else ``wait``, the seconds until the rate window has a start (0.0: one was
+    taken). A slot taken with a start refused is still held: the caller gives it back."""
+
+    slot: bool
+    wait: float
+
+
+def answer_gate(
+    ask: GateAsk, take_slot: Callable[[int], bool], take_start: Callable[[GateAsk], float]
+) -> GateAnswer:
+    """Ask ``ask``'s slot (``take_slot(limit)``), then, if it was taken, its start
+    (``take_start(ask)``): the order every storage follows (a refused slot asks no start)."""
+    if ask.limit is not None and not take_slot(ask.limit):
+        return GateAnswer(False, 0.0)
+    if ask.bucket is None:
+        return GateAnswer(True, 0.0)
+    return GateAnswer(True, take_start(ask))
 
 
 def rate_wait(starts: Sequence[float], n: int, per: float, now: float) -> float:

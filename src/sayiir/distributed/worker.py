@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sayiir.backends.protocol import QueueStorage, ScheduleStorage
+from sayiir.backends.protocol import GatedQueueStorage, QueueStorage, ScheduleStorage
 from sayiir.core.nodes import WorkflowDefinition
 from sayiir.core.records import Claim, FinalState, Status
 from sayiir.distributed.schedules import Scheduler
@@ -240,6 +240,8 @@ class _Running:
         self.table = table
         self.hashes = list(table)
         self.storage = worker.backend
+        # Task limits asked in the write that claims the task (one commit, not three).
+        self._gated = isinstance(self.storage, GatedQueueStorage)
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._active: dict[int, WorkerMode] = {}
@@ -384,7 +386,11 @@ class _Running:
         if obs is not None and claim.waited is not None:
             obs.claimed(definition.workflow_id, claim.waited)
         mode = WorkerMode(
-            claim, self.worker.claim_ttl, self._stopping.is_set, frozenset(self.worker.tags)
+            claim,
+            self.worker.claim_ttl,
+            self._stopping.is_set,
+            frozenset(self.worker.tags),
+            self._gated,
         )
         key = threading.get_ident()
         with self._active_lock:

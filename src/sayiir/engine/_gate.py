@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING, Any
 from sayiir.backends.protocol import EngineStorage, TaskLimitStorage
 from sayiir.core.nodes import TaskNode, WorkflowDefinition, walk_nodes
 from sayiir.core.records import applied_request
-from sayiir.core.task_limits import LocalTaskLimits, SlotHolder, TaskLimits
+from sayiir.core.task_limits import (
+    GateAnswer,
+    GateAsk,
+    LocalTaskLimits,
+    SlotHolder,
+    TaskLimits,
+)
 from sayiir.engine import _interpreter
 from sayiir.engine._effects import Effects, Sleep, Store
 from sayiir.errors import WorkflowError
@@ -50,32 +56,66 @@ def acquire(
     key: str, lane: Lane,
 ) -> Effects[bool]:  # fmt: skip
     """Wait until the task may start; True when a slot was taken (``release`` it)."""
-    worker = ex.worker
-    if worker is not None:
-        yield from ex._take(key, task_id, fn, lane)  # runs here, or _Suspended
-    elif lane.pending:
-        yield from ex.flush(lane)
     rate = limits.rate_limit
-    bucket = None
+    bucket = bad_key = None
     if rate is not None:
         try:
             bucket = rate.bucket(task_id, value)
         except ValueError as exc:
-            raise _interpreter.Failure(str(exc)) from None
+            bad_key = str(exc)  # the run fails once the task is this execution's to run
     limit = limits.max_concurrent
+    ask = None
+    if bad_key is None:
+        ask = GateAsk(task_id, limit)
+        if rate is not None and bucket is not None:
+            ask = GateAsk(task_id, limit, bucket, rate.n, rate.per, ex.clock())
+    answer = yield from _reach(ex, fn, task_id, key, lane, ask)
+    if ask is None:
+        raise _interpreter.Failure(bad_key or "")
     pause = _FIRST_PAUSE
     while True:
-        wait = 0.0
-        if limit is not None and not (yield from _take_slot(ex, task_id, limit, key)):
-            wait = _WORKER_SLOT_RETRY * (0.75 + random.random() / 2) if worker else pause
+        if answer is None:
+            answer = yield from _ask(ex, ask, key)
+        taken, wait = answer
+        answer = None
+        if not taken:
+            wait = _WORKER_SLOT_RETRY * (0.75 + random.random() / 2) if ex.worker else pause
             pause = min(pause * 2, _MAX_PAUSE)
-        elif rate is not None and bucket is not None:
-            wait = yield from _take_start(ex, task_id, bucket, rate.n, rate.per, key)
-            if wait > 0 and limit is not None:
-                yield from release(ex, task_id, key)  # no slot held while waiting
+        elif wait > 0 and limit is not None:
+            yield from release(ex, task_id, key)  # no slot held while waiting
         if wait <= 0:
             return limit is not None
         yield from _wait_out(ex, wait, task_id, key)
+
+
+def _reach(
+    ex: Execution, fn: Callable[[Any], Any], task_id: str, key: str, lane: Lane,
+    ask: GateAsk | None,
+) -> Effects[GateAnswer | None]:  # fmt: skip
+    """Make the task this execution's to run: a worker claims it (``_take``: runs here, or
+    ``_Suspended``), asking ``ask`` in that write when its storage can
+    (``GatedQueueStorage``: the claim, the slot and the start in one transaction), and
+    returns the answer; an in-process run writes what it holds first."""
+    worker = ex.worker
+    if worker is None:
+        if lane.pending:
+            yield from ex.flush(lane)
+        return None
+    worker.answer = None
+    yield from ex._take(key, task_id, fn, lane, ask if worker.gated else None)
+    answer, worker.answer = worker.answer, None
+    return answer
+
+
+def _ask(ex: Execution, ask: GateAsk, key: str) -> Effects[GateAnswer]:
+    """The slot, then the start, each asked on its own (``answer_gate``'s order)."""
+    if ask.limit is not None and not (yield from _take_slot(ex, ask.task_id, ask.limit, key)):
+        return GateAnswer(False, 0.0)
+    if ask.bucket is None:
+        return GateAnswer(True, 0.0)
+    return GateAnswer(
+        True, (yield from _take_start(ex, ask.task_id, ask.bucket, ask.n, ask.per, key))
+    )
 
 
 def _wait_out(ex: Execution, wait: float, task_id: str, key: str) -> Effects[None]:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn, cast
 
-from sayiir.backends.protocol import QueueStorage, Storage
+from sayiir.backends.protocol import EngineStorage, QueueStorage, Storage
 from sayiir.core.codec import Codec
 from sayiir.core.context import TaskExecutionContext
 from sayiir.core.describe import describe as describe_exception
@@ -52,7 +52,7 @@ from sayiir.core.records import (
     StepRecord,
     applied_request,
 )
-from sayiir.core.task_limits import TaskLimits
+from sayiir.core.task_limits import GateAnswer, GateAsk, TaskLimits
 from sayiir.engine import _gate, _observe
 from sayiir.engine._effects import Call, Effects, Parallel, Sleep, Store
 from sayiir.engine._invoke import CallResult, TaskTimeout, call_sync, user_traceback
@@ -128,7 +128,9 @@ class WorkerMode:
     becomes a queue entry for any worker (fork branches spread this way).
     """
 
-    __slots__ = ("claim", "enqueued", "lease_secs", "stopping", "tags", "written")
+    __slots__ = (
+        "answer", "claim", "enqueued", "gated", "lease_secs", "stopping", "tags", "written",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -136,11 +138,16 @@ class WorkerMode:
         lease_secs: float,
         stopping: Callable[[], bool],
         tags: frozenset[str] = frozenset(),
+        gated: bool = False,
     ) -> None:
         self.claim = claim
         self.lease_secs = lease_secs
         self.stopping = stopping
         self.tags = tags  # the task tags this worker serves
+        # The storage asks a task's limits in the write that claims it (GatedQueueStorage);
+        # ``answer``: what that write answered, for the task it claimed (``_gate.acquire``).
+        self.gated = gated
+        self.answer: GateAnswer | None = None
         self.enqueued: list[QueueItem] = []
         # Checkpoint keys this worker wrote for the run: its own writes never unblock it.
         self.written: set[str] = set()
@@ -404,18 +411,33 @@ class Execution:
             other.pending = []
         return (yield from self._move(worker, steps, item))
 
-    def _move(self, worker: WorkerMode, steps: list[StepRecord], item: QueueItem) -> Effects[bool]:
+    def _move(
+        self, worker: WorkerMode, steps: list[StepRecord], item: QueueItem,
+        gate: GateAsk | None = None,
+    ) -> Effects[bool]:  # fmt: skip
         """Checkpoint ``steps``, queue what the turn leaves, and move the claim to ``item``,
-        in one write; whether the claim moved (else it is kept: ``QueueStorage.advance``)."""
+        in one write; whether the claim moved (else it is kept: ``QueueStorage.advance``).
+        With ``gate`` the same write asks the task's limits (``GatedQueueStorage``)."""
         assert worker.claim is not None
-        request, worker.claim = yield from Store(
-            QueueStorage.advance,
-            worker.claim,
-            worker.wrote(steps),
-            enqueue=worker.drain(),
-            next_item=item,
-            lease_secs=worker.lease_secs,
-        )
+        if gate is not None and worker.gated:
+            request, worker.claim, worker.answer = yield from Store(
+                EngineStorage.advance_gated,
+                worker.claim,
+                worker.wrote(steps),
+                enqueue=worker.drain(),
+                next_item=item,
+                lease_secs=worker.lease_secs,
+                gate=gate,
+            )
+        else:
+            request, worker.claim = yield from Store(
+                QueueStorage.advance,
+                worker.claim,
+                worker.wrote(steps),
+                enqueue=worker.drain(),
+                next_item=item,
+                lease_secs=worker.lease_secs,
+            )
         if request is not None:
             raise _Stopped(request)
         return _holds(worker, item.key)
@@ -773,8 +795,13 @@ class Execution:
 
     # -- worker mode -----------------------------------------------------------------------
 
-    def _take(self, key: str, task_id: str, fn: Callable[[Any], Any], lane: Lane) -> Effects[None]:
-        """Decide whether this worker runs the task at ``key`` now, or leaves it queued."""
+    def _take(
+        self, key: str, task_id: str, fn: Callable[[Any], Any], lane: Lane,
+        gate: GateAsk | None = None,
+    ) -> Effects[None]:  # fmt: skip
+        """Decide whether this worker runs the task at ``key`` now, or leaves it queued.
+        ``gate``: the task's limits, asked in the write that claims it, if one does (the
+        answer is left in ``WorkerMode.answer``)."""
         worker = self.worker
         assert worker is not None
         if _holds(worker, key):
@@ -801,7 +828,7 @@ class Execution:
             return
         # Continue this lane here: checkpoint the last task and claim this one in one write.
         steps, lane.pending = lane.pending, []
-        if not (yield from self._move(worker, steps, item)):
+        if not (yield from self._move(worker, steps, item, gate)):
             raise _Suspended  # done or held by another worker: this turn re-reads
 
     def _queue_item(

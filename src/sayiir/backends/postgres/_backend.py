@@ -23,7 +23,15 @@ from uuid import uuid4
 
 from sayiir.backends._closing import AsyncClosing
 from sayiir.backends.adapters import ThreadedAsyncStorage
-from sayiir.backends.postgres import _migrations, _ops, _partition, _queue, _retention, _storage
+from sayiir.backends.postgres import (
+    _migrations,
+    _ops,
+    _partition,
+    _queue,
+    _retention,
+    _storage,
+    _task_limits,
+)
 from sayiir.backends.postgres._conninfo import Target, parse_target
 from sayiir.backends.postgres._console import PostgresQueries
 from sayiir.backends.postgres._group import Group
@@ -49,6 +57,7 @@ from sayiir.core.records import (
     StepRecord,
     check_lease_secs,
 )
+from sayiir.core.task_limits import GateAnswer, GateAsk
 
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool, ConnectionPool
@@ -521,6 +530,24 @@ class PostgresBackend(
                 lease_secs=lease_secs,
                 token=token,
                 retry=resent,
+            ),
+        )
+
+    def advance_gated(
+        self,
+        claim: Claim,
+        steps: Sequence[StepRecord],
+        *,
+        enqueue: Sequence[QueueItem] = (),
+        next_item: QueueItem,
+        lease_secs: float = 300.0,
+        gate: GateAsk,
+    ) -> tuple[ControlRequest | None, Claim | None, GateAnswer | None]:
+        token = uuid4()
+        return self._runner.run(
+            "advance",
+            lambda resent: _task_limits.advance_gated(
+                claim, steps, enqueue, next_item, lease_secs, token, resent, gate
             ),
         )
 

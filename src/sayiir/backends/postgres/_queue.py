@@ -192,6 +192,7 @@ def advance(
     lease_secs: float,
     token: UUID,
     retry: bool,
+    in_transaction: bool = False,
 ) -> Op[tuple[ControlRequest | None, Claim | None]]:
     """``QueueStorage.advance`` in one fenced statement (see ``InMemoryBackend.advance``); a
     terminal final locks the run row first, in a statement of its own (same transaction).
@@ -247,7 +248,7 @@ def advance(
         may_have_committed = retry and fate != "keep"
         return (yield from _recover(claim, params, may_have_committed, final=False))
     if fate == "move" and row.next_attempt is None and not row.fresh:
-        row = yield from _move_locked(params)
+        row = yield from _move_locked(params, in_transaction)
     request = obeyed(claim.instance_id, row)
     if fate == "keep":
         return request, claim
@@ -258,15 +259,18 @@ def advance(
     )
 
 
-def _move_locked(params: dict[str, Any]) -> Op[AdvanceRow]:
+def _move_locked(params: dict[str, Any], in_transaction: bool) -> Op[AdvanceRow]:
     """The move of an advance whose snapshot missed a concurrent write of the run (its
     checkpoints are written, the claim kept): again, with nothing else to write, after
     locking the run row in a statement of its own, so the snapshot is current (as the
-    terminal final does). Rare: only when two workers write the same run at once."""
-    yield Q("begin", prepare=False)
+    terminal final does). Rare: only when two workers write the same run at once.
+    ``in_transaction``: in the caller's transaction (``advance_gated``), which commits."""
+    if not in_transaction:
+        yield Q("begin", prepare=False)
     yield Q("lock_instance", {"id": params["id"]})
     rows = yield Q("advance/0/q0", params)  # no steps, no items: the first statement wrote them
-    yield Q("commit", prepare=False)
+    if not in_transaction:
+        yield Q("commit", prepare=False)
     return AdvanceRow._make(rows[0])
 
 

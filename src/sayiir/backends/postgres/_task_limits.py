@@ -5,15 +5,25 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
+from uuid import UUID
 
+from sayiir.backends.postgres import _queue
 from sayiir.backends.postgres._ops import Op, Q
-from sayiir.core.task_limits import TaskWait, rate_wait
+from sayiir.core.records import Claim, ControlRequest, QueueItem, StepRecord
+from sayiir.core.task_limits import GateAnswer, GateAsk, TaskWait, rate_wait
 
 if TYPE_CHECKING:
     from sayiir.backends.postgres._runner import Runner
 
-__all__ = ["PostgresTaskWaits", "acquire_task_slot", "release_task_slot", "take_rate_token"]
+__all__ = [
+    "PostgresTaskWaits",
+    "acquire_task_slot",
+    "advance_gated",
+    "release_task_slot",
+    "take_rate_token",
+]
 
 # A taker that saw a free slot number but lost it to a racing taker looks again at once,
 # this many times, before it waits like a refused one.
@@ -57,6 +67,37 @@ def take_rate_token(
     wait = max(rate_wait(sorted(starts or ()), n, per, now), 0.001 + random.random() * 0.01)
     yield from _record_wait(instance_id, step_key, task_id, "rate", bucket, n, per, now + wait)
     return wait
+
+
+def advance_gated(
+    claim: Claim, steps: Sequence[StepRecord], enqueue: Sequence[QueueItem],
+    next_item: QueueItem, lease_secs: float, token: UUID, retry: bool, gate: GateAsk,
+) -> Op[tuple[ControlRequest | None, Claim | None, GateAnswer | None]]:  # fmt: skip
+    """``GatedQueueStorage.advance_gated``: the advance, then the gate's slot and start
+    under the moved claim, in one transaction (a commit, not three). A deadlock with
+    another worker's write (their slot rows locked in the other order) rolls it all back,
+    and the runner sends it again, as a re-sent advance."""
+    yield Q("begin", prepare=False)
+    request, moved = yield from _queue.advance(
+        claim, steps, final=None, enqueue=enqueue, next_item=next_item, release=False,
+        lease_secs=lease_secs, token=token, retry=retry, in_transaction=True,
+    )  # fmt: skip
+    answer = None
+    if moved is not None and moved.key == next_item.key:
+        iid, key = claim.instance_id, next_item.key
+        slot = True
+        if gate.limit is not None:
+            slot = yield from acquire_task_slot(
+                gate.task_id, gate.limit, iid, key, moved.key, moved.attempt
+            )
+        wait = 0.0
+        if slot and gate.bucket is not None:
+            wait = yield from take_rate_token(
+                gate.task_id, gate.bucket, gate.n, gate.per, gate.now, iid, key
+            )
+        answer = GateAnswer(slot, wait)
+    yield Q("commit", prepare=False)
+    return request, moved, answer
 
 
 def _record_wait(

@@ -35,7 +35,7 @@ from sayiir.backends.sqlite._connection import MIN_SQLITE_VERSION, Database
 from sayiir.backends.sqlite._flow_control import SqliteDedupe, SqliteSchedules
 from sayiir.backends.sqlite._migrate import migrate
 from sayiir.backends.sqlite._queries import SqliteQueries
-from sayiir.backends.sqlite._task_limits import SqliteTaskLimits
+from sayiir.backends.sqlite._task_limits import SqliteTaskLimits, take_slot, take_start
 from sayiir.backends.sqlite._wake import CommitWatcher
 from sayiir.core.codec import Codec, JsonCodec
 from sayiir.core.limits import ConcurrencyState
@@ -59,6 +59,7 @@ from sayiir.core.records import (
     fold_attempt,
     write_decision,
 )
+from sayiir.core.task_limits import GateAnswer, GateAsk, answer_gate
 from sayiir.errors import (
     BackendError,
     InstanceNotFoundError,
@@ -493,48 +494,92 @@ class SqliteBackend(
         release: bool = False,
         lease_secs: float = 300.0,
     ) -> tuple[ControlRequest | None, Claim | None]:
-        iid = claim.instance_id
-
-        def tx(cur: sqlite3.Cursor) -> tuple[ControlRequest | None, Claim | None]:
-            if not _queue.held(_Q, cur, claim):
-                raise LeaseLostError(
-                    f"worker '{claim.worker_id}' lost its claim on task '{claim.key}' of "
-                    f"instance '{iid}' (attempt {claim.attempt}); its result was not written"
-                )
-            now = time.time()
-            row = cur.execute(_SELECT_CONTROL, {"instance_id": iid}).fetchone()
-            if final is not None and self._decision(row, iid, Status(final.status)) != "write":
-                # An applied cancel or pause stays; the claim is given up.
-                if final.status in TERMINAL:
-                    _queue.delete_run(_Q, cur, iid)
-                else:
-                    _queue.delete_entry(_Q, cur, claim)
-                return _applied(iid, row), None
-            _store_steps(cur, iid, steps, now)
-            renew = next_item is not None and next_item.key == claim.key
-            if final is not None or release or renew:
-                # Given up before the new entries go in: a worker that holds "" and parks
-                # queues "" again (due at the wake-up time); that entry must survive.
-                _queue.delete_entry(_Q, cur, claim)
-            woke.append(_queue.enqueue(_Q, cur, iid, row[9], enqueue, now))
-            if final is not None:
-                _write_final(cur, row, _final_params(iid, final, now))
-                return None, None
-            request, _ = self._touch(cur, iid, now, None)
-            if next_item is None:
-                return request, None if release else claim
-            taken = _queue.take_next(_Q, cur, claim, next_item, row[9], lease_secs)
-            if taken is None:  # the claim is kept (InMemoryBackend.advance)
-                return request, None if release or renew else claim
-            if not release and not renew:
-                _queue.delete_entry(_Q, cur, claim)
-            return request, taken
-
         woke: list[bool] = []
-        result = self._db.write(f"advance({iid!r}, {claim.key!r})", tx)
+        result = self._db.write(
+            f"advance({claim.instance_id!r}, {claim.key!r})",
+            lambda cur: self._advance(
+                cur, claim, steps, final, enqueue, next_item, release, lease_secs, woke
+            ),
+        )
         if any(woke):
             self._notify()
         return result
+
+    def advance_gated(
+        self,
+        claim: Claim,
+        steps: Sequence[StepRecord],
+        *,
+        enqueue: Sequence[QueueItem] = (),
+        next_item: QueueItem,
+        lease_secs: float = 300.0,
+        gate: GateAsk,
+    ) -> tuple[ControlRequest | None, Claim | None, GateAnswer | None]:
+        iid, key = claim.instance_id, next_item.key
+
+        def tx(
+            cur: sqlite3.Cursor,
+        ) -> tuple[ControlRequest | None, Claim | None, GateAnswer | None]:
+            request, moved = self._advance(
+                cur, claim, steps, None, enqueue, next_item, False, lease_secs, woke
+            )
+            if moved is None or moved.key != key:
+                return request, moved, None
+            attempt = moved.attempt
+            answer = answer_gate(
+                gate,
+                lambda limit: take_slot(cur, gate.task_id, limit, iid, key, key, attempt),
+                lambda a: take_start(cur, a.task_id, a.bucket or "", a.n, a.per, a.now, iid, key),
+            )
+            return request, moved, answer
+
+        woke: list[bool] = []
+        result = self._db.write(f"advance({iid!r}, {claim.key!r}) and its limits", tx)
+        if any(woke):
+            self._notify()
+        return result
+
+    def _advance(
+        self, cur: sqlite3.Cursor, claim: Claim, steps: Sequence[StepRecord],
+        final: FinalState | None, enqueue: Sequence[QueueItem], next_item: QueueItem | None,
+        release: bool, lease_secs: float, woke: list[bool],
+    ) -> tuple[ControlRequest | None, Claim | None]:  # fmt: skip
+        """``advance`` inside the caller's write transaction; appends to ``woke`` whether
+        it queued work to announce."""
+        iid = claim.instance_id
+        if not _queue.held(_Q, cur, claim):
+            raise LeaseLostError(
+                f"worker '{claim.worker_id}' lost its claim on task '{claim.key}' of "
+                f"instance '{iid}' (attempt {claim.attempt}); its result was not written"
+            )
+        now = time.time()
+        row = cur.execute(_SELECT_CONTROL, {"instance_id": iid}).fetchone()
+        if final is not None and self._decision(row, iid, Status(final.status)) != "write":
+            # An applied cancel or pause stays; the claim is given up.
+            if final.status in TERMINAL:
+                _queue.delete_run(_Q, cur, iid)
+            else:
+                _queue.delete_entry(_Q, cur, claim)
+            return _applied(iid, row), None
+        _store_steps(cur, iid, steps, now)
+        renew = next_item is not None and next_item.key == claim.key
+        if final is not None or release or renew:
+            # Given up before the new entries go in: a worker that holds "" and parks
+            # queues "" again (due at the wake-up time); that entry must survive.
+            _queue.delete_entry(_Q, cur, claim)
+        woke.append(_queue.enqueue(_Q, cur, iid, row[9], enqueue, now))
+        if final is not None:
+            _write_final(cur, row, _final_params(iid, final, now))
+            return None, None
+        request, _ = self._touch(cur, iid, now, None)
+        if next_item is None:
+            return request, None if release else claim
+        taken = _queue.take_next(_Q, cur, claim, next_item, row[9], lease_secs)
+        if taken is None:  # the claim is kept (InMemoryBackend.advance)
+            return request, None if release or renew else claim
+        if not release and not renew:
+            _queue.delete_entry(_Q, cur, claim)
+        return request, taken
 
     def abandon(self, claim: Claim, error: str, *, retry_in: float) -> bool:
         def tx(cur: sqlite3.Cursor) -> bool:
