@@ -176,8 +176,11 @@ def test_a_rate_limit_spaces_the_starts_of_plain_runs() -> None:
     for i in range(5):
         run_workflow(wf, i)
     starts.sort()
-    for i in range(2, 5):  # the third start of any 0.2 s is refused
-        assert starts[i] - starts[i - 2] > 0.2
+    # The third start of any 0.2 s is refused. The window counts the gate's clock readings,
+    # which precede each body's own reading by a little, more for the first run (cold
+    # caches): bodies may be that much closer (a miss would be ~0.2 s, not 20 ms).
+    for i in range(2, 5):
+        assert starts[i] - starts[i - 2] > 0.2 - 0.02
 
 
 def test_a_rate_limit_key_gives_each_value_its_window() -> None:
