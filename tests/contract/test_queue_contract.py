@@ -21,10 +21,11 @@ import pytest
 
 from sayiir.backends.memory import InMemoryBackend
 from sayiir.backends.postgres import PostgresBackend
-from sayiir.backends.protocol import QueueStorage
+from sayiir.backends.protocol import ChainedQueueStorage, QueueStorage
 from sayiir.backends.sqlite import SqliteBackend
 from sayiir.core.records import (
     Claim,
+    ClaimAsk,
     ControlRequest,
     FinalState,
     InstanceRecord,
@@ -829,6 +830,98 @@ def test_an_entry_queued_afresh_counts_claims_from_one_again(
     assert queue.abandon(renewed, "third", retry_in=0.0)
     [a5] = take(queue, h)
     assert (a5.attempt, a5.last_error) == (2, "third")
+
+
+# -- the next claim in the write that ends a run (ChainedQueueStorage, optional) ---------------
+
+
+@pytest.fixture
+def chained(queue: QueueStorage) -> ChainedQueueStorage:
+    if not isinstance(queue, ChainedQueueStorage):
+        pytest.skip("this backend claims after the final write (ChainedQueueStorage is optional)")
+    return queue
+
+
+def test_the_write_that_ends_a_run_claims_the_workers_next_entry(
+    queue: QueueStorage, chained: ChainedQueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    a = new()
+    claim = start(queue, h, a, "w1")
+    b = new()
+    done = FinalState(Status.COMPLETED, output=b"5")
+    then = ClaimAsk("w1", (h,), ())
+    request, claims = chained.finish_and_claim(claim, [step("s", b"5")], final=done, then=then)
+    assert (request, claims) == (None, [Claim(b, "", 1, "w1", h)])
+    rec = queue.get_instance(a)
+    assert rec is not None and (rec.status, rec.output) == (Status.COMPLETED, b"5")
+    assert queue.get_checkpoint(a, "s") == b"5"
+    assert take(queue, h, "w2") == []  # b is held by w1
+    # Nothing left to claim (or nothing of the definitions asked): the run still ends.
+    _, none = chained.finish_and_claim(claims[0], [], final=done, then=then)
+    assert none == []
+    assert queue.get_instance(b).status is Status.COMPLETED  # type: ignore[union-attr]
+    c = new()
+    _, other = chained.finish_and_claim(
+        start(queue, h, c), [], final=done, then=ClaimAsk("w1", ("another-hash",), ())
+    )
+    assert other == []
+
+
+def test_a_fenced_off_final_write_claims_nothing(
+    queue: QueueStorage, chained: ChainedQueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    a = new()
+    [old] = take(queue, h, "w1", lease=0.2)
+    time.sleep(0.4)
+    [cur] = take(queue, h, "w2")
+    b = new()
+    with pytest.raises(LeaseLostError, match="lost its claim"):
+        chained.finish_and_claim(
+            old, [step("s")], final=FinalState(Status.COMPLETED, output=b"1"),
+            then=ClaimAsk("w1", (h,), ()),
+        )  # fmt: skip
+    assert queue.get_checkpoint(a, "s") is None
+    assert queue.get_instance(a).status is Status.RUNNING  # type: ignore[union-attr]
+    assert keys(take(queue, h, "w3")) == [(b, "")]  # b was not claimed by the fenced write
+    assert cur.attempt == 2
+
+
+def test_a_run_ending_frees_its_key_for_the_claim_in_the_same_write(
+    queue: QueueStorage, chained: ChainedQueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    a1 = new(concurrency_key="wf:a", concurrency_limit=1)
+    a2 = new(concurrency_key="wf:a", concurrency_limit=1)
+    claim = start(queue, h, a1)
+    assert take(queue, h) == []  # a2 waits for a1's slot
+    _, claims = chained.finish_and_claim(
+        claim, [], final=FinalState(Status.FAILED, error="x"), then=ClaimAsk("w", (h,), ())
+    )
+    assert keys(claims) == [(a2, "")]
+
+
+def test_a_cancel_applied_before_the_final_write_still_gives_the_next_claim(
+    queue: QueueStorage, chained: ChainedQueueStorage, h: str, new: Callable[..., str]
+) -> None:
+    a = new(Status.WAITING)
+    queue.enqueue(a, [item("t")])
+    held = take(queue, h, "w1", n=1)[0]
+    b = new()
+    queue.request_control(a, ControlRequest("cancel", "why", "ops"))
+    with pytest.raises(LeaseLostError):  # the cancel dropped a's entries: held is fenced off
+        chained.finish_and_claim(
+            held, [], final=FinalState(Status.COMPLETED, output=b"1"),
+            then=ClaimAsk("w1", (h,), ()),
+        )  # fmt: skip
+    c = new()
+    [claim] = take(queue, h, "w1", n=1)
+    assert claim.instance_id == b
+    queue.request_control(b, ControlRequest("pause", "hold", "ops"))
+    request, claims = chained.finish_and_claim(
+        claim, [], final=FinalState(Status.PAUSED, reason="hold", by="ops"),
+        then=ClaimAsk("w1", (h,), ()),
+    )  # fmt: skip
+    assert request is None and keys(claims) == [(c, "")]
+    assert queue.get_instance(b).status is Status.PAUSED  # type: ignore[union-attr]
 
 
 # -- run concurrency limits (sayiir.core.limits) ----------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from sayiir import Flow, InMemoryBackend, RetryPolicy, WorkflowClient, task
+from sayiir.backends.protocol import ChainedQueueStorage
 from sayiir.core.records import QueueItem, StepRecord
 from sayiir.errors import LeaseLostError
 from sayiir.worker import Worker
@@ -284,6 +285,67 @@ def test_shutdown_lets_the_running_task_finish_and_leaves_the_rest_queued(
     _wait_for(lambda: client.status("s").is_completed())
     assert client.status("s").output == 6
     assert Counter(n for n, _ in ledger) == {"left": 1, "right": 1}
+
+
+def _chained_only(backend: Any) -> None:
+    if not isinstance(backend, ChainedQueueStorage):
+        pytest.skip("this backend claims after the final write (ChainedQueueStorage is optional)")
+
+
+def test_a_worker_claims_its_next_run_in_the_write_that_ends_the_last(
+    backend: Any, workers
+) -> None:
+    _chained_only(backend)
+    chained: list[str] = []
+    real = backend.finish_and_claim
+
+    def finish_and_claim(*args: Any, **kwargs: Any) -> Any:
+        request, claims = real(*args, **kwargs)
+        chained.extend(c.instance_id for c in claims)
+        return request, claims
+
+    backend.finish_and_claim = finish_and_claim
+    wf = Flow("chain").then(prepare).then(right).build()
+    client = WorkflowClient(backend)
+    for i in range(10):
+        client.submit(wf, f"c{i}", i)
+    workers(backend, [wf], "w1", max_concurrent_tasks=1)
+    _wait_for(lambda: all(client.status(f"c{i}").is_completed() for i in range(10)))
+    assert [client.status(f"c{i}").output for i in range(10)] == [(i + 1) * 3 for i in range(10)]
+    # The first run was claimed on its own; each next one came with the previous final write.
+    assert chained == [f"c{i}" for i in range(1, 10)]
+
+
+def test_a_claim_taken_as_the_worker_began_to_stop_is_given_back_not_left_held(
+    backend: Any, workers
+) -> None:
+    _chained_only(backend)
+    wf = Flow("chain-stop").then(prepare).build()
+    client = WorkflowClient(backend)
+    for name in "abc":
+        client.submit(wf, name, 1)
+    started = threading.Event()
+    box: list[Any] = []
+    real = backend.finish_and_claim
+
+    def finish_and_claim(*args: Any, **kwargs: Any) -> Any:
+        result = real(*args, **kwargs)
+        assert started.wait(10)
+        box[0].shutdown()  # the stop arrives while the write that took the next run commits
+        return result
+
+    backend.finish_and_claim = finish_and_claim
+    box.append(workers(backend, [wf], "w1", max_concurrent_tasks=1))
+    started.set()
+    box[0].join(30)
+    assert not box[0].running
+    # a ended and took b in that write; the stopping worker started no task of b and gave
+    # its claim back at once, so another worker runs b now, not when a lease runs out.
+    assert client.status("a").is_completed()
+    assert not client.status("b").is_completed() and not client.status("c").is_completed()
+    backend.finish_and_claim = real
+    workers(backend, [wf], "w2", claim_ttl=300.0)
+    _wait_for(lambda: client.status("b").is_completed() and client.status("c").is_completed())
 
 
 def test_a_stale_claim_cannot_write(backend: Any) -> None:

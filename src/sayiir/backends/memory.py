@@ -31,6 +31,7 @@ from sayiir.core.records import (
     AttemptRecord,
     AttemptState,
     Claim,
+    ClaimAsk,
     ControlRequest,
     FinalState,
     InstanceRecord,
@@ -497,6 +498,22 @@ class InMemoryBackend(MemoryQueries, MemorySchedules, MemoryDedupe, MemoryTaskLi
             if not release and not renew:
                 inst.queue.pop(claim.key, None)
             return request, taken
+
+    def finish_and_claim(
+        self,
+        claim: Claim,
+        steps: Sequence[StepRecord],
+        *,
+        final: FinalState,
+        enqueue: Sequence[QueueItem] = (),
+        lease_secs: float = 300.0,
+        then: ClaimAsk,
+    ) -> tuple[ControlRequest | None, list[Claim]]:
+        """``ChainedQueueStorage.finish_and_claim``: in memory a write costs no commit, so
+        the advance and the claim are the calls they stand for, one after the other."""
+        request, _ = self.advance(claim, steps, final=final, enqueue=enqueue, lease_secs=lease_secs)
+        taken = self.claim(then.worker_id, then.definition_hashes, then.tags, 1, lease_secs)
+        return request, taken
 
     def _take(
         self, inst: _Instance, item: QueueItem, worker_id: str, lease_secs: float

@@ -29,6 +29,7 @@ from sayiir.core.queries import (
 from sayiir.core.records import (
     AttemptRecord,
     Claim,
+    ClaimAsk,
     ControlRequest,
     FinalState,
     InstanceRecord,
@@ -453,7 +454,32 @@ class GatedQueueStorage(Protocol):
         ...
 
 
-class EngineStorage(QueueStorage, TaskLimitStorage, GatedQueueStorage, Protocol):
+@runtime_checkable
+class ChainedQueueStorage(Protocol):
+    """A queue storage that claims a worker's next entry in the write that ends its run:
+    where every commit is a sync of one shared file (SQLite), the claim is one commit
+    fewer per run. Optional: a worker on a storage without it claims after the write."""
+
+    def finish_and_claim(
+        self,
+        claim: Claim,
+        steps: Sequence[StepRecord],
+        *,
+        final: FinalState,
+        enqueue: Sequence[QueueItem] = (),
+        lease_secs: float = 300.0,
+        then: ClaimAsk,
+    ) -> tuple[ControlRequest | None, list[Claim]]:
+        """``advance(claim, steps, final=..., enqueue=..., lease_secs=...)`` and, in the same
+        transaction, ``claim(then.worker_id, then.definition_hashes, then.tags, 1,
+        lease_secs)``. Returns the advance's request and what the claim took. Raises
+        ``LeaseLostError`` (nothing written, nothing claimed) when ``claim`` is not held."""
+        ...
+
+
+class EngineStorage(
+    QueueStorage, TaskLimitStorage, GatedQueueStorage, ChainedQueueStorage, Protocol
+):
     """Every operation the engine's effects may name (``_effects.Store``): a driver only
     calls those its storage has (the task limits' are checked before a run starts)."""
 

@@ -25,6 +25,7 @@ __all__ = [
     "AttemptRecord",
     "AttemptState",
     "Claim",
+    "ClaimAsk",
     "ControlRequest",
     "FinalState",
     "InstanceRecord",
@@ -305,6 +306,16 @@ class Claim:
     # the schedule-to-start metric); ``None`` for a task claimed in the same write that
     # checkpointed the previous one (it never waited in the queue).
     waited: float | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimAsk:
+    """What a worker's claim asks for (``QueueStorage.claim``'s arguments but the lease): a
+    worker ending a run asks its next entry in that same write (``ChainedQueueStorage``)."""
+
+    worker_id: str
+    definition_hashes: tuple[str, ...]
+    tags: tuple[str, ...]
 
 
 def lease_expired(worker_id: str, attempt: int) -> str:

@@ -24,9 +24,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sayiir.backends.protocol import GatedQueueStorage, QueueStorage, ScheduleStorage
+from sayiir.backends.protocol import (
+    ChainedQueueStorage,
+    GatedQueueStorage,
+    QueueStorage,
+    ScheduleStorage,
+)
 from sayiir.core.nodes import WorkflowDefinition
-from sayiir.core.records import Claim, FinalState, Status
+from sayiir.core.records import Claim, ClaimAsk, FinalState, Status
 from sayiir.distributed.schedules import Scheduler
 from sayiir.engine import (
     WorkerMode,
@@ -242,6 +247,12 @@ class _Running:
         self.storage = worker.backend
         # Task limits asked in the write that claims the task (one commit, not three).
         self._gated = isinstance(self.storage, GatedQueueStorage)
+        # The next claim asked in the write that ends a run (one commit fewer per run).
+        self._chain = (
+            ClaimAsk(self.worker_id, tuple(self.hashes), tuple(worker.tags))
+            if isinstance(self.storage, ChainedQueueStorage)
+            else None
+        )
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._active: dict[int, WorkerMode] = {}
@@ -318,7 +329,15 @@ class _Running:
 
     def _run_tasks(self) -> None:
         backoff = 0.0
-        while not self._stopping.is_set():
+        chained: list[Claim] = []
+        # A claim taken in the write that ended the previous run is handed to the engine even
+        # when the worker began to stop meanwhile: a stopping turn starts no task and gives
+        # the claim back at once (rather than leave it held until its lease runs out).
+        while chained or not self._stopping.is_set():
+            if chained:
+                claim, chained = chained[0], chained[1:]
+                chained += self._work(claim)
+                continue
             began = time.monotonic()
             try:
                 claims = self.storage.claim(
@@ -335,7 +354,7 @@ class _Running:
                 self._wake.clear()
                 continue
             for claim in claims:
-                self._work(claim)
+                chained += self._work(claim)
 
     def _outage(self, exc: BackendError, backoff: float, began: float) -> float:
         """A failed claim (made at ``began``): how long to wait before the next one. Past
@@ -377,11 +396,13 @@ class _Running:
             wait = min(wait, max(due, 0.0) + _DUE_MARGIN)
         return wait
 
-    def _work(self, claim: Claim) -> None:
+    def _work(self, claim: Claim) -> list[Claim]:
+        """Run the turn of ``claim``; return the claims its last write took for this thread
+        (``ChainedQueueStorage``: the worker's next entry, claimed as the run ended)."""
         definition, registry = self.table[claim.definition_hash]
         if claim.attempt > self.worker.max_claim_attempts:
             self._dead_letter(claim)
-            return
+            return []
         obs = observer()
         if obs is not None and claim.waited is not None:
             obs.claimed(definition.workflow_id, claim.waited)
@@ -391,6 +412,7 @@ class _Running:
             self._stopping.is_set,
             frozenset(self.worker.tags),
             self._gated,
+            self._chain,
         )
         key = threading.get_ident()
         with self._active_lock:
@@ -422,6 +444,7 @@ class _Running:
         finally:
             with self._active_lock:
                 self._active.pop(key, None)
+        return mode.chained
 
     def _abandon(self, held: Claim | None, exc: BaseException) -> None:
         """The engine raised instead of reaching an outcome: give the claim up with the

@@ -44,6 +44,7 @@ from sayiir.core.records import (
     AttemptRecord,
     AttemptState,
     Claim,
+    ClaimAsk,
     ControlRequest,
     FinalState,
     InstanceRecord,
@@ -129,7 +130,8 @@ class WorkerMode:
     """
 
     __slots__ = (
-        "answer", "claim", "enqueued", "gated", "lease_secs", "stopping", "tags", "written",
+        "answer", "chain", "chained", "claim", "enqueued", "gated", "lease_secs", "stopping",
+        "tags", "written",
     )  # fmt: skip
 
     def __init__(
@@ -139,6 +141,7 @@ class WorkerMode:
         stopping: Callable[[], bool],
         tags: frozenset[str] = frozenset(),
         gated: bool = False,
+        chain: ClaimAsk | None = None,
     ) -> None:
         self.claim = claim
         self.lease_secs = lease_secs
@@ -148,6 +151,10 @@ class WorkerMode:
         # ``answer``: what that write answered, for the task it claimed (``_gate.acquire``).
         self.gated = gated
         self.answer: GateAnswer | None = None
+        # The storage claims the worker's next entry in the write that ends the run
+        # (ChainedQueueStorage): what to ask, and what that write claimed (``_runs._end``).
+        self.chain = chain
+        self.chained: list[Claim] = []
         self.enqueued: list[QueueItem] = []
         # Checkpoint keys this worker wrote for the run: its own writes never unblock it.
         self.written: set[str] = set()

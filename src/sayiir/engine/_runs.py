@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sayiir.backends.protocol import QueueStorage, Storage
+from sayiir.backends.protocol import EngineStorage, QueueStorage, Storage
 from sayiir.core.codec import Codec
 from sayiir.core.describe import exc_text, storable
 from sayiir.core.graph import definition_text
@@ -687,7 +687,14 @@ def _end(
     A cancel or pause applied meanwhile stays, and is what the status says."""
     final, pending = ended.final, ended.pending
     assert final is not None
-    if held is not None:
+    then = worker.chain
+    if held is not None and then is not None and not worker.stopping():
+        # The worker's next claim rides on this write (ChainedQueueStorage).
+        kept, worker.chained = yield from Store(
+            EngineStorage.finish_and_claim, held, pending, final=final,
+            enqueue=worker.drain(), lease_secs=worker.lease_secs, then=then,
+        )  # fmt: skip
+    elif held is not None:
         kept, _ = yield from Store(
             QueueStorage.advance, held, pending, final=final, enqueue=worker.drain(),
             lease_secs=worker.lease_secs,

@@ -45,6 +45,7 @@ from sayiir.core.records import (
     AttemptRecord,
     AttemptState,
     Claim,
+    ClaimAsk,
     ControlRequest,
     FinalState,
     InstanceRecord,
@@ -535,6 +536,34 @@ class SqliteBackend(
 
         woke: list[bool] = []
         result = self._db.write(f"advance({iid!r}, {claim.key!r}) and its limits", tx)
+        if any(woke):
+            self._notify()
+        return result
+
+    def finish_and_claim(
+        self,
+        claim: Claim,
+        steps: Sequence[StepRecord],
+        *,
+        final: FinalState,
+        enqueue: Sequence[QueueItem] = (),
+        lease_secs: float = 300.0,
+        then: ClaimAsk,
+    ) -> tuple[ControlRequest | None, list[Claim]]:
+        """``ChainedQueueStorage.finish_and_claim``: the final advance and the worker's next
+        claim in one write transaction (one sync of the file instead of two)."""
+
+        def tx(cur: sqlite3.Cursor) -> tuple[ControlRequest | None, list[Claim]]:
+            request, _ = self._advance(
+                cur, claim, steps, final, enqueue, None, False, lease_secs, woke
+            )
+            taken = _queue.claim(
+                _Q, cur, then.worker_id, then.definition_hashes, then.tags, 1, lease_secs
+            )
+            return request, taken
+
+        woke: list[bool] = []
+        result = self._db.write(f"finish_and_claim({claim.instance_id!r}, {claim.key!r})", tx)
         if any(woke):
             self._notify()
         return result
