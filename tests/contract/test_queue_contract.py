@@ -889,8 +889,9 @@ def test_a_fenced_off_final_write_claims_nothing(
 def test_a_run_ending_frees_its_key_for_the_claim_in_the_same_write(
     queue: QueueStorage, chained: ChainedQueueStorage, h: str, new: Callable[..., str]
 ) -> None:
-    a1 = new(concurrency_key="wf:a", concurrency_limit=1)
-    a2 = new(concurrency_key="wf:a", concurrency_limit=1)
+    key = f"{h}:a"  # a key of its own: slots are shared by every test of a database
+    a1 = new(concurrency_key=key, concurrency_limit=1)
+    a2 = new(concurrency_key=key, concurrency_limit=1)
     claim = start(queue, h, a1)
     assert take(queue, h) == []  # a2 waits for a1's slot
     _, claims = chained.finish_and_claim(

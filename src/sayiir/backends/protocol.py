@@ -456,9 +456,9 @@ class GatedQueueStorage(Protocol):
 
 @runtime_checkable
 class ChainedQueueStorage(Protocol):
-    """A queue storage that claims a worker's next entry in the write that ends its run:
-    where every commit is a sync of one shared file (SQLite), the claim is one commit
-    fewer per run. Optional: a worker on a storage without it claims after the write."""
+    """A queue storage that claims a worker's next entry in the write that ends its run: a
+    busy worker pays no commit (a WAL flush, a sync of SQLite's file) of its own per claim.
+    Optional: a worker on a storage without it claims after the write."""
 
     def finish_and_claim(
         self,

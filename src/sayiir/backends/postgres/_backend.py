@@ -48,6 +48,7 @@ from sayiir.core.codec import Codec, JsonCodec
 from sayiir.core.records import (
     AttemptRecord,
     Claim,
+    ClaimAsk,
     ControlRequest,
     FinalState,
     InstanceRecord,
@@ -530,6 +531,24 @@ class PostgresBackend(
                 lease_secs=lease_secs,
                 token=token,
                 retry=resent,
+            ),
+        )
+
+    def finish_and_claim(
+        self,
+        claim: Claim,
+        steps: Sequence[StepRecord],
+        *,
+        final: FinalState,
+        enqueue: Sequence[QueueItem] = (),
+        lease_secs: float = 300.0,
+        then: ClaimAsk,
+    ) -> tuple[ControlRequest | None, list[Claim]]:
+        token = uuid4()
+        return self._runner.run(
+            "advance",
+            lambda resent: _queue.finish_and_claim(
+                claim, steps, final, enqueue, lease_secs, token, resent, then
             ),
         )
 

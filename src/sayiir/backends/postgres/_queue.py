@@ -1,8 +1,9 @@
 """The worker-queue operations of ``QueueStorage``, written once, without I/O (as ``_ops``).
 
 Every entry point is one fenced statement (``advance`` of a terminal final state: two, in
-one transaction), so a call re-sent after a lost connection either repeats a committed
-write, which it recognises by its token, or makes the first one.
+one transaction; ``finish_and_claim``: that advance and a claim, in one transaction), so a
+call re-sent after a lost connection either repeats a committed write, which it recognises
+by its token, or makes the first one.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sayiir.backends.postgres._rows import AdvanceRow, ClaimRow, HeldRow, Recove
 from sayiir.core.records import (
     TERMINAL,
     Claim,
+    ClaimAsk,
     ControlRequest,
     FinalState,
     QueueItem,
@@ -34,7 +36,7 @@ from sayiir.core.records import (
 )
 from sayiir.errors import LeaseLostError
 
-__all__ = ["abandon", "advance", "claim", "enqueue", "heartbeat", "next_due"]
+__all__ = ["abandon", "advance", "claim", "enqueue", "finish_and_claim", "heartbeat", "next_due"]
 
 
 # -- worker queue --------------------------------------------------------------------------
@@ -229,10 +231,12 @@ def advance(
             # Locked first, in a statement of its own: the final write then reads a snapshot
             # that has every entry a concurrent enqueue committed (in one statement its older
             # snapshot could leave such an entry behind), and later enqueues find the run over.
-            yield Q("begin", prepare=False)
+            if not in_transaction:
+                yield Q("begin", prepare=False)
             yield Q("lock_instance", {"id": claim.instance_id})
             rows = yield Q("advance_final" + variant, params)
-            yield Q("commit", prepare=False)
+            if not in_transaction:
+                yield Q("commit", prepare=False)
         else:
             rows = yield Q("advance_final" + variant, params)
         held, _woken, written = rows[0]
@@ -257,6 +261,25 @@ def advance(
     return request, Claim(
         claim.instance_id, nxt.key, row.next_attempt, claim.worker_id, row.definition_hash
     )
+
+
+def finish_and_claim(
+    held: Claim, steps: Sequence[StepRecord], final: FinalState, enqueue: Sequence[QueueItem],
+    lease_secs: float, token: UUID, retry: bool, then: ClaimAsk,
+) -> Op[tuple[ControlRequest | None, list[Claim]]]:  # fmt: skip
+    """``ChainedQueueStorage.finish_and_claim``: the final advance, then the worker's next
+    claim, in one transaction (one commit, one WAL flush, where there were two). A re-sent
+    call finds what its first attempt did by ``token``, as each of the two does alone."""
+    yield Q("begin", prepare=False)
+    request, _ = yield from advance(
+        held, steps, final=final, enqueue=enqueue, next_item=None, release=False,
+        lease_secs=lease_secs, token=token, retry=retry, in_transaction=True,
+    )  # fmt: skip
+    claims = yield from claim(
+        then.worker_id, then.definition_hashes, then.tags, 1, lease_secs, token=token, retry=retry
+    )
+    yield Q("commit", prepare=False)
+    return request, claims
 
 
 def _move_locked(params: dict[str, Any], in_transaction: bool) -> Op[AdvanceRow]:
