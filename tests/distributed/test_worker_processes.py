@@ -392,6 +392,33 @@ def test_a_worker_dying_right_after_any_write_leaves_the_run_to_another(cluster:
     assert cluster.completed_twice() == []
 
 
+def test_a_worker_dying_right_after_the_write_that_took_its_next_run_leaves_it_to_another(
+    cluster: Cluster,
+) -> None:
+    """The write that ends a run also claims the worker's next one (finish_and_claim). A
+    worker killed right after that write holds a run it never started: another worker
+    runs it once the lease is over, and the first run is not run again."""
+    cluster.client.submit(workerapp.duo, "chain-first", 1)
+    cluster.client.submit(workerapp.duo, "chain-next", 2)
+    dying = cluster.start(
+        "dying-chain", claim_ttl=1.0, env={"SAYIIR_TEST_EXIT_AFTER_WRITES": "2"}
+    )
+    assert dying.wait(30) == 137  # died right after its 2nd write: chain-first's final one
+    assert cluster.client.status("chain-first").output == 10
+    with psycopg.connect(cluster.dsn) as conn:
+        held = conn.execute(
+            "SELECT worker_id, attempt FROM sayiir_task_queue WHERE instance_id = %s",
+            ("chain-next",),
+        ).fetchall()
+    assert held == [("dying-chain", 1)]  # taken by the final write, never started
+    rescuer = cluster.start("rescuer-chain", claim_ttl=5.0)
+    wait_until(lambda: cluster.client.status("chain-next").is_completed(), 30, "chain-next")
+    rescuer.terminate()
+    rescuer.wait(15)
+    assert cluster.client.status("chain-next").output == 20
+    assert cluster.completed_twice() == []
+
+
 def test_a_signal_sent_while_a_task_runs_does_not_run_it_on_another_worker(
     cluster: Cluster,
 ) -> None:

@@ -184,7 +184,10 @@ signalled = Flow("signalled").then(begin).then(slow).wait_for_signal("go").then(
 
 workflows = [fan, sleepy, parked, tagged, urgent_flow, lazy_flow, duo, signalled, keyed, octet]
 
-_WRITES = ("advance", "finish", "save_steps", "enqueue", "record_attempt")
+_WRITES = (
+    "advance", "advance_gated", "finish_and_claim", "finish", "save_steps", "enqueue",
+    "record_attempt",
+)  # fmt: skip
 
 
 def _exit_after_writes(count: int) -> None:

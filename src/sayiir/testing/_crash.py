@@ -35,6 +35,8 @@ WRITES = frozenset(
         "consume_signal",
         "finish",
         "advance",
+        "advance_gated",
+        "finish_and_claim",
         "enqueue",
         "request_control",
         "unpause",
