@@ -400,9 +400,7 @@ def test_a_worker_dying_right_after_the_write_that_took_its_next_run_leaves_it_t
     runs it once the lease is over, and the first run is not run again."""
     cluster.client.submit(workerapp.duo, "chain-first", 1)
     cluster.client.submit(workerapp.duo, "chain-next", 2)
-    dying = cluster.start(
-        "dying-chain", claim_ttl=1.0, env={"SAYIIR_TEST_EXIT_AFTER_WRITES": "2"}
-    )
+    dying = cluster.start("dying-chain", claim_ttl=1.0, env={"SAYIIR_TEST_EXIT_AFTER_WRITES": "2"})
     assert dying.wait(30) == 137  # died right after its 2nd write: chain-first's final one
     assert cluster.client.status("chain-first").output == 10
     with psycopg.connect(cluster.dsn) as conn:
