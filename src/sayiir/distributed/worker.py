@@ -334,25 +334,23 @@ class _Running:
         # when the worker began to stop meanwhile: a stopping turn starts no task and gives
         # the claim back at once (rather than leave it held until its lease runs out).
         while chained or not self._stopping.is_set():
-            if chained:
-                claim, chained = chained[0], chained[1:]
-                chained += self._work(claim)
-                continue
-            began = time.monotonic()
-            try:
-                claims = self.storage.claim(
-                    self.worker_id, self.hashes, self.worker.tags, 1, self.worker.claim_ttl
-                )
-                backoff = 0.0
-                self._outage_since = None
-            except BackendError as exc:
-                backoff = min(max(backoff * 2, 0.5), 30.0)
-                self._stopping.wait(self._outage(exc, backoff, began))
-                continue
+            claims, chained = chained, []
             if not claims:
-                self._wake.wait(self._idle_wait())
-                self._wake.clear()
-                continue
+                began = time.monotonic()
+                try:
+                    claims = self.storage.claim(
+                        self.worker_id, self.hashes, self.worker.tags, 1, self.worker.claim_ttl
+                    )
+                    backoff = 0.0
+                    self._outage_since = None
+                except BackendError as exc:
+                    backoff = min(max(backoff * 2, 0.5), 30.0)
+                    self._stopping.wait(self._outage(exc, backoff, began))
+                    continue
+                if not claims:
+                    self._wake.wait(self._idle_wait())
+                    self._wake.clear()
+                    continue
             for claim in claims:
                 chained += self._work(claim)
 

@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sayiir.backends._closing import Closing
 from sayiir.backends._sqlfiles import load_migrations, load_queries
@@ -91,6 +91,7 @@ _SELECT_OPEN_ATTEMPTS = _Q["select_open_attempts"]
 _BEGIN_READ = _Q["begin_deferred"]
 
 _Row = tuple[Any, ...]
+R = TypeVar("R")
 
 
 class SqliteBackend(
@@ -495,16 +496,12 @@ class SqliteBackend(
         release: bool = False,
         lease_secs: float = 300.0,
     ) -> tuple[ControlRequest | None, Claim | None]:
-        woke: list[bool] = []
-        result = self._db.write(
+        return self._queue_write(
             f"advance({claim.instance_id!r}, {claim.key!r})",
-            lambda cur: self._advance(
+            lambda cur, woke: self._advance(
                 cur, claim, steps, final, enqueue, next_item, release, lease_secs, woke
             ),
         )
-        if any(woke):
-            self._notify()
-        return result
 
     def advance_gated(
         self,
@@ -519,7 +516,7 @@ class SqliteBackend(
         iid, key = claim.instance_id, next_item.key
 
         def tx(
-            cur: sqlite3.Cursor,
+            cur: sqlite3.Cursor, woke: list[bool]
         ) -> tuple[ControlRequest | None, Claim | None, GateAnswer | None]:
             request, moved = self._advance(
                 cur, claim, steps, None, enqueue, next_item, False, lease_secs, woke
@@ -534,11 +531,7 @@ class SqliteBackend(
             )
             return request, moved, answer
 
-        woke: list[bool] = []
-        result = self._db.write(f"advance({iid!r}, {claim.key!r}) and its limits", tx)
-        if any(woke):
-            self._notify()
-        return result
+        return self._queue_write(f"advance({iid!r}, {claim.key!r}) and its limits", tx)
 
     def finish_and_claim(
         self,
@@ -553,7 +546,7 @@ class SqliteBackend(
         """``ChainedQueueStorage.finish_and_claim``: the final advance and the worker's next
         claim in one write transaction (one sync of the file instead of two)."""
 
-        def tx(cur: sqlite3.Cursor) -> tuple[ControlRequest | None, list[Claim]]:
+        def tx(cur: sqlite3.Cursor, woke: list[bool]) -> tuple[ControlRequest | None, list[Claim]]:
             request, _ = self._advance(
                 cur, claim, steps, final, enqueue, None, False, lease_secs, woke
             )
@@ -562,8 +555,13 @@ class SqliteBackend(
             )
             return request, taken
 
+        return self._queue_write(f"finish_and_claim({claim.instance_id!r}, {claim.key!r})", tx)
+
+    def _queue_write(self, what: str, fn: Callable[[sqlite3.Cursor, list[bool]], R]) -> R:
+        """A write transaction of the queue: ``fn(cursor, woke)`` appends to ``woke`` whether
+        it queued work; idle workers are told once it committed."""
         woke: list[bool] = []
-        result = self._db.write(f"finish_and_claim({claim.instance_id!r}, {claim.key!r})", tx)
+        result = self._db.write(what, lambda cur: fn(cur, woke))
         if any(woke):
             self._notify()
         return result
